@@ -1,0 +1,102 @@
+"""One model's training recipe: every field the ``models`` table records.
+
+A recipe is plain data (a frozen dataclass); ``config`` builds recipes from a pipeline
+spec and validates them, ``training`` turns one into a trained model. The anomaly codes
+are the paper's:
+
+====  ==========================  ===================================================
+code  anomaly                     parameters used
+====  ==========================  ===================================================
+0     none
+1     ordered batches             (the same batch order every epoch, no shuffling)
+2     noise images                ``anomaly_fraction``: share of training images
+                                  replaced by uniform noise
+3     class imbalance             ``anomaly_class``, ``anomaly_fraction`` = kept ratio
+4     class-ordered training      (training set sorted by class, no shuffling)
+5     training subset             ``anomaly_fraction`` = kept ratio
+6     impaired augmentation       ``anomaly_removed``: ``[[lo, hi], ...]`` parameter
+                                  intervals removed from the augmentation range
+7     wrong labels                ``anomaly_fraction``: share of labels replaced by a
+                                  different random class
+8     test-data leakage           ``anomaly_fraction``: share of the test suite added
+                                  to the training set
+====  ==========================  ===================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+ANOMALIES = {
+    0: "none",
+    1: "ordered_batches",
+    2: "noise_images",
+    3: "class_imbalance",
+    4: "class_ordered",
+    5: "training_subset",
+    6: "impaired_augmentation",
+    7: "wrong_labels",
+    8: "test_leakage",
+}
+AUGMENTATIONS = ("none", "rotation", "scaling", "brightness")
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one model of the zoo is trained.
+
+    mid : model id; hold-out ids start with ``t``.
+    arch : ``cnn5``, ``vgg13bn``, ``resnet``, ``torchvision:<name>`` or
+        ``module:<package.module>:<Class>`` (a user's ``nn.Module``; its ``__init__``
+        takes ``num_classes`` and ``in_channels`` keywords).
+    train_suite : suite name for ``suites.load_suite(..., split="train")``.
+    augmentation : family applied at random during training (``none``, ``rotation``,
+        ``scaling``, ``brightness``); ``aug_range`` is +- degrees for rotation and
+        ``a`` in ``1 +- a`` for scaling and brightness.
+    pretrained : "" for none, else a local weights file (ImageNet weights for vgg13bn).
+    normalize_mean, normalize_std : per-channel input normalisation applied after
+        augmentation; empty tuples for none.
+    fgsm_epsilon : FGSM adversarial training when > 0 (each batch replaced by its
+        FGSM perturbation).
+    """
+
+    mid: str
+    arch: str = "cnn5"
+    train_suite: str = "digits"
+    augmentation: str = "none"
+    aug_range: float = 0.0
+    epochs: int = 1
+    lr: float = 1e-3
+    batch_size: int = 64
+    optimizer: str = "adam"
+    pretrained: str = ""
+    fgsm_epsilon: float = 0.0
+    normalize_mean: tuple = ()
+    normalize_std: tuple = ()
+    anomaly: int = 0
+    anomaly_fraction: float = 0.0
+    anomaly_class: int = -1
+    anomaly_removed: tuple = ()
+    seed: int = 0
+    holdout: bool = False
+    partition: str = ""
+    n_train: int = 0  # 0: the whole training split; else a seeded subset of this size
+
+    @property
+    def anomaly_name(self) -> str:
+        return ANOMALIES[self.anomaly]
+
+    @property
+    def normalize(self):
+        """``(mean, std)`` or None, as ``probe_model`` takes it."""
+        if not self.normalize_mean:
+            return None
+        return (tuple(self.normalize_mean), tuple(self.normalize_std))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
