@@ -349,6 +349,34 @@ def write_rows(path, group: str, ds: xr.Dataset, mids) -> None:
         dask.compute(*pending)
 
 
+def set_done(path, group: str, mids) -> None:
+    """Set the ``done`` flag of ``mids`` in ``group`` (after their data is written)."""
+    existing = open_group(path, group)
+    rows = sorted(_mid_index(existing, mids, path, group))
+    with _quiet():
+        for start, stop in _runs(rows):
+            flags = xr.Dataset({dims.DONE: ((dims.MID,), np.ones(stop - start, dtype=bool))})
+            flags.to_zarr(_store_path(path), group=group, region={dims.MID: slice(start, stop)},
+                          consolidated=False)
+
+
+def append_measures(path, group: str, ds: xr.Dataset):
+    """Append new entries along ``measure`` to an existing measures group; return the delayed write.
+
+    ds : dataset whose variables have a ``measure`` dim and the group's ``mid`` order.
+    """
+    existing = open_group(path, group)
+    have = [str(m) for m in existing[dims.MID].values]
+    if [str(m) for m in ds[dims.MID].values] != have:
+        raise StoreError("models to append measures for differ from the group's", file=path,
+                         field=f"{group}/{dims.MID}")
+    ds = _strings_to_object(ds).drop_vars(
+        [c for c in ds.coords if dims.MEASURE not in ds[c].dims])
+    with _quiet():
+        return ds.to_zarr(_store_path(path), group=group, append_dim=dims.MEASURE,
+                          compute=False, consolidated=False)
+
+
 def _runs(sorted_rows):
     """Contiguous ``(start, stop)`` runs of sorted integers."""
     runs = []

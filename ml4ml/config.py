@@ -1,0 +1,544 @@
+"""Pipeline specs (TOML): load, validate, and expand the zoo into recipes.
+
+``load_pipeline(path)`` returns a ``Pipeline`` or raises one ``SpecError`` that lists
+every problem found, each as ``file: field 'x.y': why``. Relative paths in a spec are
+relative to the spec file's folder. The schema is documented in README.md
+("Pipeline spec").
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SpecError
+from .recipe import ANOMALIES, AUGMENTATIONS, OPTIMIZERS, Recipe
+
+BUILTIN_ARCHS = ("cnn5", "vgg13bn", "resnet")
+LABEL_SOURCES = ("recipe", "store")
+ASSESSORS = ("decision_tree", "random_forest", "adaboost", "linear")
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    """A test suite to probe on: ``suites.load_suite(name, split, n_samples=, seed=)``."""
+
+    name: str
+    split: str = "test"
+    n_samples: int | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    layers: tuple = ()  # module names; () = the last two Conv2d modules
+    batch_size: int = 256
+    device: str = "cpu"
+    fgsm_epsilon: float = 0.0
+
+
+@dataclass(frozen=True)
+class AssessSpec:
+    transform: str = "rotation"
+    label_source: str = "recipe"
+    assessors: tuple = ASSESSORS
+    repeats: int = 10
+    features: str = "paper80"
+    split: str = "correct"
+    suite: str = ""  # "" = the first suite
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A validated pipeline spec."""
+
+    file: Path
+    name: str
+    store: str
+    precision: str
+    checkpoints: Path
+    data_root: Path | None
+    suites: tuple  # of SuiteSpec
+    transforms: dict  # name -> np.ndarray grid (P,)
+    recipes: tuple  # of Recipe
+    probe: ProbeSpec = field(default_factory=ProbeSpec)
+    assess: AssessSpec = field(default_factory=AssessSpec)
+
+    @property
+    def mids(self) -> list[str]:
+        return [r.mid for r in self.recipes]
+
+    def recipe(self, mid: str) -> Recipe:
+        for r in self.recipes:
+            if r.mid == mid:
+                return r
+        raise KeyError(mid)
+
+
+class _Problems:
+    """Collects every problem of one spec file, raised together at the end."""
+
+    def __init__(self, file):
+        self.file = str(file)
+        self.items: list[str] = []
+
+    def add(self, field_name: str, why: str) -> None:
+        self.items.append(f"{self.file}: field '{field_name}': {why}")
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            n = len(self.items)
+            head = f"{n} problem{'s' if n > 1 else ''} in pipeline spec:\n  "
+            err = SpecError(head + "\n  ".join(self.items), file=self.file)
+            err.problems = list(self.items)
+            raise err
+
+
+TOP_KEYS = {"name", "description", "store", "data", "suites", "transforms", "zoo", "probe",
+            "assess"}
+RECIPE_FIELDS = set(Recipe.field_names())
+
+
+def load_pipeline(path) -> Pipeline:
+    """Read and validate a pipeline spec; SpecError listing every problem otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError("no such pipeline spec file", file=path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(f"not valid TOML: {exc}", file=path) from exc
+    problems = _Problems(path)
+    base = path.parent
+    _unknown_keys(raw, TOP_KEYS, "", problems)
+
+    name = raw.get("name", path.stem)
+    store_tab = _table(raw, "store", problems)
+    _unknown_keys(store_tab, {"path", "precision", "checkpoints"}, "store.", problems)
+    store_path = store_tab.get("path")
+    if not isinstance(store_path, str) or not store_path:
+        problems.add("store.path", "required: where the store is written, e.g. "
+                     "\"../stores/demo.zarr\" (relative to this file) or \"memory://x.zarr\"")
+        store_path = "missing.zarr"
+    store = _resolve(store_path, base)
+    precision = store_tab.get("precision", "float32")
+    if precision not in ("float32", "float64"):
+        problems.add("store.precision", f"expected 'float32' or 'float64', got {precision!r}")
+    checkpoints = store_tab.get("checkpoints")
+    checkpoints = (Path(_resolve(checkpoints, base)) if isinstance(checkpoints, str)
+                   else Path(str(store).rstrip("/") + ".checkpoints"))
+
+    data_tab = _table(raw, "data", problems)
+    _unknown_keys(data_tab, {"root"}, "data.", problems)
+    data_root = Path(_resolve(data_tab["root"], base)) if "root" in data_tab else None
+
+    suites = _suites(raw, problems)
+    transforms = _transforms(raw, problems)
+    recipes = _zoo(raw, problems)
+    probe = _probe(raw, problems)
+    assess = _assess(raw, transforms, suites, problems)
+    problems.raise_if_any()
+    return Pipeline(file=path, name=str(name), store=store, precision=precision,
+                    checkpoints=checkpoints, data_root=data_root, suites=tuple(suites),
+                    transforms=transforms, recipes=tuple(recipes), probe=probe, assess=assess)
+
+
+# ----------------------------------------------------------------------------- parts
+def _suites(raw, problems) -> list[SuiteSpec]:
+    from .suites import suite_names
+
+    tab = _table(raw, "suites", problems)
+    if not tab:
+        problems.add("suites", "at least one test suite is required, e.g. [suites.digits]")
+    out = []
+    known = suite_names()
+    for name, spec in tab.items():
+        where = f"suites.{name}"
+        if not isinstance(spec, dict):
+            problems.add(where, "expected a table like {split = \"test\", n_samples = 500}")
+            continue
+        _unknown_keys(spec, {"split", "n_samples", "seed"}, where + ".", problems)
+        if name not in known:
+            problems.add(where, f"unknown suite {name!r}; known: {', '.join(known)}"
+                         + _did_you_mean(name, known))
+        split = spec.get("split", "test")
+        if split not in ("train", "test"):
+            problems.add(where + ".split", f"expected 'train' or 'test', got {split!r}")
+        n_samples = spec.get("n_samples")
+        if n_samples is not None and (not _is_int(n_samples) or n_samples < 2):
+            problems.add(where + ".n_samples", f"expected an integer >= 2, got {n_samples!r}")
+        seed = spec.get("seed", 0)
+        if not _is_int(seed):
+            problems.add(where + ".seed", f"expected an integer, got {seed!r}")
+        out.append(SuiteSpec(name=name, split=split, n_samples=n_samples, seed=seed))
+    return out
+
+
+def _transforms(raw, problems) -> dict:
+    from .errors import InputError
+    from .transforms import get_transform, validate_grid
+
+    tab = _table(raw, "transforms", problems)
+    if not tab:
+        problems.add("transforms", "at least one transform is required, e.g. "
+                     "[transforms.rotation] grid = [-15, 15, 31]")
+    out = {}
+    for name, spec in tab.items():
+        where = f"transforms.{name}"
+        if not isinstance(spec, dict):
+            problems.add(where, "expected a table with 'grid = [start, stop, num]' or 'values'")
+            continue
+        _unknown_keys(spec, {"grid", "values"}, where + ".", problems)
+        try:
+            get_transform(name)
+        except InputError as exc:
+            problems.add(where, exc.message)
+            continue
+        if ("grid" in spec) == ("values" in spec):
+            problems.add(where, "give exactly one of 'grid = [start, stop, num]' or 'values = [...]'")
+            continue
+        if "grid" in spec:
+            g = spec["grid"]
+            if (not isinstance(g, list) or len(g) != 3 or not all(_is_num(v) for v in g)
+                    or not _is_int(g[2])):
+                problems.add(where + ".grid", f"expected [start, stop, num], got {g!r}")
+                continue
+            values = np.linspace(float(g[0]), float(g[1]), int(g[2]))
+        else:
+            v = spec["values"]
+            if not isinstance(v, list) or not all(_is_num(x) for x in v):
+                problems.add(where + ".values", f"expected a list of numbers, got {v!r}")
+                continue
+            values = np.asarray(v, dtype=np.float64)
+        try:
+            values = validate_grid(name, values)
+        except InputError as exc:
+            problems.add(where + (".grid" if "grid" in spec else ".values"), exc.message)
+            continue
+        out[name] = np.asarray(values, dtype=np.float64)
+    return out
+
+
+def _probe(raw, problems) -> ProbeSpec:
+    tab = _table(raw, "probe", problems)
+    _unknown_keys(tab, {"layers", "batch_size", "device", "fgsm_epsilon"}, "probe.", problems)
+    layers = tab.get("layers", [])
+    if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
+        problems.add("probe.layers", f"expected a list of module names, got {layers!r}")
+        layers = []
+    batch_size = tab.get("batch_size", 256)
+    if not _is_int(batch_size) or batch_size < 1:
+        problems.add("probe.batch_size", f"expected a positive integer, got {batch_size!r}")
+    device = tab.get("device", "cpu")
+    if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
+        problems.add("probe.device", f"expected 'cpu' or 'cuda[:N]', got {device!r}")
+    eps = tab.get("fgsm_epsilon", 0.0)
+    if not _is_num(eps) or eps < 0:
+        problems.add("probe.fgsm_epsilon", f"expected a number >= 0, got {eps!r}")
+    return ProbeSpec(layers=tuple(layers), batch_size=batch_size, device=device,
+                     fgsm_epsilon=float(eps) if _is_num(eps) else 0.0)
+
+
+def _assess(raw, transforms, suites, problems) -> AssessSpec:
+    tab = _table(raw, "assess", problems)
+    _unknown_keys(tab, {f.name for f in fields(AssessSpec)}, "assess.", problems)
+    default_transform = next(iter(transforms), "rotation")
+    spec = AssessSpec(transform=default_transform)
+    values = {}
+    for key, value in tab.items():
+        if key in ("assessors",):
+            if not isinstance(value, list) or not value:
+                problems.add("assess.assessors", f"expected a non-empty list, got {value!r}")
+                continue
+            bad = [a for a in value if a not in ASSESSORS]
+            if bad:
+                problems.add("assess.assessors", f"unknown assessor(s) {bad}; known: "
+                             f"{', '.join(ASSESSORS)}")
+                continue
+            values[key] = tuple(value)
+        elif key == "repeats":
+            if not _is_int(value) or value < 1:
+                problems.add("assess.repeats", f"expected a positive integer, got {value!r}")
+                continue
+            values[key] = value
+        elif key in {f.name for f in fields(AssessSpec)}:
+            values[key] = value
+    spec = replace(spec, **values)
+    if spec.transform not in transforms and transforms:
+        problems.add("assess.transform", f"{spec.transform!r} is not one of the pipeline's "
+                     f"transforms ({', '.join(transforms)})")
+    if spec.label_source not in LABEL_SOURCES:
+        problems.add("assess.label_source", f"expected one of {LABEL_SOURCES}, got "
+                     f"{spec.label_source!r}")
+    if spec.suite and spec.suite not in [s.name for s in suites]:
+        problems.add("assess.suite", f"{spec.suite!r} is not one of the pipeline's suites")
+    return spec
+
+
+ZOO_KEYS = {"defaults", "grids", "models", "sample"}
+
+
+def _zoo(raw, problems) -> list[Recipe]:
+    """Expand ``[zoo]``: defaults + grids (cartesian) + sampled recipes + explicit models."""
+    tab = _table(raw, "zoo", problems)
+    _unknown_keys(tab, ZOO_KEYS | RECIPE_FIELDS, "zoo.", problems)
+    # plain recipe fields directly under [zoo] act as defaults too
+    defaults = {k: v for k, v in tab.items() if k in RECIPE_FIELDS}
+    defaults_tab = tab.get("defaults", {})
+    if not isinstance(defaults_tab, dict):
+        problems.add("zoo.defaults", "expected a table of recipe fields")
+        defaults_tab = {}
+    _recipe_keys(defaults_tab, "zoo.defaults.", problems)
+    defaults.update(defaults_tab)
+
+    entries: list[tuple[str, dict]] = []  # (where, fields)
+    counters = {"m": 0, "t": 0}
+
+    def next_id(holdout: bool) -> str:
+        prefix = "t" if holdout else "m"
+        counters[prefix] += 1
+        return f"{prefix}{counters[prefix]:03d}"
+
+    for g, grid in enumerate(tab.get("grids", [])):
+        where = f"zoo.grids[{g}]"
+        if not isinstance(grid, dict):
+            problems.add(where, "expected a table of recipe fields, each a list of values")
+            continue
+        _recipe_keys(grid, where + ".", problems)
+        keys = [k for k in grid if k in RECIPE_FIELDS]
+        axes = [grid[k] if isinstance(grid[k], list) and k not in _LIST_FIELDS
+                else [grid[k]] for k in keys]
+        for key, axis in zip(keys, axes):
+            for option in axis:
+                if isinstance(option, dict):
+                    _recipe_keys(option, f"{where}.{key}[].", problems)
+        for combo in itertools.product(*axes):
+            values = {}
+            for key, option in zip(keys, combo):
+                values.update(option if isinstance(option, dict) else {key: option})
+            entries.append((where, values))
+
+    sample = tab.get("sample")
+    if sample is not None:
+        entries.extend(_sampled(sample, problems))
+
+    for k, model in enumerate(tab.get("models", [])):
+        where = f"zoo.models[{k}]"
+        if not isinstance(model, dict):
+            problems.add(where, "expected a table of recipe fields")
+            continue
+        _recipe_keys(model, where + ".", problems)
+        entries.append((where, dict(model)))
+
+    if not entries and not defaults.get("mid"):
+        problems.add("zoo", "the zoo has no models: add [[zoo.grids]], [zoo.sample] or "
+                     "[[zoo.models]]")
+    recipes, seen = [], {}
+    for where, values in entries:
+        merged = {**defaults, **values}
+        holdout = bool(merged.get("holdout", False))
+        if "mid" not in values:
+            merged["mid"] = next_id(holdout)
+        recipe = _make_recipe(merged, where, problems)
+        if recipe is None:
+            continue
+        if recipe.mid in seen:
+            problems.add(where + ".mid", f"model id {recipe.mid!r} is already used by "
+                         f"{seen[recipe.mid]}")
+            continue
+        seen[recipe.mid] = where
+        recipes.append(recipe)
+    return recipes
+
+
+def _sampled(sample, problems) -> list[tuple[str, dict]]:
+    """``[zoo.sample]``: n_regular + n_holdout recipes drawn from ``choices`` (seeded)."""
+    where = "zoo.sample"
+    if not isinstance(sample, dict):
+        problems.add(where, "expected a table with n_regular, n_holdout, seed, choices")
+        return []
+    _unknown_keys(sample, {"n_regular", "n_holdout", "seed", "choices"}, where + ".", problems)
+    n_regular, n_holdout = sample.get("n_regular", 0), sample.get("n_holdout", 0)
+    for key, value in (("n_regular", n_regular), ("n_holdout", n_holdout)):
+        if not _is_int(value) or value < 0:
+            problems.add(f"{where}.{key}", f"expected an integer >= 0, got {value!r}")
+            return []
+    choices = sample.get("choices", {})
+    if not isinstance(choices, dict):
+        problems.add(where + ".choices", "expected a table: field = [values to draw from]")
+        return []
+    for key, options in choices.items():
+        if key not in RECIPE_FIELDS:
+            problems.add(f"{where}.choices.{key}", "not a recipe field" +
+                         _did_you_mean(key, sorted(RECIPE_FIELDS)))
+            return []
+        if not isinstance(options, list) or not options:
+            problems.add(f"{where}.choices.{key}", "expected a non-empty list of values")
+            return []
+        for opt in options:
+            if isinstance(opt, dict):
+                _recipe_keys(opt, f"{where}.choices.{key}[].", problems)
+    rng = np.random.RandomState(sample.get("seed", 0) if _is_int(sample.get("seed", 0)) else 0)
+    out = []
+    for k in range(n_regular + n_holdout):
+        values = {"holdout": k >= n_regular}
+        for key, options in choices.items():
+            pick = options[rng.randint(len(options))]
+            if isinstance(pick, dict):
+                values.update(pick)
+            else:
+                values[key] = pick
+        out.append((f"{where} (model {k})", values))
+    return out
+
+
+_LIST_FIELDS = {"normalize_mean", "normalize_std", "anomaly_removed"}
+
+
+def _make_recipe(values: dict, where: str, problems) -> Recipe | None:
+    """Coerce and check one recipe's fields; None (with problems noted) if invalid."""
+    ok = True
+
+    def bad(name, why):
+        nonlocal ok
+        ok = False
+        problems.add(f"{where}.{name}", why)
+
+    out = {}
+    for f in fields(Recipe):
+        if f.name not in values:
+            continue
+        v = values[f.name]
+        if f.name in ("mid", "arch", "train_suite", "augmentation", "optimizer", "pretrained",
+                      "partition"):
+            if not isinstance(v, str):
+                bad(f.name, f"expected a string, got {v!r}")
+                continue
+        elif f.name in ("epochs", "batch_size", "anomaly", "anomaly_class", "seed", "n_train"):
+            if not _is_int(v):
+                bad(f.name, f"expected an integer, got {v!r}")
+                continue
+        elif f.name in ("aug_range", "lr", "fgsm_epsilon", "anomaly_fraction"):
+            if not _is_num(v):
+                bad(f.name, f"expected a number, got {v!r}")
+                continue
+            v = float(v)
+        elif f.name == "holdout":
+            if not isinstance(v, bool):
+                bad(f.name, f"expected true or false, got {v!r}")
+                continue
+        elif f.name in ("normalize_mean", "normalize_std"):
+            if not isinstance(v, list) or not all(_is_num(x) for x in v):
+                bad(f.name, f"expected a list of numbers (one per channel), got {v!r}")
+                continue
+            v = tuple(float(x) for x in v)
+        elif f.name == "anomaly_removed":
+            if not isinstance(v, list) or not all(
+                    isinstance(x, list) and len(x) == 2 and all(_is_num(y) for y in x)
+                    and x[0] < x[1] for x in v):
+                bad(f.name, f"expected a list of [low, high] intervals, got {v!r}")
+                continue
+            v = tuple((float(x[0]), float(x[1])) for x in v)
+        out[f.name] = v
+    if not ok:
+        return None
+    recipe = Recipe(**out)
+    if not recipe.mid or not recipe.mid.replace("_", "").replace("-", "").isalnum():
+        bad("mid", f"expected letters, digits, '-' or '_', got {recipe.mid!r}")
+    if recipe.holdout != recipe.mid.startswith("t"):
+        bad("mid", f"hold-out ids start with 't' and only they do; got {recipe.mid!r} with "
+            f"holdout = {str(recipe.holdout).lower()}")
+    arch = recipe.arch
+    if not (arch in BUILTIN_ARCHS or arch.startswith("torchvision:")
+            or (arch.startswith("module:") and arch.count(":") == 2)):
+        bad("arch", f"expected one of {', '.join(BUILTIN_ARCHS)}, 'torchvision:<name>' or "
+            f"'module:<package.module>:<Class>', got {arch!r}")
+    elif arch.startswith("torchvision:"):
+        import torchvision
+
+        tv_name = arch.split(":", 1)[1]
+        known = torchvision.models.list_models(module=torchvision.models)
+        if tv_name not in known:
+            bad("arch", f"torchvision has no classification model {tv_name!r}"
+                + _did_you_mean(tv_name, known))
+    from .suites import suite_names
+
+    if recipe.train_suite not in suite_names():
+        bad("train_suite", f"unknown suite {recipe.train_suite!r}; known: "
+            f"{', '.join(suite_names())}")
+    if recipe.augmentation not in AUGMENTATIONS:
+        bad("augmentation", f"expected one of {AUGMENTATIONS}, got {recipe.augmentation!r}")
+    if recipe.aug_range < 0 or (recipe.augmentation in ("scaling", "brightness")
+                                and recipe.aug_range >= 1):
+        bad("aug_range", "expected >= 0 (degrees for rotation, a in 1 +- a < 1 for "
+            f"scaling/brightness), got {recipe.aug_range!r}")
+    if recipe.epochs < 1:
+        bad("epochs", f"expected >= 1, got {recipe.epochs}")
+    if not recipe.lr > 0:
+        bad("lr", f"expected > 0, got {recipe.lr}")
+    if recipe.batch_size < 1:
+        bad("batch_size", f"expected >= 1, got {recipe.batch_size}")
+    if recipe.optimizer not in OPTIMIZERS:
+        bad("optimizer", f"expected one of {OPTIMIZERS}, got {recipe.optimizer!r}")
+    if recipe.fgsm_epsilon < 0:
+        bad("fgsm_epsilon", f"expected >= 0, got {recipe.fgsm_epsilon}")
+    if recipe.anomaly not in ANOMALIES:
+        bad("anomaly", f"expected a code 0..8 ({', '.join(f'{k} {v}' for k, v in ANOMALIES.items())}), "
+            f"got {recipe.anomaly}")
+    elif recipe.anomaly in (2, 3, 5, 7, 8) and not 0 < recipe.anomaly_fraction <= 1:
+        bad("anomaly_fraction", f"anomaly {recipe.anomaly} ({recipe.anomaly_name}) needs "
+            f"anomaly_fraction in (0, 1], got {recipe.anomaly_fraction}")
+    elif recipe.anomaly == 3 and recipe.anomaly_class < 0:
+        bad("anomaly_class", "anomaly 3 (class_imbalance) needs anomaly_class >= 0")
+    elif recipe.anomaly == 6 and (not recipe.anomaly_removed or recipe.augmentation == "none"):
+        bad("anomaly_removed", "anomaly 6 (impaired_augmentation) needs an augmentation and "
+            "anomaly_removed = [[low, high], ...]")
+    if len(recipe.normalize_mean) != len(recipe.normalize_std):
+        bad("normalize_std", "normalize_mean and normalize_std need one value per channel each")
+    if recipe.n_train < 0:
+        bad("n_train", f"expected >= 0, got {recipe.n_train}")
+    return recipe if ok else None
+
+
+# --------------------------------------------------------------------------- helpers
+def _table(raw: dict, key: str, problems) -> dict:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        problems.add(key, f"expected a table [{key}], got {type(value).__name__}")
+        return {}
+    return value
+
+
+def _unknown_keys(tab: dict, allowed: set, prefix: str, problems) -> None:
+    for key in tab:
+        if key not in allowed:
+            problems.add(prefix + key, "unknown field" + _did_you_mean(key, sorted(allowed)))
+
+
+def _recipe_keys(tab: dict, prefix: str, problems) -> None:
+    _unknown_keys(tab, RECIPE_FIELDS, prefix, problems)
+
+
+def _did_you_mean(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _resolve(value: str, base: Path) -> str:
+    if "://" in value:
+        return value
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
