@@ -1,0 +1,360 @@
+"""Transformation families applied on the device to a batch of images for a whole grid at once.
+
+A family is a :class:`Transform`: a name, the units of its parameter, the identity value and
+a batched function ``apply(images, params) -> transformed`` with
+
+    images      (batch, channel, height, width)         float in [0, 1], on the device
+    params      (aug_param,)                            float64 tensor (any device)
+    transformed (aug_param, batch, channel, height, width)
+
+Built-in families match torchvision's ``transforms.v2.functional`` on float tensors:
+
+=============  =======  ========  ============================================================
+name           units    identity  torchvision equivalent (per image, per parameter ``p``)
+=============  =======  ========  ============================================================
+rotation       degrees  0         ``rotate(x, p, NEAREST, expand=False, fill=0)``
+scaling        factor   1         ``affine(x, angle=0, translate=[0, 0], scale=p, shear=[0, 0],
+                                  interpolation=NEAREST, fill=0)``
+translation    pixels   0         ``affine(x, angle=0, translate=[p, 0], scale=1, ...)``
+brightness     factor   1         ``adjust_brightness(x, p)``
+contrast       factor   1         ``adjust_contrast(x, p)``
+blur           sigma    0         ``gaussian_blur(x, [7, 7], [|p|, |p|])``; ``p == 0``: unchanged
+=============  =======  ========  ============================================================
+
+The geometric families (rotation, scaling, translation) build the P inverse affine matrices
+and sampling grids exactly as torchvision does and sample all P x batch images with one
+``grid_sample(mode="nearest")``, so the result is bit for bit torchvision's. Brightness is
+bit for bit too; contrast and blur agree to float rounding (~1e-7).
+
+``register_transform`` adds a family, ``get_transform`` looks one up, ``validate_grid`` checks
+a parameter grid (odd length, strictly ascending, finite, identity at the centre).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+
+__all__ = [
+    "Transform",
+    "register_transform",
+    "get_transform",
+    "transform_names",
+    "validate_grid",
+    "BLUR_KERNEL_SIZE",
+]
+
+# kernel size of the ``blur`` family (odd; images must be larger than half of it)
+BLUR_KERNEL_SIZE = 7
+# how far the centre of a grid may lie from the identity and still be taken as it
+_IDENTITY_RTOL = 1e-9
+
+
+@dataclass(frozen=True)
+class Transform:
+    """A transformation family.
+
+    name : registry key, e.g. ``"rotation"``.
+    units : units of the parameter, e.g. ``"degrees"``, ``"factor"``.
+    identity : the parameter value that leaves images unchanged (the grid's centre).
+    apply : ``apply(images (B, C, H, W), params (P,)) -> (P, B, C, H, W)``, run on the
+        images' device; ``params`` is a float64 tensor (on the CPU or the images' device).
+    minimum : smallest allowed parameter value (``-inf``: none).
+    minimum_inclusive : whether ``minimum`` itself is allowed.
+    description : one line for help texts.
+    """
+
+    name: str
+    units: str
+    identity: float
+    apply: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    minimum: float = -math.inf
+    minimum_inclusive: bool = True
+    description: str = ""
+
+
+_REGISTRY: dict[str, Transform] = {}
+
+
+def register_transform(transform: Transform, *, overwrite: bool = False) -> Transform:
+    """Add ``transform`` to the registry under ``transform.name`` and return it.
+
+    A name already registered is refused unless ``overwrite=True``.
+    """
+    if not isinstance(transform, Transform):
+        raise InputError(
+            f"expected a ml4ml.transforms.Transform, found {type(transform).__name__}",
+            field="transform",
+        )
+    if not transform.name or not isinstance(transform.name, str):
+        raise InputError(f"transform name must be a non-empty string, found {transform.name!r}",
+                         field="transform")
+    if transform.name in _REGISTRY and not overwrite:
+        raise InputError(
+            f"a transform named {transform.name!r} is already registered",
+            field="transform", hint="pass overwrite=True to replace it, or choose another name",
+        )
+    _REGISTRY[transform.name] = transform
+    return transform
+
+
+def transform_names() -> list[str]:
+    """Names of the registered transformation families, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_transform(name: str | Transform) -> Transform:
+    """The registered family called ``name`` (a :class:`Transform` is returned as is)."""
+    if isinstance(name, Transform):
+        return name
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise InputError(
+            f"unknown transform {name!r}; expected one of {transform_names()}",
+            field="transform", hint="register your own with ml4ml.transforms.register_transform",
+        ) from None
+
+
+def validate_grid(transform: str | Transform, params) -> np.ndarray:
+    """Check a parameter grid for ``transform`` and return it as float64 (aug_param,).
+
+    The grid must be a 1-D sequence of an odd number of finite, strictly ascending values
+    whose centre is the family's identity (within a relative 1e-9, then set to it exactly),
+    all within the family's allowed range.
+    """
+    transform = get_transform(transform)
+    expected = (f"expected an odd number of strictly ascending finite values with the identity "
+                f"({transform.identity:g} {transform.units}) at the centre")
+    try:
+        grid = np.array(params, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{expected}; found {params!r}, which is not numeric",
+                         field="params") from None
+    if grid.ndim != 1:
+        raise InputError(f"{expected}; found an array of shape {grid.shape}", field="params")
+    if grid.size % 2 == 0:
+        raise InputError(f"{expected}; found {grid.size} values (an even number)", field="params")
+    if not np.all(np.isfinite(grid)):
+        bad = grid[~np.isfinite(grid)]
+        raise InputError(f"{expected}; found non-finite values {bad.tolist()}", field="params")
+    steps = np.diff(grid)
+    if np.any(steps <= 0):
+        k = int(np.argmax(steps <= 0))
+        raise InputError(
+            f"{expected}; found {grid[k]:g} followed by {grid[k + 1]:g} at positions {k}, {k + 1}",
+            field="params",
+        )
+    centre = grid.size // 2
+    if not math.isclose(grid[centre], transform.identity, rel_tol=_IDENTITY_RTOL, abs_tol=1e-12):
+        raise InputError(
+            f"{expected}; found {grid[centre]:g} at the centre (position {centre} of {grid.size})",
+            field="params", hint="make the grid symmetric about the identity, e.g. -15..15",
+        )
+    grid[centre] = transform.identity
+    low = grid[0]
+    if low < transform.minimum or (low == transform.minimum and not transform.minimum_inclusive):
+        relation = ">=" if transform.minimum_inclusive else ">"
+        raise InputError(
+            f"{transform.name} parameters must be {relation} {transform.minimum:g}; found {low:g}",
+            field="params",
+        )
+    return grid
+
+
+# ---------------------------------------------------------------------------------------
+# geometric families: one affine sampling grid per parameter, one grid_sample for all
+
+
+def _inverse_affine_matrix(angle: float, translate: tuple[float, float], scale: float,
+                           shear: tuple[float, float]) -> list[float]:
+    """torchvision v2's ``_get_inverse_affine_matrix`` about the image centre (same float ops)."""
+    cx, cy = 0.0, 0.0
+    rot = math.radians(angle)
+    sx = math.radians(shear[0])
+    sy = math.radians(shear[1])
+    tx, ty = translate
+    cos_sy = math.cos(sy)
+    tan_sx = math.tan(sx)
+    rot_minus_sy = rot - sy
+    cx_plus_tx = cx + tx
+    cy_plus_ty = cy + ty
+    a = math.cos(rot_minus_sy) / cos_sy
+    b = -(a * tan_sx + math.sin(rot))
+    c = math.sin(rot_minus_sy) / cos_sy
+    d = math.cos(rot) - c * tan_sx
+    matrix = [d / scale, -b / scale, 0.0, -c / scale, a / scale, 0.0]
+    matrix[2] += cx - matrix[0] * cx_plus_tx - matrix[1] * cy_plus_ty
+    matrix[5] += cy - matrix[3] * cx_plus_tx - matrix[4] * cy_plus_ty
+    return matrix
+
+
+def _affine_grid(matrix: list[float], height: int, width: int, dtype, device) -> torch.Tensor:
+    """torchvision v2's ``_affine_grid`` (output size = input size): (1, height, width, 2)."""
+    theta = torch.tensor(matrix, dtype=dtype, device=device).reshape(1, 2, 3)
+    base_grid = torch.empty(1, height, width, 3, dtype=dtype, device=device)
+    x_grid = torch.linspace((1.0 - width) * 0.5, (width - 1.0) * 0.5, steps=width, device=device)
+    base_grid[..., 0].copy_(x_grid)
+    y_grid = torch.linspace((1.0 - height) * 0.5, (height - 1.0) * 0.5, steps=height,
+                            device=device).unsqueeze_(-1)
+    base_grid[..., 1].copy_(y_grid)
+    base_grid[..., 2].fill_(1)
+    rescaled_theta = theta.transpose(1, 2).div_(
+        torch.tensor([0.5 * width, 0.5 * height], dtype=dtype, device=device))
+    return base_grid.view(1, height * width, 3).bmm(rescaled_theta).view(1, height, width, 2)
+
+
+_GRID_CACHE: dict = {}
+_GRID_CACHE_SIZE = 32
+
+
+def _sampling_grids(matrices: list[list[float]], height: int, width: int, dtype,
+                    device) -> torch.Tensor:
+    """Sampling grids (aug_param, height, width, 2), cached per matrices/size/dtype/device."""
+    key = (tuple(map(tuple, matrices)), height, width, dtype, str(device))
+    grids = _GRID_CACHE.get(key)
+    if grids is None:
+        grids = torch.cat([_affine_grid(m, height, width, dtype, device) for m in matrices])
+        if len(_GRID_CACHE) >= _GRID_CACHE_SIZE:
+            _GRID_CACHE.pop(next(iter(_GRID_CACHE)))
+        _GRID_CACHE[key] = grids
+    return grids
+
+
+def _sample_all(images: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
+    """Nearest-sample every image at every grid: (B, C, H, W), (P, H, W, 2) -> (P, B, C, H, W).
+
+    The batch is folded into channels so one grid per parameter serves the whole batch;
+    out-of-image samples are 0 (torchvision's fill=0).
+    """
+    n_params = grids.shape[0]
+    batch, channels, height, width = images.shape
+    stacked = images.reshape(1, batch * channels, height, width).expand(n_params, -1, -1, -1)
+    out = F.grid_sample(stacked, grids, mode="nearest", padding_mode="zeros", align_corners=False)
+    return out.view(n_params, batch, channels, height, width)
+
+
+def _params_list(params: torch.Tensor) -> list[float]:
+    return [float(p) for p in params.detach().cpu().tolist()]
+
+
+def _apply_rotation(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Rotate counter-clockwise by ``params`` degrees about the centre: (P, B, C, H, W)."""
+    height, width = images.shape[-2:]
+    angles = [a % 360 for a in _params_list(params)]
+    matrices = [_inverse_affine_matrix(-a, (0.0, 0.0), 1.0, (0.0, 0.0)) for a in angles]
+    out = _sample_all(images, _sampling_grids(matrices, height, width, images.dtype,
+                                              images.device))
+    # torchvision's exact fast paths (no resampling)
+    for k, angle in enumerate(angles):
+        if angle == 0:
+            out[k] = images
+        elif angle == 180:
+            out[k] = torch.rot90(images, k=2, dims=(-2, -1))
+        elif height == width and angle in (90, 270):
+            out[k] = torch.rot90(images, k=1 if angle == 90 else 3, dims=(-2, -1))
+    return out
+
+
+def _apply_scaling(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Zoom by factor ``params`` about the centre (> 1 enlarges): (P, B, C, H, W)."""
+    height, width = images.shape[-2:]
+    matrices = [_inverse_affine_matrix(0.0, (0.0, 0.0), s, (0.0, 0.0))
+                for s in _params_list(params)]
+    return _sample_all(images, _sampling_grids(matrices, height, width, images.dtype,
+                                               images.device))
+
+
+def _apply_translation(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Shift right by ``params`` pixels (negative: left): (P, B, C, H, W)."""
+    height, width = images.shape[-2:]
+    matrices = [_inverse_affine_matrix(0.0, (t, 0.0), 1.0, (0.0, 0.0))
+                for t in _params_list(params)]
+    return _sample_all(images, _sampling_grids(matrices, height, width, images.dtype,
+                                               images.device))
+
+
+# ---------------------------------------------------------------------------------------
+# photometric families
+
+
+def _apply_brightness(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """``clamp(images * factor, 0, 1)`` for every factor: (P, B, C, H, W)."""
+    factors = params.to(dtype=images.dtype, device=images.device).view(-1, 1, 1, 1, 1)
+    return (images.unsqueeze(0) * factors).clamp_(0.0, 1.0)
+
+
+def _apply_contrast(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Blend each image with its mean grey level by ``factor``: (P, B, C, H, W)."""
+    channels = images.shape[1]
+    if channels == 3:
+        r, g, b = images.unbind(dim=1)
+        grey = r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(1)
+    elif channels == 1:
+        grey = images
+    else:
+        raise InputError(f"contrast needs 1 or 3 channels, found {channels}", field="images")
+    mean = torch.mean(grey, dim=(-3, -2, -1), keepdim=True)
+    factors = _params_list(params)
+    out = torch.empty((len(factors),) + tuple(images.shape), dtype=images.dtype,
+                      device=images.device)
+    # the same ops as torchvision's _blend, one factor at a time (cheap elementwise work)
+    for k, factor in enumerate(factors):
+        torch.mul(images, factor, out=out[k])
+        out[k].add_(mean, alpha=1.0 - factor).clamp_(0.0, 1.0)
+    return out
+
+
+def _gaussian_kernels(sigmas: list[float], kernel_size: int, dtype, device) -> torch.Tensor:
+    """2-D gaussian kernels (P, 1, K, K) as torchvision builds them (sigma > 0)."""
+    lim = (kernel_size - 1) / (2.0 * math.sqrt(2.0))
+    x = torch.linspace(-lim, lim, steps=kernel_size, dtype=dtype, device=device)
+    sig = torch.tensor(sigmas, dtype=dtype, device=device).view(-1, 1)
+    kernel1d = torch.softmax(x.view(1, -1).div(sig).pow(2).neg(), dim=1)
+    return (kernel1d.unsqueeze(-1) * kernel1d.unsqueeze(-2)).unsqueeze(1)
+
+
+def _apply_blur(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Gaussian blur, kernel ``BLUR_KERNEL_SIZE``, sigma ``|param|``; 0: unchanged."""
+    batch, channels, height, width = images.shape
+    sigmas = [abs(s) for s in _params_list(params)]
+    out = images.unsqueeze(0).repeat(len(sigmas), 1, 1, 1, 1)
+    blurred = [k for k, s in enumerate(sigmas) if s > 0]
+    if not blurred:
+        return out
+    pad = BLUR_KERNEL_SIZE // 2
+    if min(height, width) <= pad:
+        raise InputError(f"blur needs images larger than {pad} pixels, found {height}x{width}",
+                         field="images")
+    kernels = _gaussian_kernels([sigmas[k] for k in blurred], BLUR_KERNEL_SIZE, images.dtype,
+                                images.device)
+    padded = F.pad(images.reshape(batch * channels, 1, height, width), [pad] * 4, mode="reflect")
+    result = F.conv2d(padded, kernels)  # (B*C, P', H, W)
+    result = result.view(batch, channels, len(blurred), height, width).permute(2, 0, 1, 3, 4)
+    out[blurred] = result
+    return out
+
+
+for _transform in (
+    Transform("rotation", "degrees", 0.0, _apply_rotation,
+              description="rotation about the centre, nearest neighbour, fill 0"),
+    Transform("scaling", "factor", 1.0, _apply_scaling, minimum=0.0, minimum_inclusive=False,
+              description="zoom about the centre (> 1 enlarges), nearest neighbour, fill 0"),
+    Transform("translation", "pixels", 0.0, _apply_translation,
+              description="horizontal shift (positive: right), nearest neighbour, fill 0"),
+    Transform("brightness", "factor", 1.0, _apply_brightness, minimum=0.0,
+              description="multiply by the factor, clamp to [0, 1]"),
+    Transform("contrast", "factor", 1.0, _apply_contrast, minimum=0.0,
+              description="blend with the mean grey level, clamp to [0, 1]"),
+    Transform("blur", "sigma", 0.0, _apply_blur,
+              description=f"gaussian blur, kernel {BLUR_KERNEL_SIZE}, sigma |value|, 0 unchanged"),
+):
+    register_transform(_transform)
+del _transform
