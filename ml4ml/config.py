@@ -498,6 +498,18 @@ def _make_recipe(values: dict, where: str, problems) -> Recipe | None:
     elif recipe.anomaly == 6 and (not recipe.anomaly_removed or recipe.augmentation == "none"):
         bad("anomaly_removed", "anomaly 6 (impaired_augmentation) needs an augmentation and "
             "anomaly_removed = [[low, high], ...]")
+    elif recipe.anomaly == 6:
+        centre = 0.0 if recipe.augmentation == "rotation" else 1.0
+        low, high = centre - recipe.aug_range, centre + recipe.aug_range
+        outside = [list(r) for r in recipe.anomaly_removed if r[0] < low or r[1] > high]
+        kept = (high - low) - sum(min(r[1], high) - max(r[0], low)
+                                  for r in recipe.anomaly_removed)
+        if outside:
+            bad("anomaly_removed", f"removed interval(s) {outside} lie outside the "
+                f"{recipe.augmentation} range [{low:g}, {high:g}] (aug_range {recipe.aug_range:g})")
+        elif kept <= 0:
+            bad("anomaly_removed", f"the removed intervals cover the whole range "
+                f"[{low:g}, {high:g}]: nothing is left to draw from")
     if len(recipe.normalize_mean) != len(recipe.normalize_std):
         bad("normalize_std", "normalize_mean and normalize_std need one value per channel each")
     if recipe.n_train < 0:
