@@ -1,0 +1,112 @@
+"""The store: region writes, done flags, growth, models table, memory:// URLs, refusals."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from ml4ml import dims, store
+from ml4ml.errors import StoreError
+
+
+def one_probe(P=5, n=4, layers=2, scale=1.0, labels=None):
+    rng = np.random.RandomState(int(scale * 10))
+    return xr.Dataset(
+        {
+            dims.CONFIDENCE: ((dims.AUG_PARAM, dims.SAMPLE), scale * rng.rand(P, n)),
+            dims.PREDICTION: ((dims.AUG_PARAM, dims.SAMPLE), rng.randint(0, 3, (P, n))),
+            dims.ACT: ((dims.AUG_PARAM, dims.SAMPLE, dims.LAYER, dims.STAT),
+                       rng.rand(P, n, layers, 8)),
+            dims.LAYER_NAME: ((dims.LAYER,), np.array([f"conv{8 + i}" for i in range(layers)])),
+        },
+        coords={
+            dims.AUG_PARAM: (dims.AUG_PARAM, np.arange(P) - P // 2.0, {"units": "degrees"}),
+            dims.SAMPLE: np.arange(n),
+            dims.LABEL: (dims.SAMPLE, np.arange(n) % 3 if labels is None else labels),
+            dims.STAT: list(dims.STATS),
+        },
+    )
+
+
+@pytest.fixture(params=["local", "memory"])
+def path(request, tmp_path):
+    if request.param == "local":
+        return str(tmp_path / "s.zarr")
+    return f"memory://test-{request.node.name}-{np.random.randint(1 << 30)}.zarr"
+
+
+def test_create_store_records_schema_and_precision(path):
+    attrs = store.create_store(path, precision="float64")
+    assert attrs[store.SCHEMA_ATTR] == store.SCHEMA_VERSION
+    assert store.store_precision(path) == np.float64
+    # reopening keeps the store's own precision
+    store.create_store(path, precision="float32")
+    assert store.store_precision(path) == np.float64
+
+
+def test_regions_done_flags_and_growth(path):
+    store.create_store(path)
+    a, b = one_probe(scale=1.0), one_probe(scale=2.0)
+    store.init_probes(path, "digits", "rotation", a, ["m1", "m2"])
+    ds = store.open_probes(path, "digits", "rotation")
+    assert ds[dims.DONE].values.tolist() == [False, False]
+    assert ds[dims.CONFIDENCE].chunks[0] == (1, 1)  # one chunk per model
+    store.write_probe(path, "digits", "rotation", "m2", b)
+    store.init_probes(path, "digits", "rotation", a, ["m2", "m3"])  # grows by m3 only
+    store.write_probe(path, "digits", "rotation", "m3", a)
+    ds = store.open_probes(path, "digits", "rotation")
+    assert ds[dims.MID].values.tolist() == ["m1", "m2", "m3"]
+    assert store.done_mids(ds) == ["m2", "m3"]
+    np.testing.assert_array_equal(ds[dims.CONFIDENCE].sel(mid="m2").values,
+                                  b[dims.CONFIDENCE].values.astype(np.float32))
+    np.testing.assert_array_equal(ds[dims.ACT].sel(mid="m3").values,
+                                  a[dims.ACT].values.astype(np.float32))
+    assert np.isnan(ds[dims.CONFIDENCE].sel(mid="m1").values).all()
+    assert ds[dims.CONFIDENCE].dtype == np.float32
+    assert ds[dims.LAYER_NAME].sel(mid="m3").values.tolist() == ["conv8", "conv9"]
+    assert ds[dims.AUG_PARAM].attrs["units"] == "degrees"
+    # readers need nothing but xarray
+    plain = xr.open_zarr(path, group="probes/digits/rotation", consolidated=False)
+    assert plain.sizes == {"mid": 3, "aug_param": 5, "sample": 4, "layer": 2, "stat": 8}
+
+
+def test_incompatible_probe_is_refused_and_store_unchanged(path):
+    store.create_store(path)
+    store.init_probes(path, "digits", "rotation", one_probe(), ["m1"])
+    before = store.open_probes(path, "digits", "rotation").load()
+    with pytest.raises(StoreError, match="'label' differs"):
+        store.init_probes(path, "digits", "rotation", one_probe(labels=[2, 2, 2, 2]), ["m9"])
+    with pytest.raises(StoreError, match="'aug_param' differs"):
+        store.write_probe(path, "digits", "rotation", "m1", one_probe(P=7))
+    with pytest.raises(StoreError, match="is not in"):
+        store.write_probe(path, "digits", "rotation", "nope", one_probe())
+    xr.testing.assert_identical(before, store.open_probes(path, "digits", "rotation").load())
+
+
+def test_models_table_append_and_update(path):
+    store.create_store(path)
+    t1 = xr.Dataset({"arch": ("mid", np.array(["cnn5", "cnn5"], dtype=object)),
+                     "lr": ("mid", [0.1, 0.2])}, coords={"mid": ["m1", "m2"]})
+    assert store.add_models(path, t1) == ["m1", "m2"]
+    assert store.add_models(path, t1) == []
+    t2 = xr.Dataset({"arch": ("mid", np.array(["vgg13bn"], dtype=object)),
+                     "epochs": ("mid", [3])}, coords={"mid": ["t1"]})
+    assert store.add_models(path, t2) == ["t1"]
+    store.update_models(path, xr.Dataset({"test_accuracy": ("mid", [0.75])},
+                                         coords={"mid": ["m2"]}))
+    table = store.read_models(path)
+    assert table[dims.MID].values.tolist() == ["m1", "m2", "t1"]
+    assert table["arch"].values.tolist() == ["cnn5", "cnn5", "vgg13bn"]
+    assert table["epochs"].values.tolist() == [-1, -1, 3]
+    np.testing.assert_array_equal(table["lr"].values, [0.1, 0.2, np.nan])
+    np.testing.assert_array_equal(table["test_accuracy"].values, [np.nan, 0.75, np.nan])
+
+
+def test_duplicate_ids_and_non_store_paths_are_refused(tmp_path):
+    path = str(tmp_path / "s.zarr")
+    store.create_store(path)
+    with pytest.raises(StoreError, match="appears twice"):
+        store.init_probes(path, "d", "rotation", one_probe(), ["m1", "m1"])
+    with pytest.raises(StoreError, match="no ml4ml store"):
+        store.store_attrs(str(tmp_path / "absent.zarr"))
+    with pytest.raises(StoreError, match="precision"):
+        store.create_store(str(tmp_path / "x.zarr"), precision="float16")
