@@ -1,0 +1,411 @@
+"""Probe one model over a transformation grid: softmax responses and layer statistics.
+
+``probe_model`` is the one entry point. For each batch of images it applies the
+transformation for every grid parameter at once on the device, runs the model on the
+stacked (aug_param x batch) inputs in chunks of ``batch_size`` and records, through forward
+hooks, the eight statistics of MEASURES.md ("Inputs") of each chosen layer. Full activations
+never leave the device; only (rows, 8) statistics per layer and the softmax do.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import xarray as xr
+
+from . import dims
+from .attacks import fgsm
+from .errors import InputError
+from .transforms import Transform, get_transform, validate_grid
+
+__all__ = ["probe_model", "layer_statistics", "select_layers"]
+
+# number of layers recorded when ``layers`` is not given: the last this many nn.Conv2d
+DEFAULT_N_LAYERS = 2
+
+
+def probe_model(model: nn.Module, images, labels, transform: str | Transform, params, *,
+                normalize=None, layers: Sequence[str] | None = None, batch_size: int = 256,
+                device="cpu", fgsm_epsilon: float = 0.0, sample_ids=None,
+                progress=None) -> xr.Dataset:
+    """Run ``model`` on every image under every parameter of a transformation grid.
+
+    Parameters
+    ----------
+    model : a classifier returning logits (n_inputs, n_classes). Moved to ``device`` and put
+        in eval mode while probing (its train/eval mode is restored afterwards).
+    images : (n_samples, channel, height, width) float tensor or ndarray in [0, 1].
+    labels : (n_samples,) integer class labels.
+    transform : a registered family name (``"rotation"``, ...) or a ``Transform``.
+    params : (aug_param,) grid, see ``transforms.validate_grid``.
+    normalize : optional ``(mean, std)`` (scalars or one value per channel) applied after the
+        transformation: ``(x - mean) / std``.
+    layers : module names (``dict(model.named_modules())`` keys) to record; default the last
+        two ``nn.Conv2d`` modules (raw conv output, before any norm or activation).
+    batch_size : number of model inputs per forward; ``max(1, batch_size // n_params)``
+        images are transformed to the whole grid at a time.
+    device : where the transformation, the model and the statistics run.
+    fgsm_epsilon : if > 0, perturb the untransformed images with FGSM
+        (``attacks.fgsm`` with ``labels`` and ``normalize``) before transforming them.
+    sample_ids : optional (n_samples,) integer ids for the ``sample`` coordinate
+        (default 0..n_samples-1).
+    progress : optional callable ``progress(n_done, n_samples)`` or a tqdm-like object
+        (``.update(n)``), called after each batch of images.
+
+    Returns
+    -------
+    xarray.Dataset with
+        prob        (aug_param, sample, class)              float32  softmax
+        prediction  (aug_param, sample)                     int64    argmax class
+        confidence  (aug_param, sample)                     float32  largest probability
+        act         (aug_param, sample, layer, stat)        float32  the 8 statistics
+        layer_name  (layer,)                                object   recorded module names
+    and coordinates ``aug_param`` (float64; attrs ``units``, ``transform``), ``sample``
+    (int64), ``label`` (sample,) int64, ``stat`` (``dims.STATS``) and ``class`` (int64);
+    ``layer`` is positional (no coordinate), named by ``layer_name``.
+    """
+    if not isinstance(model, nn.Module):
+        raise InputError(f"expected a torch.nn.Module, found {type(model).__name__}",
+                         field="model")
+    transform = get_transform(transform)
+    grid = validate_grid(transform, params)
+    images_t = _check_images(images)
+    n_samples, channels = images_t.shape[:2]
+    labels_t = _check_labels(labels, n_samples)
+    ids = _check_sample_ids(sample_ids, n_samples)
+    batch_size = _check_batch_size(batch_size)
+    fgsm_epsilon = _check_epsilon(fgsm_epsilon)
+    device = _check_device(device)
+    layer_names = select_layers(model, layers)
+    modules = dict(model.named_modules())
+
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    model.to(device)
+    norm = _check_normalize(normalize, channels, dtype, device)
+    grid_t = torch.from_numpy(grid)
+    n_params, n_layers = len(grid), len(layer_names)
+    images_per_batch = max(1, batch_size // n_params)
+
+    was_training = model.training
+    model.eval()
+    recorder = _LayerRecorder([(name, modules[name]) for name in layer_names])
+    try:
+        n_classes = _count_classes(model, images_t[:1].to(device, dtype), norm, recorder)
+        if int(labels_t.max()) >= n_classes:
+            raise InputError(f"labels must lie in 0..{n_classes - 1} (the model has {n_classes} "
+                             f"outputs); found {int(labels_t.max())}", field="labels")
+        prob = torch.empty((n_params, n_samples, n_classes), dtype=torch.float32)
+        act = torch.empty((n_params, n_samples, n_layers, len(dims.STATS)), dtype=torch.float32)
+        rows_max = n_params * images_per_batch
+        prob_buf = torch.empty((rows_max, n_classes), dtype=torch.float32, device=device)
+        act_buf = torch.empty((rows_max, n_layers, len(dims.STATS)), dtype=torch.float32,
+                              device=device)
+        pin = device.type == "cuda" and images_t.device.type == "cpu"
+        for start in range(0, n_samples, images_per_batch):
+            stop = min(start + images_per_batch, n_samples)
+            batch = images_t[start:stop]
+            if pin:
+                batch = batch.pin_memory()
+            batch = batch.to(device, dtype, non_blocking=True)
+            if fgsm_epsilon > 0:
+                recorder.enabled = False
+                batch = fgsm(model, batch, labels_t[start:stop].to(device), fgsm_epsilon,
+                             normalize=norm)
+                recorder.enabled = True
+            rows = n_params * (stop - start)
+            with torch.inference_mode():
+                stack = transform.apply(batch, grid_t)
+                _check_transformed(stack, transform, n_params, batch.shape)
+                stack = stack.reshape((rows,) + tuple(batch.shape[1:]))
+                if norm is not None:
+                    stack = (stack - norm[0]) / norm[1]
+                for first in range(0, rows, batch_size):
+                    last = min(first + batch_size, rows)
+                    recorder.reset()
+                    logits = model(stack[first:last])
+                    act_buf[first:last] = recorder.collect(last - first)
+                    torch.softmax(logits.float(), dim=1, out=prob_buf[first:last])
+                width = stop - start
+                prob[:, start:stop] = prob_buf[:rows].view(n_params, width, n_classes).cpu()
+                act[:, start:stop] = act_buf[:rows].view(n_params, width, n_layers, -1).cpu()
+            _report(progress, stop, n_samples, stop - start)
+    finally:
+        recorder.remove()
+        model.train(was_training)
+
+    confidence, prediction = prob.max(dim=2)
+    return _as_dataset(prob, prediction, confidence, act, layer_names, grid, transform,
+                       ids, labels_t, fgsm_epsilon, normalize)
+
+
+def select_layers(model: nn.Module, layers: Sequence[str] | None = None) -> list[str]:
+    """Names of the modules to record: ``layers`` checked, or the last two ``nn.Conv2d``."""
+    convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if layers is None:
+        if not convs:
+            raise InputError(
+                "the model has no nn.Conv2d module to record by default",
+                field="layers", hint="pass layers=[...] with names from model.named_modules()",
+            )
+        return convs[-DEFAULT_N_LAYERS:]
+    if isinstance(layers, str):
+        layers = [layers]
+    names = list(layers)
+    if not names:
+        raise InputError("expected at least one layer name, found an empty list",
+                         field="layers", hint="pass layers=None for the last two conv layers")
+    modules = dict(model.named_modules())
+    for name in names:
+        if not isinstance(name, str) or name not in modules or name == "":
+            raise InputError(
+                f"unknown layer {name!r}; the model's conv modules are {convs}",
+                field="layers", hint="any name from model.named_modules() may be used",
+            )
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise InputError(f"each layer may be named once; found {duplicated} more than once",
+                         field="layers")
+    return names
+
+
+def layer_statistics(activations: torch.Tensor) -> torch.Tensor:
+    """The eight statistics of MEASURES.md of each sample's layer output.
+
+    activations : (n, channel, *spatial) (or (n, features), read as features x 1x1)
+    Returns (n, 8) in ``dims.STATS`` order: mean, std, max, min over all values;
+    mean_max, mean_std of the per-channel spatial means; max_mean, max_std of the
+    per-channel spatial maxima (every std the population one).
+    """
+    z = activations
+    if not z.is_floating_point() or z.dtype in (torch.float16, torch.bfloat16):
+        z = z.float()
+    if z.dim() == 2:
+        z = z.unsqueeze(-1)
+    n, c = z.shape[:2]
+    if z.is_contiguous():
+        flat = z.view(n, c, -1)
+        channel_min, channel_max = torch.aminmax(flat, dim=-1)
+        channel_var, channel_mean = torch.var_mean(flat, dim=-1, correction=0)
+    else:
+        spatial = tuple(range(2, z.dim()))
+        channel_max = z.amax(dim=spatial)
+        channel_min = z.amin(dim=spatial)
+        channel_var, channel_mean = torch.var_mean(z, dim=spatial, correction=0)
+    var_of_means, mean = torch.var_mean(channel_mean, dim=1, correction=0)
+    var_of_maxima, max_mean = torch.var_mean(channel_max, dim=1, correction=0)
+    # total variance = mean within-channel variance + variance of channel means (equal sizes)
+    std = (channel_var.mean(dim=1) + var_of_means).sqrt()
+    return torch.stack([
+        mean, std, channel_max.amax(dim=1), channel_min.amin(dim=1),
+        channel_mean.amax(dim=1), var_of_means.sqrt(), max_mean, var_of_maxima.sqrt(),
+    ], dim=1)
+
+
+class _LayerRecorder:
+    """Forward hooks that keep each chosen layer's (n, 8) statistics of the last forward."""
+
+    def __init__(self, named_modules: list[tuple[str, nn.Module]]):
+        self.names = [name for name, _ in named_modules]
+        self.enabled = True
+        self.results: list[torch.Tensor | None] = [None] * len(named_modules)
+        self.handles = [module.register_forward_hook(self._hook(i))
+                        for i, (_, module) in enumerate(named_modules)]
+
+    def _hook(self, index: int) -> Callable:
+        def hook(module, inputs, output):
+            if not self.enabled:
+                return
+            if self.results[index] is not None:
+                raise InputError(
+                    f"layer {self.names[index]!r} ran more than once in one forward pass, so "
+                    f"its statistics are ambiguous", field="layers",
+                    hint="record a module that runs once per forward",
+                )
+            if not isinstance(output, torch.Tensor) or output.dim() < 2:
+                raise InputError(
+                    f"layer {self.names[index]!r} must output a tensor (n, channel, ...); found "
+                    f"{type(output).__name__}"
+                    + (f" of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor)
+                       else ""),
+                    field="layers",
+                )
+            self.results[index] = layer_statistics(output)
+        return hook
+
+    def reset(self) -> None:
+        self.results = [None] * len(self.results)
+
+    def collect(self, n_rows: int) -> torch.Tensor:
+        """(n_rows, layer, 8) statistics of the last forward."""
+        missing = [name for name, r in zip(self.names, self.results) if r is None]
+        if missing:
+            raise InputError(f"layers {missing} did not run in the model's forward pass",
+                             field="layers")
+        stats = torch.stack(self.results, dim=1)
+        if stats.shape[0] != n_rows:
+            raise InputError(f"layers {self.names} returned {stats.shape[0]} rows for a batch "
+                             f"of {n_rows}; expected one per input", field="layers")
+        return stats
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _count_classes(model, first_image, norm, recorder) -> int:
+    """Number of model outputs, from one forward of one untransformed image (hooks off)."""
+    recorder.enabled = False
+    with torch.inference_mode():
+        x = first_image if norm is None else (first_image - norm[0]) / norm[1]
+        logits = model(x)
+    recorder.enabled = True
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != 1:
+        found = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise InputError(f"the model must return logits of shape (n_inputs, n_classes); found "
+                         f"{found} for one input", field="model")
+    return int(logits.shape[1])
+
+
+def _check_transformed(stack, transform: Transform, n_params: int, batch_shape) -> None:
+    expected = (n_params,) + tuple(batch_shape)
+    if not isinstance(stack, torch.Tensor) or tuple(stack.shape) != expected:
+        found = tuple(stack.shape) if isinstance(stack, torch.Tensor) else type(stack).__name__
+        raise InputError(f"transform {transform.name!r} must return (aug_param, batch, channel, "
+                         f"height, width) = {expected}; found {found}", field="transform")
+
+
+def _check_images(images) -> torch.Tensor:
+    if isinstance(images, np.ndarray):
+        if not np.issubdtype(images.dtype, np.floating):
+            raise InputError(f"images must be float in [0, 1]; found dtype {images.dtype}",
+                             field="images", hint="divide uint8 images by 255")
+        images = torch.from_numpy(images)
+    elif not isinstance(images, torch.Tensor):
+        raise InputError(f"images must be a tensor or ndarray (n_samples, channel, height, "
+                         f"width); found {type(images).__name__}", field="images")
+    if images.dim() != 4 or images.shape[0] == 0:
+        raise InputError(f"images must have shape (n_samples, channel, height, width) with "
+                         f"n_samples > 0; found {tuple(images.shape)}", field="images")
+    if not images.is_floating_point():
+        raise InputError(f"images must be float in [0, 1]; found dtype {images.dtype}",
+                         field="images", hint="divide uint8 images by 255")
+    images = images.detach()
+    if not bool(torch.isfinite(images).all()):
+        n_bad = int((~torch.isfinite(images)).sum())
+        raise InputError(f"images must be finite; found {n_bad} NaN or infinite values",
+                         field="images")
+    low, high = float(images.min()), float(images.max())
+    if low < 0 or high > 1:
+        raise InputError(f"images must lie in [0, 1]; found values in [{low:g}, {high:g}]",
+                         field="images", hint="pass unnormalised images and use normalize=")
+    return images
+
+
+def _check_labels(labels, n_samples: int) -> torch.Tensor:
+    array = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if array.ndim != 1 or array.shape[0] != n_samples:
+        raise InputError(f"labels must have shape ({n_samples},), one per image; found "
+                         f"{array.shape}", field="labels")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise InputError(f"labels must be integers; found dtype {array.dtype}", field="labels")
+    if array.min() < 0:
+        raise InputError(f"labels must be >= 0; found {int(array.min())}", field="labels")
+    return torch.from_numpy(array.astype(np.int64))
+
+
+def _check_sample_ids(sample_ids, n_samples: int) -> np.ndarray:
+    if sample_ids is None:
+        return np.arange(n_samples, dtype=np.int64)
+    ids = np.asarray(sample_ids.detach().cpu() if isinstance(sample_ids, torch.Tensor)
+                     else sample_ids)
+    if ids.ndim != 1 or ids.shape[0] != n_samples or not np.issubdtype(ids.dtype, np.integer):
+        raise InputError(f"sample_ids must be ({n_samples},) integers; found {ids.shape} "
+                         f"{ids.dtype}", field="sample_ids")
+    if len(np.unique(ids)) != n_samples:
+        raise InputError("sample_ids must be unique; found repeated ids", field="sample_ids")
+    return ids.astype(np.int64)
+
+
+def _check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer; found {batch_size!r}",
+                         field="batch_size")
+    return int(batch_size)
+
+
+def _check_epsilon(epsilon) -> float:
+    try:
+        value = float(epsilon)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise InputError(f"fgsm_epsilon must be a finite number >= 0; found {epsilon!r}",
+                         field="fgsm_epsilon")
+    return value
+
+
+def _check_device(device) -> torch.device:
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {device!r}; expected e.g. 'cpu' or 'cuda'",
+                         field="device") from None
+
+
+def _check_normalize(normalize, channels: int, dtype, device):
+    """(mean, std) as (1, channel, 1, 1) tensors on the device, or None."""
+    if normalize is None:
+        return None
+    try:
+        mean, std = normalize
+        mean = torch.as_tensor(mean, dtype=torch.float64).reshape(-1)
+        std = torch.as_tensor(std, dtype=torch.float64).reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(f"normalize must be (mean, std); found {normalize!r}",
+                         field="normalize") from None
+    for name, value in (("mean", mean), ("std", std)):
+        if value.numel() not in (1, channels) or not bool(torch.isfinite(value).all()):
+            raise InputError(f"normalize {name} must be 1 or {channels} finite values; found "
+                             f"{value.tolist()}", field="normalize")
+    if bool((std <= 0).any()):
+        raise InputError(f"normalize std must be > 0; found {std.tolist()}", field="normalize")
+    shape = (1, -1, 1, 1)
+    return (mean.to(dtype).reshape(shape).to(device), std.to(dtype).reshape(shape).to(device))
+
+
+def _report(progress, n_done: int, n_total: int, n_new: int) -> None:
+    if progress is None:
+        return
+    if hasattr(progress, "update"):
+        progress.update(n_new)
+    else:
+        progress(n_done, n_total)
+
+
+def _as_dataset(prob, prediction, confidence, act, layer_names, grid, transform, ids, labels,
+                fgsm_epsilon, normalize) -> xr.Dataset:
+    n_classes = prob.shape[2]
+    coords = {
+        dims.AUG_PARAM: (dims.AUG_PARAM, grid,
+                         {"units": transform.units, "transform": transform.name}),
+        dims.SAMPLE: (dims.SAMPLE, ids),
+        dims.LABEL: (dims.SAMPLE, labels.numpy()),
+        dims.CLASS: (dims.CLASS, np.arange(n_classes, dtype=np.int64)),
+        dims.STAT: (dims.STAT, np.array(dims.STATS, dtype=object)),
+    }
+    data_vars = {
+        dims.PROB: ((dims.AUG_PARAM, dims.SAMPLE, dims.CLASS), prob.numpy()),
+        dims.PREDICTION: ((dims.AUG_PARAM, dims.SAMPLE), prediction.numpy().astype(np.int64)),
+        dims.CONFIDENCE: ((dims.AUG_PARAM, dims.SAMPLE), confidence.numpy()),
+        dims.ACT: ((dims.AUG_PARAM, dims.SAMPLE, dims.LAYER, dims.STAT), act.numpy()),
+        dims.LAYER_NAME: ((dims.LAYER,), np.array(layer_names, dtype=object)),
+    }
+    attrs = {"transform": transform.name, "units": transform.units,
+             "fgsm_epsilon": float(fgsm_epsilon),
+             "normalized": normalize is not None}
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)

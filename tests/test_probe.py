@@ -1,0 +1,411 @@
+"""probe_model against a plain per-image torchvision loop, and its validation."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from ml4ml import dims
+from ml4ml.attacks import fgsm
+from ml4ml.errors import InputError
+from ml4ml.probe import layer_statistics, probe_model, select_layers
+from ml4ml.suites import load_suite
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+NEAREST = InterpolationMode.NEAREST
+N_IMAGES = 64
+ROTATIONS = np.arange(-15.0, 16.0)  # 31 values
+
+# family -> (grid, torchvision's transform of one (C, H, W) image by one parameter)
+REFERENCE = {
+    "rotation": (ROTATIONS, lambda x, p: TF.rotate(x, p, interpolation=NEAREST, fill=0)),
+    "scaling": (np.linspace(0.7, 1.3, 31),
+                lambda x, p: TF.affine(x, angle=0.0, translate=[0, 0], scale=p, shear=[0, 0],
+                                       interpolation=NEAREST, fill=0)),
+    "translation": (np.linspace(-6.0, 6.0, 25),
+                    lambda x, p: TF.affine(x, angle=0.0, translate=[p, 0], scale=1.0,
+                                           shear=[0, 0], interpolation=NEAREST, fill=0)),
+    "brightness": (np.linspace(0.7, 1.3, 31), lambda x, p: TF.adjust_brightness(x, p)),
+    "contrast": (np.linspace(0.7, 1.3, 31), lambda x, p: TF.adjust_contrast(x, p)),
+    "blur": (np.linspace(-2.0, 2.0, 21),
+             lambda x, p: x.clone() if p == 0 else TF.gaussian_blur(x, [7, 7], [abs(p)] * 2)),
+}
+
+
+class TinyCNN(nn.Module):
+    """Three convs (the first with batch norm), 2x2 average pooling, a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 6, 5, padding=2), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 12, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(12, 16, 3, padding=1), nn.ReLU(),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.classifier = nn.Linear(16 * 2 * 2, 10)
+
+    def forward(self, x):
+        return self.classifier(self.pool(self.features(x)).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def model():
+    """TinyCNN trained briefly on the digits train split (seeded), so predictions vary."""
+    torch.manual_seed(0)
+    net = TinyCNN()
+    train = load_suite("digits", "train", n_samples=600)
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-2)
+    net.train()
+    for epoch in range(4):
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(epoch))
+        for start in range(0, len(train), 50):
+            idx = order[start:start + 50]
+            loss = nn.functional.cross_entropy(net(train.images[idx]), train.labels[idx])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def suite():
+    s = load_suite("digits", n_samples=N_IMAGES)
+    return s.images, s.labels
+
+
+def reference_probe(model, images, labels, transform_one, grid, *, normalize=None,
+                    layers=("features.4", "features.7")):
+    """Per image, per parameter: torchvision's transform, the model, softmax; full activations."""
+    modules = dict(model.named_modules())
+    captured = {name: [] for name in layers}
+    handles = [modules[name].register_forward_hook(
+        lambda m, i, o, name=name: captured[name].append(o.detach().clone()))
+        for name in layers]
+    probs = []
+    try:
+        with torch.no_grad():
+            for p in grid:
+                x = torch.stack([transform_one(img, float(p)) for img in images])
+                if normalize is not None:
+                    x = (x - normalize[0]) / normalize[1]
+                probs.append(torch.softmax(model(x), dim=1))
+    finally:
+        for h in handles:
+            h.remove()
+    activations = {name: torch.stack(captured[name]) for name in layers}  # (P, n, C, H, W)
+    return torch.stack(probs).numpy(), activations
+
+
+def numpy_statistics(z: np.ndarray) -> np.ndarray:
+    """The 8 statistics of MEASURES.md in float64, per leading index: (..., C, H, W) -> (..., 8)."""
+    z = z.astype(np.float64)
+    flat = z.reshape(z.shape[:-3] + (-1,))
+    per_channel = z.reshape(z.shape[:-2] + (-1,))
+    mu, top = per_channel.mean(-1), per_channel.max(-1)
+    return np.stack([flat.mean(-1), flat.std(-1), flat.max(-1), flat.min(-1),
+                     mu.max(-1), mu.std(-1), top.mean(-1), top.std(-1)], axis=-1)
+
+
+EXACTNESS = {}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE))
+def test_probabilities_match_per_image_torchvision_loop(model, suite, name):
+    images, labels = suite
+    grid, transform_one = REFERENCE[name]
+    ds = probe_model(model, images, labels, name, grid, batch_size=200)
+    expected, _ = reference_probe(model, images, labels, transform_one, grid)
+    diff = float(np.abs(ds[dims.PROB].values - expected).max())
+    EXACTNESS[name] = diff
+    assert diff <= 1e-5
+    np.testing.assert_array_equal(ds[dims.PREDICTION].values, expected.argmax(-1))
+    assert len(np.unique(ds[dims.PREDICTION].values)) > 3  # the model does discriminate
+    assert not np.allclose(expected[0], expected[len(grid) // 2])  # the transform matters
+
+
+def test_statistics_match_full_activations(model, suite):
+    images, labels = suite
+    grid, transform_one = REFERENCE["rotation"]
+    ds = probe_model(model, images, labels, "rotation", grid, batch_size=100)
+    _, activations = reference_probe(model, images, labels, transform_one, grid)
+    assert list(ds[dims.LAYER_NAME].values) == ["features.4", "features.7"]
+    for index, name in enumerate(["features.4", "features.7"]):
+        expected = numpy_statistics(activations[name].numpy())
+        np.testing.assert_allclose(ds[dims.ACT].values[:, :, index], expected,
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_layer_statistics_of_a_known_tensor():
+    z = torch.tensor([[[[1.0, 3.0]], [[-2.0, 6.0]]]])  # (1, 2, 1, 2): mu = (2, 2), M = (3, 6)
+    stats = layer_statistics(z)[0].double().numpy()
+    values = np.array([1.0, 3.0, -2.0, 6.0])
+    expected = [values.mean(), values.std(), 6.0, -2.0, 2.0, 0.0, 4.5, 1.5]
+    np.testing.assert_allclose(stats, expected, rtol=1e-6)
+    # channels_last and 2-D (features read as channels x 1x1) give the same numbers
+    z4 = torch.randn(5, 7, 4, 3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(layer_statistics(z4.to(memory_format=torch.channels_last)),
+                               layer_statistics(z4))
+    np.testing.assert_allclose(layer_statistics(z4).numpy(), numpy_statistics(z4.numpy()),
+                               rtol=1e-5, atol=1e-6)
+    z2 = torch.randn(5, 7, generator=torch.Generator().manual_seed(1))
+    np.testing.assert_allclose(layer_statistics(z2).numpy(),
+                               numpy_statistics(z2.numpy()[:, :, None, None]),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_default_layers_are_the_last_two_convs(model):
+    assert select_layers(model) == ["features.4", "features.7"]
+    single = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.LazyLinear(3))
+    assert select_layers(single) == ["0"]
+
+
+def test_named_layers_in_the_given_order(model, suite):
+    images, labels = suite
+    layers = ["classifier", "features.0", "features.2"]
+    ds = probe_model(model, images[:8], labels[:8], "rotation", [-5, 0, 5], layers=layers)
+    assert list(ds[dims.LAYER_NAME].values) == layers
+    assert ds[dims.LAYER_NAME].dtype == object
+    captured = {}
+    modules = dict(model.named_modules())
+    handles = [modules[n].register_forward_hook(
+        lambda m, i, o, n=n: captured.__setitem__(n, o.detach().clone())) for n in layers]
+    with torch.no_grad():
+        logits = model(images[:8])
+    for h in handles:
+        h.remove()
+    centre = ds[dims.ACT].sel({dims.AUG_PARAM: 0.0}).values
+    for index, name in enumerate(layers):
+        z = captured[name].numpy()
+        z = z[:, :, None, None] if z.ndim == 2 else z
+        np.testing.assert_allclose(centre[:, index], numpy_statistics(z), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ds[dims.PROB].sel({dims.AUG_PARAM: 0.0}).values,
+                               torch.softmax(logits, 1).numpy(), atol=1e-6)
+
+
+def test_normalize_is_applied_after_the_transform(model, suite):
+    images, labels = suite
+    grid, transform_one = REFERENCE["brightness"]
+    normalize = (0.2, 0.3)
+    ds = probe_model(model, images, labels, "brightness", grid, normalize=normalize)
+    expected, _ = reference_probe(model, images, labels, transform_one, grid, normalize=normalize)
+    np.testing.assert_allclose(ds[dims.PROB].values, expected, atol=1e-5, rtol=0)
+    plain = probe_model(model, images, labels, "brightness", grid)
+    assert not np.allclose(plain[dims.PROB].values, ds[dims.PROB].values, atol=1e-3)
+
+
+def test_fgsm_perturbs_the_untransformed_images(model, suite):
+    images, labels = suite
+    grid = [-10.0, 0.0, 10.0]
+    eps, normalize = 0.1, ((0.1,), (0.5,))
+    clean = probe_model(model, images, labels, "rotation", grid, normalize=normalize)
+    attacked = probe_model(model, images, labels, "rotation", grid, normalize=normalize,
+                           fgsm_epsilon=eps, batch_size=len(grid) * N_IMAGES)
+    assert (clean[dims.PREDICTION].values != attacked[dims.PREDICTION].values).sum() > 10
+    assert attacked.attrs["fgsm_epsilon"] == eps
+    perturbed = fgsm(model, images, labels, eps, normalize=normalize)
+    pre = probe_model(model, perturbed, labels, "rotation", grid, normalize=normalize,
+                      batch_size=len(grid) * N_IMAGES)
+    np.testing.assert_array_equal(pre[dims.PROB].values, attacked[dims.PROB].values)
+    np.testing.assert_array_equal(pre[dims.ACT].values, attacked[dims.ACT].values)
+
+
+def test_dataset_layout(model, suite):
+    images, labels = suite
+    ids = np.arange(100, 100 + 16)
+    ds = probe_model(model, images[:16].numpy(), labels[:16].numpy(), "scaling",
+                     np.linspace(0.8, 1.2, 5), sample_ids=ids)
+    assert dict(ds.sizes) == {dims.AUG_PARAM: 5, dims.SAMPLE: 16, dims.CLASS: 10,
+                              dims.LAYER: 2, dims.STAT: 8}
+    assert ds[dims.PROB].dims == (dims.AUG_PARAM, dims.SAMPLE, dims.CLASS)
+    assert ds[dims.ACT].dims == (dims.AUG_PARAM, dims.SAMPLE, dims.LAYER, dims.STAT)
+    assert ds[dims.PREDICTION].dims == ds[dims.CONFIDENCE].dims == (dims.AUG_PARAM, dims.SAMPLE)
+    assert ds[dims.PROB].dtype == ds[dims.ACT].dtype == ds[dims.CONFIDENCE].dtype == np.float32
+    assert ds[dims.PREDICTION].dtype == np.int64
+    assert ds[dims.AUG_PARAM].dtype == np.float64
+    assert ds[dims.AUG_PARAM].attrs == {"units": "factor", "transform": "scaling"}
+    assert ds[dims.AUG_PARAM].values[2] == 1.0
+    np.testing.assert_array_equal(ds[dims.SAMPLE].values, ids)
+    np.testing.assert_array_equal(ds[dims.LABEL].values, labels[:16].numpy())
+    assert ds[dims.LABEL].dims == (dims.SAMPLE,) and ds[dims.LABEL].dtype == np.int64
+    assert tuple(ds[dims.STAT].values) == dims.STATS and ds[dims.STAT].dtype == object
+    np.testing.assert_array_equal(ds[dims.CLASS].values, np.arange(10))
+    prob = ds[dims.PROB].values
+    np.testing.assert_allclose(prob.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(ds[dims.PREDICTION].values, prob.argmax(-1))
+    np.testing.assert_array_equal(ds[dims.CONFIDENCE].values, prob.max(-1))
+    np.testing.assert_array_equal(ds[dims.SAMPLE].values, ids)
+    assert ds.attrs["transform"] == "scaling"
+
+
+def test_batch_size_does_not_change_results_and_progress_is_reported(model, suite):
+    images, labels = suite
+    images, labels = images[:10], labels[:10]
+    grid = np.arange(-4.0, 5.0)
+    calls = []
+
+    class Bar:
+        total = 0
+
+        def update(self, n):
+            self.total += n
+
+    bar = Bar()
+    small = probe_model(model, images, labels, "translation", grid, batch_size=4,
+                        progress=lambda done, total: calls.append((done, total)))
+    large = probe_model(model, images, labels, "translation", grid, batch_size=1000,
+                        progress=bar)
+    np.testing.assert_allclose(small[dims.PROB].values, large[dims.PROB].values, atol=1e-6)
+    np.testing.assert_allclose(small[dims.ACT].values, large[dims.ACT].values,
+                               rtol=1e-5, atol=1e-6)
+    assert calls == [(k, 10) for k in range(1, 11)]
+    assert bar.total == 10
+
+
+def test_model_mode_and_hooks_restored(suite):
+    images, labels = suite
+    torch.manual_seed(1)
+    net = TinyCNN().train()
+    probe_model(net, images[:4], labels[:4], "rotation", [-5, 0, 5])
+    assert net.training
+    assert all(not m._forward_hooks for m in net.modules())
+
+
+def test_user_registered_transform_is_probed(model, suite):
+    from ml4ml import transforms
+
+    def shift_down(images, params):
+        return torch.stack([torch.roll(images, int(p), dims=2) for p in params.tolist()])
+
+    transforms.register_transform(transforms.Transform("roll_down", "pixels", 0.0, shift_down))
+    try:
+        images, labels = suite
+        ds = probe_model(model, images[:6], labels[:6], "roll_down", [-2, 0, 2])
+        expected = torch.softmax(model(torch.roll(images[:6], 2, dims=2)), 1).detach().numpy()
+        np.testing.assert_allclose(ds[dims.PROB].values[2], expected, atol=1e-6)
+        assert ds[dims.AUG_PARAM].attrs["units"] == "pixels"
+    finally:
+        transforms._REGISTRY.pop("roll_down")
+
+
+# ---------------------------------------------------------------------------------------
+# error paths
+
+
+def _call(model, suite, **overrides):
+    images, labels = suite
+    kwargs = dict(images=images[:4], labels=labels[:4], transform="rotation",
+                  params=[-5, 0, 5])
+    kwargs.update(overrides)
+    return probe_model(model, kwargs.pop("images"), kwargs.pop("labels"),
+                       kwargs.pop("transform"), kwargs.pop("params"), **kwargs)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(transform="shear"), r"field 'transform': unknown transform 'shear'; expected one of"),
+    (dict(params=[-5, 0]), r"field 'params': expected an odd number .* found 2 values"),
+    (dict(params=[0, 5, 10]), r"found 5 at the centre"),
+    (dict(params=[5, 0, -5]), r"strictly ascending"),
+    (dict(images=torch.rand(4, 28, 28)), r"field 'images': .*\(n_samples, channel, height, "
+                                         r"width\).*found \(4, 28, 28\)"),
+    (dict(images=torch.rand(0, 1, 28, 28), labels=[]), r"n_samples > 0; found \(0, 1, 28, 28\)"),
+    (dict(images=torch.rand(4, 1, 28, 28) * 2), r"must lie in \[0, 1\]; found values in"),
+    (dict(images=torch.full((4, 1, 28, 28), float("nan"))), r"found 3136 NaN or infinite"),
+    (dict(images=torch.zeros(4, 1, 28, 28, dtype=torch.uint8)), r"float in \[0, 1\]; found "
+                                                                 r"dtype torch.uint8.*255"),
+    (dict(images=np.zeros((4, 1, 28, 28), np.uint8)), r"found dtype uint8"),
+    (dict(images=[[0.5]]), r"tensor or ndarray .* found list"),
+    (dict(labels=[1, 2, 3]), r"field 'labels': .*shape \(4,\), one per image; found \(3,\)"),
+    (dict(labels=[0.5, 1.0, 2.0, 3.0]), r"labels must be integers; found dtype float64"),
+    (dict(labels=[-1, 0, 1, 2]), r"labels must be >= 0; found -1"),
+    (dict(labels=[0, 1, 2, 10]), r"labels must lie in 0..9 \(the model has 10 outputs\); "
+                                 r"found 10"),
+    (dict(layers=["features.99"]), r"field 'layers': unknown layer 'features.99'; the model's "
+                                   r"conv modules are \['features.0', 'features.4', "
+                                   r"'features.7'\]"),
+    (dict(layers=[]), r"at least one layer name"),
+    (dict(layers=["features.0", "features.0"]), r"\['features.0'\] more than once"),
+    (dict(batch_size=0), r"field 'batch_size': .*positive integer; found 0"),
+    (dict(batch_size=2.5), r"positive integer; found 2.5"),
+    (dict(fgsm_epsilon=-0.1), r"field 'fgsm_epsilon': .*>= 0; found -0.1"),
+    (dict(fgsm_epsilon=float("nan")), r"finite number >= 0; found nan"),
+    (dict(normalize=(0.5,)), r"field 'normalize': normalize must be \(mean, std\)"),
+    (dict(normalize=((0.1, 0.2), 0.5)), r"normalize mean must be 1 or 1 finite values; found "
+                                        r"\[0.1, 0.2\]"),
+    (dict(normalize=(0.5, 0.0)), r"normalize std must be > 0; found \[0.0\]"),
+    (dict(sample_ids=[1, 1, 2, 3]), r"sample_ids must be unique"),
+    (dict(sample_ids=[1, 2]), r"sample_ids must be \(4,\) integers"),
+    (dict(device="gpu0"), r"unknown device 'gpu0'"),
+])
+def test_invalid_inputs_are_refused(model, suite, overrides, message):
+    with pytest.raises(InputError, match=message):
+        _call(model, suite, **overrides)
+
+
+def test_model_must_be_a_module(suite):
+    with pytest.raises(InputError, match=r"field 'model': expected a torch.nn.Module, found "
+                                         r"function"):
+        _call(lambda x: x, suite)
+
+
+def test_model_without_conv_needs_layers(suite):
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
+    with pytest.raises(InputError, match=r"no nn.Conv2d module to record by default.*"
+                                         r"pass layers="):
+        _call(mlp, suite)
+    ds = _call(mlp, suite, layers=["1"])
+    assert list(ds[dims.LAYER_NAME].values) == ["1"]
+
+
+def test_model_must_return_logits(suite):
+    with pytest.raises(InputError, match=r"logits of shape \(n_inputs, n_classes\); found "
+                                         r"\(1, 2, 26, 26\)"):
+        _call(nn.Conv2d(1, 2, 3), suite)
+
+
+def test_layer_running_twice_is_refused(suite):
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 3, padding=1)
+            self.head = nn.Linear(28 * 28, 10)
+
+        def forward(self, x):
+            return self.head(self.conv(self.conv(x)).flatten(1))
+
+    with pytest.raises(InputError, match=r"layer 'conv' ran more than once in one forward"):
+        _call(Twice(), suite)
+
+
+def test_layer_not_running_is_refused(suite):
+    class Unused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unused = nn.Conv2d(1, 1, 3)
+            self.head = nn.Linear(28 * 28, 10)
+
+        def forward(self, x):
+            return self.head(x.flatten(1))
+
+    net = Unused()
+    with pytest.raises(InputError, match=r"layers \['unused'\] did not run"):
+        _call(net, suite, layers=["unused"])
+
+
+def test_bad_user_transform_output_is_refused(model, suite):
+    from ml4ml import transforms
+
+    bad = transforms.Transform("bad", "u", 0.0, lambda images, params: images)
+    with pytest.raises(InputError, match=r"transform 'bad' must return \(aug_param, batch, "
+                                         r"channel, height, width\) = \(3, 4, 1, 28, 28\); "
+                                         r"found \(4, 1, 28, 28\)"):
+        _call(model, suite, transform=bad)
+
+
+def test_report_exactness():
+    """Print the largest probability difference per family (run with -s to see it)."""
+    if EXACTNESS:
+        print("\nmax |prob - torchvision loop|:",
+              {k: f"{v:.2e}" for k, v in sorted(EXACTNESS.items())})
