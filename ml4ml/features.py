@@ -1,0 +1,127 @@
+"""Assessor feature tables from the measures dataset (MEASURES.md, "paper80")."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from . import dims
+from .errors import InputError
+
+__all__ = ["PAPER80_MEASURES", "PAPER80_STATS", "paper80", "FEATURE_SETS", "features"]
+
+# per matrix, in the paper's order (MEASURES.md)
+PAPER80_MEASURES = (
+    "sstv",
+    "mean",
+    "s_mean",
+    "std",
+    "robusterror",
+    "discnty",
+    "asymm",
+    "grad_overall",
+    "grad_v_mean",
+    "grad_v_std",
+    "grad_v_wstd",
+    "grad_h_mean",
+    "grad_h_std",
+    "grad_h_wstd",
+    "grad_d_mean",
+    "grad_d_std",
+)
+# layer statistics used, for each of the last two recorded layers
+PAPER80_STATS = ("max", "max_mean")
+_NUMBERED_CONV = re.compile(r"^conv\d+$")
+
+
+def _feature_layer_name(name: str) -> str:
+    """Feature prefix of a layer: "conv8" as is, a module path with "." replaced by "_"."""
+    name = str(name)
+    return name if _NUMBERED_CONV.match(name) else name.replace(".", "_")
+
+
+def _last_two_layers(measures: xr.Dataset) -> list[tuple[int, str]]:
+    """(layer index, feature prefix) of the last two recorded layers, shared by every model."""
+    if dims.LAYER_NAME in measures:
+        names = measures[dims.LAYER_NAME]
+        n_layers = names.sizes[dims.LAYER]
+        values = np.asarray(names.values, dtype=object)
+        if values.ndim == 1:
+            values = values[None, :]
+        values = values.reshape(-1, n_layers)
+    else:
+        levels = [str(level) for level in measures[dims.LEVEL].values]
+        n_layers = len({level.split("_")[0] for level in levels if level.startswith("layer")})
+        values = np.array([[f"layer{i}" for i in range(n_layers)]], dtype=object)
+    if n_layers < 2:
+        raise InputError(
+            f"paper80 needs at least two recorded layers; found {n_layers}", field=dims.LAYER_NAME
+        )
+    chosen = []
+    for index in (n_layers - 2, n_layers - 1):
+        prefixes = {_feature_layer_name(name) for name in values[:, index]}
+        if len(prefixes) != 1:
+            raise InputError(
+                f"models record different layers at position {index}: {sorted(prefixes)}; "
+                f"paper80 columns need one name per position",
+                field=dims.LAYER_NAME,
+                hint="build features for each architecture separately",
+            )
+        chosen.append((index, prefixes.pop()))
+    return chosen
+
+
+def paper80(measures: xr.Dataset, split: str = "correct") -> pd.DataFrame:
+    """The paper's 80 assessor features, one row per model.
+
+    Parameters
+    ----------
+    measures : the measures dataset (``measure_database``): ``value`` (mid, level, split,
+        interval, measure) and ``layer_name`` (mid, layer).
+    split : which sample split ("correct" in the paper).
+
+    Returns
+    -------
+    pandas.DataFrame indexed by ``mid``; columns ``confidence_<measure>`` then
+    ``<layer>_<stat>_<measure>`` for stats max and max_mean of the last two recorded layers,
+    full interval (MEASURES.md order).
+    """
+    if dims.VALUE not in measures:
+        raise InputError("the measures dataset has no variable 'value'", field=dims.VALUE)
+    if split not in dims.SPLITS:
+        raise InputError(f"unknown split {split!r}; expected one of {dims.SPLITS}", field="split")
+    value = measures[dims.VALUE]
+    missing = [name for name in PAPER80_MEASURES if name not in value[dims.MEASURE].values]
+    if missing:
+        raise InputError(
+            f"the measures dataset lacks {missing}", field=dims.MEASURE,
+            hint="compute every paper measure (measures=None)",
+        )
+    if dims.MID not in value.dims:
+        value = value.expand_dims(dims.MID)
+    value = value.sel({dims.SPLIT: split, dims.INTERVAL: 0, dims.MEASURE: list(PAPER80_MEASURES)})
+    matrices = [(dims.CONFIDENCE_LEVEL, "confidence")]
+    for index, prefix in _last_two_layers(measures):
+        matrices += [(dims.layer_level(index, stat), f"{prefix}_{stat}") for stat in PAPER80_STATS]
+    table = value.sel({dims.LEVEL: [level for level, _ in matrices]}).transpose(
+        dims.MID, dims.LEVEL, dims.MEASURE
+    )
+    numbers = np.asarray(table.values, dtype=np.float64).reshape(table.sizes[dims.MID], -1)
+    columns = [f"{prefix}_{name}" for _, prefix in matrices for name in PAPER80_MEASURES]
+    index = pd.Index(np.asarray(table[dims.MID].values, dtype=object), name=dims.MID)
+    return pd.DataFrame(numbers, index=index, columns=columns)
+
+
+FEATURE_SETS = {"paper80": paper80}
+
+
+def features(measures: xr.Dataset, set: str = "paper80", split: str = "correct") -> pd.DataFrame:
+    """The feature table ``set`` (a key of ``FEATURE_SETS``) of every model, indexed by mid."""
+    if set not in FEATURE_SETS:
+        raise InputError(
+            f"unknown feature set {set!r}; expected one of {sorted(FEATURE_SETS)}", field="set"
+        )
+    return FEATURE_SETS[set](measures, split=split)

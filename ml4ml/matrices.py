@@ -1,0 +1,358 @@
+"""Variance matrices of a probe dataset: one lazy, vectorised pass over every model.
+
+For a response ``R[k, s]`` (the confidence, or one layer statistic) restricted to a split
+of ``n'`` samples (MEASURES.md, "Variance matrix"):
+
+- ``l2``: ``D[i, j] = ||R[i, :] - R[j, :]||_2 / sqrt(n')`` (not row-reversed);
+- ``cosine``: ``1 - cos(R[i, :], R[j, :])``;
+- ``corrcoef``: the Pearson correlation of rows ``i`` and ``j``.
+
+All three come from one centred Gram matrix per split: with ``u[s]`` the mean of sample
+``s`` over the parameters and ``Y = R - u``, ``G = Y diag(w) Y^T`` in float64 (``w`` the
+split's 0/1 weights), ``D^2 = G_ii + G_jj - 2 G_ij``; the covariance and raw Gram matrices
+follow from ``G`` and a few matrix-vector products, so no sample loop and no loop over
+models, levels or splits.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import xarray as xr
+
+from . import dims
+from .errors import InputError
+
+__all__ = ["variance_matrices", "matrix_levels", "subset_indices", "SUBSET_SEED"]
+
+# seed and fraction of the reference's sensitivity subset (MEASURES.md, "sstv")
+SUBSET_SEED = 2
+SUBSET_FRACTION = 0.9
+
+
+@functools.lru_cache(maxsize=32)
+def subset_indices(n_samples: int) -> np.ndarray:
+    """Sample positions of the reference's 90% subset (``RandomState(2).choice``), (n_subset,)."""
+    rng = np.random.RandomState(SUBSET_SEED)
+    chosen = rng.choice(n_samples, int(SUBSET_FRACTION * n_samples), replace=False)
+    chosen.setflags(write=False)
+    return chosen
+
+
+@functools.lru_cache(maxsize=32)
+def _subset_complement(n_samples: int) -> np.ndarray:
+    """Sorted sample positions left out of the 90% subset, (n_samples - n_subset,)."""
+    left_out = np.ones(n_samples, dtype=bool)
+    left_out[subset_indices(n_samples)] = False
+    complement = np.flatnonzero(left_out)
+    complement.setflags(write=False)
+    return complement
+
+
+def matrix_levels(n_layers: int) -> list[str]:
+    """Level labels: ``["confidence", "layer0_mean", ..., "layer{L-1}_max_std"]``."""
+    return [dims.CONFIDENCE_LEVEL] + [
+        dims.layer_level(i, stat) for i in range(n_layers) for stat in dims.STATS
+    ]
+
+
+def variance_matrices(probe: xr.Dataset) -> xr.Dataset:
+    """Variance matrices of every model, level and split, lazily.
+
+    Parameters
+    ----------
+    probe : xr.Dataset
+        Probe dataset (``ml4ml.dims``): ``prediction`` (..., aug_param, sample),
+        ``confidence`` (..., aug_param, sample), ``act`` (..., aug_param, sample, layer,
+        stat), coordinate ``label`` (sample,), optional ``layer_name`` (..., layer).
+        ``...`` is any leading dims (usually ``mid``), or none. ``aug_param`` must have an
+        odd size; its centre is the identity, where the split is decided.
+
+    Returns
+    -------
+    xr.Dataset
+        ``matrix`` (..., level, split, kind, aug_param_i, aug_param_j) float64 and
+        ``matrix_subset`` (..., level, split, aug_param_i, aug_param_j) float64 (the L2
+        matrix of the seeded 90% subset), plus ``layer_name``. Dask-backed inputs give
+        dask-backed outputs with the input's chunks along the leading dims; nothing is
+        computed. An empty split gives NaN matrices.
+    """
+    _check_probe(probe)
+    n_params = probe.sizes[dims.AUG_PARAM]
+    n_samples = probe.sizes[dims.SAMPLE]
+    n_layers = probe.sizes[dims.LAYER]
+    levels = matrix_levels(n_layers)
+    act = probe[dims.ACT].transpose(..., dims.AUG_PARAM, dims.SAMPLE, dims.LAYER, dims.STAT)
+    act = act.sel({dims.STAT: list(dims.STATS)}) if dims.STAT in act.coords else act
+    core = [dims.AUG_PARAM, dims.SAMPLE]
+    square = [dims.AUG_PARAM_I, dims.AUG_PARAM_J]
+    matrix, matrix_subset = xr.apply_ufunc(
+        _variance_matrices_block,
+        probe[dims.CONFIDENCE],
+        probe[dims.PREDICTION],
+        act,
+        probe[dims.LABEL].variable,
+        input_core_dims=[core, core, core + [dims.LAYER, dims.STAT], [dims.SAMPLE]],
+        output_core_dims=[
+            [dims.LEVEL, dims.SPLIT, dims.KIND] + square,
+            [dims.LEVEL, dims.SPLIT] + square,
+        ],
+        kwargs={"subset_complement": _subset_complement(n_samples)},
+        dask="parallelized",
+        output_dtypes=[np.float64, np.float64],
+        dask_gufunc_kwargs={
+            "output_sizes": {
+                dims.LEVEL: len(levels),
+                dims.SPLIT: len(dims.SPLITS),
+                dims.KIND: len(dims.KINDS),
+                dims.AUG_PARAM_I: n_params,
+                dims.AUG_PARAM_J: n_params,
+            },
+            "allow_rechunk": True,
+        },
+        keep_attrs=False,
+    )
+    param = probe[dims.AUG_PARAM]
+    coords = {
+        dims.LEVEL: np.array(levels, dtype=object),
+        dims.SPLIT: np.array(dims.SPLITS, dtype=object),
+        dims.KIND: np.array(dims.KINDS, dtype=object),
+        dims.AUG_PARAM_I: (dims.AUG_PARAM_I, param.values, dict(param.attrs)),
+        dims.AUG_PARAM_J: (dims.AUG_PARAM_J, param.values, dict(param.attrs)),
+    }
+    out = xr.Dataset({dims.MATRIX: matrix, dims.MATRIX_SUBSET: matrix_subset})
+    out = out.drop_vars([dims.LABEL], errors="ignore").assign_coords(coords)
+    if dims.LAYER_NAME in probe:
+        out[dims.LAYER_NAME] = probe[dims.LAYER_NAME]
+    out[dims.MATRIX].attrs["description"] = (
+        "variance matrices: l2 = ||R_i - R_j|| / sqrt(n_split) (not row-reversed), "
+        "cosine = 1 - cos(R_i, R_j), corrcoef = Pearson r of rows i and j"
+    )
+    out[dims.MATRIX_SUBSET].attrs["description"] = (
+        "l2 matrix of the seeded 90% sample subset (RandomState(2)), split by the "
+        "subset's own predictions, for sstv"
+    )
+    return out
+
+
+def _check_probe(probe: xr.Dataset) -> None:
+    """Raise InputError unless ``probe`` has the variables and sizes variance_matrices needs."""
+    for name in (dims.CONFIDENCE, dims.PREDICTION, dims.ACT):
+        if name not in probe:
+            raise InputError(
+                f"the probe dataset has no variable '{name}'; found {sorted(probe.data_vars)}",
+                field=name,
+                hint="pass a probe dataset as laid out in ml4ml.dims",
+            )
+    if dims.LABEL not in probe.coords and dims.LABEL not in probe:
+        raise InputError("the probe dataset has no 'label' (sample,) coordinate", field=dims.LABEL)
+    if probe[dims.LABEL].dims != (dims.SAMPLE,):
+        raise InputError(
+            f"'label' must have dims ('sample',), found {probe[dims.LABEL].dims}",
+            field=dims.LABEL,
+        )
+    for name, core in (
+        (dims.CONFIDENCE, (dims.AUG_PARAM, dims.SAMPLE)),
+        (dims.PREDICTION, (dims.AUG_PARAM, dims.SAMPLE)),
+        (dims.ACT, (dims.AUG_PARAM, dims.SAMPLE, dims.LAYER, dims.STAT)),
+    ):
+        missing = [d for d in core if d not in probe[name].dims]
+        if missing:
+            raise InputError(
+                f"'{name}' must have dims (..., {', '.join(core)}); missing {missing}, "
+                f"found {probe[name].dims}",
+                field=name,
+            )
+    n_stats = probe.sizes[dims.STAT]
+    if n_stats != len(dims.STATS):
+        raise InputError(
+            f"'act' must hold the {len(dims.STATS)} statistics {dims.STATS}, found {n_stats}",
+            field=dims.STAT,
+        )
+    n_params = probe.sizes[dims.AUG_PARAM]
+    if n_params % 2 == 0:
+        raise InputError(
+            f"the parameter grid must have an odd number of values with the identity at "
+            f"the centre; found {n_params} values",
+            field=dims.AUG_PARAM,
+        )
+
+
+# sample groups of the Gram chunks: (split at the centre) x (in the 90% subset or not)
+_GROUP_CORRECT_LEFT_OUT, _GROUP_CORRECT_SUBSET = 0, 1
+_GROUP_INCORRECT_LEFT_OUT, _GROUP_INCORRECT_SUBSET = 2, 3
+_N_GROUPS = 4
+# which groups each output Gram sums: rows = group (last row: padding chunk), columns =
+# splits all, correct, incorrect of every sample, then of the 90% subset
+_GROUP_TO_GRAM = np.array(
+    [
+        [1, 1, 0, 0, 0, 0],
+        [1, 1, 0, 1, 1, 0],
+        [1, 0, 1, 0, 0, 0],
+        [1, 0, 1, 1, 0, 1],
+        [0, 0, 0, 0, 0, 0],
+    ],
+    dtype=np.float64,
+)
+
+
+def _chunk_width(n_samples: int) -> int:
+    """Samples per Gram chunk: large enough for BLAS, small enough to waste little padding."""
+    return int(np.clip(2 ** int(np.log2(max(n_samples, 1) / 16)), 16, 512))
+
+
+def _chunk_layout(group, width):
+    """Gather plan that lays each model's samples out in chunks holding one group each.
+
+    group (B, n) int in 0..3. Returns slot_sample (B, n_slots) sample index of each slot,
+    slot_valid (B, n_slots) bool (False for padding), chunk_weight (B, n_chunks, 6): the
+    weight of each chunk's Gram in the six output Grams (``_GROUP_TO_GRAM``).
+    """
+    n_models, n_samples = group.shape
+    group_ids = np.arange(_N_GROUPS)
+    counts = (group[:, :, None] == group_ids).sum(axis=1)  # (B, 4)
+    chunks = -(-counts // width)  # (B, 4)
+    chunk_end = np.cumsum(chunks, axis=1)
+    chunk_start = chunk_end - chunks
+    n_chunks = max(int(chunk_end[:, -1].max()), 1)
+    order = np.argsort(group, axis=1, kind="stable")  # samples sorted by group
+    sorted_start = np.cumsum(counts, axis=1) - counts  # (B, 4)
+
+    chunk = np.arange(n_chunks)
+    chunk_group = (chunk[None, :, None] >= chunk_end[:, None, :]).sum(axis=2)  # (B, C), 4 = pad
+    real = chunk_group < _N_GROUPS
+    chunk_group_safe = np.minimum(chunk_group, _N_GROUPS - 1)
+    rows = np.arange(n_models)[:, None]
+    slot = np.arange(n_chunks * width)
+    slot_chunk_group = np.repeat(chunk_group_safe, width, axis=1)  # (B, S)
+    offset = slot[None, :] - chunk_start[rows, slot_chunk_group] * width  # within the group
+    slot_valid = np.repeat(real, width, axis=1) & (offset < counts[rows, slot_chunk_group])
+    position = np.clip(sorted_start[rows, slot_chunk_group] + offset, 0, n_samples - 1)
+    slot_sample = order[rows, position]
+    chunk_weight = _GROUP_TO_GRAM[chunk_group]  # (B, C, 6)
+    return slot_sample, slot_valid, chunk_weight
+
+
+def _variance_matrices_block(confidence, prediction, act, label, *, subset_complement):
+    """Matrices of one block of models.
+
+    confidence, prediction (..., P, n); act (..., P, n, L, S); label (n,).
+    Returns matrix (..., level, split, kind, P, P) and matrix_subset (..., level, split, P, P).
+
+    Each model's samples are gathered into chunks of one group each (split x subset), every
+    response centred per sample, and two extra rows appended (the sample means ``u`` and
+    ones), so one batched ``Z @ Z.T`` per chunk gives every Gram, row sum and count the
+    three matrix kinds need; chunk Grams are summed into groups with a weight table.
+    """
+    n_params, n_samples = confidence.shape[-2:]
+    n_layers, n_stats = act.shape[-2:]
+    lead = np.broadcast_shapes(confidence.shape[:-2], prediction.shape[:-2], act.shape[:-4])
+    n_models = int(np.prod(lead, dtype=np.int64))
+    n_levels = 1 + n_layers * n_stats
+    confidence = np.broadcast_to(confidence, lead + (n_params, n_samples))
+    confidence = confidence.reshape(n_models, n_params, n_samples)
+    prediction = np.broadcast_to(prediction, lead + (n_params, n_samples))
+    prediction = prediction.reshape(n_models, n_params, n_samples)
+    act = np.broadcast_to(act, lead + (n_params, n_samples, n_layers, n_stats))
+    act = act.reshape(n_models, n_params, n_samples, n_layers * n_stats)
+
+    centre = n_params // 2
+    correct = prediction[:, centre, :] == np.asarray(label)  # (B, n)
+    in_subset = np.ones(n_samples, dtype=np.int64)
+    in_subset[subset_complement] = 0
+    group = np.where(correct, _GROUP_CORRECT_LEFT_OUT, _GROUP_INCORRECT_LEFT_OUT) + in_subset
+    width = _chunk_width(n_samples)
+    slot_sample, slot_valid, chunk_weight = _chunk_layout(group, width)
+    n_chunks = chunk_weight.shape[1]
+
+    # per-sample means over the parameters (B, n, level), float64, and a per-level shift
+    sample_mean = np.empty((n_models, n_samples, n_levels), np.float64)
+    sample_mean[:, :, 0] = confidence.mean(axis=1, dtype=np.float64)
+    sample_mean[:, :, 1:] = act.mean(axis=1, dtype=np.float64)
+    mean_shift = sample_mean.mean(axis=1)  # (B, level)
+
+    # gather samples into chunk slots; flat row indices avoid a per-model loop
+    model = np.arange(n_models)[:, None, None]
+    param = np.arange(n_params)[None, :, None]
+    flat = (model * n_params + param) * n_samples + slot_sample[:, None, :]  # (B, P, S)
+    conf_slots = np.take(confidence.reshape(-1), flat)  # (B, P, S)
+    act_slots = np.take(act.reshape(-1, n_layers * n_stats), flat, axis=0)  # (B, P, S, LS)
+    flat_mean = np.arange(n_models)[:, None] * n_samples + slot_sample  # (B, S)
+    mean_slots = np.take(sample_mean.reshape(-1, n_levels), flat_mean, axis=0)  # (B, S, lvl)
+
+    # Z (B, chunk, level, P + 2, width): centred responses, then u - shift, then ones
+    z = np.empty((n_models, n_chunks, n_levels, n_params + 2, width), np.float64)
+    responses = z[:, :, :, :n_params, :]
+    responses[:, :, 0] = conf_slots.reshape(n_models, n_params, n_chunks, width).transpose(
+        0, 2, 1, 3
+    )
+    responses[:, :, 1:] = act_slots.reshape(
+        n_models, n_params, n_chunks, width, n_layers * n_stats
+    ).transpose(0, 2, 4, 1, 3)
+    mean_chunked = mean_slots.reshape(n_models, n_chunks, width, n_levels).transpose(0, 1, 3, 2)
+    responses -= mean_chunked[:, :, :, None, :]
+    z[:, :, :, n_params, :] = mean_chunked - mean_shift[:, None, :, None]
+    z[:, :, :, n_params + 1, :] = 1.0
+    if not slot_valid.all():
+        padding = ~slot_valid.reshape(n_models, n_chunks, width)
+        z.transpose(0, 1, 4, 2, 3)[padding] = 0.0
+
+    gram_chunks = z @ np.swapaxes(z, -1, -2)  # (B, chunk, level, P + 2, P + 2)
+    grams = np.einsum("bcg,bclij->blgij", chunk_weight, gram_chunks)  # (B, level, 6, ., .)
+    grams = 0.5 * (grams + np.swapaxes(grams, -1, -2))
+    gram, gram_subset = grams[:, :, :3], grams[:, :, 3:]
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        l2 = _l2_from_gram(gram[..., :n_params, :n_params], gram[..., -1, -1])
+        l2_subset = _l2_from_gram(
+            gram_subset[..., :n_params, :n_params], gram_subset[..., -1, -1]
+        )
+        cosine, corrcoef = _cosine_corrcoef(gram, mean_shift, n_params)
+    matrix = np.stack([l2, cosine, corrcoef], axis=-3)
+    return (
+        matrix.reshape(lead + matrix.shape[1:]),
+        l2_subset.reshape(lead + l2_subset.shape[1:]),
+    )
+
+
+def _l2_from_gram(gram, counts):
+    """L2 matrix ``sqrt(G_ii + G_jj - 2 G_ij) / sqrt(n')``: gram (..., P, P), counts (...)."""
+    diag = np.diagonal(gram, axis1=-2, axis2=-1)
+    squared = diag[..., :, None] + diag[..., None, :] - 2.0 * gram
+    np.maximum(squared, 0.0, out=squared)
+    return np.sqrt(squared) / np.sqrt(counts)[..., None, None]
+
+
+def _cosine_corrcoef(gram, mean_shift, n_params):
+    """Cosine distance and Pearson correlation between rows, from the augmented Gram.
+
+    gram (B, level, split, P + 2, P + 2) of the rows ``[Y; u - shift; 1]`` over a split's
+    samples (``Y = R - u`` centred per sample); mean_shift (B, level). Returns two
+    (B, level, split, P, P) arrays.
+    """
+    p = n_params
+    count = gram[..., p + 1, p + 1][..., None]  # n' (B, level, split, 1)
+    sum_y = gram[..., :p, p + 1]  # sum_s Y_k
+    sum_yu = gram[..., :p, p]  # sum_s Y_k (u_s - shift)
+    sum_u = gram[..., p, p + 1][..., None]
+    sum_uu = gram[..., p, p][..., None]
+    mean_y = sum_y / count
+    mean_u = sum_u / count
+    cross = sum_yu - mean_u * sum_y  # sum_s (Y_k - mean_y_k)(u_s - mean_u)
+    u_scatter = (sum_uu - count * mean_u * mean_u)[..., None]
+    # covariance sums: sum_s (R_k - m_k)(R_l - m_l), R = Y + u
+    cov = (
+        gram[..., :p, :p]
+        - count[..., None] * mean_y[..., :, None] * mean_y[..., None, :]
+        + cross[..., :, None]
+        + cross[..., None, :]
+        + u_scatter
+    )
+    sd = np.sqrt(np.maximum(np.diagonal(cov, axis1=-2, axis2=-1), 0.0))
+    corrcoef = np.clip(cov / (sd[..., :, None] * sd[..., None, :]), -1.0, 1.0)
+    row_mean = mean_y + mean_u + mean_shift[:, :, None, None]  # m_k
+    raw = cov + count[..., None] * row_mean[..., :, None] * row_mean[..., None, :]
+    norm = np.sqrt(np.maximum(np.diagonal(raw, axis1=-2, axis2=-1), 0.0))
+    cosine = 1.0 - np.clip(raw / (norm[..., :, None] * norm[..., None, :]), -1.0, 1.0)
+    return cosine, corrcoef
