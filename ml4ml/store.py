@@ -176,8 +176,7 @@ def add_models(path, table: xr.Dataset) -> list[str]:
         return []
     if existing.sizes.get(dims.MID, 0) == 0:
         with _quiet():
-            new.to_zarr(_store_path(path), group=MODELS_GROUP, mode="w", consolidated=False,
-                        encoding=_mid_chunk_encoding(new))
+            new.to_zarr(_store_path(path), group=MODELS_GROUP, mode="w", consolidated=False)
         return new[dims.MID].values.tolist()
     missing_here = [v for v in existing.data_vars if v not in new.data_vars]
     for name in missing_here:
@@ -192,21 +191,22 @@ def add_models(path, table: xr.Dataset) -> list[str]:
 
 
 def update_models(path, rows: xr.Dataset) -> None:
-    """Overwrite the given variables of existing models (dim ``mid``), one region per model.
+    """Overwrite the given variables of existing models (dim ``mid``); single writer.
 
     New variables are created (missing for the other models) first.
     """
     rows = _strings_to_object(rows)
-    existing = read_models(path)
+    existing = open_group(path, MODELS_GROUP)
     index = _mid_index(existing, rows[dims.MID].values, path, MODELS_GROUP)
     extra = [v for v in rows.data_vars if v not in existing.data_vars]
     if extra:
         _add_model_variables(path, existing, rows[extra])
     body = rows.drop_vars([c for c in rows.coords if c != dims.MID])
-    for k, i in enumerate(index):
-        one = body.isel({dims.MID: slice(k, k + 1)}).drop_vars(dims.MID)
-        with _quiet():
-            one.to_zarr(_store_path(path), group=MODELS_GROUP,
+    with _quiet():
+        for k, i in enumerate(index):
+            one = body.isel({dims.MID: slice(k, k + 1)}).drop_vars(dims.MID)
+            # the table is one chunk per variable and has a single writer (the driver)
+            one.to_zarr(_store_path(path), group=MODELS_GROUP, safe_chunks=False,
                         region={dims.MID: slice(int(i), int(i) + 1)}, consolidated=False)
 
 
@@ -216,8 +216,7 @@ def _add_model_variables(path, existing: xr.Dataset, like: xr.Dataset) -> None:
                        coords={dims.MID: existing[dims.MID].values.astype(object)})
     fresh = fresh.drop_vars(dims.MID)
     with _quiet():
-        fresh.to_zarr(_store_path(path), group=MODELS_GROUP, mode="a", consolidated=False,
-                      encoding=_mid_chunk_encoding(fresh))
+        fresh.to_zarr(_store_path(path), group=MODELS_GROUP, mode="a", consolidated=False)
 
 
 def _missing_like(var: xr.DataArray, n: int) -> xr.DataArray:
