@@ -554,3 +554,20 @@ def _resolve(value: str, base: Path) -> str:
         return value
     p = Path(value).expanduser()
     return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def shrink_pipeline(pipeline: Pipeline, *, store: str, data_root=None, n_models: int = 3,
+                    epochs: int = 1, n_train: int = 0, n_samples: int | None = None,
+                    checkpoints=None) -> Pipeline:
+    """A smoke-test copy of ``pipeline``: its first ``n_models`` recipes (regular first,
+    then one hold-out), ``epochs`` each, on ``n_train`` training images and ``n_samples``
+    test samples, writing to ``store``. Everything else (arch, grids, anomalies) is kept.
+    """
+    regular = [r for r in pipeline.recipes if not r.holdout]
+    holdout = [r for r in pipeline.recipes if r.holdout]
+    chosen = regular[: max(n_models - 1, 1)] + holdout[: n_models - max(n_models - 1, 1)]
+    recipes = tuple(replace(r, epochs=epochs, n_train=n_train or r.n_train) for r in chosen)
+    suites = tuple(replace(s, n_samples=n_samples or s.n_samples) for s in pipeline.suites)
+    return replace(pipeline, store=store, recipes=recipes, suites=suites,
+                   data_root=Path(data_root) if data_root is not None else pipeline.data_root,
+                   checkpoints=Path(checkpoints or str(store).rstrip("/") + ".checkpoints"))
