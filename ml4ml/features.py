@@ -85,9 +85,9 @@ def paper80(measures: xr.Dataset, split: str = "correct") -> pd.DataFrame:
 
     Returns
     -------
-    pandas.DataFrame indexed by ``mid``; columns ``confidence_<measure>`` then
-    ``<layer>_<stat>_<measure>`` for stats max and max_mean of the last two recorded layers,
-    full interval (MEASURES.md order).
+    pandas.DataFrame, one row per model: column ``mid``, then the 80 features
+    ``confidence_<measure>`` and ``<layer>_<stat>_<measure>`` for stats max and max_mean of
+    the last two recorded layers, full interval, in MEASURES.md order.
     """
     if dims.VALUE not in measures:
         raise InputError("the measures dataset has no variable 'value'", field=dims.VALUE)
@@ -111,15 +111,16 @@ def paper80(measures: xr.Dataset, split: str = "correct") -> pd.DataFrame:
     )
     numbers = np.asarray(table.values, dtype=np.float64).reshape(table.sizes[dims.MID], -1)
     columns = [f"{prefix}_{name}" for _, prefix in matrices for name in PAPER80_MEASURES]
-    index = pd.Index(np.asarray(table[dims.MID].values, dtype=object), name=dims.MID)
-    return pd.DataFrame(numbers, index=index, columns=columns)
+    frame = pd.DataFrame(numbers, columns=columns)
+    frame.insert(0, dims.MID, np.asarray(table[dims.MID].values, dtype=object))
+    return frame
 
 
 FEATURE_SETS = {"paper80": paper80}
 
 
 def features(measures: xr.Dataset, set: str = "paper80", split: str = "correct") -> pd.DataFrame:
-    """The feature table ``set`` (a key of ``FEATURE_SETS``) of every model, indexed by mid."""
+    """The feature table ``set`` (a key of ``FEATURE_SETS``): column ``mid``, then features."""
     if set not in FEATURE_SETS:
         raise InputError(
             f"unknown feature set {set!r}; expected one of {sorted(FEATURE_SETS)}", field="set"

@@ -221,7 +221,9 @@ def _check_agreement(results, act, results_path, act_path):
             )
     sample_idx = _integer_column(results[0, :, 0], results_path, "idx")
     if np.unique(sample_idx).size != sample_idx.size:
-        raise InputError("repeats sample ids; expected each sample once", file=results_path, field="idx")
+        raise InputError(
+            "repeats sample ids; expected each sample once", file=results_path, field="idx"
+        )
     labels = _integer_column(results[0, :, 1], results_path, "label")
     predictions = _integer_column(results[:, :, 2], results_path, "prediction")
     return sample_idx, labels, predictions

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import dask
 import numpy as np
 import xarray as xr
 
@@ -27,6 +28,7 @@ __all__ = [
     "register_measure",
     "unregister_measure",
     "registered_measures",
+    "user_measures",
     "accuracy",
     "measure_database",
 ]
@@ -99,13 +101,18 @@ def unregister_measure(name: str) -> None:
 
 
 def registered_measures() -> tuple[str, ...]:
-    """Names of the user measures, in registration order."""
+    """Every measure ``measure_matrices`` computes: the paper's, then the user's in order."""
+    return PAPER_MEASURES + tuple(_REGISTRY)
+
+
+def user_measures() -> tuple[str, ...]:
+    """Names of the measures added with ``register_measure``, in registration order."""
     return tuple(_REGISTRY)
 
 
 def _selected_measures(measures) -> list[str]:
     """The measure names to compute, validated; None means every paper and user measure."""
-    known = list(PAPER_MEASURES) + list(_REGISTRY)
+    known = list(registered_measures())
     if measures is None:
         return known
     if isinstance(measures, str):
@@ -201,7 +208,8 @@ def _measures_block(l2, subset, *, names, user):
         sstv[:, 0] = np.abs(l2 - subset).sum(axis=(-2, -1))
         values["sstv"] = sstv
         for name, (func, fill) in user.items():
-            values[name] = _user_measure(func, filled if fill else reversed_matrix, top, bottom, fill, tables)
+            matrix = filled if fill else reversed_matrix
+            values[name] = _user_measure(func, matrix, top, bottom, fill, tables)
     out = np.stack([values[name] for name in names], axis=-1)  # (B, K, n_measures)
     return out.reshape(lead + out.shape[1:])
 
@@ -269,16 +277,20 @@ def _paper_measures(filled, top, bottom, tables: MeasureTables) -> dict[str, np.
     out["discnty"] = _discontinuity(filled, top, bottom, top_full, bottom_full, tables)
     out["discnty"] = out["discnty"] / off_diagonal_mean
 
-    for axis_name, matrix, corner in (
-        ("v", filled, bottom),
-        ("h", np.swapaxes(filled, -1, -2), top),
+    # v: vertical differences of G; h: the same of G transposed (its corners swap)
+    vertical = _row_segments(filled, tables)
+    for axis_name, matrix, segments, corner in (
+        ("v", filled, vertical, bottom),
+        ("h", np.swapaxes(filled, -1, -2), None, top),
     ):
-        grad_mean, grad_std, grad_wstd = _row_gradients(matrix, corner, tables)
+        if segments is None:
+            segments = _row_segments(matrix, tables)
+        grad_mean, grad_std, grad_wstd = _row_gradients(matrix, segments, corner, tables)
         out[f"grad_{axis_name}_mean"] = grad_mean
         out[f"grad_{axis_name}_std"] = grad_std
         out[f"grad_{axis_name}_wstd"] = grad_wstd
         out[f"score_{axis_name}"] = grad_mean / grad_wstd
-    out["grad_d_mean"], out["grad_d_std"] = _diagonal_gradients(filled, tables)
+    out["grad_d_mean"], out["grad_d_std"] = _diagonal_gradients(vertical, tables)
     out["score_d"] = out["grad_d_mean"] / out["grad_d_std"]
     out["grad_overall"] = (out["score_v"] + out["score_h"] + out["score_d"]) / 3.0
     return out
@@ -324,7 +336,6 @@ def _row_segments(matrix, tables: MeasureTables):
     ``V - shift`` and its square over columns ``C .. P-1-R`` at [., ., R, C], where
     ``V[R, C] = matrix[R-1, C] - matrix[R, C]``.
     """
-    n_models, p = matrix.shape[0], tables.n_params
     diff = np.zeros_like(matrix)
     diff[:, 1:] = matrix[:, :-1] - matrix[:, 1:]
     diff = np.where(tables.segment_member, diff, 0.0)
@@ -351,16 +362,16 @@ def _joined_stats(dev_sum, dev_sq_sum, row_shift, rows, count):
     return mean, std
 
 
-def _row_gradients(matrix, corner, tables: MeasureTables):
+def _row_gradients(matrix, segments, corner, tables: MeasureTables):
     """``grad_v_mean``, ``grad_v_std``, ``grad_v_wstd`` (B, K) of ``matrix`` (B, P, P).
 
-    corner (B, K): each interval's value at (hi, lo), the one entry of its segments that
-    differs from ``matrix`` (it sits in the last, single-entry segment R = hi).
+    segments: ``_row_segments(matrix)``. corner (B, K): each interval's value at (hi, lo),
+    the one entry of its segments that differs from ``matrix`` (it sits in the last,
+    single-entry segment R = hi).
     """
-    n_intervals_ = tables.lo.size
-    row_shift, suffix = _row_segments(matrix, tables)
+    row_shift, suffix = segments
     at_lo = suffix[:, :, :, tables.lo].transpose(0, 1, 3, 2).copy()  # (2, B, K, R)
-    interval = np.arange(n_intervals_)
+    interval = np.arange(tables.lo.size)
     last = matrix[:, tables.hi - 1, tables.lo] - corner  # V[hi, lo] of each interval
     last_dev = last - row_shift[:, tables.hi]
     at_lo[0][:, interval, tables.hi] = last_dev
@@ -373,9 +384,12 @@ def _row_gradients(matrix, corner, tables: MeasureTables):
     return mean, std, wstd
 
 
-def _diagonal_gradients(filled, tables: MeasureTables):
-    """``grad_d_mean``, ``grad_d_std`` (B, K): segments V[R, lo+1 .. P-1-R] (no corner)."""
-    row_shift, suffix = _row_segments(filled, tables)
+def _diagonal_gradients(segments, tables: MeasureTables):
+    """``grad_d_mean``, ``grad_d_std`` (B, K): segments V[R, lo+1 .. P-1-R] (no corner).
+
+    segments: ``_row_segments`` of the filled matrix.
+    """
+    row_shift, suffix = segments
     start = np.minimum(tables.lo + 1, tables.n_params - 1)
     at_start = suffix[:, :, :, start].transpose(0, 1, 3, 2)  # (2, B, K, R)
     return _joined_stats(at_start[0], at_start[1], row_shift, tables.d_rows, tables.d_count)
@@ -401,8 +415,15 @@ def accuracy(probe: xr.Dataset) -> xr.Dataset:
     label = probe[dims.LABEL]
     if dims.CLASS in probe.coords:
         classes = probe[dims.CLASS].values
+    elif not dask.is_dask_collection(label.variable):
+        classes = np.unique(label.values)
     else:
-        classes = np.unique(np.asarray(label.values))
+        raise InputError(
+            "the probe dataset has no 'class' coordinate and its 'label' coordinate is not "
+            "in memory, so the classes are unknown without computing",
+            field=dims.CLASS,
+            hint="assign the class coordinate, e.g. probe.assign_coords({'class': range(10)})",
+        )
     correct = probe[dims.PREDICTION] == label
     result = xr.Dataset()
     result["accuracy"] = correct.mean(dims.SAMPLE)
@@ -442,7 +463,8 @@ def measure_database(probe: xr.Dataset, measures=None) -> xr.Dataset:
     value = measure_matrices(variance_matrices(probe), measures)
     result = accuracy(probe)
     result[dims.VALUE] = value
+    names = [dims.VALUE, "accuracy", "class_accuracy", "robust_accuracy"]
     if dims.LAYER_NAME in probe:
         result[dims.LAYER_NAME] = probe[dims.LAYER_NAME]
-    return result[[dims.VALUE, "accuracy", "class_accuracy", "robust_accuracy"]
-                  + ([dims.LAYER_NAME] if dims.LAYER_NAME in probe else [])]
+        names.append(dims.LAYER_NAME)
+    return result[names]

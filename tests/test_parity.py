@@ -103,10 +103,10 @@ def test_paper80_features_match(golden_case):
     case, database, expected = golden_case
     table = paper80(database)
     reference = expected["features80"]
-    assert list(table.columns) == list(reference)
-    assert list(table.index) == [case]
+    assert list(table.columns) == [dims.MID] + list(reference)
+    assert list(table[dims.MID]) == [case]
     np.testing.assert_allclose(
-        table.loc[case].to_numpy(dtype=float),
+        table.iloc[0, 1:].to_numpy(dtype=float),
         np.array(list(reference.values()), dtype=float),
         rtol=RTOL,
         atol=0,
