@@ -40,7 +40,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
 
 
 @contextmanager
-def torch_threads(n: int = 1):
+def torch_threads(n: int | None = 1):
     """Run torch with ``n`` intra-op threads, restoring the previous count after.
 
     One thread per model is much faster than the default on small models when several
@@ -48,6 +48,9 @@ def torch_threads(n: int = 1):
     """
     import torch
 
+    if n is None:
+        yield
+        return
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

@@ -9,6 +9,7 @@ only ever fill their own chunks.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -114,8 +115,14 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
 
 
 def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, device: str = "cpu",
-              progress: bool = False) -> list:
-    """Probe one model on its pending (suite, transform) jobs and write each result."""
+              progress: bool = False, threads: int | None = None) -> list:
+    """Probe one model on its pending (suite, transform) jobs and write each result.
+
+    threads : torch threads for this model (default: all cores in process, 1 in a worker).
+    """
+    from tqdm.auto import tqdm
+
+    from .cluster import torch_threads
     from .probe import probe_model
     from .training import load_checkpoint
 
@@ -127,12 +134,16 @@ def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, device: st
         if suite_name not in loaded:
             loaded[suite_name] = load_probe_suite(pipeline, suites[suite_name])
         suite = loaded[suite_name]
-        result = probe_model(
-            model, suite.images, suite.labels, transform, pipeline.transforms[transform],
-            normalize=recipe.normalize, layers=list(pipeline.probe.layers) or None,
-            batch_size=pipeline.probe.batch_size, device=device,
-            fgsm_epsilon=pipeline.probe.fgsm_epsilon,
-        )
+        bar = tqdm(total=len(suite), desc=f"  {mid} {suite_name}/{transform}", unit="img",
+                   leave=False, disable=not progress)
+        with torch_threads(threads):
+            result = probe_model(
+                model, suite.images, suite.labels, transform, pipeline.transforms[transform],
+                normalize=recipe.normalize, layers=list(pipeline.probe.layers) or None,
+                batch_size=pipeline.probe.batch_size, device=device,
+                fgsm_epsilon=pipeline.probe.fgsm_epsilon, progress=bar,
+            )
+        bar.close()
         store.write_probe(pipeline.store, suite_name, transform, mid, result)
         out.append((mid, suite_name, transform))
     return out
@@ -141,11 +152,12 @@ def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, device: st
 def _run_all(pipeline, jobs, rows, device, client, progress):
     if client is None:
         for mid, todo in jobs.items():
-            yield probe_one(pipeline, mid, todo, *rows[mid], device=device)
+            yield probe_one(pipeline, mid, todo, *rows[mid], device=device, progress=progress,
+                            threads=os.cpu_count() or 1)
         return
     from distributed import as_completed
 
-    futures = [client.submit(probe_one, pipeline, mid, todo, *rows[mid], device=device,
+    futures = [client.submit(probe_one, pipeline, mid, todo, *rows[mid], device=device, threads=1,
                              key=f"probe-{mid}-{time.time_ns()}", pure=False)
                for mid, todo in jobs.items()]
     for future in as_completed(futures):
