@@ -295,8 +295,14 @@ def write_probe(path, suite: str, transform: str, mid: str, probe: xr.Dataset) -
 
 
 def open_probes(path, suite: str, transform: str) -> xr.Dataset:
-    """All models' probe responses for one suite and transform, lazily (dask)."""
-    return open_group(path, probe_group(suite, transform))
+    """All models' probe responses for one suite and transform, lazily (dask).
+
+    The small per-sample ``label`` coordinate is loaded into memory.
+    """
+    ds = open_group(path, probe_group(suite, transform))
+    if dims.LABEL in ds.coords:
+        ds = ds.assign_coords({dims.LABEL: ds[dims.LABEL].load()})
+    return ds
 
 
 def done_mids(ds: xr.Dataset) -> list[str]:
