@@ -104,7 +104,6 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
         old_mids = [str(m) for m in old[dims.MID].values]
         subset = probes.sel({dims.MID: old_mids})
         extra = measure_database(subset, measures=new_names)[[dims.VALUE]]
-        extra = extra.drop_vars([c for c in extra.coords if dims.MEASURE not in extra[c].dims])
         _compute(store.append_measures(path, group, extra), progress)
         added = new_names
 
