@@ -7,17 +7,23 @@ of ``n'`` samples (MEASURES.md, "Variance matrix"):
 - ``cosine``: ``1 - cos(R[i, :], R[j, :])``;
 - ``corrcoef``: the Pearson correlation of rows ``i`` and ``j``.
 
-All three come from one centred Gram matrix per split: with ``u[s]`` the mean of sample
-``s`` over the parameters and ``Y = R - u``, ``G = Y diag(w) Y^T`` in float64 (``w`` the
-split's 0/1 weights), ``D^2 = G_ii + G_jj - 2 G_ij``; the covariance and raw Gram matrices
-follow from ``G`` and a few matrix-vector products, so no sample loop and no loop over
-models, levels or splits.
+All three come from centred Gram matrices in float64. With ``u[s]`` the mean of sample
+``s`` over the parameters and ``Y = R - u``, ``D^2 = G_ii + G_jj - 2 G_ij`` for
+``G = Y Y^T`` over the split's samples (centring per sample keeps the cancellation small).
+Appending the rows ``u - shift`` and ``1`` to ``Y`` makes the same product also give the
+row sums and counts that the covariance and raw Gram (hence ``corrcoef`` and ``cosine``)
+need. Samples are gathered into fixed-width chunks that each hold one group (split at
+the centre x in or out of the 90% ``sstv`` subset), so one batched ``Z @ Z.T`` over
+chunks, levels and models, then a weighted sum over chunks, gives every split's matrices:
+no Python loop over models, levels, splits or samples.
 """
 
 from __future__ import annotations
 
 import functools
 
+import dask
+import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -48,6 +54,54 @@ def _subset_complement(n_samples: int) -> np.ndarray:
     complement = np.flatnonzero(left_out)
     complement.setflags(write=False)
     return complement
+
+
+def _single_block(block):
+    """The array inside the nested one-element lists dask passes for a whole core dim."""
+    while isinstance(block, list):
+        if len(block) != 1:
+            raise ValueError(f"expected one block along each core dim, got {len(block)}")
+        block = block[0]
+    return block
+
+
+def _call_on_blocks(*blocks, block_function, **kwargs):
+    """Call ``block_function`` on the unwrapped blocks of one output chunk."""
+    return block_function(*(_single_block(block) for block in blocks), **kwargs)
+
+
+def apply_to_blocks(block_function, *arrays, core_ndims, out_core_sizes, **kwargs):
+    """``block_function`` over aligned blocks of the leading dims, lazily if any input is dask.
+
+    arrays: numpy or dask arrays, leading (broadcast) dims aligned to the right as in numpy,
+    then ``core_ndims[i]`` core dims each (as ``xr.apply_ufunc(..., dask="allowed")``
+    passes them). The function gets whole core dims and returns (lead..., *out_core_sizes) float64.
+    Unlike ``dask="parallelized"`` this does not copy each input block to concatenate its
+    core dims (``blockwise(concatenate=False)``): they are rechunked to one chunk instead.
+    """
+    if not any(dask.is_dask_collection(array) for array in arrays):
+        return block_function(*arrays, **kwargs)
+    n_lead = max(array.ndim - n_core for array, n_core in zip(arrays, core_ndims))
+    lead = tuple(f"lead{i}" for i in range(n_lead))
+    args = []
+    for number, (array, n_core) in enumerate(zip(arrays, core_ndims)):
+        array = da.asarray(array)
+        own_lead = array.ndim - n_core  # missing leading dims broadcast (numpy rules)
+        array = array.rechunk({axis: -1 for axis in range(own_lead, array.ndim)})
+        core = tuple(f"in{number}_{i}" for i in range(n_core))
+        args += [array, lead[n_lead - own_lead :] + core]
+    out_core = tuple(f"out{i}" for i in range(len(out_core_sizes)))
+    return da.blockwise(
+        _call_on_blocks,
+        lead + out_core,
+        *args,
+        new_axes=dict(zip(out_core, out_core_sizes)),
+        concatenate=False,
+        dtype=np.float64,
+        meta=np.empty((0,) * (n_lead + len(out_core)), np.float64),
+        block_function=block_function,
+        **kwargs,
+    )
 
 
 def matrix_levels(n_layers: int) -> list[str]:
@@ -87,8 +141,9 @@ def variance_matrices(probe: xr.Dataset) -> xr.Dataset:
     act = act.sel({dims.STAT: list(dims.STATS)}) if dims.STAT in act.coords else act
     core = [dims.AUG_PARAM, dims.SAMPLE]
     square = [dims.AUG_PARAM_I, dims.AUG_PARAM_J]
+    n_kinds = len(dims.KINDS) + 1  # the kinds, then the subset's l2
     matrix, matrix_subset = xr.apply_ufunc(
-        _variance_matrices_block,
+        _split_subset,
         probe[dims.CONFIDENCE],
         probe[dims.PREDICTION],
         act,
@@ -98,19 +153,11 @@ def variance_matrices(probe: xr.Dataset) -> xr.Dataset:
             [dims.LEVEL, dims.SPLIT, dims.KIND] + square,
             [dims.LEVEL, dims.SPLIT] + square,
         ],
-        kwargs={"subset_complement": _subset_complement(n_samples)},
-        dask="parallelized",
-        output_dtypes=[np.float64, np.float64],
-        dask_gufunc_kwargs={
-            "output_sizes": {
-                dims.LEVEL: len(levels),
-                dims.SPLIT: len(dims.SPLITS),
-                dims.KIND: len(dims.KINDS),
-                dims.AUG_PARAM_I: n_params,
-                dims.AUG_PARAM_J: n_params,
-            },
-            "allow_rechunk": True,
+        kwargs={
+            "subset_complement": _subset_complement(n_samples),
+            "out_core_sizes": (len(levels), len(dims.SPLITS), n_kinds, n_params, n_params),
         },
+        dask="allowed",
         keep_attrs=False,
     )
     param = probe[dims.AUG_PARAM]
@@ -179,6 +226,21 @@ def _check_probe(probe: xr.Dataset) -> None:
         )
 
 
+def _split_subset(confidence, prediction, act, label, *, subset_complement, out_core_sizes):
+    """Matrices (..., level, split, kind, P, P) and subset L2 (..., level, split, P, P)."""
+    combined = apply_to_blocks(
+        _variance_matrices_block,
+        confidence,
+        prediction,
+        act,
+        label,
+        core_ndims=(2, 2, 4, 1),
+        out_core_sizes=out_core_sizes,
+        subset_complement=subset_complement,
+    )
+    return combined[..., :-1, :, :], combined[..., -1, :, :]
+
+
 # sample groups of the Gram chunks: (split at the centre) x (in the 90% subset or not)
 _GROUP_CORRECT_LEFT_OUT, _GROUP_CORRECT_SUBSET = 0, 1
 _GROUP_INCORRECT_LEFT_OUT, _GROUP_INCORRECT_SUBSET = 2, 3
@@ -199,7 +261,7 @@ _GROUP_TO_GRAM = np.array(
 
 def _chunk_width(n_samples: int) -> int:
     """Samples per Gram chunk: large enough for BLAS, small enough to waste little padding."""
-    return int(np.clip(2 ** int(np.log2(max(n_samples, 1) / 16)), 16, 512))
+    return int(np.clip(2 ** int(np.log2(max(n_samples, 1) / 32)), 16, 512))
 
 
 def _chunk_layout(group, width):
@@ -237,8 +299,8 @@ def _chunk_layout(group, width):
 def _variance_matrices_block(confidence, prediction, act, label, *, subset_complement):
     """Matrices of one block of models.
 
-    confidence, prediction (..., P, n); act (..., P, n, L, S); label (n,).
-    Returns matrix (..., level, split, kind, P, P) and matrix_subset (..., level, split, P, P).
+    confidence, prediction (..., P, n); act (..., P, n, L, S); label (..., n).
+    Returns (..., level, split, 4, P, P): kinds l2, cosine, corrcoef, then the subset's l2.
 
     Each model's samples are gathered into chunks of one group each (split x subset), every
     response centred per sample, and two extra rows appended (the sample means ``u`` and
@@ -258,7 +320,8 @@ def _variance_matrices_block(confidence, prediction, act, label, *, subset_compl
     act = act.reshape(n_models, n_params, n_samples, n_layers * n_stats)
 
     centre = n_params // 2
-    correct = prediction[:, centre, :] == np.asarray(label)  # (B, n)
+    label = np.asarray(label).reshape(-1, n_samples)  # (1, n) or (B, n)
+    correct = prediction[:, centre, :] == label  # (B, n)
     in_subset = np.ones(n_samples, dtype=np.int64)
     in_subset[subset_complement] = 0
     group = np.where(correct, _GROUP_CORRECT_LEFT_OUT, _GROUP_INCORRECT_LEFT_OUT) + in_subset
@@ -266,40 +329,38 @@ def _variance_matrices_block(confidence, prediction, act, label, *, subset_compl
     slot_sample, slot_valid, chunk_weight = _chunk_layout(group, width)
     n_chunks = chunk_weight.shape[1]
 
-    # per-sample means over the parameters (B, n, level), float64, and a per-level shift
-    sample_mean = np.empty((n_models, n_samples, n_levels), np.float64)
-    sample_mean[:, :, 0] = confidence.mean(axis=1, dtype=np.float64)
-    sample_mean[:, :, 1:] = act.mean(axis=1, dtype=np.float64)
-    mean_shift = sample_mean.mean(axis=1)  # (B, level)
-
     # gather samples into chunk slots; flat row indices avoid a per-model loop
     model = np.arange(n_models)[:, None, None]
     param = np.arange(n_params)[None, :, None]
     flat = (model * n_params + param) * n_samples + slot_sample[:, None, :]  # (B, P, S)
     conf_slots = np.take(confidence.reshape(-1), flat)  # (B, P, S)
     act_slots = np.take(act.reshape(-1, n_layers * n_stats), flat, axis=0)  # (B, P, S, LS)
-    flat_mean = np.arange(n_models)[:, None] * n_samples + slot_sample  # (B, S)
-    mean_slots = np.take(sample_mean.reshape(-1, n_levels), flat_mean, axis=0)  # (B, S, lvl)
 
-    # Z (B, chunk, level, P + 2, width): centred responses, then u - shift, then ones
-    z = np.empty((n_models, n_chunks, n_levels, n_params + 2, width), np.float64)
-    responses = z[:, :, :, :n_params, :]
-    responses[:, :, 0] = conf_slots.reshape(n_models, n_params, n_chunks, width).transpose(
+    # Z (B, chunk, P + 2, level, width): rows = centred responses, u - shift, ones
+    z = np.empty((n_models, n_chunks, n_params + 2, n_levels, width), np.float64)
+    responses = z[:, :, :n_params]
+    responses[:, :, :, 0] = conf_slots.reshape(n_models, n_params, n_chunks, width).transpose(
         0, 2, 1, 3
     )
-    responses[:, :, 1:] = act_slots.reshape(
+    responses[:, :, :, 1:] = act_slots.reshape(
         n_models, n_params, n_chunks, width, n_layers * n_stats
-    ).transpose(0, 2, 4, 1, 3)
-    mean_chunked = mean_slots.reshape(n_models, n_chunks, width, n_levels).transpose(0, 1, 3, 2)
-    responses -= mean_chunked[:, :, :, None, :]
-    z[:, :, :, n_params, :] = mean_chunked - mean_shift[:, None, :, None]
-    z[:, :, :, n_params + 1, :] = 1.0
-    if not slot_valid.all():
-        padding = ~slot_valid.reshape(n_models, n_chunks, width)
-        z.transpose(0, 1, 4, 2, 3)[padding] = 0.0
+    ).transpose(0, 2, 1, 4, 3)
+    valid = slot_valid.reshape(n_models, n_chunks, width)
+    sample_mean = responses.mean(axis=2)  # u (B, chunk, level, width)
+    # a per-level shift keeps the sums over u - shift small (mean of u over real samples)
+    mean_shift = (sample_mean * valid[:, :, None, :]).sum(axis=(1, 3)) / n_samples  # (B, lvl)
+    responses -= sample_mean[:, :, None]
+    z[:, :, n_params] = sample_mean - mean_shift[:, None, :, None]
+    z[:, :, n_params + 1] = 1.0
+    # padding slots (only in the last chunk of each group) must add nothing
+    padded_model, padded_chunk = np.nonzero(~valid.all(axis=-1))
+    z[padded_model, padded_chunk] *= valid[padded_model, padded_chunk][:, None, None, :]
 
-    gram_chunks = z @ np.swapaxes(z, -1, -2)  # (B, chunk, level, P + 2, P + 2)
-    grams = np.einsum("bcg,bclij->blgij", chunk_weight, gram_chunks)  # (B, level, 6, ., .)
+    rows = z.transpose(0, 1, 3, 2, 4)  # (B, chunk, level, P + 2, width), strided rows
+    gram_chunks = rows @ np.swapaxes(rows, -1, -2)  # (B, chunk, level, P + 2, P + 2)
+    # sum chunk Grams into the six group Grams: (B, 6, C) @ (B, C, level * (P+2)^2)
+    grams = np.swapaxes(chunk_weight, -1, -2) @ gram_chunks.reshape(n_models, n_chunks, -1)
+    grams = grams.reshape((n_models, 6, n_levels) + gram_chunks.shape[-2:]).swapaxes(1, 2)
     grams = 0.5 * (grams + np.swapaxes(grams, -1, -2))
     gram, gram_subset = grams[:, :, :3], grams[:, :, 3:]
 
@@ -309,11 +370,8 @@ def _variance_matrices_block(confidence, prediction, act, label, *, subset_compl
             gram_subset[..., :n_params, :n_params], gram_subset[..., -1, -1]
         )
         cosine, corrcoef = _cosine_corrcoef(gram, mean_shift, n_params)
-    matrix = np.stack([l2, cosine, corrcoef], axis=-3)
-    return (
-        matrix.reshape(lead + matrix.shape[1:]),
-        l2_subset.reshape(lead + l2_subset.shape[1:]),
-    )
+    combined = np.stack([l2, cosine, corrcoef, l2_subset], axis=-3)
+    return combined.reshape(lead + combined.shape[1:])
 
 
 def _l2_from_gram(gram, counts):

@@ -10,6 +10,7 @@ differently. User measures join through ``register_measure``.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import dask
@@ -19,7 +20,7 @@ import xarray as xr
 from . import dims
 from ._measure_tables import MeasureTables, measure_tables, n_intervals
 from .errors import InputError
-from .matrices import variance_matrices
+from .matrices import apply_to_blocks, variance_matrices
 
 __all__ = [
     "PAPER_MEASURES",
@@ -168,18 +169,18 @@ def measure_matrices(matrices: xr.Dataset, measures=None) -> xr.DataArray:
     user = {name: _REGISTRY[name] for name in names if name in _REGISTRY}
     square = [dims.AUG_PARAM_I, dims.AUG_PARAM_J]
     value = xr.apply_ufunc(
-        _measures_block,
+        functools.partial(apply_to_blocks, _measures_block),
         l2,
         matrices[dims.MATRIX_SUBSET],
         input_core_dims=[square, square],
         output_core_dims=[[dims.INTERVAL, dims.MEASURE]],
-        kwargs={"names": tuple(names), "user": user},
-        dask="parallelized",
-        output_dtypes=[np.float64],
-        dask_gufunc_kwargs={
-            "output_sizes": {dims.INTERVAL: tables.lo.size, dims.MEASURE: len(names)},
-            "allow_rechunk": True,
+        kwargs={
+            "core_ndims": (2, 2),
+            "out_core_sizes": (tables.lo.size, len(names)),
+            "names": tuple(names),
+            "user": user,
         },
+        dask="allowed",
     )
     value = value.assign_coords(
         {
@@ -429,21 +430,26 @@ def accuracy(probe: xr.Dataset) -> xr.Dataset:
     result["accuracy"] = correct.mean(dims.SAMPLE)
     one_hot = (label == xr.DataArray(classes, dims=dims.CLASS)).astype(np.float64)
     one_hot = one_hot.assign_coords({dims.CLASS: classes}).drop_vars(dims.LABEL, errors="ignore")
-    per_class = xr.dot(correct.astype(np.float64), one_hot, dim=dims.SAMPLE)
+    per_class = xr.apply_ufunc(  # (..., aug_param, sample) @ (sample, class), on BLAS
+        np.matmul,
+        correct.astype(np.float64),
+        one_hot.transpose(dims.SAMPLE, dims.CLASS),
+        input_core_dims=[[dims.SAMPLE], [dims.SAMPLE, dims.CLASS]],
+        output_core_dims=[[dims.CLASS]],
+        dask="parallelized",
+        output_dtypes=[np.float64],
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
         result["class_accuracy"] = per_class / one_hot.sum(dims.SAMPLE)
+    # a sample is correct over interval k iff every wrong parameter lies in a ring < k,
+    # ring(p) = min(p, P-1-p) being the last interval that keeps parameter p
     n_params = probe.sizes[dims.AUG_PARAM]
     k_count = n_intervals(n_params)
     steps = np.arange(n_params)
-    lo = np.arange(k_count)[:, None]
-    in_interval = (steps >= lo) & (steps <= n_params - 1 - lo)
-    interval_mask = xr.DataArray(
-        in_interval.astype(np.float64),
-        dims=(dims.INTERVAL, dims.AUG_PARAM),
-        coords={dims.AUG_PARAM: probe[dims.AUG_PARAM]},
-    )
-    wrong = xr.dot((~correct).astype(np.float64), interval_mask, dim=dims.AUG_PARAM)
-    result["robust_accuracy"] = (wrong == 0).mean(dims.SAMPLE)
+    ring = xr.DataArray(np.minimum(steps, n_params - 1 - steps), dims=dims.AUG_PARAM)
+    outermost_wrong = ring.where(~correct.variable, -1).max(dims.AUG_PARAM)
+    intervals = xr.DataArray(np.arange(k_count), dims=dims.INTERVAL)
+    result["robust_accuracy"] = (outermost_wrong < intervals).mean(dims.SAMPLE)
     result = result.drop_vars(dims.LABEL, errors="ignore")
     return result.assign_coords(
         {
