@@ -230,3 +230,13 @@ def test_error_wrong_stat_count():
     probe = make_probe().isel({dims.STAT: slice(0, 6)})
     with pytest.raises(InputError, match="must hold the 8 statistics"):
         variance_matrices(probe)
+
+
+def test_chunked_sample_dim_gives_same_matrices():
+    """Core dims split into chunks are joined per model before the block function runs."""
+    eager = variance_matrices(make_probe(n_models=2))
+    chunked = variance_matrices(make_probe(n_models=2).chunk({dims.MID: 1, dims.SAMPLE: 40}))
+    assert chunked[dims.MATRIX].data.chunks[0] == (1, 1)
+    np.testing.assert_allclose(
+        chunked[dims.MATRIX].values, eager[dims.MATRIX].values, rtol=1e-12, atol=1e-15
+    )
