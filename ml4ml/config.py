@@ -88,7 +88,9 @@ class _Problems:
         self.items: list[str] = []
 
     def add(self, field_name: str, why: str) -> None:
-        self.items.append(f"{self.file}: field '{field_name}': {why}")
+        item = f"{self.file}: field '{field_name}': {why}"
+        if item not in self.items:  # a bad default is one problem, however many models use it
+            self.items.append(item)
 
     def raise_if_any(self) -> None:
         if self.items:
@@ -338,13 +340,15 @@ def _zoo(raw, problems) -> list[Recipe]:
     if not entries and not defaults.get("mid"):
         problems.add("zoo", "the zoo has no models: add [[zoo.grids]], [zoo.sample] or "
                      "[[zoo.models]]")
+    origin = {k: ("zoo.defaults" if k in defaults_tab else "zoo") for k in defaults}
     recipes, seen = [], {}
     for where, values in entries:
         merged = {**defaults, **values}
         holdout = bool(merged.get("holdout", False))
         if "mid" not in values:
             merged["mid"] = next_id(holdout)
-        recipe = _make_recipe(merged, where, problems)
+        fields_origin = {k: v for k, v in origin.items() if k not in values}
+        recipe = _make_recipe(merged, where, problems, fields_origin)
         if recipe is None:
             continue
         if recipe.mid in seen:
@@ -400,14 +404,18 @@ def _sampled(sample, problems) -> list[tuple[str, dict]]:
 _LIST_FIELDS = {"normalize_mean", "normalize_std", "anomaly_removed"}
 
 
-def _make_recipe(values: dict, where: str, problems) -> Recipe | None:
-    """Coerce and check one recipe's fields; None (with problems noted) if invalid."""
+def _make_recipe(values: dict, where: str, problems, origin=None) -> Recipe | None:
+    """Coerce and check one recipe's fields; None (with problems noted) if invalid.
+
+    origin : field -> the table it was inherited from (reported there, once).
+    """
     ok = True
+    origin = origin or {}
 
     def bad(name, why):
         nonlocal ok
         ok = False
-        problems.add(f"{where}.{name}", why)
+        problems.add(f"{origin.get(name, where)}.{name}", why)
 
     out = {}
     for f in fields(Recipe):
