@@ -64,6 +64,7 @@ def measure_store(path, *, suite=None, transform=None, measures=None, force=Fals
     """
     from .measures import registered_measures
 
+    store.store_attrs(path)
     known = list(registered_measures())
     wanted = known if measures is None else list(measures)
     unknown = [m for m in wanted if m not in known]
@@ -111,9 +112,10 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
     if todo:
         lazy = measure_database(probes, measures=computable)
         matrices = variance_matrices(probes)
-        with _progress(progress):
-            store.write_rows(path, store.matrices_group(suite, transform), _with_done(matrices), todo)
-            store.write_rows(path, group, _with_done(lazy), todo)
+        pending = store.write_rows(path, store.matrices_group(suite, transform),
+                                   _with_done(matrices), todo, compute=False)
+        pending += store.write_rows(path, group, _with_done(lazy), todo, compute=False)
+        _compute(pending, progress)  # one graph: matrices are built once for both groups
         store.set_done(path, store.matrices_group(suite, transform), todo)
         store.set_done(path, group, todo)
     return MeasureReport(suite=suite, transform=transform, measured=list(todo),
@@ -161,7 +163,8 @@ def _with_done(ds: xr.Dataset) -> xr.Dataset:
 
 
 def _compute(delayed, progress):
-    with _progress(progress):
+    with _progress(progress), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
         dask.compute(delayed)
 
 

@@ -311,12 +311,14 @@ def done_mids(ds: xr.Dataset) -> list[str]:
     return [str(m) for m in ds[dims.MID].values[done]]
 
 
-def write_rows(path, group: str, ds: xr.Dataset, mids) -> None:
+def write_rows(path, group: str, ds: xr.Dataset, mids, *, compute: bool = True):
     """Write the rows ``mids`` of a derived dataset (dim ``mid``) into ``group``.
 
     Creates the group (template, compute=False) or extends its ``mid`` axis as needed,
     then writes each contiguous run of rows as one region; all runs are computed in one
-    dask call. ``ds`` may be lazy; only the selected rows are computed.
+    dask call. ``ds`` may be lazy; only the selected rows are computed. With
+    ``compute=False`` the delayed writes are returned instead, to compute together with
+    other writes (shared tasks then run once).
     """
     import dask
 
@@ -350,8 +352,11 @@ def write_rows(path, group: str, ds: xr.Dataset, mids) -> None:
             pending.append(part.to_zarr(_store_path(path), group=group, compute=False,
                                         region={dims.MID: slice(start, stop)},
                                         consolidated=False))
+    if not compute:
+        return pending
     with _quiet():
         dask.compute(*pending)
+    return None
 
 
 def set_done(path, group: str, mids) -> None:
