@@ -66,8 +66,12 @@ def _single_block(block):
 
 
 def _call_on_blocks(*blocks, block_function, **kwargs):
-    """Call ``block_function`` on the unwrapped blocks of one output chunk."""
-    return block_function(*(_single_block(block) for block in blocks), **kwargs)
+    """Call ``block_function`` on the unwrapped blocks of one output chunk.
+
+    Undefined values (an empty split, a constant response) become NaN silently.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return block_function(*(_single_block(block) for block in blocks), **kwargs)
 
 
 def apply_to_blocks(block_function, *arrays, core_ndims, out_core_sizes, **kwargs):

@@ -439,8 +439,9 @@ def accuracy(probe: xr.Dataset) -> xr.Dataset:
         dask="parallelized",
         output_dtypes=[np.float64],
     )
-    with np.errstate(invalid="ignore", divide="ignore"):
-        result["class_accuracy"] = per_class / one_hot.sum(dims.SAMPLE)
+    per_class_count = one_hot.sum(dims.SAMPLE)
+    # a class with no samples: divide by NaN, not 0 (lazy, so no errstate at compute time)
+    result["class_accuracy"] = per_class / per_class_count.where(per_class_count > 0)
     # a sample is correct over interval k iff every wrong parameter lies in a ring < k,
     # ring(p) = min(p, P-1-p) being the last interval that keeps parameter p
     n_params = probe.sizes[dims.AUG_PARAM]
