@@ -30,7 +30,7 @@ def import_legacy(path, mid: str, results, act, *, transform: str = "rotation",
     group = store.probe_group(suite, transform)
     if exists and store.group_exists(path, group):
         existing = store.open_probes(path, suite, transform)
-        store._check_compatible(existing, probe, path, group)
+        store.check_compatible(existing, probe, path, group)
         if mid in store.done_mids(existing) and not force:
             raise StoreError(f"model {mid!r} is already in '{group}'", file=path,
                              field="--mid", hint="use --force to overwrite it")

@@ -249,7 +249,7 @@ def init_probes(path, suite: str, transform: str, template: xr.Dataset, mids) ->
     precision = store_precision(path)
     if group_exists(path, group):
         existing = open_group(path, group)
-        _check_compatible(existing, template, path, group)
+        check_compatible(existing, template, path, group)
         have = set(existing[dims.MID].values.tolist())
         mids = [m for m in mids if m not in have]
         if not mids:
@@ -274,7 +274,7 @@ def write_probe(path, suite: str, transform: str, mid: str, probe: xr.Dataset) -
     group = probe_group(suite, transform)
     existing = open_group(path, group)
     (i,) = _mid_index(existing, [mid], path, group)
-    _check_compatible(existing, probe, path, group)
+    check_compatible(existing, probe, path, group)
     precision = store_precision(path)
     body = {}
     for name, var in probe.data_vars.items():
@@ -423,7 +423,8 @@ def _probe_template(template: xr.Dataset, mids, precision) -> xr.Dataset:
     return _strings_to_object(xr.Dataset(variables, coords=coords, attrs=template.attrs))
 
 
-def _check_compatible(existing: xr.Dataset, probe: xr.Dataset, path, group) -> None:
+def check_compatible(existing: xr.Dataset, probe: xr.Dataset, path, group) -> None:
+    """StoreError unless ``probe`` has the group's grid, samples, labels and dim sizes."""
     for name in (dims.AUG_PARAM, dims.SAMPLE, dims.LABEL):
         if name in probe.coords and name in existing.coords:
             a = np.asarray(existing[name].values)
