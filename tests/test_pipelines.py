@@ -92,3 +92,47 @@ def test_probe_on_a_local_cluster_equals_serial(tmp_path):
     # done models are skipped on rerun; --force probes again
     assert probe_pipeline(serial, progress=False).skipped == 6
     assert len(probe_pipeline(serial, force=True, progress=False).probed) == 6
+
+
+OOD_SPEC = """
+[store]
+path = "ood.zarr"
+[data]
+root = "data"
+[suites.digits]
+n_samples = 20
+[suites.fashion_mnist]
+n_samples = 20
+seed = 3
+[transforms.rotation]
+values = [-10, -5, 0, 5, 10]
+[zoo]
+arch = "cnn5"
+train_suite = "digits"
+epochs = 1
+n_train = 100
+[[zoo.models]]
+mid = "m1"
+"""
+
+
+def test_out_of_distribution_suite(tmp_path):
+    """A digits-trained model probed on its own test split and on Fashion-MNIST."""
+    from ml4ml.suites import load_suite
+    from ml4ml.testing import write_mnist
+
+    write_mnist(tmp_path / "data", n_train=30, n_test=40, fashion=True)
+    spec = tmp_path / "ood.toml"
+    spec.write_text(OOD_SPEC)
+    p = load_pipeline(spec)
+    train_pipeline(p, progress=False)
+    assert len(probe_pipeline(p, progress=False).probed) == 2
+    fashion = store.open_probes(p.store, "fashion_mnist", "rotation")
+    expected = load_suite("fashion_mnist", "test", root=tmp_path / "data", n_samples=20, seed=3)
+    assert fashion[dims.LABEL].values.tolist() == expected.labels.tolist()
+    assert store.done_mids(fashion) == ["m1"]
+    digits = store.open_probes(p.store, "digits", "rotation")
+    assert digits.sizes["sample"] == 20 and store.done_mids(digits) == ["m1"]
+    reports = measure_store(p.store)
+    assert sorted((r.suite, len(r.measured)) for r in reports) == [("digits", 1),
+                                                                   ("fashion_mnist", 1)]
