@@ -211,74 +211,74 @@ def _affine_grid(matrix: list[float], height: int, width: int, dtype, device) ->
     return base_grid.view(1, height * width, 3).bmm(rescaled_theta).view(1, height, width, 2)
 
 
-_GRID_CACHE: dict = {}
-_GRID_CACHE_SIZE = 32
+_PLAN_CACHE: dict = {}
+_PLAN_CACHE_SIZE = 32
 
 
-def _sampling_grids(matrices: list[list[float]], height: int, width: int, dtype,
-                    device) -> torch.Tensor:
-    """Sampling grids (aug_param, height, width, 2), cached per matrices/size/dtype/device."""
-    key = (tuple(map(tuple, matrices)), height, width, dtype, str(device))
-    grids = _GRID_CACHE.get(key)
-    if grids is None:
-        grids = torch.cat([_affine_grid(m, height, width, dtype, device) for m in matrices])
-        if len(_GRID_CACHE) >= _GRID_CACHE_SIZE:
-            _GRID_CACHE.pop(next(iter(_GRID_CACHE)))
-        _GRID_CACHE[key] = grids
-    return grids
+def _geometric_plan(family: str, params: torch.Tensor, height: int, width: int, dtype, device):
+    """(sampling grids (P, H, W, 2), {param index: rot90 turns}) for a geometric family.
+
+    Cached per family, parameter values, image size, dtype and device, so probing many
+    batches of one grid builds the grids once.
+    """
+    values = tuple(params.detach().cpu().tolist())
+    key = (family, values, height, width, dtype, str(device))
+    plan = _PLAN_CACHE.get(key)
+    if plan is not None:
+        return plan
+    turns = {}
+    if family == "rotation":
+        angles = [a % 360 for a in values]
+        matrices = [_inverse_affine_matrix(-a, (0.0, 0.0), 1.0, (0.0, 0.0)) for a in angles]
+        # torchvision's exact fast paths (no resampling): 0 and 180 always, 90/270 if square
+        for k, angle in enumerate(angles):
+            if angle in (0, 180) or (height == width and angle in (90, 270)):
+                turns[k] = int(angle // 90)
+    elif family == "scaling":
+        matrices = [_inverse_affine_matrix(0.0, (0.0, 0.0), s, (0.0, 0.0)) for s in values]
+    else:  # translation
+        matrices = [_inverse_affine_matrix(0.0, (t, 0.0), 1.0, (0.0, 0.0)) for t in values]
+    grids = torch.cat([_affine_grid(m, height, width, dtype, device) for m in matrices])
+    if len(_PLAN_CACHE) >= _PLAN_CACHE_SIZE:
+        _PLAN_CACHE.pop(next(iter(_PLAN_CACHE)))
+    _PLAN_CACHE[key] = plan = (grids, turns)
+    return plan
 
 
-def _sample_all(images: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
-    """Nearest-sample every image at every grid: (B, C, H, W), (P, H, W, 2) -> (P, B, C, H, W).
+def _apply_geometric(family: str, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Nearest-sample every image at every parameter's grid: (P, B, C, H, W).
 
     The batch is folded into channels so one grid per parameter serves the whole batch;
     out-of-image samples are 0 (torchvision's fill=0).
     """
-    n_params = grids.shape[0]
     batch, channels, height, width = images.shape
+    grids, turns = _geometric_plan(family, params, height, width, images.dtype, images.device)
+    n_params = grids.shape[0]
     stacked = images.reshape(1, batch * channels, height, width).expand(n_params, -1, -1, -1)
     out = F.grid_sample(stacked, grids, mode="nearest", padding_mode="zeros", align_corners=False)
-    return out.view(n_params, batch, channels, height, width)
-
-
-def _params_list(params: torch.Tensor) -> list[float]:
-    return [float(p) for p in params.detach().cpu().tolist()]
+    out = out.view(n_params, batch, channels, height, width)
+    for k, quarter_turns in turns.items():
+        out[k] = torch.rot90(images, k=quarter_turns, dims=(-2, -1)) if quarter_turns else images
+    return out
 
 
 def _apply_rotation(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """Rotate counter-clockwise by ``params`` degrees about the centre: (P, B, C, H, W)."""
-    height, width = images.shape[-2:]
-    angles = [a % 360 for a in _params_list(params)]
-    matrices = [_inverse_affine_matrix(-a, (0.0, 0.0), 1.0, (0.0, 0.0)) for a in angles]
-    out = _sample_all(images, _sampling_grids(matrices, height, width, images.dtype,
-                                              images.device))
-    # torchvision's exact fast paths (no resampling)
-    for k, angle in enumerate(angles):
-        if angle == 0:
-            out[k] = images
-        elif angle == 180:
-            out[k] = torch.rot90(images, k=2, dims=(-2, -1))
-        elif height == width and angle in (90, 270):
-            out[k] = torch.rot90(images, k=1 if angle == 90 else 3, dims=(-2, -1))
-    return out
+    return _apply_geometric("rotation", images, params)
 
 
 def _apply_scaling(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """Zoom by factor ``params`` about the centre (> 1 enlarges): (P, B, C, H, W)."""
-    height, width = images.shape[-2:]
-    matrices = [_inverse_affine_matrix(0.0, (0.0, 0.0), s, (0.0, 0.0))
-                for s in _params_list(params)]
-    return _sample_all(images, _sampling_grids(matrices, height, width, images.dtype,
-                                               images.device))
+    return _apply_geometric("scaling", images, params)
 
 
 def _apply_translation(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """Shift right by ``params`` pixels (negative: left): (P, B, C, H, W)."""
-    height, width = images.shape[-2:]
-    matrices = [_inverse_affine_matrix(0.0, (t, 0.0), 1.0, (0.0, 0.0))
-                for t in _params_list(params)]
-    return _sample_all(images, _sampling_grids(matrices, height, width, images.dtype,
-                                               images.device))
+    return _apply_geometric("translation", images, params)
+
+
+def _params_list(params: torch.Tensor) -> list[float]:
+    return [float(p) for p in params.detach().cpu().tolist()]
 
 
 # ---------------------------------------------------------------------------------------
