@@ -4,7 +4,10 @@
 transformation for every grid parameter at once on the device, runs the model on the
 stacked (aug_param x batch) inputs in chunks of ``batch_size`` and records, through forward
 hooks, the eight statistics of MEASURES.md ("Inputs") of each chosen layer. Full activations
-never leave the device; only (rows, 8) statistics per layer and the softmax do.
+never leave the device: each hook reduces its layer's output on the device to per-channel
+sums and maxima plus two per-input values (a few full-tensor reductions); the eight
+statistics are finished from those once per block of ``STATS_BLOCK_ROWS`` inputs, and only
+(rows, 8) statistics per layer and the logits come back to the host.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ __all__ = ["probe_model", "layer_statistics", "select_layers"]
 
 # number of layers recorded when ``layers`` is not given: the last this many nn.Conv2d
 DEFAULT_N_LAYERS = 2
+# model inputs whose statistics are finished together (raw buffers: this many rows)
+STATS_BLOCK_ROWS = 8192
 
 
 def probe_model(model: nn.Module, images, labels, transform: str | Transform, params, *,
@@ -89,54 +94,72 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
     grid_t = torch.from_numpy(grid)
     n_params, n_layers = len(grid), len(layer_names)
     images_per_batch = max(1, batch_size // n_params)
+    rows_per_batch = n_params * images_per_batch
+    # statistics are finished once per block of image batches (few small ops per block)
+    batches_per_block = max(1, STATS_BLOCK_ROWS // rows_per_batch)
+    block_rows = rows_per_batch * batches_per_block
 
     was_training = model.training
     model.eval()
-    recorder = _LayerRecorder([(name, modules[name]) for name in layer_names])
+    recorder = _LayerRecorder([(name, modules[name]) for name in layer_names], block_rows,
+                              device)
     try:
         n_classes = _count_classes(model, images_t[:1].to(device, dtype), norm, recorder)
         if int(labels_t.max()) >= n_classes:
             raise InputError(f"labels must lie in 0..{n_classes - 1} (the model has {n_classes} "
                              f"outputs); found {int(labels_t.max())}", field="labels")
-        prob = torch.empty((n_params, n_samples, n_classes), dtype=torch.float32)
+        logits = torch.empty((n_params, n_samples, n_classes), dtype=torch.float32)
         act = torch.empty((n_params, n_samples, n_layers, len(dims.STATS)), dtype=torch.float32)
-        rows_max = n_params * images_per_batch
-        prob_buf = torch.empty((rows_max, n_classes), dtype=torch.float32, device=device)
-        act_buf = torch.empty((rows_max, n_layers, len(dims.STATS)), dtype=torch.float32,
+        logits_buf = torch.empty((block_rows, n_classes), dtype=torch.float32, device=device)
+        act_buf = torch.empty((n_layers, block_rows, len(dims.STATS)), dtype=torch.float32,
                               device=device)
         pin = device.type == "cuda" and images_t.device.type == "cpu"
-        for start in range(0, n_samples, images_per_batch):
-            stop = min(start + images_per_batch, n_samples)
-            batch = images_t[start:stop]
-            if pin:
-                batch = batch.pin_memory()
-            batch = batch.to(device, dtype, non_blocking=True)
-            if fgsm_epsilon > 0:
-                recorder.enabled = False
-                batch = fgsm(model, batch, labels_t[start:stop].to(device), fgsm_epsilon,
-                             normalize=norm)
-                recorder.enabled = True
-            rows = n_params * (stop - start)
+        images_per_block = images_per_batch * batches_per_block
+        for block_start in range(0, n_samples, images_per_block):
+            block_stop = min(block_start + images_per_block, n_samples)
+            segments = []  # (first sample, last sample + 1, first row in the block)
+            row = 0
+            for start in range(block_start, block_stop, images_per_batch):
+                stop = min(start + images_per_batch, block_stop)
+                batch = images_t[start:stop]
+                if pin:
+                    batch = batch.pin_memory()
+                batch = batch.to(device, dtype, non_blocking=True)
+                if fgsm_epsilon > 0:
+                    recorder.enabled = False
+                    batch = fgsm(model, batch, labels_t[start:stop].to(device), fgsm_epsilon,
+                                 normalize=norm)
+                    recorder.enabled = True
+                rows = n_params * (stop - start)
+                with torch.inference_mode():
+                    stack = transform.apply(batch, grid_t)
+                    _check_transformed(stack, transform, n_params, batch.shape)
+                    stack = stack.reshape((rows,) + tuple(batch.shape[1:]))
+                    if norm is not None:
+                        stack = (stack - norm[0]) / norm[1]
+                    for first in range(0, rows, batch_size):
+                        last = min(first + batch_size, rows)
+                        recorder.start(row + first, row + last)
+                        logits_buf[row + first:row + last] = model(stack[first:last])
+                        recorder.finish()
+                segments.append((start, stop, row))
+                row += rows
+                _report(progress, stop, n_samples, stop - start)
             with torch.inference_mode():
-                stack = transform.apply(batch, grid_t)
-                _check_transformed(stack, transform, n_params, batch.shape)
-                stack = stack.reshape((rows,) + tuple(batch.shape[1:]))
-                if norm is not None:
-                    stack = (stack - norm[0]) / norm[1]
-                for first in range(0, rows, batch_size):
-                    last = min(first + batch_size, rows)
-                    recorder.reset()
-                    logits = model(stack[first:last])
-                    act_buf[first:last] = recorder.collect(last - first)
-                    torch.softmax(logits.float(), dim=1, out=prob_buf[first:last])
+                recorder.statistics(row, out=act_buf[:, :row])
+                block_logits = logits_buf[:row].cpu()
+                block_act = act_buf[:, :row].cpu()
+            for start, stop, first in segments:
                 width = stop - start
-                prob[:, start:stop] = prob_buf[:rows].view(n_params, width, n_classes).cpu()
-                act[:, start:stop] = act_buf[:rows].view(n_params, width, n_layers, -1).cpu()
-            _report(progress, stop, n_samples, stop - start)
+                last = first + n_params * width
+                logits[:, start:stop] = block_logits[first:last].view(n_params, width, -1)
+                act[:, start:stop] = (block_act[:, first:last].view(n_layers, n_params, width, -1)
+                                      .permute(1, 2, 0, 3))
     finally:
         recorder.remove()
         model.train(was_training)
 
+    prob = torch.softmax(logits, dim=2)
     confidence, prediction = prob.max(dim=2)
     return _as_dataset(prob, prediction, confidence, act, layer_names, grid, transform,
                        ids, labels_t, fgsm_epsilon, normalize)
@@ -176,42 +199,96 @@ def layer_statistics(activations: torch.Tensor) -> torch.Tensor:
     """The eight statistics of MEASURES.md of each sample's layer output.
 
     activations : (n, channel, *spatial) (or (n, features), read as features x 1x1)
-    Returns (n, 8) in ``dims.STATS`` order: mean, std, max, min over all values;
+    Returns (n, 8) float32 in ``dims.STATS`` order: mean, std, max, min over all values;
     mean_max, mean_std of the per-channel spatial means; max_mean, max_std of the
-    per-channel spatial maxima (every std the population one).
+    per-channel spatial maxima (every std the population one; the std over all values is
+    computed two-pass, centred on the mean).
+    """
+    n, channels = activations.shape[:2]
+    per_channel = torch.empty((n, 2, channels), dtype=torch.float32, device=activations.device)
+    per_sample = torch.empty((n, 2), dtype=torch.float32, device=activations.device)
+    spatial = _raw_statistics(activations, per_channel, per_sample)
+    return _finish_statistics(per_channel, per_sample, spatial)
+
+
+def _raw_statistics(activations: torch.Tensor, per_channel: torch.Tensor,
+                    per_sample: torch.Tensor) -> int:
+    """The full-tensor reductions, written in place; returns the spatial size.
+
+    per_channel (n, 2, channel) <- spatial sum and spatial max of each channel;
+    per_sample (n, 2) <- min over all values and ||values - mean||_2.
+    Only plain sum/max/min/norm kernels: var_mean and aminmax are far slower on CPU.
     """
     z = activations
-    if not z.is_floating_point() or z.dtype in (torch.float16, torch.bfloat16):
+    if z.dtype != torch.float32:
         z = z.float()
-    if z.dim() == 2:
-        z = z.unsqueeze(-1)
-    n, c = z.shape[:2]
-    if z.is_contiguous():
-        flat = z.view(n, c, -1)
-        channel_min, channel_max = torch.aminmax(flat, dim=-1)
-        channel_var, channel_mean = torch.var_mean(flat, dim=-1, correction=0)
-    else:
-        spatial = tuple(range(2, z.dim()))
-        channel_max = z.amax(dim=spatial)
-        channel_min = z.amin(dim=spatial)
-        channel_var, channel_mean = torch.var_mean(z, dim=spatial, correction=0)
-    var_of_means, mean = torch.var_mean(channel_mean, dim=1, correction=0)
-    var_of_maxima, max_mean = torch.var_mean(channel_max, dim=1, correction=0)
-    # total variance = mean within-channel variance + variance of channel means (equal sizes)
-    std = (channel_var.mean(dim=1) + var_of_means).sqrt()
-    return torch.stack([
-        mean, std, channel_max.amax(dim=1), channel_min.amin(dim=1),
-        channel_mean.amax(dim=1), var_of_means.sqrt(), max_mean, var_of_maxima.sqrt(),
-    ], dim=1)
+    n, channels = z.shape[:2]
+    flat = z.reshape(n, channels, -1)  # a copy only for non-contiguous (channels_last) outputs
+    values = flat.reshape(n, -1)
+    torch.sum(flat, dim=-1, out=per_channel[:, 0])
+    torch.amax(flat, dim=-1, out=per_channel[:, 1])
+    torch.amin(values, dim=-1, out=per_sample[:, 0])
+    total = per_channel[:, 0].sum(dim=-1, keepdim=True)
+    centred = torch.sub(values, total, alpha=1.0 / values.shape[1])
+    torch.linalg.vector_norm(centred, dim=-1, out=per_sample[:, 1])
+    return flat.shape[2]
+
+
+def _finish_statistics(per_channel: torch.Tensor, per_sample: torch.Tensor, spatial: int,
+                       out: torch.Tensor | None = None) -> torch.Tensor:
+    """(n, 8) statistics in dims.STATS order from ``_raw_statistics``' outputs."""
+    channels = per_channel.shape[2]
+    across_mean = per_channel.mean(dim=-1)                    # (sum mean, max_mean)
+    across_max = per_channel.amax(dim=-1)                     # (sum max, max)
+    across_dev = torch.linalg.vector_norm(per_channel - across_mean.unsqueeze(-1), dim=-1)
+    # columns: sum_mean, max_mean, sum_max, max, sum_dev, max_dev, min, centred_norm
+    raw = torch.cat([across_mean, across_max, across_dev, per_sample], dim=1)
+    order, scale = _stat_layout(channels, spatial, raw.device)
+    return torch.mul(raw[:, order], scale, out=out)
+
+
+# column of each statistic (dims.STATS order) in ``raw`` of _finish_statistics
+_RAW_COLUMN = {"mean": 0, "std": 7, "max": 3, "min": 6, "mean_max": 2, "mean_std": 4,
+               "max_mean": 1, "max_std": 5}
+_LAYOUT_CACHE: dict = {}
+
+
+def _stat_layout(channels: int, spatial: int, device):
+    """(column order, scale) turning _finish_statistics' raw columns into dims.STATS."""
+    key = (channels, spatial, str(device))
+    layout = _LAYOUT_CACHE.get(key)
+    if layout is None:
+        scale_of_raw = [1 / spatial, 1.0, 1 / spatial, 1.0, 1 / (spatial * math.sqrt(channels)),
+                        1 / math.sqrt(channels), 1.0, 1 / math.sqrt(channels * spatial)]
+        columns = [_RAW_COLUMN[stat] for stat in dims.STATS]
+        layout = (torch.tensor(columns, device=device),
+                  torch.tensor([scale_of_raw[c] for c in columns], dtype=torch.float32,
+                               device=device))
+        if len(_LAYOUT_CACHE) > 64:
+            _LAYOUT_CACHE.clear()
+        _LAYOUT_CACHE[key] = layout
+    return layout
 
 
 class _LayerRecorder:
-    """Forward hooks that keep each chosen layer's (n, 8) statistics of the last forward."""
+    """Forward hooks that reduce each chosen layer's output into per-block raw buffers.
 
-    def __init__(self, named_modules: list[tuple[str, nn.Module]]):
+    ``start(first, last)`` before each forward names the block rows it fills;
+    ``statistics(n_rows, out)`` turns the block's first ``n_rows`` rows into
+    (layer, n_rows, 8) statistics.
+    """
+
+    def __init__(self, named_modules: list[tuple[str, nn.Module]], block_rows: int, device):
         self.names = [name for name, _ in named_modules]
         self.enabled = True
-        self.results: list[torch.Tensor | None] = [None] * len(named_modules)
+        self.block_rows = block_rows
+        self.device = device
+        self.first = self.last = 0
+        self.seen = [False] * len(named_modules)
+        self.per_channel: list[torch.Tensor | None] = [None] * len(named_modules)
+        self.spatial = [0] * len(named_modules)
+        self.per_sample = torch.empty((len(named_modules), block_rows, 2), dtype=torch.float32,
+                                      device=device)
         self.handles = [module.register_forward_hook(self._hook(i))
                         for i, (_, module) in enumerate(named_modules)]
 
@@ -219,37 +296,51 @@ class _LayerRecorder:
         def hook(module, inputs, output):
             if not self.enabled:
                 return
-            if self.results[index] is not None:
+            n_rows = self.last - self.first
+            if self.seen[index]:
                 raise InputError(
                     f"layer {self.names[index]!r} ran more than once in one forward pass, so "
                     f"its statistics are ambiguous", field="layers",
                     hint="record a module that runs once per forward",
                 )
-            if not isinstance(output, torch.Tensor) or output.dim() < 2:
+            if not isinstance(output, torch.Tensor) or output.dim() < 2 \
+                    or output.shape[0] != n_rows:
+                found = (f"shape {tuple(output.shape)}" if isinstance(output, torch.Tensor)
+                         else type(output).__name__)
                 raise InputError(
-                    f"layer {self.names[index]!r} must output a tensor (n, channel, ...); found "
-                    f"{type(output).__name__}"
-                    + (f" of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor)
-                       else ""),
-                    field="layers",
+                    f"layer {self.names[index]!r} must output a tensor (n_inputs, channel, ...) "
+                    f"with one row per input ({n_rows}); found {found}", field="layers",
                 )
-            self.results[index] = layer_statistics(output)
+            self.seen[index] = True
+            buffer = self.per_channel[index]
+            if buffer is None or buffer.shape[2] != output.shape[1]:
+                if buffer is not None:
+                    raise InputError(f"layer {self.names[index]!r} changed its channel count "
+                                     f"from {buffer.shape[2]} to {output.shape[1]}",
+                                     field="layers")
+                buffer = torch.empty((self.block_rows, 2, output.shape[1]), dtype=torch.float32,
+                                     device=self.device)
+                self.per_channel[index] = buffer
+            self.spatial[index] = _raw_statistics(
+                output, buffer[self.first:self.last], self.per_sample[index, self.first:self.last])
         return hook
 
-    def reset(self) -> None:
-        self.results = [None] * len(self.results)
+    def start(self, first: int, last: int) -> None:
+        self.first, self.last = first, last
+        self.seen = [False] * len(self.seen)
 
-    def collect(self, n_rows: int) -> torch.Tensor:
-        """(n_rows, layer, 8) statistics of the last forward."""
-        missing = [name for name, r in zip(self.names, self.results) if r is None]
+    def finish(self) -> None:
+        missing = [name for name, seen in zip(self.names, self.seen) if not seen]
         if missing:
             raise InputError(f"layers {missing} did not run in the model's forward pass",
                              field="layers")
-        stats = torch.stack(self.results, dim=1)
-        if stats.shape[0] != n_rows:
-            raise InputError(f"layers {self.names} returned {stats.shape[0]} rows for a batch "
-                             f"of {n_rows}; expected one per input", field="layers")
-        return stats
+
+    def statistics(self, n_rows: int, out: torch.Tensor) -> torch.Tensor:
+        """(layer, n_rows, 8) statistics of the block's first ``n_rows`` rows, into ``out``."""
+        for index, per_channel in enumerate(self.per_channel):
+            _finish_statistics(per_channel[:n_rows], self.per_sample[index, :n_rows],
+                               self.spatial[index], out=out[index])
+        return out
 
     def remove(self) -> None:
         for handle in self.handles:

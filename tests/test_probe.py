@@ -264,6 +264,21 @@ def test_batch_size_does_not_change_results_and_progress_is_reported(model, suit
     assert bar.total == 10
 
 
+def test_statistics_blocks_do_not_change_results(model, suite, monkeypatch):
+    import ml4ml.probe as probe_module
+
+    images, labels = suite
+    images, labels = images[:11], labels[:11]
+    grid = np.arange(-4.0, 5.0)
+    one_block = probe_model(model, images, labels, "rotation", grid, batch_size=20)
+    # 2 images (18 rows, in chunks of 20) per batch, 2 batches per block: 3 blocks, the last short
+    monkeypatch.setattr(probe_module, "STATS_BLOCK_ROWS", 40)
+    blocks = probe_model(model, images, labels, "rotation", grid, batch_size=20)
+    np.testing.assert_allclose(blocks[dims.ACT].values, one_block[dims.ACT].values,
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(blocks[dims.PROB].values, one_block[dims.PROB].values, atol=1e-7)
+
+
 def test_model_mode_and_hooks_restored(suite):
     images, labels = suite
     torch.manual_seed(1)
@@ -409,3 +424,14 @@ def test_report_exactness():
     if EXACTNESS:
         print("\nmax |prob - torchvision loop|:",
               {k: f"{v:.2e}" for k, v in sorted(EXACTNESS.items())})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(model, suite):
+    images, labels = suite
+    grid = REFERENCE["scaling"][0]
+    cpu = probe_model(model, images, labels, "scaling", grid)
+    gpu = probe_model(model, images, labels, "scaling", grid, device="cuda")
+    model.to("cpu")
+    np.testing.assert_allclose(gpu[dims.PROB].values, cpu[dims.PROB].values, atol=1e-4)
+    np.testing.assert_allclose(gpu[dims.ACT].values, cpu[dims.ACT].values, rtol=1e-3, atol=1e-4)
