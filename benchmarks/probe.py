@@ -1,0 +1,173 @@
+"""Benchmark: probe_model throughput against a forward-only pass over the same inputs.
+
+For each model the probe (transform on the device + hooks + statistics + softmax + result
+arrays) is timed over ``--images`` images x ``--params`` grid values; the baseline is the
+model alone (no hooks, inference_mode) over the same number of already-transformed inputs
+in the same chunks of ``--batch-size``. Both are reported as images x parameters per second,
+with their ratio (goal on CPU: probe time <= 1.15 x forward-only time).
+
+    python benchmarks/probe.py                       # CPU, both models
+    python benchmarks/probe.py --device cuda --images 2048
+    python benchmarks/probe.py --models cnn5 --params 31 --images 512 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ml4ml.probe import probe_model
+from ml4ml.transforms import get_transform, validate_grid
+
+
+class LocalCNN5(nn.Module):
+    """Fallback CNN5 (conv 6@5x5, pool, conv 16@5x5, pool, conv 32@3x3, FC 64, FC classes)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 6, 5)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.conv3 = nn.Conv2d(16, 32, 3)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.fc1 = nn.Linear(32 * 2 * 2, 64)
+        self.fc2 = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x)))
+        x = torch.relu(self.conv3(x))
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+class LocalVGG13BN(nn.Module):
+    """Fallback: torchvision vgg13_bn features, global average pooling, Linear(512, classes)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        from torchvision.models import vgg13_bn
+
+        self.features = vgg13_bn().features
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.avgpool(self.features(x)).flatten(1))
+
+
+def build(name: str) -> tuple[nn.Module, tuple[int, int, int]]:
+    """(model, (channel, height, width)) for ``cnn5`` (digits) or ``vgg13bn`` (CIFAR shape)."""
+    try:
+        from ml4ml.architectures import build_model
+    except ImportError:
+        build_model = None
+    if name == "cnn5":
+        model = (build_model("cnn5", num_classes=10, in_channels=1, image_size=28)
+                 if build_model else LocalCNN5())
+        return model, (1, 28, 28)
+    if name == "vgg13bn":
+        model = (build_model("vgg13bn", num_classes=10, in_channels=3)
+                 if build_model else LocalVGG13BN())
+        return model, (3, 32, 32)
+    raise SystemExit(f"unknown model {name!r}; expected cnn5 or vgg13bn")
+
+
+def test_images(shape, n_images: int):
+    """Digits (28x28x1) from the embedded suite, else seeded uniform random images."""
+    if shape == (1, 28, 28):
+        from ml4ml.suites import load_suite
+
+        suite = load_suite("digits", n_samples=min(n_images, 599))
+        images, labels = suite.images, suite.labels
+        while len(images) < n_images:
+            images, labels = torch.cat([images, images]), torch.cat([labels, labels])
+        return images[:n_images].contiguous(), labels[:n_images].contiguous()
+    g = torch.Generator().manual_seed(0)
+    return (torch.rand((n_images,) + shape, generator=g),
+            torch.randint(0, 10, (n_images,), generator=g))
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_forward_only(model, stacked: torch.Tensor, batch_size: int, device) -> float:
+    """Seconds for the model alone over ``stacked`` (already transformed, on the device)."""
+    model.eval()
+    _sync(device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for first in range(0, len(stacked), batch_size):
+            model(stacked[first:first + batch_size])
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def time_probe(model, images, labels, transform, grid, batch_size, device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    probe_model(model, images, labels, transform, grid, batch_size=batch_size, device=device)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def run(name: str, args) -> dict:
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model, shape = build(name)
+    model.to(device).eval()
+    transform = get_transform(args.transform)
+    span = {"rotation": 15.0, "translation": 5.0, "blur": 2.0}.get(transform.name, 0.3)
+    grid = validate_grid(transform, np.linspace(transform.identity - span,
+                                                transform.identity + span, args.params))
+    n_images = args.images or (512 if name == "cnn5" else 64)
+    images, labels = test_images(shape, n_images)
+
+    # the same inputs, transformed beforehand, for the forward-only baseline
+    with torch.inference_mode():
+        stacked = transform.apply(images.to(device), torch.from_numpy(grid))
+        stacked = stacked.reshape((-1,) + shape).contiguous()
+    # warm up both paths (allocator, oneDNN/cuDNN primitives)
+    time_probe(model, images, labels, transform, grid, args.batch_size, device)
+    time_forward_only(model, stacked, args.batch_size, device)
+
+    probe_s, forward_s = [], []
+    for _ in range(args.repeats):  # interleaved, best of N (the machine may be shared)
+        forward_s.append(time_forward_only(model, stacked, args.batch_size, device))
+        probe_s.append(time_probe(model, images, labels, transform, grid, args.batch_size,
+                                  device))
+    n_inputs = n_images * len(grid)
+    result = {
+        "model": name, "device": str(device), "images": n_images, "params": len(grid),
+        "probe_per_s": n_inputs / min(probe_s), "forward_per_s": n_inputs / min(forward_s),
+        "ratio": min(probe_s) / min(forward_s),
+    }
+    print(f"{name:8s} {result['device']:6s} {n_images:5d} images x {len(grid)} "
+          f"{transform.name}: probe {result['probe_per_s']:10.0f}/s   forward-only "
+          f"{result['forward_per_s']:10.0f}/s   probe/forward time {result['ratio']:.3f}",
+          flush=True)
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="e.g. cpu, cuda, cuda:1")
+    parser.add_argument("--params", type=int, default=31, help="grid size (odd), default 31")
+    parser.add_argument("--images", type=int, default=0,
+                        help="images per model (default 512 for cnn5, 64 for vgg13bn)")
+    parser.add_argument("--batch-size", type=int, default=256, help="model inputs per forward")
+    parser.add_argument("--transform", default="rotation", help="family, default rotation")
+    parser.add_argument("--models", default="cnn5,vgg13bn", help="comma-separated")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs, best kept")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return [run(name, args) for name in args.models.split(",")]
+
+
+if __name__ == "__main__":
+    main()
