@@ -63,7 +63,10 @@ def cli():
 @click.argument("pipeline", type=click.Path(dir_okay=False))
 @_user_errors
 def validate(pipeline):
-    """Check a pipeline spec and say what is wrong (e.g. pipelines/demo-digits.toml)."""
+    """Check a pipeline spec and list every problem.
+
+    PIPELINE is a spec file, e.g. pipelines/demo-digits.toml.
+    """
     from .config import load_pipeline
 
     p = load_pipeline(pipeline)
@@ -82,7 +85,10 @@ def validate(pipeline):
 @_quiet_option
 @_user_errors
 def train(pipeline, workers, scheduler, device, force, quiet):
-    """Train every model of PIPELINE's zoo that is not trained yet."""
+    """Train the zoo's models that are not trained yet.
+
+    PIPELINE is a spec file, e.g. pipelines/demo-digits.toml; checkpoints go beside the store.
+    """
     from .cluster import dask_client
     from .config import load_pipeline
     from .zoo import train_pipeline
@@ -102,7 +108,10 @@ def train(pipeline, workers, scheduler, device, force, quiet):
 @_quiet_option
 @_user_errors
 def probe(pipeline, workers, scheduler, device, force, quiet):
-    """Probe every trained model of PIPELINE on its suites and transforms into the store."""
+    """Probe trained models over the transformation grids.
+
+    Every trained model of PIPELINE x its suites x its transforms; done models are skipped.
+    """
     from .cluster import dask_client
     from .config import load_pipeline
     from .probing import probe_pipeline
@@ -128,7 +137,9 @@ def probe(pipeline, workers, scheduler, device, force, quiet):
 @_quiet_option
 @_user_errors
 def measure(store_path, suite, transform, measures, plugins, force, workers, scheduler, quiet):
-    """Variance matrices and measures for every done, unmeasured model of STORE.
+    """Variance matrices and measures of probed models.
+
+    Every done, unmeasured model of STORE, in one dask graph.
 
     STORE is a path or fsspec URL, e.g. stores/demo-digits.zarr.
     """
@@ -157,7 +168,10 @@ def measure(store_path, suite, transform, measures, plugins, force, workers, sch
               help="CSV file to write, e.g. features.csv.")
 @_user_errors
 def features(store_path, transform, suite, feature_set, split, output):
-    """Write one CSV row per measured model of STORE: mid, then the features."""
+    """Write assessor features to CSV, one row per model.
+
+    Columns: mid, then the feature set's features in order (paper80: MEASURES.md).
+    """
     from .measuring import store_features
 
     table = store_features(store_path, transform, suite=suite, set=feature_set, split=split)
@@ -178,7 +192,10 @@ def features(store_path, transform, suite, feature_set, split, output):
 @click.option("--force", is_flag=True, help="Overwrite a model already imported.")
 @_user_errors
 def import_legacy(store_path, mid, results, act, transform, suite, force):
-    """Import one model's reference files into STORE (created if needed)."""
+    """Import the reference's .npy files of one model.
+
+    STORE is created if needed (float64); bad files leave it untouched.
+    """
     from .importing import import_legacy as run_import
 
     probe_ds = run_import(store_path, mid, results, act, transform=transform, suite=suite,
@@ -195,7 +212,10 @@ def import_legacy(store_path, mid, results, act, transform, suite, force):
 @_quiet_option
 @_user_errors
 def run(pipeline, workers, scheduler, device, quiet):
-    """Train, probe and measure PIPELINE, then write its features CSV beside the store."""
+    """Train, probe, measure, and write the features CSV.
+
+    PIPELINE is a spec file, e.g. pipelines/demo-digits.toml.
+    """
     from .cluster import dask_client
     from .config import load_pipeline
     from .measuring import measure_store, store_features
