@@ -9,6 +9,7 @@ only ever fill their own chunks.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -57,11 +58,17 @@ def probe_template(params, transform: str, labels, n_classes: int, n_layers: int
 
 
 def load_probe_suite(pipeline, suite_spec):
+    """The suite a pipeline probes on; loaded once per process and reused by every model."""
+    root = None if pipeline.data_root is None else str(pipeline.data_root)
+    return _cached_suite(suite_spec.name, suite_spec.split, root, suite_spec.n_samples,
+                         suite_spec.seed)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_suite(name, split, root, n_samples, seed):
     from .suites import load_suite
 
-    root = None if pipeline.data_root is None else str(pipeline.data_root)
-    return load_suite(suite_spec.name, suite_spec.split, root=root,
-                      n_samples=suite_spec.n_samples, seed=suite_spec.seed)
+    return load_suite(name, split, root=root, n_samples=n_samples, seed=seed)
 
 
 def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: bool = False,
