@@ -20,9 +20,6 @@ def import_legacy(path, mid: str, results, act, *, transform: str = "rotation",
     from .legacy import read_legacy
 
     probe = read_legacy(results, act, transform=transform)
-    if dims.CLASS not in probe.coords:
-        top = int(max(probe[dims.LABEL].max(), probe[dims.PREDICTION].max()))
-        probe = probe.assign_coords({dims.CLASS: np.arange(max(top + 1, 2), dtype=np.int64)})
     if not mid or not str(mid).replace("_", "").replace("-", "").isalnum():
         raise StoreError(f"model id must be letters, digits, '-' or '_', got {mid!r}",
                          field="--mid")

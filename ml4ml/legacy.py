@@ -45,7 +45,8 @@ def read_legacy(results_path, act_path, *, transform: str = "rotation") -> xr.Da
         ``prediction`` (aug_param, sample) int64, ``confidence`` (aug_param, sample)
         float64, ``act`` (aug_param, sample, layer, stat) float64, ``layer_name`` (layer,)
         e.g. "conv8"; coords ``aug_param`` (attrs units, transform), ``sample``, ``label``
-        (sample,) and ``stat``. No ``mid`` dim.
+        (sample,), ``stat`` and ``class`` (0 .. the largest label or prediction; the files
+        do not say how many classes the model has). No ``mid`` dim.
 
     Raises
     ------
@@ -84,6 +85,7 @@ def read_legacy(results_path, act_path, *, transform: str = "rotation") -> xr.Da
     sample_idx, labels, predictions = _check_agreement(results, act, results_path, act_path)
     layer_numbers = _check_layers(act, act_path)
 
+    n_classes = max(int(max(labels.max(), predictions.max())) + 1, 2)
     param_attrs = {"units": UNITS[transform], "transform": transform}
     layer_name = np.array([f"conv{number}" for number in layer_numbers], dtype=object)
     return xr.Dataset(
@@ -101,6 +103,7 @@ def read_legacy(results_path, act_path, *, transform: str = "rotation") -> xr.Da
             dims.SAMPLE: (dims.SAMPLE, sample_idx),
             dims.LABEL: (dims.SAMPLE, labels),
             dims.STAT: (dims.STAT, np.array(dims.STATS, dtype=object)),
+            dims.CLASS: (dims.CLASS, np.arange(n_classes, dtype=np.int64)),
         },
         attrs={"source": f"reference files {Path(results_path).name}, {Path(act_path).name}"},
     )

@@ -102,8 +102,9 @@ def test_scaling_units_and_identity(tmp_path):
 def test_reads_golden_case():
     probe = read_legacy(GOLDEN / "case3_results.npy.gz", GOLDEN / "case3_actoverall.npy.gz")
     assert dict(probe.sizes) == {
-        dims.AUG_PARAM: 21, dims.SAMPLE: 800, dims.LAYER: 2, dims.STAT: 8
+        dims.AUG_PARAM: 21, dims.SAMPLE: 800, dims.LAYER: 2, dims.STAT: 8, dims.CLASS: 10
     }
+    np.testing.assert_array_equal(probe[dims.CLASS].values, np.arange(10))
     np.testing.assert_array_equal(probe[dims.AUG_PARAM].values, np.arange(-10.0, 11.0))
     assert list(probe[dims.LAYER_NAME].values) == ["conv8", "conv9"]
 

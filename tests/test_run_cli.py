@@ -1,7 +1,5 @@
 """`ml4ml validate/train/probe/run` on a small spec, in process and on dask clusters."""
 
-import hashlib
-from pathlib import Path
 
 import pandas as pd
 import pytest
