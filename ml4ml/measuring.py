@@ -78,7 +78,7 @@ def measure_store(path, *, suite=None, transform=None, measures=None, force=Fals
 
 def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureReport:
     from .matrices import variance_matrices
-    from .measures import measure_database, registered_measures
+    from .measures import measure_database, measure_matrices, registered_measures
 
     start = time.perf_counter()
     probes = store.open_probes(path, suite, transform)
@@ -99,13 +99,15 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
                       f"NaN for the newly measured models", stacklevel=2)
     computable = [m for m in names if m in registered]
 
-    # 1. new measure names for models measured before: append along `measure`
+    # 1. new measure names for models measured before: from the stored matrices (no new
+    #    matrices, no re-probing), appended along `measure`
     new_names = [m for m in wanted if m not in have_names]
     if have_names and new_names:
         old_mids = [str(m) for m in old[dims.MID].values]
-        subset = probes.sel({dims.MID: old_mids})
-        extra = measure_database(subset, measures=new_names)[[dims.VALUE]]
-        _compute(store.append_measures(path, group, extra), progress)
+        stored = store.open_group(path, store.matrices_group(suite, transform))
+        value = measure_matrices(stored.sel({dims.MID: old_mids}), new_names)
+        _compute(store.append_measures(path, group, value.to_dataset(name=dims.VALUE)),
+                 progress)
         added = new_names
 
     # 2. rows of models not measured yet (every computable name)
