@@ -3,8 +3,13 @@
 For each model the probe (transform on the device + hooks + statistics + softmax + result
 arrays) is timed over ``--images`` images x ``--params`` grid values; the baseline is the
 model alone (no hooks, inference_mode) over the same number of already-transformed inputs
-in the same chunks of ``--batch-size``. Both are reported as images x parameters per second,
+in the same chunks as the probe feeds the model (whole images x the whole grid, at most
+``--batch-size`` inputs per forward). Both are reported as images x parameters per second,
 with their ratio (goal on CPU: probe time <= 1.15 x forward-only time).
+
+The two are timed alternately ``--repeats`` times; the ratio reported is the median of the
+per-pair ratios (each probe against the forward pass timed just before it, so a shared or
+throttled machine slows both), next to the ratio of the best times.
 
     python benchmarks/probe.py                       # CPU, both models
     python benchmarks/probe.py --device cuda --images 2048
@@ -95,14 +100,27 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_forward_only(model, stacked: torch.Tensor, batch_size: int, device) -> float:
-    """Seconds for the model alone over ``stacked`` (already transformed, on the device)."""
+def forward_sizes(n_images: int, n_params: int, batch_size: int) -> list[int]:
+    """The number of inputs of each forward pass ``probe_model`` makes, in order."""
+    images_per_batch = max(1, batch_size // n_params)
+    sizes = []
+    for start in range(0, n_images, images_per_batch):
+        rows = n_params * (min(start + images_per_batch, n_images) - start)
+        sizes += [min(batch_size, rows - first) for first in range(0, rows, batch_size)]
+    return sizes
+
+
+def time_forward_only(model, stacked: torch.Tensor, sizes: list[int], device) -> float:
+    """Seconds for the model alone over ``stacked`` (already transformed, on the device),
+    in forward passes of ``sizes`` inputs."""
     model.eval()
     _sync(device)
     start = time.perf_counter()
     with torch.inference_mode():
-        for first in range(0, len(stacked), batch_size):
-            model(stacked[first:first + batch_size])
+        first = 0
+        for size in sizes:
+            model(stacked[first:first + size])
+            first += size
     _sync(device)
     return time.perf_counter() - start
 
@@ -131,25 +149,29 @@ def run(name: str, args) -> dict:
     with torch.inference_mode():
         stacked = transform.apply(images.to(device), torch.from_numpy(grid))
         stacked = stacked.reshape((-1,) + shape).contiguous()
+    sizes = forward_sizes(n_images, len(grid), args.batch_size)
     # warm up both paths (allocator, oneDNN/cuDNN primitives)
     time_probe(model, images, labels, transform, grid, args.batch_size, device)
-    time_forward_only(model, stacked, args.batch_size, device)
+    time_forward_only(model, stacked, sizes, device)
 
     probe_s, forward_s = [], []
-    for _ in range(args.repeats):  # interleaved, best of N (the machine may be shared)
-        forward_s.append(time_forward_only(model, stacked, args.batch_size, device))
+    for _ in range(args.repeats):  # alternately (the machine may be shared)
+        forward_s.append(time_forward_only(model, stacked, sizes, device))
         probe_s.append(time_probe(model, images, labels, transform, grid, args.batch_size,
                                   device))
     n_inputs = n_images * len(grid)
     result = {
-        "model": name, "device": str(device), "images": n_images, "params": len(grid),
+        "model": name, "device": str(device), "threads": torch.get_num_threads(),
+        "images": n_images, "params": len(grid),
         "probe_per_s": n_inputs / min(probe_s), "forward_per_s": n_inputs / min(forward_s),
-        "ratio": min(probe_s) / min(forward_s),
+        "ratio": float(np.median(np.array(probe_s) / np.array(forward_s))),
+        "ratio_of_best": min(probe_s) / min(forward_s),
     }
-    print(f"{name:8s} {result['device']:6s} {n_images:5d} images x {len(grid)} "
-          f"{transform.name}: probe {result['probe_per_s']:10.0f}/s   forward-only "
-          f"{result['forward_per_s']:10.0f}/s   probe/forward time {result['ratio']:.3f}",
-          flush=True)
+    threads = f"{result['threads']} thr" if device.type == "cpu" else ""
+    print(f"{name:8s} {result['device']:6s} {threads:5s} {n_images:5d} images x {len(grid)} "
+          f"{transform.name}: probe {result['probe_per_s']:8.0f}/s  forward-only "
+          f"{result['forward_per_s']:8.0f}/s  probe/forward time {result['ratio']:.3f} "
+          f"(best times {result['ratio_of_best']:.3f})", flush=True)
     return result
 
 
@@ -162,7 +184,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=256, help="model inputs per forward")
     parser.add_argument("--transform", default="rotation", help="family, default rotation")
     parser.add_argument("--models", default="cnn5,vgg13bn", help="comma-separated")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs, best kept")
+    parser.add_argument("--repeats", type=int, default=9, help="timed pairs")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

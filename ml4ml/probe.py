@@ -31,6 +31,11 @@ __all__ = ["probe_model", "layer_statistics", "select_layers"]
 DEFAULT_N_LAYERS = 2
 # model inputs whose statistics are finished together (raw buffers: this many rows)
 STATS_BLOCK_ROWS = 8192
+# layers with fewer spatial positions than this are reduced over a (n, spatial, channel) copy
+SMALL_SPATIAL = 32
+# a layer whose float32 outputs for a block of rows take at most this many bytes is
+# reduced once per block (its outputs copied there on the device) rather than per forward
+HELD_LAYER_BYTES = 8 * 2**20
 
 
 def probe_model(model: nn.Module, images, labels, transform: str | Transform, params, *,
@@ -108,8 +113,10 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
         if int(labels_t.max()) >= n_classes:
             raise InputError(f"labels must lie in 0..{n_classes - 1} (the model has {n_classes} "
                              f"outputs); found {int(labels_t.max())}", field="labels")
-        logits = torch.empty((n_params, n_samples, n_classes), dtype=torch.float32)
-        act = torch.empty((n_params, n_samples, n_layers, len(dims.STATS)), dtype=torch.float32)
+        # results in the order the rows are computed: (sample batch, aug_param, sample in batch)
+        logits_rows = torch.empty((n_params * n_samples, n_classes), dtype=torch.float32)
+        act_rows = torch.empty((n_params * n_samples, n_layers, len(dims.STATS)),
+                               dtype=torch.float32)
         logits_buf = torch.empty((block_rows, n_classes), dtype=torch.float32, device=device)
         act_buf = torch.empty((n_layers, block_rows, len(dims.STATS)), dtype=torch.float32,
                               device=device)
@@ -117,7 +124,6 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
         images_per_block = images_per_batch * batches_per_block
         for block_start in range(0, n_samples, images_per_block):
             block_stop = min(block_start + images_per_block, n_samples)
-            segments = []  # (first sample, last sample + 1, first row in the block)
             row = 0
             for start in range(block_start, block_stop, images_per_batch):
                 stop = min(start + images_per_batch, block_stop)
@@ -142,27 +148,39 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
                         recorder.start(row + first, row + last)
                         logits_buf[row + first:row + last] = model(stack[first:last])
                         recorder.finish()
-                segments.append((start, stop, row))
                 row += rows
                 _report(progress, stop, n_samples, stop - start)
             with torch.inference_mode():
                 recorder.statistics(row, out=act_buf[:, :row])
-                block_logits = logits_buf[:row].cpu()
-                block_act = act_buf[:, :row].cpu()
-            for start, stop, first in segments:
-                width = stop - start
-                last = first + n_params * width
-                logits[:, start:stop] = block_logits[first:last].view(n_params, width, -1)
-                act[:, start:stop] = (block_act[:, first:last].view(n_layers, n_params, width, -1)
-                                      .permute(1, 2, 0, 3))
+                first_row = n_params * block_start
+                logits_rows[first_row:first_row + row] = logits_buf[:row]
+                act_rows[first_row:first_row + row] = act_buf[:, :row].transpose(0, 1)
     finally:
         recorder.remove()
         model.train(was_training)
 
-    prob = torch.softmax(logits, dim=2)
+    prob = _by_aug_param(torch.softmax(logits_rows, dim=1), n_params, images_per_batch)
+    del logits_rows
+    act = _by_aug_param(act_rows, n_params, images_per_batch)
     confidence, prediction = prob.max(dim=2)
     return _as_dataset(prob, prediction, confidence, act, layer_names, grid, transform,
                        ids, labels_t, fgsm_epsilon, normalize)
+
+
+def _by_aug_param(rows: torch.Tensor, n_params: int, batch_width: int) -> torch.Tensor:
+    """(aug_param, sample, ...) from rows ordered (sample batch, aug_param, sample in batch).
+
+    Every batch holds ``batch_width`` samples but the last, which may hold fewer.
+    """
+    n_samples = rows.shape[0] // n_params
+    tail = tuple(rows.shape[1:])
+    n_full = n_samples // batch_width
+    full = n_full * batch_width
+    out = torch.empty((n_params, n_samples) + tail, dtype=rows.dtype)
+    out[:, :full].view((n_params, n_full, batch_width) + tail).copy_(
+        rows[:n_params * full].view((n_full, n_params, batch_width) + tail).transpose(0, 1))
+    out[:, full:] = rows[n_params * full:].view((n_params, n_samples - full) + tail)
+    return out
 
 
 def select_layers(model: nn.Module, layers: Sequence[str] | None = None) -> list[str]:
@@ -202,7 +220,7 @@ def layer_statistics(activations: torch.Tensor) -> torch.Tensor:
     Returns (n, 8) float32 in ``dims.STATS`` order: mean, std, max, min over all values;
     mean_max, mean_std of the per-channel spatial means; max_mean, max_std of the
     per-channel spatial maxima (every std the population one; the std over all values is
-    computed two-pass, centred on the mean).
+    computed from values centred on their channel's mean, plus the spread of those means).
     """
     n, channels = activations.shape[:2]
     per_channel = torch.empty((n, 2, channels), dtype=torch.float32, device=activations.device)
@@ -216,22 +234,31 @@ def _raw_statistics(activations: torch.Tensor, per_channel: torch.Tensor,
     """The full-tensor reductions, written in place; returns the spatial size.
 
     per_channel (n, 2, channel) <- spatial sum and spatial max of each channel;
-    per_sample (n, 2) <- min over all values and ||values - mean||_2.
-    Only plain sum/max/min/norm kernels: var_mean and aminmax are far slower on CPU.
+    per_sample (n, 2) <- min over all values and ||values - their channel's mean||_2.
+    Five kernels (sum, max, min, subtract, norm): right after the layer's own forward each
+    kernel launch costs more than its arithmetic, so there are as few as the statistics
+    need, and only plain ones (var_mean and aminmax are far slower on CPU). A small spatial
+    extent (< ``SMALL_SPATIAL``) is reduced from an (n, spatial, channel) copy: CPU
+    reductions over a short innermost dimension are several times slower per value.
     """
     z = activations
     if z.dtype != torch.float32:
         z = z.float()
     n, channels = z.shape[:2]
     flat = z.reshape(n, channels, -1)  # a copy only for non-contiguous (channels_last) outputs
-    values = flat.reshape(n, -1)
-    torch.sum(flat, dim=-1, out=per_channel[:, 0])
-    torch.amax(flat, dim=-1, out=per_channel[:, 1])
-    torch.amin(values, dim=-1, out=per_sample[:, 0])
-    total = per_channel[:, 0].sum(dim=-1, keepdim=True)
-    centred = torch.sub(values, total, alpha=1.0 / values.shape[1])
-    torch.linalg.vector_norm(centred, dim=-1, out=per_sample[:, 1])
-    return flat.shape[2]
+    spatial = flat.shape[2]
+    if spatial < SMALL_SPATIAL:
+        values = flat.transpose(1, 2).contiguous()  # (n, spatial, channel)
+        sums, reduce = per_channel[:, 0].unsqueeze(1), 1
+    else:
+        values = flat
+        sums, reduce = per_channel[:, 0].unsqueeze(2), 2
+    torch.sum(values, dim=reduce, out=per_channel[:, 0])
+    torch.amax(values, dim=reduce, out=per_channel[:, 1])
+    torch.amin(values.view(n, -1), dim=1, out=per_sample[:, 0])
+    centred = torch.sub(values, sums, alpha=1.0 / spatial)
+    torch.linalg.vector_norm(centred.view(n, -1), dim=1, out=per_sample[:, 1])
+    return spatial
 
 
 def _finish_statistics(per_channel: torch.Tensor, per_sample: torch.Tensor, spatial: int,
@@ -241,8 +268,12 @@ def _finish_statistics(per_channel: torch.Tensor, per_sample: torch.Tensor, spat
     across_mean = per_channel.mean(dim=-1)                    # (sum mean, max_mean)
     across_max = per_channel.amax(dim=-1)                     # (sum max, max)
     across_dev = torch.linalg.vector_norm(per_channel - across_mean.unsqueeze(-1), dim=-1)
+    # ||values - mean||^2 = sum over channels of ||values_c - mean_c||^2 (per_sample[:, 1])
+    #                       + spatial x ||channel means - mean||^2 (= across_dev[:, 0]^2 / spatial)
+    centred_norm = torch.hypot(per_sample[:, 1], across_dev[:, 0] / math.sqrt(spatial))
     # columns: sum_mean, max_mean, sum_max, max, sum_dev, max_dev, min, centred_norm
-    raw = torch.cat([across_mean, across_max, across_dev, per_sample], dim=1)
+    raw = torch.cat([across_mean, across_max, across_dev, per_sample[:, :1],
+                     centred_norm.unsqueeze(1)], dim=1)
     order, scale = _stat_layout(channels, spatial, raw.device)
     return torch.mul(raw[:, order], scale, out=out)
 
@@ -287,6 +318,11 @@ class _LayerRecorder:
         self.seen = [False] * len(named_modules)
         self.per_channel: list[torch.Tensor | None] = [None] * len(named_modules)
         self.spatial = [0] * len(named_modules)
+        self.row_shape: list[tuple] = [()] * len(named_modules)
+        # a layer whose outputs for a whole block fit in HELD_LAYER_BYTES is copied into
+        # ``held`` and reduced once per block: a small layer's reductions cost mostly their
+        # launches, and one copy per forward is one launch instead of five
+        self.held: list[torch.Tensor | None] = [None] * len(named_modules)
         self.per_sample = torch.empty((len(named_modules), block_rows, 2), dtype=torch.float32,
                                       device=device)
         self.handles = [module.register_forward_hook(self._hook(i))
@@ -312,18 +348,33 @@ class _LayerRecorder:
                     f"with one row per input ({n_rows}); found {found}", field="layers",
                 )
             self.seen[index] = True
-            buffer = self.per_channel[index]
-            if buffer is None or buffer.shape[2] != output.shape[1]:
-                if buffer is not None:
-                    raise InputError(f"layer {self.names[index]!r} changed its channel count "
-                                     f"from {buffer.shape[2]} to {output.shape[1]}",
-                                     field="layers")
-                buffer = torch.empty((self.block_rows, 2, output.shape[1]), dtype=torch.float32,
-                                     device=self.device)
-                self.per_channel[index] = buffer
-            self.spatial[index] = _raw_statistics(
-                output, buffer[self.first:self.last], self.per_sample[index, self.first:self.last])
+            per_channel = self.per_channel[index]
+            if per_channel is None:
+                per_channel = self._allocate(index, output)
+            elif tuple(output.shape[1:]) != self.row_shape[index]:
+                raise InputError(f"layer {self.names[index]!r} changed its output shape per "
+                                 f"input from {self.row_shape[index]} to "
+                                 f"{tuple(output.shape[1:])}", field="layers")
+            rows = slice(self.first, self.last)
+            held = self.held[index]
+            if held is not None:  # small layer: reduced once per block, see __init__
+                held[rows].copy_(output)
+            else:
+                _raw_statistics(output, per_channel[rows], self.per_sample[index, rows])
         return hook
+
+    def _allocate(self, index: int, output: torch.Tensor) -> torch.Tensor:
+        """The layer's per-block buffers, sized from its first output."""
+        row_shape = tuple(output.shape[1:])
+        self.row_shape[index] = row_shape
+        self.spatial[index] = math.prod(row_shape[1:])
+        if self.block_rows * math.prod(row_shape) * 4 <= HELD_LAYER_BYTES:
+            self.held[index] = torch.empty((self.block_rows,) + row_shape, dtype=torch.float32,
+                                           device=self.device)
+        per_channel = torch.empty((self.block_rows, 2, row_shape[0]), dtype=torch.float32,
+                                  device=self.device)
+        self.per_channel[index] = per_channel
+        return per_channel
 
     def start(self, first: int, last: int) -> None:
         self.first, self.last = first, last
@@ -338,6 +389,9 @@ class _LayerRecorder:
     def statistics(self, n_rows: int, out: torch.Tensor) -> torch.Tensor:
         """(layer, n_rows, 8) statistics of the block's first ``n_rows`` rows, into ``out``."""
         for index, per_channel in enumerate(self.per_channel):
+            if self.held[index] is not None:
+                _raw_statistics(self.held[index][:n_rows], per_channel[:n_rows],
+                                self.per_sample[index, :n_rows])
             _finish_statistics(per_channel[:n_rows], self.per_sample[index, :n_rows],
                                self.spatial[index], out=out[index])
         return out
@@ -385,11 +439,11 @@ def _check_images(images) -> torch.Tensor:
         raise InputError(f"images must be float in [0, 1]; found dtype {images.dtype}",
                          field="images", hint="divide uint8 images by 255")
     images = images.detach()
-    if not bool(torch.isfinite(images).all()):
+    low, high = float(images.min()), float(images.max())  # NaN propagates through both
+    if not (math.isfinite(low) and math.isfinite(high)):
         n_bad = int((~torch.isfinite(images)).sum())
         raise InputError(f"images must be finite; found {n_bad} NaN or infinite values",
                          field="images")
-    low, high = float(images.min()), float(images.max())
     if low < 0 or high > 1:
         raise InputError(f"images must lie in [0, 1]; found values in [{low:g}, {high:g}]",
                          field="images", hint="pass unnormalised images and use normalize=")

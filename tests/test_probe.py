@@ -156,6 +156,36 @@ def test_layer_statistics_of_a_known_tensor():
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("offset", [0.0, 3.0, 1000.0])
+def test_std_over_all_values_is_exact_for_any_mean(offset):
+    # with mean^2 / variance = 4e6 (offset 1000) a sum of squares would lose every digit
+    g = torch.Generator().manual_seed(1)
+    z = offset + 0.5 * torch.randn(64, 16, 8, 8, generator=g)
+    z[5] = offset  # a constant row: std exactly 0
+    expected = numpy_statistics(z.numpy())
+    stats = layer_statistics(z).double().numpy()
+    # float32 spaces values near the offset by ulp(offset): relative to the spread (0.5) that
+    # is the inputs' own resolution (1.2e-4 at 1000); the std must be well within it
+    rtol = 2e-6 + 0.2 * float(np.spacing(np.float32(offset))) / 0.5
+    np.testing.assert_allclose(stats[:, 1], expected[:, 1], rtol=rtol, atol=1e-9)
+    assert stats[5, 1] == 0.0
+    # the other statistics come from float32 per-channel sums: exact relative to the offset
+    np.testing.assert_allclose(stats, expected, rtol=2e-6, atol=1e-5 * (1 + offset))
+
+
+def test_statistics_of_a_row_do_not_depend_on_the_other_rows():
+    # a batch mixing small and large means (and a small spatial extent, reduced from a
+    # transposed copy) gives each row the numbers it has alone
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(6, 4, 5, 5, generator=g)
+    z[3] += 500.0
+    together = layer_statistics(z)
+    alone = torch.cat([layer_statistics(z[i:i + 1]) for i in range(6)])
+    torch.testing.assert_close(together, alone, rtol=2e-6, atol=1e-5)
+    np.testing.assert_allclose(together[:, 1].double().numpy(),
+                               numpy_statistics(z.numpy())[:, 1], rtol=1e-5)
+
+
 def test_default_layers_are_the_last_two_convs(model):
     assert select_layers(model) == ["features.4", "features.7"]
     single = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.LazyLinear(3))
@@ -277,6 +307,12 @@ def test_statistics_blocks_do_not_change_results(model, suite, monkeypatch):
     np.testing.assert_allclose(blocks[dims.ACT].values, one_block[dims.ACT].values,
                                rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(blocks[dims.PROB].values, one_block[dims.PROB].values, atol=1e-7)
+    # layers reduced after every forward, or all held on the device and reduced once a block
+    for held_bytes in (0, 2**40):
+        monkeypatch.setattr(probe_module, "HELD_LAYER_BYTES", held_bytes)
+        other = probe_model(model, images, labels, "rotation", grid, batch_size=20)
+        np.testing.assert_allclose(other[dims.ACT].values, one_block[dims.ACT].values,
+                                   rtol=1e-6, atol=1e-7)
 
 
 def test_model_mode_and_hooks_restored(suite):
