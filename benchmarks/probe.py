@@ -3,7 +3,7 @@
 For each model the probe (transform on the device + hooks + statistics + softmax + result
 arrays) is timed over ``--images`` images x ``--params`` grid values; the baseline is the
 model alone (no hooks, inference_mode) over the same number of already-transformed inputs
-in the same chunks as the probe feeds the model (whole images x the whole grid, at most
+in the same chunks as the probe feeds the model (``ml4ml.probe.forward_sizes``: at most
 ``--batch-size`` inputs per forward). Both are reported as images x parameters per second,
 with their ratio (goal on CPU: probe time <= 1.15 x forward-only time).
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ml4ml.probe import probe_model
+from ml4ml.probe import forward_sizes, probe_model
 from ml4ml.transforms import get_transform, validate_grid
 
 
@@ -100,16 +100,6 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def forward_sizes(n_images: int, n_params: int, batch_size: int) -> list[int]:
-    """The number of inputs of each forward pass ``probe_model`` makes, in order."""
-    images_per_batch = max(1, batch_size // n_params)
-    sizes = []
-    for start in range(0, n_images, images_per_batch):
-        rows = n_params * (min(start + images_per_batch, n_images) - start)
-        sizes += [min(batch_size, rows - first) for first in range(0, rows, batch_size)]
-    return sizes
-
-
 def time_forward_only(model, stacked: torch.Tensor, sizes: list[int], device) -> float:
     """Seconds for the model alone over ``stacked`` (already transformed, on the device),
     in forward passes of ``sizes`` inputs."""
@@ -149,7 +139,7 @@ def run(name: str, args) -> dict:
     with torch.inference_mode():
         stacked = transform.apply(images.to(device), torch.from_numpy(grid))
         stacked = stacked.reshape((-1,) + shape).contiguous()
-    sizes = forward_sizes(n_images, len(grid), args.batch_size)
+    sizes = forward_sizes(n_images, len(grid), args.batch_size, images[0].numel())
     # warm up both paths (allocator, oneDNN/cuDNN primitives)
     time_probe(model, images, labels, transform, grid, args.batch_size, device)
     time_forward_only(model, stacked, sizes, device)

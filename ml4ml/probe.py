@@ -5,8 +5,9 @@ transformation for every grid parameter at once on the device, runs the model on
 stacked (aug_param x batch) inputs in chunks of ``batch_size`` and records, through forward
 hooks, the eight statistics of MEASURES.md ("Inputs") of each chosen layer. Full activations
 never leave the device: each hook reduces its layer's output on the device to per-channel
-sums and maxima plus two per-input values (a few full-tensor reductions); the eight
-statistics are finished from those once per block of ``STATS_BLOCK_ROWS`` inputs, and only
+sums and maxima plus two per-input values (five full-tensor kernels), or, for a layer small
+enough (``HELD_LAYER_BYTES``), copies it into a device buffer reduced once per block of
+``STATS_BLOCK_ROWS`` inputs. The eight statistics are finished once per block, and only
 (rows, 8) statistics per layer and the logits come back to the host.
 """
 
@@ -25,12 +26,16 @@ from .attacks import fgsm
 from .errors import InputError
 from .transforms import Transform, get_transform, validate_grid
 
-__all__ = ["probe_model", "layer_statistics", "select_layers"]
+__all__ = ["probe_model", "layer_statistics", "select_layers", "forward_sizes"]
 
 # number of layers recorded when ``layers`` is not given: the last this many nn.Conv2d
 DEFAULT_N_LAYERS = 2
 # model inputs whose statistics are finished together (raw buffers: this many rows)
 STATS_BLOCK_ROWS = 8192
+# images are transformed (to every grid value) as many at a time as fill this many forwards,
+# within this many bytes of transformed images: fewer, larger transform calls
+TRANSFORM_BATCHES = 4
+TRANSFORM_BYTES = 64 * 2**20
 # layers with fewer spatial positions than this are reduced over a (n, spatial, channel) copy
 SMALL_SPATIAL = 32
 # a layer whose float32 outputs for a block of rows take at most this many bytes is
@@ -56,8 +61,10 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
         transformation: ``(x - mean) / std``.
     layers : module names (``dict(model.named_modules())`` keys) to record; default the last
         two ``nn.Conv2d`` modules (raw conv output, before any norm or activation).
-    batch_size : number of model inputs per forward; ``max(1, batch_size // n_params)``
-        images are transformed to the whole grid at a time.
+    batch_size : number of model inputs per forward (the last of a batch of images may be
+        fewer). Images are transformed to the whole grid a batch at a time, as many as fill
+        ``TRANSFORM_BATCHES`` forwards (at least one image; the stack at most
+        ``TRANSFORM_BYTES``).
     device : where the transformation, the model and the statistics run.
     fgsm_epsilon : if > 0, perturb the untransformed images with FGSM
         (``attacks.fgsm`` with ``labels`` and ``normalize``) before transforming them.
@@ -98,7 +105,7 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
     norm = _check_normalize(normalize, channels, dtype, device)
     grid_t = torch.from_numpy(grid)
     n_params, n_layers = len(grid), len(layer_names)
-    images_per_batch = max(1, batch_size // n_params)
+    images_per_batch = _images_per_batch(batch_size, n_params, images_t[0].numel(), dtype)
     rows_per_batch = n_params * images_per_batch
     # statistics are finished once per block of image batches (few small ops per block)
     batches_per_block = max(1, STATS_BLOCK_ROWS // rows_per_batch)
@@ -165,6 +172,24 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
     confidence, prediction = prob.max(dim=2)
     return _as_dataset(prob, prediction, confidence, act, layer_names, grid, transform,
                        ids, labels_t, fgsm_epsilon, normalize)
+
+
+def forward_sizes(n_samples: int, n_params: int, batch_size: int = 256, image_numel: int = 1,
+                  dtype=torch.float32) -> list[int]:
+    """The number of inputs of each forward pass ``probe_model`` makes, in order."""
+    per_batch = _images_per_batch(batch_size, n_params, image_numel, dtype)
+    sizes = []
+    for start in range(0, n_samples, per_batch):
+        rows = n_params * (min(start + per_batch, n_samples) - start)
+        sizes += [min(batch_size, rows - first) for first in range(0, rows, batch_size)]
+    return sizes
+
+
+def _images_per_batch(batch_size: int, n_params: int, image_numel: int, dtype) -> int:
+    """Images transformed to the whole grid at a time (see ``probe_model``'s batch_size)."""
+    by_rows = TRANSFORM_BATCHES * batch_size // n_params
+    by_bytes = TRANSFORM_BYTES // (n_params * image_numel * torch.finfo(dtype).bits // 8)
+    return max(1, min(by_rows, by_bytes))
 
 
 def _by_aug_param(rows: torch.Tensor, n_params: int, batch_width: int) -> torch.Tensor:

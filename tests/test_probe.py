@@ -10,7 +10,7 @@ from torchvision.transforms.v2 import functional as TF
 from ml4ml import dims
 from ml4ml.attacks import fgsm
 from ml4ml.errors import InputError
-from ml4ml.probe import layer_statistics, probe_model, select_layers
+from ml4ml.probe import forward_sizes, layer_statistics, probe_model, select_layers
 from ml4ml.suites import load_suite
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -301,18 +301,44 @@ def test_statistics_blocks_do_not_change_results(model, suite, monkeypatch):
     images, labels = images[:11], labels[:11]
     grid = np.arange(-4.0, 5.0)
     one_block = probe_model(model, images, labels, "rotation", grid, batch_size=20)
-    # 2 images (18 rows, in chunks of 20) per batch, 2 batches per block: 3 blocks, the last short
     monkeypatch.setattr(probe_module, "STATS_BLOCK_ROWS", 40)
-    blocks = probe_model(model, images, labels, "rotation", grid, batch_size=20)
-    np.testing.assert_allclose(blocks[dims.ACT].values, one_block[dims.ACT].values,
-                               rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(blocks[dims.PROB].values, one_block[dims.PROB].values, atol=1e-7)
+    # 8 images (72 rows, in forwards of 20) per batch, one batch per block: 2 blocks, the
+    # last short; then 2 images (18 rows) per batch, 2 batches per block: 3 blocks
+    for transform_batches in (4, 1):
+        monkeypatch.setattr(probe_module, "TRANSFORM_BATCHES", transform_batches)
+        blocks = probe_model(model, images, labels, "rotation", grid, batch_size=20)
+        np.testing.assert_allclose(blocks[dims.ACT].values, one_block[dims.ACT].values,
+                                   rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(blocks[dims.PROB].values, one_block[dims.PROB].values,
+                                   atol=1e-7)
     # layers reduced after every forward, or all held on the device and reduced once a block
     for held_bytes in (0, 2**40):
         monkeypatch.setattr(probe_module, "HELD_LAYER_BYTES", held_bytes)
         other = probe_model(model, images, labels, "rotation", grid, batch_size=20)
         np.testing.assert_allclose(other[dims.ACT].values, one_block[dims.ACT].values,
                                    rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("n_images, batch_size, transform_bytes",
+                         [(11, 20, 2**26), (7, 1000, 2**26), (5, 4, 2**26), (9, 50, 28 * 28 * 4 * 9)])
+def test_forward_sizes_are_the_forwards_probe_model_makes(model, suite, monkeypatch,
+                                                          n_images, batch_size, transform_bytes):
+    import ml4ml.probe as probe_module
+
+    monkeypatch.setattr(probe_module, "TRANSFORM_BYTES", transform_bytes)
+    images, labels = suite
+    grid = np.arange(-4.0, 5.0)
+    seen = []
+    handle = model.register_forward_hook(lambda module, inputs, output: seen.append(len(output)))
+    try:
+        probe_model(model, images[:n_images], labels[:n_images], "rotation", grid,
+                    batch_size=batch_size)
+    finally:
+        handle.remove()
+    expected = forward_sizes(n_images, len(grid), batch_size, 28 * 28)
+    assert seen[1:] == expected  # the first forward counts the classes
+    assert sum(expected) == n_images * len(grid)
+    assert max(expected) <= batch_size
 
 
 def test_model_mode_and_hooks_restored(suite):
