@@ -262,21 +262,27 @@ def _raw_statistics(activations: torch.Tensor, per_channel: torch.Tensor,
     per_sample (n, 2) <- min over all values and ||values - their channel's mean||_2.
     Five kernels (sum, max, min, subtract, norm): right after the layer's own forward each
     kernel launch costs more than its arithmetic, so there are as few as the statistics
-    need, and only plain ones (var_mean and aminmax are far slower on CPU). A small spatial
-    extent (< ``SMALL_SPATIAL``) is reduced from an (n, spatial, channel) copy: CPU
-    reductions over a short innermost dimension are several times slower per value.
+    need, and only plain ones (var_mean and aminmax are far slower on CPU). A channels_last
+    output is reduced as the (n, spatial, channel) array it is in memory; a small spatial
+    extent (< ``SMALL_SPATIAL``) from an (n, spatial, channel) copy, since CPU reductions
+    over a short innermost dimension are several times slower per value.
     """
     z = activations
     if z.dtype != torch.float32:
         z = z.float()
     n, channels = z.shape[:2]
-    flat = z.reshape(n, channels, -1)  # a copy only for non-contiguous (channels_last) outputs
-    spatial = flat.shape[2]
-    if spatial < SMALL_SPATIAL:
-        values = flat.transpose(1, 2).contiguous()  # (n, spatial, channel)
+    if z.dim() == 4 and not z.is_contiguous() \
+            and z.is_contiguous(memory_format=torch.channels_last):
+        values = z.permute(0, 2, 3, 1).reshape(n, -1, channels)  # (n, spatial, channel) view
+        by_position = True
+    else:
+        values = z.reshape(n, channels, -1)
+        by_position = values.shape[2] < SMALL_SPATIAL
+        values = values.transpose(1, 2).contiguous() if by_position else values.contiguous()
+    spatial = values.shape[1] if by_position else values.shape[2]
+    if by_position:
         sums, reduce = per_channel[:, 0].unsqueeze(1), 1
     else:
-        values = flat
         sums, reduce = per_channel[:, 0].unsqueeze(2), 2
     torch.sum(values, dim=reduce, out=per_channel[:, 0])
     torch.amax(values, dim=reduce, out=per_channel[:, 1])

@@ -145,9 +145,13 @@ def test_layer_statistics_of_a_known_tensor():
     expected = [values.mean(), values.std(), 6.0, -2.0, 2.0, 0.0, 4.5, 1.5]
     np.testing.assert_allclose(stats, expected, rtol=1e-6)
     # channels_last and 2-D (features read as channels x 1x1) give the same numbers
-    z4 = torch.randn(5, 7, 4, 3, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(layer_statistics(z4.to(memory_format=torch.channels_last)),
-                               layer_statistics(z4))
+    for shape in [(5, 7, 4, 3), (5, 7, 8, 9)]:  # small and large spatial extents
+        z4 = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(layer_statistics(z4.to(memory_format=torch.channels_last)),
+                                   layer_statistics(z4))
+        # any other strides too (a transposed view)
+        torch.testing.assert_close(layer_statistics(z4.transpose(2, 3)),
+                                   layer_statistics(z4.transpose(2, 3).contiguous()))
     np.testing.assert_allclose(layer_statistics(z4).numpy(), numpy_statistics(z4.numpy()),
                                rtol=1e-5, atol=1e-6)
     z2 = torch.randn(5, 7, generator=torch.Generator().manual_seed(1))
@@ -339,6 +343,20 @@ def test_forward_sizes_are_the_forwards_probe_model_makes(model, suite, monkeypa
     assert seen[1:] == expected  # the first forward counts the classes
     assert sum(expected) == n_images * len(grid)
     assert max(expected) <= batch_size
+
+
+def test_channels_last_model_gives_the_same_responses(model, suite):
+    import copy
+
+    images, labels = suite
+    images, labels = images[:20], labels[:20]
+    grid = np.linspace(-10.0, 10.0, 5)
+    expected = probe_model(model, images, labels, "rotation", grid)
+    nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    found = probe_model(nhwc, images, labels, "rotation", grid)
+    np.testing.assert_allclose(found[dims.PROB].values, expected[dims.PROB].values, atol=1e-5)
+    np.testing.assert_allclose(found[dims.ACT].values, expected[dims.ACT].values,
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_model_mode_and_hooks_restored(suite):
