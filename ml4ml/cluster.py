@@ -65,6 +65,21 @@ def keep_freed_memory(mmap_threshold: int = 32 * 2**20, trim_threshold: int = 64
                 and mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))
 
 
+def prepare_dask_worker() -> bool:
+    """In a dask worker process, :func:`keep_freed_memory`; elsewhere nothing.
+
+    Returns whether this runs in a dask worker.
+    """
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    keep_freed_memory()
+    return True
+
+
 @contextmanager
 def torch_threads(n: int | None = 1):
     """Run torch with ``n`` intra-op threads, restoring the previous count after.

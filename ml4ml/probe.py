@@ -176,7 +176,11 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
 
 def forward_sizes(n_samples: int, n_params: int, batch_size: int = 256, image_numel: int = 1,
                   dtype=torch.float32) -> list[int]:
-    """The number of inputs of each forward pass ``probe_model`` makes, in order."""
+    """The number of inputs of each forward pass ``probe_model`` makes, in order.
+
+    image_numel : values per image (channel x height x width) and dtype the model's: they
+        matter only for images so large that ``TRANSFORM_BYTES`` limits a batch.
+    """
     per_batch = _images_per_batch(batch_size, n_params, image_numel, dtype)
     sizes = []
     for start in range(0, n_samples, per_batch):
@@ -271,19 +275,16 @@ def _raw_statistics(activations: torch.Tensor, per_channel: torch.Tensor,
     if z.dtype != torch.float32:
         z = z.float()
     n, channels = z.shape[:2]
+    # values: (n, spatial, channel) reduced over dim 1, or (n, channel, spatial) over dim 2
     if z.dim() == 4 and not z.is_contiguous() \
             and z.is_contiguous(memory_format=torch.channels_last):
-        values = z.permute(0, 2, 3, 1).reshape(n, -1, channels)  # (n, spatial, channel) view
-        by_position = True
+        values, reduce = z.permute(0, 2, 3, 1).reshape(n, -1, channels), 1  # a view
     else:
         values = z.reshape(n, channels, -1)
-        by_position = values.shape[2] < SMALL_SPATIAL
-        values = values.transpose(1, 2).contiguous() if by_position else values.contiguous()
-    spatial = values.shape[1] if by_position else values.shape[2]
-    if by_position:
-        sums, reduce = per_channel[:, 0].unsqueeze(1), 1
-    else:
-        sums, reduce = per_channel[:, 0].unsqueeze(2), 2
+        reduce = 1 if values.shape[2] < SMALL_SPATIAL else 2
+        values = values.transpose(1, 2).contiguous() if reduce == 1 else values.contiguous()
+    spatial = values.shape[reduce]
+    sums = per_channel[:, 0].unsqueeze(reduce)
     torch.sum(values, dim=reduce, out=per_channel[:, 0])
     torch.amax(values, dim=reduce, out=per_channel[:, 1])
     torch.amin(values.view(n, -1), dim=1, out=per_sample[:, 0])

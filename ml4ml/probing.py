@@ -129,11 +129,11 @@ def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, device: st
     """
     from tqdm.auto import tqdm
 
-    from .cluster import keep_freed_memory, torch_threads
+    from .cluster import prepare_dask_worker, torch_threads
     from .probe import probe_model
     from .training import load_checkpoint
 
-    keep_freed_memory()
+    prepare_dask_worker()
     model, recipe = load_checkpoint(checkpoint, sha256=sha256 or None)
     suites = {s.name: s for s in pipeline.suites}
     loaded = {}

@@ -144,10 +144,10 @@ def train_pipeline(pipeline, *, client=None, force: bool = False, device: str = 
 
 def train_one(recipe: Recipe, checkpoint_dir, data_root=None, device="cpu") -> dict:
     """Train one model, write its checkpoint; return the outcome row (plain dict)."""
-    from .cluster import keep_freed_memory, torch_threads
+    from .cluster import prepare_dask_worker, torch_threads
     from .training import save_checkpoint, train_model
 
-    keep_freed_memory()
+    prepare_dask_worker()
     with torch_threads(1):
         result = train_model(recipe, data_root=data_root, device=device)
     path = Path(checkpoint_dir) / f"{recipe.mid}.pt"
