@@ -4,34 +4,23 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
 from ml4ml import dims
 from ml4ml.attacks import fgsm
 from ml4ml.errors import InputError
 from ml4ml.probe import forward_sizes, layer_statistics, probe_model, select_layers
 from ml4ml.suites import load_suite
+from ml4ml.testing import torchvision_equivalent
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
-NEAREST = InterpolationMode.NEAREST
 N_IMAGES = 64
 ROTATIONS = np.arange(-15.0, 16.0)  # 31 values
 
 # family -> (grid, torchvision's transform of one (C, H, W) image by one parameter)
-REFERENCE = {
-    "rotation": (ROTATIONS, lambda x, p: TF.rotate(x, p, interpolation=NEAREST, fill=0)),
-    "scaling": (np.linspace(0.7, 1.3, 31),
-                lambda x, p: TF.affine(x, angle=0.0, translate=[0, 0], scale=p, shear=[0, 0],
-                                       interpolation=NEAREST, fill=0)),
-    "translation": (np.linspace(-6.0, 6.0, 25),
-                    lambda x, p: TF.affine(x, angle=0.0, translate=[p, 0], scale=1.0,
-                                           shear=[0, 0], interpolation=NEAREST, fill=0)),
-    "brightness": (np.linspace(0.7, 1.3, 31), lambda x, p: TF.adjust_brightness(x, p)),
-    "contrast": (np.linspace(0.7, 1.3, 31), lambda x, p: TF.adjust_contrast(x, p)),
-    "blur": (np.linspace(-2.0, 2.0, 21),
-             lambda x, p: x.clone() if p == 0 else TF.gaussian_blur(x, [7, 7], [abs(p)] * 2)),
-}
+GRIDS = {"rotation": ROTATIONS, "scaling": np.linspace(0.7, 1.3, 31),
+         "translation": np.linspace(-6.0, 6.0, 25), "brightness": np.linspace(0.7, 1.3, 31),
+         "contrast": np.linspace(0.7, 1.3, 31), "blur": np.linspace(-2.0, 2.0, 21)}
+REFERENCE = {name: (grid, torchvision_equivalent(name)) for name, grid in GRIDS.items()}
 
 
 class TinyCNN(nn.Module):

@@ -293,24 +293,24 @@ def test_corrupt_cifar_file(tmp_path, name, writer, folder, victim, split):
         load_suite(name, split, root=tmp_path)
 
 
-def test_cifar_bad_batch_shape(tmp_path):
-    testing.write_cifar10(tmp_path, n_train=10, n_test=5)
-    path = tmp_path / "cifar-10-batches-py" / "test_batch"
+def _cifar10_with_edited_test_batch(root, edit) -> None:
+    """A tiny CIFAR-10 under ``root`` whose test_batch entry has gone through ``edit``."""
+    testing.write_cifar10(root, n_train=10, n_test=5)
+    path = root / "cifar-10-batches-py" / "test_batch"
     entry = unpickle(path)
-    entry["data"] = entry["data"][:, :1000]
+    edit(entry)
     with open(path, "wb") as f:
         pickle.dump(entry, f, protocol=2)
+
+
+def test_cifar_bad_batch_shape(tmp_path):
+    _cifar10_with_edited_test_batch(tmp_path, lambda e: e.update(data=e["data"][:, :1000]))
     with pytest.raises(InputError, match=r"test_batch: .*'data' must be \(n, 3072\) uint8"):
         load_suite("cifar10", "test", root=tmp_path)
 
 
 def test_cifar_label_out_of_range(tmp_path):
-    testing.write_cifar10(tmp_path, n_train=10, n_test=5)
-    path = tmp_path / "cifar-10-batches-py" / "test_batch"
-    entry = unpickle(path)
-    entry["labels"][0] = 10
-    with open(path, "wb") as f:
-        pickle.dump(entry, f, protocol=2)
+    _cifar10_with_edited_test_batch(tmp_path, lambda e: e["labels"].__setitem__(0, 10))
     with pytest.raises(InputError, match=r"test_batch: suite 'cifar10': labels must lie in 0\.\.9"):
         load_suite("cifar10", "test", root=tmp_path)
 

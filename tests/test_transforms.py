@@ -10,26 +10,17 @@ from torchvision.transforms.v2 import functional as TF
 
 from ml4ml import transforms
 from ml4ml.errors import InputError
+from ml4ml.testing import torchvision_equivalent
 from ml4ml.transforms import Transform, get_transform, register_transform, validate_grid
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 NEAREST = InterpolationMode.NEAREST
 
 # family -> (grid, torchvision's per-image equivalent)
-TORCHVISION = {
-    "rotation": (np.linspace(-45, 45, 31),
-                 lambda x, p: TF.rotate(x, p, interpolation=NEAREST, fill=0)),
-    "scaling": (np.linspace(0.7, 1.3, 31),
-                lambda x, p: TF.affine(x, angle=0, translate=[0, 0], scale=p, shear=[0, 0],
-                                       interpolation=NEAREST, fill=0)),
-    "translation": (np.linspace(-7.5, 7.5, 31),
-                    lambda x, p: TF.affine(x, angle=0, translate=[p, 0], scale=1.0,
-                                           shear=[0, 0], interpolation=NEAREST, fill=0)),
-    "brightness": (np.linspace(0.0, 2.0, 31), lambda x, p: TF.adjust_brightness(x, p)),
-    "contrast": (np.linspace(0.0, 2.0, 31), lambda x, p: TF.adjust_contrast(x, p)),
-    "blur": (np.linspace(-3.0, 3.0, 31),
-             lambda x, p: x.clone() if p == 0 else TF.gaussian_blur(x, [7, 7], [abs(p)] * 2)),
-}
+GRIDS = {"rotation": np.linspace(-45, 45, 31), "scaling": np.linspace(0.7, 1.3, 31),
+         "translation": np.linspace(-7.5, 7.5, 31), "brightness": np.linspace(0.0, 2.0, 31),
+         "contrast": np.linspace(0.0, 2.0, 31), "blur": np.linspace(-3.0, 3.0, 31)}
+TORCHVISION = {name: (grid, torchvision_equivalent(name)) for name, grid in GRIDS.items()}
 
 
 @pytest.fixture
