@@ -5,10 +5,12 @@ transformation for every grid parameter at once on the device, runs the model on
 stacked (aug_param x batch) inputs in chunks of ``batch_size`` and records, through forward
 hooks, the eight statistics of MEASURES.md ("Inputs") of each chosen layer. Full activations
 never leave the device: each hook reduces its layer's output on the device to per-channel
-sums and maxima plus two per-input values (five full-tensor kernels), or, for a layer small
-enough (``HELD_LAYER_BYTES``), copies it into a device buffer reduced once per block of
-``STATS_BLOCK_ROWS`` inputs. The eight statistics are finished once per block, and only
-(rows, 8) statistics per layer and the logits come back to the host.
+sums and maxima plus two per-input values. On the CPU that is one pass of a fused C kernel
+(``ml4ml._statistics``, built at install when a C compiler is there); elsewhere, or without
+it, five full-tensor ATen kernels, or, for a layer small enough (``HELD_LAYER_BYTES``), a
+copy into a device buffer reduced once per block of ``STATS_BLOCK_ROWS`` inputs. The eight
+statistics are finished once per block, and only (rows, 8) statistics per layer and the
+logits come back to the host.
 """
 
 from __future__ import annotations
@@ -23,10 +25,19 @@ import xarray as xr
 
 from . import dims
 from .attacks import fgsm
+from .cluster import keep_freed_memory
 from .errors import InputError
 from .transforms import Transform, get_transform, validate_grid
 
-__all__ = ["probe_model", "layer_statistics", "select_layers", "forward_sizes"]
+try:  # the fused C statistics kernel, built at install when a C compiler is there
+    from . import _statistics
+except ImportError:  # pragma: no cover - depends on the install
+    _statistics = None
+if _statistics is not None and tuple(_statistics.STATS) != dims.STATS:  # pragma: no cover
+    _statistics = None  # a stale build: its statistics are in another order
+
+__all__ = ["probe_model", "layer_statistics", "select_layers", "forward_sizes",
+           "fused_statistics_available"]
 
 # number of layers recorded when ``layers`` is not given: the last this many nn.Conv2d
 DEFAULT_N_LAYERS = 2
@@ -39,8 +50,17 @@ TRANSFORM_BYTES = 64 * 2**20
 # layers with fewer spatial positions than this are reduced over a (n, spatial, channel) copy
 SMALL_SPATIAL = 32
 # a layer whose float32 outputs for a block of rows take at most this many bytes is
-# reduced once per block (its outputs copied there on the device) rather than per forward
+# reduced once per block (its outputs copied there on the device) rather than per forward,
+# when the ATen kernels reduce it (not the fused C kernel)
 HELD_LAYER_BYTES = 8 * 2**20
+# reduce CPU float32 layer outputs with the one-pass C kernel (ml4ml._statistics) when it
+# is built; False: always the ATen kernels
+USE_FUSED_STATISTICS = True
+
+
+def fused_statistics_available() -> bool:
+    """Whether the one-pass C kernel for CPU layer statistics was built at install."""
+    return _statistics is not None
 
 
 def probe_model(model: nn.Module, images, labels, transform: str | Transform, params, *,
@@ -73,6 +93,11 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
     progress : optional callable ``progress(n_done, n_samples)`` or a tqdm-like object
         (``.update(n)``), called after each batch of images.
 
+    On glibc the first call lets this process's malloc keep freed blocks
+    (``cluster.keep_freed_memory``): the probe frees and re-allocates megabyte-sized
+    tensors every batch, and glibc's defaults return them to the OS each time (thousands of
+    page faults per probe, about 5% of its time).
+
     Returns
     -------
     xarray.Dataset with
@@ -88,6 +113,7 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
     if not isinstance(model, nn.Module):
         raise InputError(f"expected a torch.nn.Module, found {type(model).__name__}",
                          field="model")
+    _keep_freed_memory_once()
     transform = get_transform(transform)
     grid = validate_grid(transform, params)
     images_t = _check_images(images)
@@ -125,8 +151,6 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
         act_rows = torch.empty((n_params * n_samples, n_layers, len(dims.STATS)),
                                dtype=torch.float32)
         logits_buf = torch.empty((block_rows, n_classes), dtype=torch.float32, device=device)
-        act_buf = torch.empty((n_layers, block_rows, len(dims.STATS)), dtype=torch.float32,
-                              device=device)
         pin = device.type == "cuda" and images_t.device.type == "cpu"
         images_per_block = images_per_batch * batches_per_block
         for block_start in range(0, n_samples, images_per_block):
@@ -158,20 +182,35 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
                 row += rows
                 _report(progress, stop, n_samples, stop - start)
             with torch.inference_mode():
-                recorder.statistics(row, out=act_buf[:, :row])
+                act_block = recorder.statistics(row)
                 first_row = n_params * block_start
                 logits_rows[first_row:first_row + row] = logits_buf[:row]
-                act_rows[first_row:first_row + row] = act_buf[:, :row].transpose(0, 1)
+                act_rows[first_row:first_row + row] = act_block.transpose(0, 1)
     finally:
         recorder.remove()
         model.train(was_training)
 
-    prob = _by_aug_param(torch.softmax(logits_rows, dim=1), n_params, images_per_batch)
+    prob = _by_aug_param(_softmax_rows(logits_rows), n_params, images_per_batch)
     del logits_rows
     act = _by_aug_param(act_rows, n_params, images_per_batch)
     confidence, prediction = prob.max(dim=2)
     return _as_dataset(prob, prediction, confidence, act, layer_names, grid, transform,
                        ids, labels_t, fgsm_epsilon, normalize)
+
+
+_MALLOC_KEPT: list[bool] = []
+
+
+def _keep_freed_memory_once() -> None:
+    if not _MALLOC_KEPT:
+        _MALLOC_KEPT.append(keep_freed_memory())
+
+
+def _softmax_rows(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over dim 1 of (rows, class) logits, in place (torch.softmax over a short
+    innermost class dimension is several times slower on CPU)."""
+    probs = logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
+    return probs.div_(probs.sum(dim=1, keepdim=True))
 
 
 def forward_sizes(n_samples: int, n_params: int, batch_size: int = 256, image_numel: int = 1,
@@ -250,20 +289,43 @@ def layer_statistics(activations: torch.Tensor) -> torch.Tensor:
     mean_max, mean_std of the per-channel spatial means; max_mean, max_std of the
     per-channel spatial maxima (every std the population one; the std over all values is
     computed from values centred on their channel's mean, plus the spread of those means).
+    A C-contiguous CPU output is reduced by the fused C kernel when it is built
+    (``fused_statistics_available``), anything else by ATen kernels on its device.
     """
-    n, channels = activations.shape[:2]
-    per_channel = torch.empty((n, 2, channels), dtype=torch.float32, device=activations.device)
-    per_sample = torch.empty((n, 2), dtype=torch.float32, device=activations.device)
-    spatial = _raw_statistics(activations, per_channel, per_sample)
+    z = activations if activations.dtype == torch.float32 else activations.float()
+    n, channels = z.shape[:2]
+    if _fused_applies(z):
+        return _fused_statistics(z, torch.empty((n, len(dims.STATS)), dtype=torch.float32))
+    per_channel = torch.empty((2, n, channels), dtype=torch.float32, device=z.device)
+    per_sample = torch.empty((2, n), dtype=torch.float32, device=z.device)
+    spatial = _raw_statistics(z, per_channel, per_sample)
     return _finish_statistics(per_channel, per_sample, spatial)
 
 
-def _raw_statistics(activations: torch.Tensor, per_channel: torch.Tensor,
-                    per_sample: torch.Tensor) -> int:
-    """The full-tensor reductions, written in place; returns the spatial size.
+def _fused_applies(z: torch.Tensor) -> bool:
+    """Whether the C kernel reduces this layer output (CPU, float32, C-contiguous, non-empty)."""
+    return (_statistics is not None and USE_FUSED_STATISTICS and z.device.type == "cpu"
+            and z.dtype == torch.float32 and z.numel() > 0 and z.is_contiguous())
 
-    per_channel (n, 2, channel) <- spatial sum and spatial max of each channel;
-    per_sample (n, 2) <- min over all values and ||values - their channel's mean||_2.
+
+def _fused_statistics(z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """(n, 8) statistics of a layer output the C kernel applies to, into C-contiguous ``out``."""
+    n, channels = z.shape[:2]
+    assert _fused_applies(z) and out.is_contiguous() and out.shape == (n, len(dims.STATS))
+    _statistics.layer_statistics(z.data_ptr(), n, channels, z.numel() // (n * channels),
+                                 out.data_ptr())
+    return out
+
+
+def _raw_statistics(activations: torch.Tensor, per_channel: torch.Tensor,
+                    per_sample: torch.Tensor, scratch: torch.Tensor | None = None) -> int:
+    """The full-tensor ATen reductions, written in place; returns the spatial size.
+
+    per_channel (2, n, channel) <- spatial sum and spatial max of each channel;
+    per_sample (2, n) <- min over all values and ||values - their channel's mean||_2
+    (each output row contiguous, so the reductions write in place).
+    scratch : optional float32 tensor of at least as many values as ``activations``, for the
+        centred values (saves an allocation per call).
     Five kernels (sum, max, min, subtract, norm): right after the layer's own forward each
     kernel launch costs more than its arithmetic, so there are as few as the statistics
     need, and only plain ones (var_mean and aminmax are far slower on CPU). A channels_last
@@ -276,20 +338,32 @@ def _raw_statistics(activations: torch.Tensor, per_channel: torch.Tensor,
         z = z.float()
     n, channels = z.shape[:2]
     # values: (n, spatial, channel) reduced over dim 1, or (n, channel, spatial) over dim 2
+    copied = False
     if z.dim() == 4 and not z.is_contiguous() \
             and z.is_contiguous(memory_format=torch.channels_last):
         values, reduce = z.permute(0, 2, 3, 1).reshape(n, -1, channels), 1  # a view
     else:
         values = z.reshape(n, channels, -1)
         reduce = 1 if values.shape[2] < SMALL_SPATIAL else 2
-        values = values.transpose(1, 2).contiguous() if reduce == 1 else values.contiguous()
+        if reduce == 1:
+            transposed = values.transpose(1, 2)
+            values = transposed.contiguous()
+            copied = values is not transposed  # not a view of the layer's output
+        else:
+            values = values.contiguous()
     spatial = values.shape[reduce]
-    sums = per_channel[:, 0].unsqueeze(reduce)
-    torch.sum(values, dim=reduce, out=per_channel[:, 0])
-    torch.amax(values, dim=reduce, out=per_channel[:, 1])
-    torch.amin(values.view(n, -1), dim=1, out=per_sample[:, 0])
-    centred = torch.sub(values, sums, alpha=1.0 / spatial)
-    torch.linalg.vector_norm(centred.view(n, -1), dim=1, out=per_sample[:, 1])
+    sums = per_channel[0].unsqueeze(reduce)
+    torch.sum(values, dim=reduce, out=per_channel[0])
+    torch.amax(values, dim=reduce, out=per_channel[1])
+    torch.amin(values.view(n, -1), dim=1, out=per_sample[0])
+    if copied:  # our own copy: centred in place
+        centred = values.sub_(sums, alpha=1.0 / spatial)
+    elif scratch is not None and scratch.numel() >= values.numel():
+        centred = torch.sub(values, sums, alpha=1.0 / spatial,
+                            out=scratch.view(-1)[:values.numel()].view(values.shape))
+    else:
+        centred = torch.sub(values, sums, alpha=1.0 / spatial)
+    torch.linalg.vector_norm(centred.view(n, -1), dim=1, out=per_sample[1])
     return spatial
 
 
@@ -297,66 +371,71 @@ def _finish_statistics(per_channel: torch.Tensor, per_sample: torch.Tensor, spat
                        out: torch.Tensor | None = None) -> torch.Tensor:
     """(n, 8) statistics in dims.STATS order from ``_raw_statistics``' outputs."""
     channels = per_channel.shape[2]
-    across_mean = per_channel.mean(dim=-1)                    # (sum mean, max_mean)
-    across_max = per_channel.amax(dim=-1)                     # (sum max, max)
+    across_mean = per_channel.mean(dim=-1)                    # (2, n): sum mean, max mean
+    across_max = per_channel.amax(dim=-1)                     # (2, n): sum max, max
     across_dev = torch.linalg.vector_norm(per_channel - across_mean.unsqueeze(-1), dim=-1)
-    # ||values - mean||^2 = sum over channels of ||values_c - mean_c||^2 (per_sample[:, 1])
-    #                       + spatial x ||channel means - mean||^2 (= across_dev[:, 0]^2 / spatial)
-    centred_norm = torch.hypot(per_sample[:, 1], across_dev[:, 0] / math.sqrt(spatial))
-    # columns: sum_mean, max_mean, sum_max, max, sum_dev, max_dev, min, centred_norm
-    raw = torch.cat([across_mean, across_max, across_dev, per_sample[:, :1],
-                     centred_norm.unsqueeze(1)], dim=1)
-    order, scale = _stat_layout(channels, spatial, raw.device)
-    return torch.mul(raw[:, order], scale, out=out)
+    # ||values - mean||^2 = sum over channels of ||values_c - mean_c||^2 (per_sample[1])
+    #                       + spatial x ||channel means - mean||^2 (= across_dev[0]^2 / spatial)
+    centred_norm = torch.hypot(per_sample[1], across_dev[0] / math.sqrt(spatial))
+    # dims.STATS: mean, std, max, min, mean_max, mean_std, max_mean, max_std (then scaled)
+    raw = torch.stack([across_mean[0], centred_norm, across_max[1], per_sample[0],
+                       across_max[0], across_dev[0], across_mean[1], across_dev[1]], dim=1,
+                      out=out)
+    return raw.mul_(_stat_scale(channels, spatial, raw.device))
 
 
-# column of each statistic (dims.STATS order) in ``raw`` of _finish_statistics
-_RAW_COLUMN = {"mean": 0, "std": 7, "max": 3, "min": 6, "mean_max": 2, "mean_std": 4,
-               "max_mean": 1, "max_std": 5}
-_LAYOUT_CACHE: dict = {}
+_SCALE_CACHE: dict = {}
 
 
-def _stat_layout(channels: int, spatial: int, device):
-    """(column order, scale) turning _finish_statistics' raw columns into dims.STATS."""
+def _stat_scale(channels: int, spatial: int, device) -> torch.Tensor:
+    """(8,) factors turning _finish_statistics' stacked sums and norms into dims.STATS."""
     key = (channels, spatial, str(device))
-    layout = _LAYOUT_CACHE.get(key)
-    if layout is None:
-        scale_of_raw = [1 / spatial, 1.0, 1 / spatial, 1.0, 1 / (spatial * math.sqrt(channels)),
-                        1 / math.sqrt(channels), 1.0, 1 / math.sqrt(channels * spatial)]
-        columns = [_RAW_COLUMN[stat] for stat in dims.STATS]
-        layout = (torch.tensor(columns, device=device),
-                  torch.tensor([scale_of_raw[c] for c in columns], dtype=torch.float32,
-                               device=device))
-        if len(_LAYOUT_CACHE) > 64:
-            _LAYOUT_CACHE.clear()
-        _LAYOUT_CACHE[key] = layout
-    return layout
+    scale = _SCALE_CACHE.get(key)
+    if scale is None:
+        by_stat = {"mean": 1 / spatial, "std": 1 / math.sqrt(channels * spatial), "max": 1.0,
+                   "min": 1.0, "mean_max": 1 / spatial,
+                   "mean_std": 1 / (spatial * math.sqrt(channels)), "max_mean": 1.0,
+                   "max_std": 1 / math.sqrt(channels)}
+        scale = torch.tensor([by_stat[stat] for stat in dims.STATS], dtype=torch.float32,
+                             device=device)
+        if len(_SCALE_CACHE) > 64:
+            _SCALE_CACHE.clear()
+        _SCALE_CACHE[key] = scale
+    return scale
 
 
 class _LayerRecorder:
-    """Forward hooks that reduce each chosen layer's output into per-block raw buffers.
+    """Forward hooks that reduce each chosen layer's output into per-block buffers.
 
     ``start(first, last)`` before each forward names the block rows it fills;
-    ``statistics(n_rows, out)`` turns the block's first ``n_rows`` rows into
-    (layer, n_rows, 8) statistics.
+    ``statistics(n_rows)`` returns the (layer, n_rows, 8) statistics of the block's first
+    ``n_rows`` rows. A layer output the fused C kernel applies to (``_fused_applies``) is
+    reduced to its statistics in the hook; any other to per-channel sums and maxima and two
+    per-row values (``_raw_statistics``), finished once per block.
     """
 
     def __init__(self, named_modules: list[tuple[str, nn.Module]], block_rows: int, device):
+        n_layers = len(named_modules)
         self.names = [name for name, _ in named_modules]
         self.enabled = True
         self.block_rows = block_rows
         self.device = device
         self.first = self.last = 0
-        self.seen = [False] * len(named_modules)
-        self.per_channel: list[torch.Tensor | None] = [None] * len(named_modules)
-        self.spatial = [0] * len(named_modules)
-        self.row_shape: list[tuple] = [()] * len(named_modules)
-        # a layer whose outputs for a whole block fit in HELD_LAYER_BYTES is copied into
-        # ``held`` and reduced once per block: a small layer's reductions cost mostly their
-        # launches, and one copy per forward is one launch instead of five
-        self.held: list[torch.Tensor | None] = [None] * len(named_modules)
-        self.per_sample = torch.empty((len(named_modules), block_rows, 2), dtype=torch.float32,
-                                      device=device)
+        self.seen = [False] * n_layers
+        self.row_shape: list[tuple | None] = [None] * n_layers
+        self.spatial = [0] * n_layers
+        self.fused = [False] * n_layers
+        self.out = torch.empty((n_layers, block_rows, len(dims.STATS)), dtype=torch.float32,
+                               device=device)
+        # ATen layers: raw per-channel and per-row buffers, allocated at the first output
+        self.per_channel: list[torch.Tensor | None] = [None] * n_layers
+        self.per_sample: list[torch.Tensor | None] = [None] * n_layers
+        # an ATen layer whose outputs for a whole block fit in HELD_LAYER_BYTES is copied
+        # into ``held`` and reduced once per block: a small layer's reductions cost mostly
+        # their launches, and one copy per forward is one launch instead of five
+        self.held: list[torch.Tensor | None] = [None] * n_layers
+        # centred values of an ATen layer reduced per forward
+        self.scratch: list[torch.Tensor | None] = [None] * n_layers
         self.handles = [module.register_forward_hook(self._hook(i))
                         for i, (_, module) in enumerate(named_modules)]
 
@@ -380,33 +459,38 @@ class _LayerRecorder:
                     f"with one row per input ({n_rows}); found {found}", field="layers",
                 )
             self.seen[index] = True
-            per_channel = self.per_channel[index]
-            if per_channel is None:
-                per_channel = self._allocate(index, output)
+            if self.row_shape[index] is None:
+                self._allocate(index, output)
             elif tuple(output.shape[1:]) != self.row_shape[index]:
                 raise InputError(f"layer {self.names[index]!r} changed its output shape per "
                                  f"input from {self.row_shape[index]} to "
                                  f"{tuple(output.shape[1:])}", field="layers")
             rows = slice(self.first, self.last)
-            held = self.held[index]
-            if held is not None:  # small layer: reduced once per block, see __init__
-                held[rows].copy_(output)
+            if self.fused[index]:
+                z = output if _fused_applies(output) else output.float().contiguous()
+                _fused_statistics(z, self.out[index, rows])
+            elif self.held[index] is not None:  # small layer: reduced once per block
+                self.held[index][rows].copy_(output)
             else:
-                _raw_statistics(output, per_channel[rows], self.per_sample[index, rows])
+                _raw_statistics(output, self.per_channel[index][:, rows],
+                                self.per_sample[index][:, rows], self.scratch[index])
         return hook
 
-    def _allocate(self, index: int, output: torch.Tensor) -> torch.Tensor:
-        """The layer's per-block buffers, sized from its first output."""
+    def _allocate(self, index: int, output: torch.Tensor) -> None:
+        """The layer's per-block buffers, sized from its first output (the largest)."""
         row_shape = tuple(output.shape[1:])
         self.row_shape[index] = row_shape
         self.spatial[index] = math.prod(row_shape[1:])
+        if _fused_applies(output) and self.device.type == "cpu":
+            self.fused[index] = True
+            return
+        kwargs = {"dtype": torch.float32, "device": self.device}
         if self.block_rows * math.prod(row_shape) * 4 <= HELD_LAYER_BYTES:
-            self.held[index] = torch.empty((self.block_rows,) + row_shape, dtype=torch.float32,
-                                           device=self.device)
-        per_channel = torch.empty((self.block_rows, 2, row_shape[0]), dtype=torch.float32,
-                                  device=self.device)
-        self.per_channel[index] = per_channel
-        return per_channel
+            self.held[index] = torch.empty((self.block_rows,) + row_shape, **kwargs)
+        else:
+            self.scratch[index] = torch.empty(output.numel(), **kwargs)
+        self.per_channel[index] = torch.empty((2, self.block_rows, row_shape[0]), **kwargs)
+        self.per_sample[index] = torch.empty((2, self.block_rows), **kwargs)
 
     def start(self, first: int, last: int) -> None:
         self.first, self.last = first, last
@@ -418,15 +502,17 @@ class _LayerRecorder:
             raise InputError(f"layers {missing} did not run in the model's forward pass",
                              field="layers")
 
-    def statistics(self, n_rows: int, out: torch.Tensor) -> torch.Tensor:
-        """(layer, n_rows, 8) statistics of the block's first ``n_rows`` rows, into ``out``."""
+    def statistics(self, n_rows: int) -> torch.Tensor:
+        """(layer, n_rows, 8) statistics of the block's first ``n_rows`` rows (a view)."""
         for index, per_channel in enumerate(self.per_channel):
+            if per_channel is None:  # fused: done in the hook
+                continue
+            per_channel, per_sample = per_channel[:, :n_rows], self.per_sample[index][:, :n_rows]
             if self.held[index] is not None:
-                _raw_statistics(self.held[index][:n_rows], per_channel[:n_rows],
-                                self.per_sample[index, :n_rows])
-            _finish_statistics(per_channel[:n_rows], self.per_sample[index, :n_rows],
-                               self.spatial[index], out=out[index])
-        return out
+                _raw_statistics(self.held[index][:n_rows], per_channel, per_sample)
+            _finish_statistics(per_channel, per_sample, self.spatial[index],
+                               out=self.out[index, :n_rows])
+        return self.out[:, :n_rows]
 
     def remove(self) -> None:
         for handle in self.handles:

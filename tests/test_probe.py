@@ -23,6 +23,17 @@ GRIDS = {"rotation": ROTATIONS, "scaling": np.linspace(0.7, 1.3, 31),
 REFERENCE = {name: (grid, torchvision_equivalent(name)) for name, grid in GRIDS.items()}
 
 
+@pytest.fixture(params=["fused", "aten"])
+def kernel(request, monkeypatch):
+    """Run a statistics test with the fused C kernel, then with the ATen kernels."""
+    import ml4ml.probe as probe_module
+
+    if request.param == "fused":
+        assert probe_module.fused_statistics_available(), "ml4ml._statistics was not built"
+    monkeypatch.setattr(probe_module, "USE_FUSED_STATISTICS", request.param == "fused")
+    return request.param
+
+
 class TinyCNN(nn.Module):
     """Three convs (the first with batch norm), 2x2 average pooling, a linear head."""
 
@@ -115,7 +126,7 @@ def test_probabilities_match_per_image_torchvision_loop(model, suite, name):
     assert not np.allclose(expected[0], expected[len(grid) // 2])  # the transform matters
 
 
-def test_statistics_match_full_activations(model, suite):
+def test_statistics_match_full_activations(model, suite, kernel):
     images, labels = suite
     grid, transform_one = REFERENCE["rotation"]
     ds = probe_model(model, images, labels, "rotation", grid, batch_size=100)
@@ -127,7 +138,7 @@ def test_statistics_match_full_activations(model, suite):
                                    rtol=1e-4, atol=1e-5)
 
 
-def test_layer_statistics_of_a_known_tensor():
+def test_layer_statistics_of_a_known_tensor(kernel):
     z = torch.tensor([[[[1.0, 3.0]], [[-2.0, 6.0]]]])  # (1, 2, 1, 2): mu = (2, 2), M = (3, 6)
     stats = layer_statistics(z)[0].double().numpy()
     values = np.array([1.0, 3.0, -2.0, 6.0])
@@ -150,7 +161,7 @@ def test_layer_statistics_of_a_known_tensor():
 
 
 @pytest.mark.parametrize("offset", [0.0, 3.0, 1000.0])
-def test_std_over_all_values_is_exact_for_any_mean(offset):
+def test_std_over_all_values_is_exact_for_any_mean(offset, kernel):
     # with mean^2 / variance = 4e6 (offset 1000) a sum of squares would lose every digit
     g = torch.Generator().manual_seed(1)
     z = offset + 0.5 * torch.randn(64, 16, 8, 8, generator=g)
@@ -166,7 +177,7 @@ def test_std_over_all_values_is_exact_for_any_mean(offset):
     np.testing.assert_allclose(stats, expected, rtol=2e-6, atol=1e-5 * (1 + offset))
 
 
-def test_statistics_of_a_row_do_not_depend_on_the_other_rows():
+def test_statistics_of_a_row_do_not_depend_on_the_other_rows(kernel):
     # a batch mixing small and large means (and a small spatial extent, reduced from a
     # transposed copy) gives each row the numbers it has alone
     g = torch.Generator().manual_seed(2)
@@ -287,7 +298,7 @@ def test_batch_size_does_not_change_results_and_progress_is_reported(model, suit
     assert bar.total == 10
 
 
-def test_statistics_blocks_do_not_change_results(model, suite, monkeypatch):
+def test_statistics_blocks_do_not_change_results(model, suite, monkeypatch, kernel):
     import ml4ml.probe as probe_module
 
     images, labels = suite
@@ -304,7 +315,8 @@ def test_statistics_blocks_do_not_change_results(model, suite, monkeypatch):
                                    rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(blocks[dims.PROB].values, one_block[dims.PROB].values,
                                    atol=1e-7)
-    # layers reduced after every forward, or all held on the device and reduced once a block
+    # (ATen kernels) layers reduced after every forward, or all held on the device and
+    # reduced once a block
     for held_bytes in (0, 2**40):
         monkeypatch.setattr(probe_module, "HELD_LAYER_BYTES", held_bytes)
         other = probe_model(model, images, labels, "rotation", grid, batch_size=20)
