@@ -270,28 +270,43 @@ def write_probe(path, suite: str, transform: str, mid: str, probe: xr.Dataset) -
     """Write one model's probe results into its region, then set its ``done`` flag.
 
     probe : one model's probe dataset (no ``mid`` dim), same grid and samples as the group.
+    Checked against the group (``check_compatible`` and every variable's shape) before
+    anything is written; the region is written array by array straight through zarr (the
+    group's layout is the template's), the ``done`` chunk last.
     """
     group = probe_group(suite, transform)
-    existing = open_group(path, group)
+    if not group_exists(path, group):
+        raise StoreError(f"the store has no group '{group}'", file=path)
+    with _quiet():
+        zgroup = zarr.open_group(_store_path(path), path=group, mode="r+")
+    arrays = dict(zgroup.arrays())
+    existing = xr.Dataset(coords={name: (arrays[name].metadata.dimension_names, arrays[name][:])
+                                  for name in (dims.MID, dims.AUG_PARAM, dims.SAMPLE, dims.LABEL)
+                                  if name in arrays})
     (i,) = _mid_index(existing, [mid], path, group)
     check_compatible(existing, probe, path, group)
     precision = store_precision(path)
     body = {}
     for name, var in probe.data_vars.items():
-        if name == dims.DONE or name not in existing.data_vars:
+        if name == dims.DONE or name not in arrays:
             continue
+        target = arrays[name]
+        found = dict(zip(var.dims, var.shape))
+        expected = dict(zip(target.metadata.dimension_names[1:], target.shape[1:]))
+        if found != expected:
+            differs = [d for d in expected if found.get(d) != expected[d]] or sorted(found)
+            raise StoreError(
+                f"dimension '{differs[0]}' has size {found.get(differs[0])}, the group has "
+                f"{expected.get(differs[0])}", file=path, field=f"{group}/{name}")
         data = var.values
         if data.dtype.kind == "f":
             data = data.astype(precision)
         elif data.dtype.kind in "US" or data.dtype == object or data.dtype.kind == "T":
             data = data.astype(object)
-        body[name] = (var.dims and (dims.MID,) + var.dims, data[None])
-    region = {dims.MID: slice(int(i), int(i) + 1)}
-    with _quiet():
-        xr.Dataset(body).to_zarr(_store_path(path), group=group, region=region,
-                                 consolidated=False)
-        xr.Dataset({dims.DONE: ((dims.MID,), np.array([True]))}).to_zarr(
-            _store_path(path), group=group, region=region, consolidated=False)
+        body[name] = data
+    for name, data in body.items():  # every check passed: write
+        arrays[name][i] = data
+    arrays[dims.DONE][i] = True
 
 
 def open_probes(path, suite: str, transform: str) -> xr.Dataset:

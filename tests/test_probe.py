@@ -11,6 +11,7 @@ from ml4ml.errors import InputError
 from ml4ml.probe import forward_sizes, layer_statistics, probe_model, select_layers
 from ml4ml.suites import load_suite
 from ml4ml.testing import torchvision_equivalent
+from conftest import require_fused_statistics
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 N_IMAGES = 64
@@ -29,7 +30,7 @@ def kernel(request, monkeypatch):
     import ml4ml.probe as probe_module
 
     if request.param == "fused":
-        assert probe_module.fused_statistics_available(), "ml4ml._statistics was not built"
+        require_fused_statistics()
     monkeypatch.setattr(probe_module, "USE_FUSED_STATISTICS", request.param == "fused")
     return request.param
 

@@ -9,8 +9,14 @@ import ml4ml.probe as probe_module
 from ml4ml import dims
 from ml4ml.probe import fused_statistics_available, layer_statistics, probe_model
 from ml4ml.suites import load_suite
+from conftest import require_fused_statistics
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def fused_kernel_built():
+    require_fused_statistics()
 
 
 def statistics_with(kernel: str, activations: torch.Tensor, monkeypatch) -> torch.Tensor:
