@@ -79,6 +79,11 @@ def test_incompatible_probe_is_refused_and_store_unchanged(path):
         store.write_probe(path, "digits", "rotation", "m1", one_probe(P=7))
     with pytest.raises(StoreError, match="is not in"):
         store.write_probe(path, "digits", "rotation", "nope", one_probe())
+    # one more layer: refused before any array of the region is written
+    with pytest.raises(StoreError, match="dimension 'layer' has size 3, the group has 2"):
+        store.write_probe(path, "digits", "rotation", "m1", one_probe(layers=3))
+    with pytest.raises(StoreError, match="no group 'probes/digits/scaling'"):
+        store.write_probe(path, "digits", "scaling", "m1", one_probe())
     xr.testing.assert_identical(before, store.open_probes(path, "digits", "rotation").load())
 
 
