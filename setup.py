@@ -11,7 +11,8 @@ setup(
         Extension(
             "ml4ml._statistics",
             sources=["ml4ml/_statistics.c"],
-            extra_compile_args=["-O3", "-Wno-psabi"],
+            extra_compile_args=["-O3", "-Wno-psabi", "-fopenmp"],
+            extra_link_args=["-fopenmp"],
             optional=True,
         )
     ],

@@ -24,6 +24,9 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define N_STATS 8
 static const char *STAT_NAMES[N_STATS] = {"mean", "std", "max", "min",
@@ -236,46 +239,86 @@ CLONES static void statistics_transposed(const float *x, long n, long channels, 
     }
 }
 
+/* rows below this many values in all are reduced on the calling thread alone */
+#define PARALLEL_VALUES (1L << 15)
+
+typedef struct {
+    const float *x;
+    float *out, *buffer;
+    long n, channels, spatial, scratch;
+    int kind;  /* 0 by channel, 1 packed, 2 transposed */
+} job_t;
+
+/* rows [first, last) of the job, with this thread's scratch */
+static void run_rows(const job_t *job, long first, long last, float *buffer)
+{
+    const long row = job->channels * job->spatial;
+    const float *x = job->x + first * row;
+    float *out = job->out + first * N_STATS, *sums = buffer, *maxes = buffer + job->channels;
+    if (job->kind == 1)
+        statistics_packed(x, last - first, job->channels, job->spatial, sums, maxes, out);
+    else if (job->kind == 2)
+        statistics_transposed(x, last - first, job->channels, job->spatial,
+                              buffer + 2 * job->channels, sums, maxes, out);
+    else
+        statistics_by_channel(x, last - first, job->channels, job->spatial, sums, maxes, out);
+}
+
 static PyObject *layer_statistics(PyObject *self, PyObject *args)
 {
     unsigned long long x, out;
     long long n, channels, spatial;
-    if (!PyArg_ParseTuple(args, "KLLLK", &x, &n, &channels, &spatial, &out))
+    int n_threads = 1;
+    if (!PyArg_ParseTuple(args, "KLLLK|i", &x, &n, &channels, &spatial, &out, &n_threads))
         return NULL;
     if (n < 0 || channels < 1 || spatial < 1) {
         PyErr_SetString(PyExc_ValueError,
                         "layer_statistics: expected n >= 0, channels >= 1 and spatial >= 1");
         return NULL;
     }
+    job_t job = {(const float *)(uintptr_t)x, (float *)(uintptr_t)out, NULL, (long)n,
+                 (long)channels, (long)spatial, 0, 0};
     const int packed = (spatial == 1 || spatial == 2 || spatial == 4 || spatial == 8)
                        && (channels * spatial) % LANES == 0;
-    const int transposed = !packed && spatial < LANES && channels >= LANES;
-    /* per-row channel sums and maxima, then the transposed row */
-    size_t scratch = 2 * (size_t)channels + (transposed ? (size_t)(channels * spatial) : 0);
-    float *buffer = PyMem_RawMalloc(scratch * sizeof(float));
-    if (buffer == NULL)
+    job.kind = packed ? 1 : (spatial < LANES && channels >= LANES) ? 2 : 0;
+    /* per thread: a row's channel sums and maxima, then its transposed values */
+    job.scratch = 2 * job.channels + (job.kind == 2 ? job.channels * job.spatial : 0);
+#ifdef _OPENMP
+    if (n_threads > n)
+        n_threads = (int)n;
+    if (n * channels * spatial < PARALLEL_VALUES || n_threads < 1)
+        n_threads = 1;
+#else
+    n_threads = 1;
+#endif
+    job.buffer = PyMem_RawMalloc((size_t)(job.scratch * n_threads) * sizeof(float));
+    if (job.buffer == NULL)
         return PyErr_NoMemory();
-    const float *values = (const float *)(uintptr_t)x;
-    float *stats = (float *)(uintptr_t)out, *sums = buffer, *maxes = buffer + channels;
     Py_BEGIN_ALLOW_THREADS
-    if (packed)
-        statistics_packed(values, (long)n, (long)channels, (long)spatial, sums, maxes, stats);
-    else if (transposed)
-        statistics_transposed(values, (long)n, (long)channels, (long)spatial,
-                              buffer + 2 * channels, sums, maxes, stats);
-    else
-        statistics_by_channel(values, (long)n, (long)channels, (long)spatial, sums, maxes,
-                              stats);
+    if (n_threads == 1) {
+        run_rows(&job, 0, job.n, job.buffer);
+    } else {
+#ifdef _OPENMP
+        /* the OpenMP runtime torch loaded (same soname), so its waiting workers take part */
+#pragma omp parallel num_threads(n_threads)
+        {
+            const long t = omp_get_thread_num(), teams = omp_get_num_threads();
+            run_rows(&job, job.n * t / teams, job.n * (t + 1) / teams,
+                     job.buffer + t * job.scratch);
+        }
+#endif
+    }
     Py_END_ALLOW_THREADS
-    PyMem_RawFree(buffer);
+    PyMem_RawFree(job.buffer);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"layer_statistics", layer_statistics, METH_VARARGS,
-     "layer_statistics(x, n, channels, spatial, out): the eight statistics (STATS order) of "
-     "each row of a C-contiguous float32 (n, channels, spatial) buffer, written into the "
-     "C-contiguous float32 (n, 8) buffer ``out`` (data pointers as integers)."},
+     "layer_statistics(x, n, channels, spatial, out, n_threads=1): the eight statistics "
+     "(STATS order) of each row of a C-contiguous float32 (n, channels, spatial) buffer, "
+     "written into the C-contiguous float32 (n, 8) buffer ``out`` (data pointers as "
+     "integers), on up to n_threads OpenMP threads."},
     {NULL, NULL, 0, NULL},
 };
 

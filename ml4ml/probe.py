@@ -313,7 +313,7 @@ def _fused_statistics(z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     n, channels = z.shape[:2]
     assert _fused_applies(z) and out.is_contiguous() and out.shape == (n, len(dims.STATS))
     _statistics.layer_statistics(z.data_ptr(), n, channels, z.numel() // (n * channels),
-                                 out.data_ptr())
+                                 out.data_ptr(), torch.get_num_threads())
     return out
 
 
@@ -427,6 +427,10 @@ class _LayerRecorder:
         self.fused = [False] * n_layers
         self.out = torch.empty((n_layers, block_rows, len(dims.STATS)), dtype=torch.float32,
                                device=device)
+        # fused layers: the C kernel writes row r of layer i at out_address[i] + r * row_bytes
+        self.out_address = [self.out[i].data_ptr() for i in range(n_layers)]
+        self.row_bytes = len(dims.STATS) * self.out.element_size()
+        self.n_threads = torch.get_num_threads()
         # ATen layers: raw per-channel and per-row buffers, allocated at the first output
         self.per_channel: list[torch.Tensor | None] = [None] * n_layers
         self.per_sample: list[torch.Tensor | None] = [None] * n_layers
@@ -466,9 +470,11 @@ class _LayerRecorder:
                                  f"input from {self.row_shape[index]} to "
                                  f"{tuple(output.shape[1:])}", field="layers")
             rows = slice(self.first, self.last)
-            if self.fused[index]:
+            if self.fused[index]:  # the C kernel, straight into this layer's rows of ``out``
                 z = output if _fused_applies(output) else output.float().contiguous()
-                _fused_statistics(z, self.out[index, rows])
+                _statistics.layer_statistics(
+                    z.data_ptr(), n_rows, z.shape[1], self.spatial[index],
+                    self.out_address[index] + self.first * self.row_bytes, self.n_threads)
             elif self.held[index] is not None:  # small layer: reduced once per block
                 self.held[index][rows].copy_(output)
             else:

@@ -121,21 +121,39 @@ def test_probe_with_the_fused_kernel_equals_the_aten_probe(monkeypatch):
     suite = load_suite("digits", n_samples=40)
     grid = np.linspace(-20.0, 20.0, 9)
     runs, fused_calls = {}, []
-    fused_statistics = probe_module._fused_statistics
+    real_kernel = probe_module._statistics.layer_statistics
 
-    def counted(z, out):  # a spy: counts, then runs the kernel
-        fused_calls.append(tuple(z.shape))
-        return fused_statistics(z, out)
+    def counted(x, n, channels, spatial, *args):  # a spy: counts, then runs the kernel
+        fused_calls.append((n, channels, spatial))
+        return real_kernel(x, n, channels, spatial, *args)
 
-    monkeypatch.setattr(probe_module, "_fused_statistics", counted)
+    monkeypatch.setattr(probe_module._statistics, "layer_statistics", counted)
     for kernel in ("fused", "aten"):
         monkeypatch.setattr(probe_module, "USE_FUSED_STATISTICS", kernel == "fused")
         runs[kernel] = probe_model(model, suite.images, suite.labels, "rotation", grid,
                                    layers=["conv1", "conv2", "conv3"], batch_size=64)
     # 9 x 40 rows in forwards of 64 (6 forwards), three layers each, all by the C kernel
-    assert len(fused_calls) == 3 * 6 and fused_calls[1] == (64, 16, 8, 8)
+    assert len(fused_calls) == 3 * 6 and fused_calls[1] == (64, 16, 64)
     act = {k: ds[dims.ACT].values for k, ds in runs.items()}
     assert act["fused"].shape == (9, 40, 3, 8)
     np.testing.assert_allclose(act["fused"], act["aten"], rtol=2e-6, atol=3e-6)
     np.testing.assert_array_equal(runs["fused"][dims.PROB].values, runs["aten"][dims.PROB].values)
     assert float(np.abs(act["fused"]).max()) > 0.1  # real activations, not zeros
+
+
+@pytest.mark.parametrize("shape", [(300, 16, 8, 8), (900, 32, 2, 2), (200, 24, 3, 3)], ids=str)
+def test_rows_split_over_threads_give_identical_numbers(shape):
+    from ml4ml import _statistics
+
+    z = torch.randn(shape, generator=torch.Generator().manual_seed(5))
+    n, channels = shape[:2]
+    spatial = z[0, 0].numel()
+    runs = []
+    for n_threads in (1, 2, 3, 64):  # more threads than rows of some: capped
+        out = torch.full((n, 8), float("nan"))
+        _statistics.layer_statistics(z.data_ptr(), n, channels, spatial, out.data_ptr(),
+                                     n_threads)
+        runs.append(out)
+    for out in runs[1:]:
+        assert torch.equal(out, runs[0])  # rows are independent: bitwise the same
+    assert bool(torch.isfinite(runs[0]).all())
