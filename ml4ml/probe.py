@@ -29,7 +29,8 @@ from .cluster import keep_freed_memory
 from .errors import InputError
 from .transforms import Transform, get_transform, validate_grid
 
-try:  # the fused C statistics kernel, built at install when a C compiler is there
+try:  # the fused C statistics kernel, built at install when a C compiler is there; imported
+    # after torch, so the OpenMP runtime it needs (libgomp.so.1) resolves to torch's own
     from . import _statistics
 except ImportError:  # pragma: no cover - depends on the install
     _statistics = None
