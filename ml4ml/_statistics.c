@@ -59,6 +59,10 @@ typedef int vi __attribute__((vector_size(64)));
     STEP3(s, mx, mn, M2); STEP3(s, mx, mn, M1); } while (0)
 #define FOLD(q) do { (q) += __builtin_shuffle((q), M8); (q) += __builtin_shuffle((q), M4); \
     (q) += __builtin_shuffle((q), M2); (q) += __builtin_shuffle((q), M1); } while (0)
+#define FOLD_MIN(mn) do { (mn) = VMIN((mn), __builtin_shuffle((mn), M8)); \
+    (mn) = VMIN((mn), __builtin_shuffle((mn), M4)); \
+    (mn) = VMIN((mn), __builtin_shuffle((mn), M2)); \
+    (mn) = VMIN((mn), __builtin_shuffle((mn), M1)); } while (0)
 
 static int has_nan(const float *values, long count)
 {
@@ -175,8 +179,8 @@ CLONES static void statistics_packed(const float *x, long n, long channels, long
                 maxes[j * per_vector + g] = mx[g * spatial];
             }
         }
-        vf unused = row_min;
-        FOLD3(q, unused, row_min);
+        FOLD(q);
+        FOLD_MIN(row_min);
         int nan_row = isnan(q[0]) && has_nan(xi, channels * spatial);
         finish_row(sums, maxes, channels, spatial, row_min[0], q[0], nan_row,
                    out + i * N_STATS);
@@ -213,8 +217,8 @@ CLONES static void statistics_transposed(const float *x, long n, long channels, 
             memcpy(sums + c, &s, sizeof s);
             memcpy(maxes + c, &mx, sizeof mx);
         }
-        vf unused = row_min;
-        FOLD3(q, unused, row_min);
+        FOLD(q);
+        FOLD_MIN(row_min);
         float bottom = row_min[0];
         double squares = q[0];
         for (; c < channels; c++) {  /* the last channels, one at a time */

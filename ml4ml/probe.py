@@ -4,13 +4,13 @@
 transformation for every grid parameter at once on the device, runs the model on the
 stacked (aug_param x batch) inputs in chunks of ``batch_size`` and records, through forward
 hooks, the eight statistics of MEASURES.md ("Inputs") of each chosen layer. Full activations
-never leave the device: each hook reduces its layer's output on the device to per-channel
-sums and maxima plus two per-input values. On the CPU that is one pass of a fused C kernel
-(``ml4ml._statistics``, built at install when a C compiler is there); elsewhere, or without
-it, five full-tensor ATen kernels, or, for a layer small enough (``HELD_LAYER_BYTES``), a
-copy into a device buffer reduced once per block of ``STATS_BLOCK_ROWS`` inputs. The eight
-statistics are finished once per block, and only (rows, 8) statistics per layer and the
-logits come back to the host.
+never leave the device. On the CPU each hook hands its layer's output to a fused C kernel
+(``ml4ml._statistics``, built at install when a C compiler is there) that writes the eight
+statistics of every input in one pass. Elsewhere, or without it, the hook reduces the
+output with five ATen kernels to per-channel sums and maxima plus two per-input values (or,
+for a layer small enough, ``HELD_LAYER_BYTES``, copies it into a device buffer reduced
+later), and the eight statistics are finished once per block of ``STATS_BLOCK_ROWS``
+inputs. Only (rows, 8) statistics per layer and the logits come back to the host.
 """
 
 from __future__ import annotations
