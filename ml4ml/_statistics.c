@@ -1,6 +1,6 @@
 /* ml4ml._statistics: the probe's eight layer statistics in one pass over a layer's output.
  *
- * layer_statistics(x, n, channels, spatial, out), pointers given as integers
+ * layer_statistics(x, n, channels, spatial, out, n_threads=1), pointers given as integers
  * (torch.Tensor.data_ptr()) to C-contiguous float32 buffers:
  *   x    (n, channels, spatial)  a layer's output
  *   out  (n, 8)                  <- the statistics of each row in STATS order
@@ -16,8 +16,10 @@
  * Sixteen-lane float vectors (GCC/Clang vector extensions) with the order of every sum
  * fixed by the source, so results are the same on every instruction set; on x86-64 Linux
  * with GCC the kernels are compiled for AVX-512, AVX2 and the baseline and picked at load
- * time. The caller checks shapes, dtype and contiguity. Runs on the calling thread with
- * the GIL released.
+ * time. The caller checks shapes, dtype and contiguity. Runs with the GIL released, on the
+ * calling thread or, for outputs of PARALLEL_VALUES values or more, split by rows over
+ * n_threads OpenMP threads: linked as libgomp.so.1 and imported after torch, the runtime is
+ * torch's own, whose idle workers would otherwise spin against a single-threaded kernel.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
