@@ -137,7 +137,9 @@ def test_probe_with_the_fused_kernel_equals_the_aten_probe(monkeypatch):
     act = {k: ds[dims.ACT].values for k, ds in runs.items()}
     assert act["fused"].shape == (9, 40, 3, 8)
     np.testing.assert_allclose(act["fused"], act["aten"], rtol=2e-6, atol=3e-6)
-    np.testing.assert_array_equal(runs["fused"][dims.PROB].values, runs["aten"][dims.PROB].values)
+    # the same model outputs (to float rounding: oneDNN may pick another path per buffer)
+    np.testing.assert_allclose(runs["fused"][dims.PROB].values, runs["aten"][dims.PROB].values,
+                               rtol=0, atol=1e-6)
     assert float(np.abs(act["fused"]).max()) > 0.1  # real activations, not zeros
 
 
