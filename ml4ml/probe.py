@@ -15,6 +15,7 @@ inputs. Only (rows, 8) statistics per layer and the logits come back to the host
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -199,12 +200,9 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
                        ids, labels_t, fgsm_epsilon, normalize)
 
 
-_MALLOC_KEPT: list[bool] = []
-
-
-def _keep_freed_memory_once() -> None:
-    if not _MALLOC_KEPT:
-        _MALLOC_KEPT.append(keep_freed_memory())
+@functools.cache
+def _keep_freed_memory_once() -> bool:
+    return keep_freed_memory()
 
 
 def _softmax_rows(logits: torch.Tensor) -> torch.Tensor:
@@ -385,24 +383,15 @@ def _finish_statistics(per_channel: torch.Tensor, per_sample: torch.Tensor, spat
     return raw.mul_(_stat_scale(channels, spatial, raw.device))
 
 
-_SCALE_CACHE: dict = {}
-
-
-def _stat_scale(channels: int, spatial: int, device) -> torch.Tensor:
+@functools.lru_cache(maxsize=64)
+def _stat_scale(channels: int, spatial: int, device: torch.device) -> torch.Tensor:
     """(8,) factors turning _finish_statistics' stacked sums and norms into dims.STATS."""
-    key = (channels, spatial, str(device))
-    scale = _SCALE_CACHE.get(key)
-    if scale is None:
-        by_stat = {"mean": 1 / spatial, "std": 1 / math.sqrt(channels * spatial), "max": 1.0,
-                   "min": 1.0, "mean_max": 1 / spatial,
-                   "mean_std": 1 / (spatial * math.sqrt(channels)), "max_mean": 1.0,
-                   "max_std": 1 / math.sqrt(channels)}
-        scale = torch.tensor([by_stat[stat] for stat in dims.STATS], dtype=torch.float32,
-                             device=device)
-        if len(_SCALE_CACHE) > 64:
-            _SCALE_CACHE.clear()
-        _SCALE_CACHE[key] = scale
-    return scale
+    by_stat = {"mean": 1 / spatial, "std": 1 / math.sqrt(channels * spatial), "max": 1.0,
+               "min": 1.0, "mean_max": 1 / spatial,
+               "mean_std": 1 / (spatial * math.sqrt(channels)), "max_mean": 1.0,
+               "max_std": 1 / math.sqrt(channels)}
+    return torch.tensor([by_stat[stat] for stat in dims.STATS], dtype=torch.float32,
+                        device=device)
 
 
 class _LayerRecorder:

@@ -291,13 +291,9 @@ def write_probe(path, suite: str, transform: str, mid: str, probe: xr.Dataset) -
         if name == dims.DONE or name not in arrays:
             continue
         target = arrays[name]
-        found = dict(zip(var.dims, var.shape))
-        expected = dict(zip(target.metadata.dimension_names[1:], target.shape[1:]))
-        if found != expected:
-            differs = [d for d in expected if found.get(d) != expected[d]] or sorted(found)
-            raise StoreError(
-                f"dimension '{differs[0]}' has size {found.get(differs[0])}, the group has "
-                f"{expected.get(differs[0])}", file=path, field=f"{group}/{name}")
+        _check_sizes(dict(zip(var.dims, var.shape)),
+                     dict(zip(target.metadata.dimension_names[1:], target.shape[1:])),
+                     path, f"{group}/{name}")
         data = var.values
         if data.dtype.kind == "f":
             data = data.astype(precision)
@@ -451,10 +447,18 @@ def check_compatible(existing: xr.Dataset, probe: xr.Dataset, path, group) -> No
                     hint="probe every model of a group on the same grid and samples",
                 )
     for dim in (dims.LAYER, dims.STAT, dims.CLASS):
-        if dim in probe.dims and dim in existing.dims and probe.sizes[dim] != existing.sizes[dim]:
-            raise StoreError(
-                f"dimension '{dim}' has size {probe.sizes[dim]}, the group has "
-                f"{existing.sizes[dim]}", file=path, field=f"{group}/{dim}")
+        if dim in probe.dims and dim in existing.dims:
+            _check_sizes({dim: probe.sizes[dim]}, {dim: existing.sizes[dim]}, path,
+                         f"{group}/{dim}")
+
+
+def _check_sizes(found: dict, expected: dict, path, field: str) -> None:
+    """StoreError naming the first dimension whose size (``{dim: size}``) differs."""
+    if found == expected:
+        return
+    dim = next((d for d in expected if found.get(d) != expected[d]), None) or sorted(found)[0]
+    raise StoreError(f"dimension '{dim}' has size {found.get(dim)}, the group has "
+                     f"{expected.get(dim)}", file=path, field=field)
 
 
 def _brief(a: np.ndarray) -> str:
