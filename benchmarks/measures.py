@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from ml4ml import dims  # noqa: E402
-from ml4ml.matrices import variance_matrices  # noqa: E402
-from ml4ml.measures import measure_database  # noqa: E402
+from ml4ml.measure.matrices import variance_matrices  # noqa: E402
+from ml4ml.measure.measures import measure_database  # noqa: E402
 
 N_SAMPLES = 10_000
 N_PARAMS = 31

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ml4ml.probe import forward_sizes, probe_model
-from ml4ml.transforms import get_transform, validate_grid
+from ml4ml.probe.responses import forward_sizes, probe_model
+from ml4ml.probe.transforms import get_transform, validate_grid
 
 
 class LocalCNN5(nn.Module):
@@ -66,7 +66,7 @@ class LocalVGG13BN(nn.Module):
 def build(name: str) -> tuple[nn.Module, tuple[int, int, int]]:
     """(model, (channel, height, width)) for ``cnn5`` (digits) or ``vgg13bn`` (CIFAR shape)."""
     try:
-        from ml4ml.architectures import build_model
+        from ml4ml.zoo.architectures import build_model
     except ImportError:
         build_model = None
     if name == "cnn5":
@@ -83,7 +83,7 @@ def build(name: str) -> tuple[nn.Module, tuple[int, int, int]]:
 def test_images(shape, n_images: int):
     """Digits (28x28x1) from the embedded suite, else seeded uniform random images."""
     if shape == (1, 28, 28):
-        from ml4ml.suites import load_suite
+        from ml4ml.data.suites import load_suite
 
         suite = load_suite("digits", n_samples=min(n_images, 599))
         images, labels = suite.images, suite.labels

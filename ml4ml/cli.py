@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .errors import ML4MLError
+from ml4ml import __version__
+from ml4ml.errors import ML4MLError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -67,7 +67,7 @@ def validate(pipeline):
 
     PIPELINE is a spec file, e.g. pipelines/demo-digits.toml.
     """
-    from .config import load_pipeline
+    from ml4ml.config import load_pipeline
 
     p = load_pipeline(pipeline)
     n_hold = sum(r.holdout for r in p.recipes)
@@ -89,9 +89,9 @@ def train(pipeline, workers, scheduler, device, force, quiet):
 
     PIPELINE is a spec file, e.g. pipelines/demo-digits.toml; checkpoints go beside the store.
     """
-    from .cluster import dask_client
-    from .config import load_pipeline
-    from .zoo import train_pipeline
+    from ml4ml.cluster import dask_client
+    from ml4ml.config import load_pipeline
+    from ml4ml.zoo.stage import train_pipeline
 
     p = load_pipeline(pipeline)
     with dask_client(workers, scheduler) as client:
@@ -112,9 +112,9 @@ def probe(pipeline, workers, scheduler, device, force, quiet):
 
     Every trained model of PIPELINE x its suites x its transforms; done models are skipped.
     """
-    from .cluster import dask_client
-    from .config import load_pipeline
-    from .probing import probe_pipeline
+    from ml4ml.cluster import dask_client
+    from ml4ml.config import load_pipeline
+    from ml4ml.probe.stage import probe_pipeline
 
     p = load_pipeline(pipeline)
     with dask_client(workers, scheduler) as client:
@@ -143,8 +143,8 @@ def measure(store_path, suite, transform, measures, plugins, force, workers, sch
 
     STORE is a path or fsspec URL, e.g. stores/demo-digits.zarr.
     """
-    from .cluster import dask_client
-    from .measuring import measure_store
+    from ml4ml.cluster import dask_client
+    from ml4ml.measure.stage import measure_store
 
     for plugin in plugins:
         _import_plugin(plugin)
@@ -172,7 +172,7 @@ def features(store_path, transform, suite, feature_set, split, output):
 
     Columns: mid, then the feature set's features in order (paper80: MEASURES.md).
     """
-    from .measuring import store_features
+    from ml4ml.measure.stage import store_features
 
     table = store_features(store_path, transform, suite=suite, set=feature_set, split=split)
     table.to_csv(output, index=False)
@@ -196,7 +196,7 @@ def import_legacy(store_path, mid, results, act, transform, suite, force):
 
     STORE is created if needed (float64); bad files leave it untouched.
     """
-    from .importing import import_legacy as run_import
+    from ml4ml.store.importing import import_legacy as run_import
 
     probe_ds = run_import(store_path, mid, results, act, transform=transform, suite=suite,
                           force=force)
@@ -216,11 +216,11 @@ def run(pipeline, workers, scheduler, device, quiet):
 
     PIPELINE is a spec file, e.g. pipelines/demo-digits.toml.
     """
-    from .cluster import dask_client
-    from .config import load_pipeline
-    from .measuring import measure_store, store_features
-    from .probing import probe_pipeline
-    from .zoo import train_pipeline
+    from ml4ml.cluster import dask_client
+    from ml4ml.config import load_pipeline
+    from ml4ml.measure.stage import measure_store, store_features
+    from ml4ml.probe.stage import probe_pipeline
+    from ml4ml.zoo.stage import train_pipeline
 
     p = load_pipeline(pipeline)
     with dask_client(workers, scheduler) as client:

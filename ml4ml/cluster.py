@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from .errors import InputError
+from ml4ml.errors import InputError
 
 
 @contextmanager

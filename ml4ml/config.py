@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SpecError
-from .recipe import ANOMALIES, AUGMENTATIONS, OPTIMIZERS, Recipe
+from ml4ml.errors import SpecError
+from ml4ml.zoo.recipe import ANOMALIES, AUGMENTATIONS, OPTIMIZERS, Recipe
 
 BUILTIN_ARCHS = ("cnn5", "vgg13bn", "resnet")
 LABEL_SOURCES = ("recipe", "store")
@@ -152,7 +152,7 @@ def load_pipeline(path) -> Pipeline:
 
 # ----------------------------------------------------------------------------- parts
 def _suites(raw, problems) -> list[SuiteSpec]:
-    from .suites import suite_names
+    from ml4ml.data.suites import suite_names
 
     tab = _table(raw, "suites", problems)
     if not tab:
@@ -182,8 +182,8 @@ def _suites(raw, problems) -> list[SuiteSpec]:
 
 
 def _transforms(raw, problems) -> dict:
-    from .errors import InputError
-    from .transforms import get_transform, validate_grid
+    from ml4ml.errors import InputError
+    from ml4ml.probe.transforms import get_transform, validate_grid
 
     tab = _table(raw, "transforms", problems)
     if not tab:
@@ -474,7 +474,7 @@ def _make_recipe(values: dict, where: str, problems, origin=None) -> Recipe | No
         if tv_name not in known:
             bad("arch", f"torchvision has no classification model {tv_name!r}"
                 + _did_you_mean(tv_name, known))
-    from .suites import suite_names
+    from ml4ml.data.suites import suite_names
 
     if recipe.train_suite not in suite_names():
         bad("train_suite", f"unknown suite {recipe.train_suite!r}; known: "

@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from ml4ml.architectures import CNN5, build_model
+from ml4ml.zoo.architectures import CNN5, build_model
 from ml4ml.errors import InputError, ML4MLError
 
 SHAPES = [(1, 28), (3, 32)]

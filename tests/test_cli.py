@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not GOLDEN.is_dir(), reason=f"golden vectors not
 
 PLUGIN = '''
 import numpy as np
-from ml4ml.measures import register_measure
+from ml4ml.measure.measures import register_measure
 register_measure("corner_gap", lambda m: m[..., 0, -1] - m[..., -1, 0], fill=False)
 '''
 
@@ -136,7 +136,7 @@ def test_registered_measure_lands_beside_the_papers(tmp_path):
             expected = window[..., 0, -1] - window[..., -1, 0]
             np.testing.assert_allclose(got[..., k], expected, rtol=1e-12, equal_nan=True)
     finally:
-        from ml4ml.measures import unregister_measure
+        from ml4ml.measure.measures import unregister_measure
 
         unregister_measure("corner_gap")
 

@@ -10,7 +10,7 @@ import pytest
 
 from ml4ml import dims
 from ml4ml.errors import InputError
-from ml4ml.legacy import read_legacy
+from ml4ml.store.legacy import read_legacy
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 

@@ -10,8 +10,8 @@ import xarray as xr
 
 from ml4ml import dims
 from ml4ml.errors import InputError
-from ml4ml.matrices import matrix_levels, subset_indices, variance_matrices
-from ml4ml.measures import measure_database
+from ml4ml.measure.matrices import matrix_levels, subset_indices, variance_matrices
+from ml4ml.measure.measures import measure_database
 
 
 def raise_if_dask_computes(*args, **kwargs):

@@ -9,8 +9,8 @@ import xarray as xr
 
 from ml4ml import dims
 from ml4ml.errors import InputError
-from ml4ml.features import FEATURE_SETS, features, paper80
-from ml4ml.measures import (
+from ml4ml.measure.features import FEATURE_SETS, features, paper80
+from ml4ml.measure.measures import (
     PAPER_MEASURES,
     accuracy,
     measure_database,
@@ -194,7 +194,7 @@ def test_measures_of_real_variance_matrices_match_loops():
     probe[dims.CONFIDENCE] = probe[dims.CONFIDENCE] + noise
     database = measure_database(probe)
     value = database[dims.VALUE].isel({dims.MID: 0})
-    from ml4ml.matrices import variance_matrices
+    from ml4ml.measure.matrices import variance_matrices
 
     matrices = variance_matrices(probe).isel({dims.MID: 0})
     for level in ("confidence", "layer1_max"):

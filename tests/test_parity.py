@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from ml4ml import dims
-from ml4ml.features import paper80
-from ml4ml.legacy import read_legacy
-from ml4ml.measures import measure_database
+from ml4ml.measure.features import paper80
+from ml4ml.store.legacy import read_legacy
+from ml4ml.measure.measures import measure_database
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 CASES = ("case1", "case2", "case3")

@@ -10,10 +10,10 @@ import xarray as xr
 
 from ml4ml import dims, store
 from ml4ml.config import load_pipeline, shrink_pipeline
-from ml4ml.measuring import measure_store, store_features
-from ml4ml.probing import probe_pipeline
-from ml4ml.testing import write_cifar10, write_mnist
-from ml4ml.zoo import train_pipeline
+from ml4ml.measure.stage import measure_store, store_features
+from ml4ml.probe.stage import probe_pipeline
+from ml4ml.data.tiny import write_cifar10, write_mnist
+from ml4ml.zoo.stage import train_pipeline
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 
@@ -117,8 +117,8 @@ mid = "m1"
 
 def test_out_of_distribution_suite(tmp_path):
     """A digits-trained model probed on its own test split and on Fashion-MNIST."""
-    from ml4ml.suites import load_suite
-    from ml4ml.testing import write_mnist
+    from ml4ml.data.suites import load_suite
+    from ml4ml.data.tiny import write_mnist
 
     write_mnist(tmp_path / "data", n_train=30, n_test=40, fashion=True)
     spec = tmp_path / "ood.toml"

@@ -6,12 +6,11 @@ import torch
 import torch.nn as nn
 
 from ml4ml import dims
-from ml4ml.attacks import fgsm
+from ml4ml.zoo.attacks import fgsm
 from ml4ml.errors import InputError
-from ml4ml.probe import forward_sizes, layer_statistics, probe_model, select_layers
-from ml4ml.suites import load_suite
-from ml4ml.testing import torchvision_equivalent
-from conftest import require_fused_statistics
+from ml4ml.probe.responses import forward_sizes, layer_statistics, probe_model, select_layers
+from ml4ml.data.suites import load_suite
+from ml4ml.probe.transforms import torchvision_equivalent
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 N_IMAGES = 64
@@ -23,16 +22,6 @@ GRIDS = {"rotation": ROTATIONS, "scaling": np.linspace(0.7, 1.3, 31),
          "contrast": np.linspace(0.7, 1.3, 31), "blur": np.linspace(-2.0, 2.0, 21)}
 REFERENCE = {name: (grid, torchvision_equivalent(name)) for name, grid in GRIDS.items()}
 
-
-@pytest.fixture(params=["fused", "aten"])
-def kernel(request, monkeypatch):
-    """Run a statistics test with the fused C kernel, then with the ATen kernels."""
-    import ml4ml.probe as probe_module
-
-    if request.param == "fused":
-        require_fused_statistics()
-    monkeypatch.setattr(probe_module, "USE_FUSED_STATISTICS", request.param == "fused")
-    return request.param
 
 
 class TinyCNN(nn.Module):
@@ -127,7 +116,7 @@ def test_probabilities_match_per_image_torchvision_loop(model, suite, name):
     assert not np.allclose(expected[0], expected[len(grid) // 2])  # the transform matters
 
 
-def test_statistics_match_full_activations(model, suite, kernel):
+def test_statistics_match_full_activations(model, suite):
     images, labels = suite
     grid, transform_one = REFERENCE["rotation"]
     ds = probe_model(model, images, labels, "rotation", grid, batch_size=100)
@@ -139,7 +128,7 @@ def test_statistics_match_full_activations(model, suite, kernel):
                                    rtol=1e-4, atol=1e-5)
 
 
-def test_layer_statistics_of_a_known_tensor(kernel):
+def test_layer_statistics_of_a_known_tensor():
     z = torch.tensor([[[[1.0, 3.0]], [[-2.0, 6.0]]]])  # (1, 2, 1, 2): mu = (2, 2), M = (3, 6)
     stats = layer_statistics(z)[0].double().numpy()
     values = np.array([1.0, 3.0, -2.0, 6.0])
@@ -162,7 +151,7 @@ def test_layer_statistics_of_a_known_tensor(kernel):
 
 
 @pytest.mark.parametrize("offset", [0.0, 3.0, 1000.0])
-def test_std_over_all_values_is_exact_for_any_mean(offset, kernel):
+def test_std_over_all_values_is_exact_for_any_mean(offset):
     # with mean^2 / variance = 4e6 (offset 1000) a sum of squares would lose every digit
     g = torch.Generator().manual_seed(1)
     z = offset + 0.5 * torch.randn(64, 16, 8, 8, generator=g)
@@ -178,7 +167,7 @@ def test_std_over_all_values_is_exact_for_any_mean(offset, kernel):
     np.testing.assert_allclose(stats, expected, rtol=2e-6, atol=1e-5 * (1 + offset))
 
 
-def test_statistics_of_a_row_do_not_depend_on_the_other_rows(kernel):
+def test_statistics_of_a_row_do_not_depend_on_the_other_rows():
     # a batch mixing small and large means (and a small spatial extent, reduced from a
     # transposed copy) gives each row the numbers it has alone
     g = torch.Generator().manual_seed(2)
@@ -299,8 +288,8 @@ def test_batch_size_does_not_change_results_and_progress_is_reported(model, suit
     assert bar.total == 10
 
 
-def test_statistics_blocks_do_not_change_results(model, suite, monkeypatch, kernel):
-    import ml4ml.probe as probe_module
+def test_statistics_blocks_do_not_change_results(model, suite, monkeypatch):
+    import ml4ml.probe.responses as probe_module
 
     images, labels = suite
     images, labels = images[:11], labels[:11]
@@ -329,7 +318,7 @@ def test_statistics_blocks_do_not_change_results(model, suite, monkeypatch, kern
                          [(11, 20, 2**26), (7, 1000, 2**26), (5, 4, 2**26), (9, 50, 28 * 28 * 4 * 9)])
 def test_forward_sizes_are_the_forwards_probe_model_makes(model, suite, monkeypatch,
                                                           n_images, batch_size, transform_bytes):
-    import ml4ml.probe as probe_module
+    import ml4ml.probe.responses as probe_module
 
     monkeypatch.setattr(probe_module, "TRANSFORM_BYTES", transform_bytes)
     images, labels = suite
@@ -371,7 +360,7 @@ def test_model_mode_and_hooks_restored(suite):
 
 
 def test_user_registered_transform_is_probed(model, suite):
-    from ml4ml import transforms
+    from ml4ml.probe import transforms
 
     def shift_down(images, params):
         return torch.stack([torch.roll(images, int(p), dims=2) for p in params.tolist()])
@@ -492,7 +481,7 @@ def test_layer_not_running_is_refused(suite):
 
 
 def test_bad_user_transform_output_is_refused(model, suite):
-    from ml4ml import transforms
+    from ml4ml.probe import transforms
 
     bad = transforms.Transform("bad", "u", 0.0, lambda images, params: images)
     with pytest.raises(InputError, match=r"transform 'bad' must return \(aug_param, batch, "

@@ -1,5 +1,5 @@
 """Suites: the embedded digits, torchvision suites read from tiny files in their standard
-formats (written by ml4ml.testing, checked against an independent parse of those files),
+formats (written by ml4ml.data.tiny, checked against an independent parse of those files),
 error paths, and user-registered suites."""
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import pytest
 import torch
 from scipy.io import loadmat
 
-from ml4ml import suites, testing
+from ml4ml.data import suites
+from ml4ml.data import tiny as testing
 from ml4ml.errors import InputError
-from ml4ml.suites import Suite, load_suite, register_suite, suite_names
+from ml4ml.data.suites import Suite, load_suite, register_suite, suite_names
 
 BUILTIN = ["cifar10", "cifar100", "digits", "fashion_mnist", "mnist", "svhn"]
 

@@ -10,11 +10,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ml4ml.architectures import build_model
+from ml4ml.zoo.architectures import build_model
 from ml4ml.errors import InputError, ML4MLError
-from ml4ml.recipe import Recipe
-from ml4ml.suites import load_suite
-from ml4ml.training import (
+from ml4ml.zoo.recipe import Recipe
+from ml4ml.data.suites import load_suite
+from ml4ml.zoo.training import (
     augment_batch,
     augmentation_intervals,
     load_checkpoint,

@@ -8,10 +8,10 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from ml4ml import transforms
+from ml4ml.probe import transforms
 from ml4ml.errors import InputError
-from ml4ml.testing import torchvision_equivalent
-from ml4ml.transforms import Transform, get_transform, register_transform, validate_grid
+from ml4ml.probe.transforms import torchvision_equivalent
+from ml4ml.probe.transforms import Transform, get_transform, register_transform, validate_grid
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 NEAREST = InterpolationMode.NEAREST
@@ -142,7 +142,7 @@ def test_register_refuses_a_taken_name_unless_overwrite(user_transform):
 
 
 def test_register_refuses_non_transforms():
-    with pytest.raises(InputError, match=r"expected a ml4ml.transforms.Transform, found dict"):
+    with pytest.raises(InputError, match=r"expected an ml4ml.probe.Transform, found dict"):
         register_transform({"name": "x"})
     with pytest.raises(InputError, match=r"non-empty string"):
         register_transform(Transform("", "u", 0.0, lambda x, p: x))

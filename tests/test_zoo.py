@@ -10,8 +10,8 @@ import torch
 from ml4ml import dims, store
 from ml4ml.config import load_pipeline
 from ml4ml.errors import StoreError
-from ml4ml.training import load_checkpoint
-from ml4ml.zoo import recipe_from_row, train_pipeline
+from ml4ml.zoo.training import load_checkpoint
+from ml4ml.zoo.stage import recipe_from_row, train_pipeline
 
 SPEC = """
 [store]
@@ -64,7 +64,7 @@ def test_train_records_every_recipe_field_and_resumes(spec):
     assert str(table["anomaly_name"].sel(mid="t001").values) == "wrong_labels"
     # the checkpoint's model reproduces the recorded clean accuracy on the digits test split
     model, recipe = load_checkpoint(str(table["checkpoint"].sel(mid="m001").values))
-    from ml4ml.suites import load_suite
+    from ml4ml.data.suites import load_suite
 
     test = load_suite("digits", "test")
     with torch.no_grad():

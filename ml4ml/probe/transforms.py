@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError
+from ml4ml.errors import InputError
 
 __all__ = [
     "Transform",
@@ -90,7 +90,7 @@ def register_transform(transform: Transform, *, overwrite: bool = False) -> Tran
     """
     if not isinstance(transform, Transform):
         raise InputError(
-            f"expected a ml4ml.transforms.Transform, found {type(transform).__name__}",
+            f"expected an ml4ml.probe.Transform, found {type(transform).__name__}",
             field="transform",
         )
     if not transform.name or not isinstance(transform.name, str):
@@ -119,7 +119,7 @@ def get_transform(name: str | Transform) -> Transform:
     except (KeyError, TypeError):
         raise InputError(
             f"unknown transform {name!r}; expected one of {transform_names()}",
-            field="transform", hint="register your own with ml4ml.transforms.register_transform",
+            field="transform", hint="register your own with ml4ml.probe.register_transform",
         ) from None
 
 
@@ -358,3 +358,23 @@ for _transform in (
 ):
     register_transform(_transform)
 del _transform
+
+
+def torchvision_equivalent(family: str):
+    """``f(image (C, H, W), p) -> image``: torchvision v2's transform of one image by one
+    parameter ``p`` that the built-in ``family`` matches (the reference the tests compare against)."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    nearest = InterpolationMode.NEAREST
+    equivalents = {
+        "rotation": lambda x, p: TF.rotate(x, p, interpolation=nearest, fill=0),
+        "scaling": lambda x, p: TF.affine(x, angle=0.0, translate=[0, 0], scale=p,
+                                          shear=[0, 0], interpolation=nearest, fill=0),
+        "translation": lambda x, p: TF.affine(x, angle=0.0, translate=[p, 0], scale=1.0,
+                                              shear=[0, 0], interpolation=nearest, fill=0),
+        "brightness": lambda x, p: TF.adjust_brightness(x, p),
+        "contrast": lambda x, p: TF.adjust_contrast(x, p),
+        "blur": lambda x, p: x.clone() if p == 0 else TF.gaussian_blur(x, [7, 7], [abs(p)] * 2),
+    }
+    return equivalents[family]

@@ -14,8 +14,6 @@ Layouts written (all under ``root``)::
     write_cifar100   cifar-100-python/{train, test, meta}
     write_svhn       {train,test}_32x32.mat  (X (32, 32, 3, n) uint8, y (n, 1) in 1..10)
 
-``torchvision_equivalent(family)`` is the plain per-image torchvision call that a built-in
-transformation family reproduces in batch, the reference its tests compare against.
 """
 
 from __future__ import annotations
@@ -233,22 +231,3 @@ def write_svhn(root, n_train: int = 300, n_test: int = 150, seed: int = 0):
                 {"X": np.ascontiguousarray(images.transpose(1, 2, 3, 0)), "y": y})
     return root
 
-
-def torchvision_equivalent(family: str):
-    """``f(image (C, H, W), p) -> image``: torchvision v2's transform of one image by one
-    parameter ``p`` that the built-in ``family`` of ``ml4ml.transforms`` matches."""
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms.v2 import functional as TF
-
-    nearest = InterpolationMode.NEAREST
-    equivalents = {
-        "rotation": lambda x, p: TF.rotate(x, p, interpolation=nearest, fill=0),
-        "scaling": lambda x, p: TF.affine(x, angle=0.0, translate=[0, 0], scale=p,
-                                          shear=[0, 0], interpolation=nearest, fill=0),
-        "translation": lambda x, p: TF.affine(x, angle=0.0, translate=[p, 0], scale=1.0,
-                                              shear=[0, 0], interpolation=nearest, fill=0),
-        "brightness": lambda x, p: TF.adjust_brightness(x, p),
-        "contrast": lambda x, p: TF.adjust_contrast(x, p),
-        "blur": lambda x, p: x.clone() if p == 0 else TF.gaussian_blur(x, [7, 7], [abs(p)] * 2),
-    }
-    return equivalents[family]

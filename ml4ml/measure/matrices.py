@@ -27,8 +27,8 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from . import dims
-from .errors import InputError
+from ml4ml import dims
+from ml4ml.errors import InputError
 
 __all__ = ["variance_matrices", "matrix_levels", "subset_indices", "SUBSET_SEED"]
 

@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .architectures import build_model
-from .attacks import fgsm
-from .errors import InputError
-from .recipe import ANOMALIES, AUGMENTATIONS, OPTIMIZERS, Recipe
-from .suites import Suite, load_suite
+from ml4ml.zoo.architectures import build_model
+from ml4ml.zoo.attacks import fgsm
+from ml4ml.errors import InputError
+from ml4ml.zoo.recipe import ANOMALIES, AUGMENTATIONS, OPTIMIZERS, Recipe
+from ml4ml.data.suites import Suite, load_suite
 
 CHECKPOINT_FORMAT = "ml4ml-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -456,7 +456,7 @@ def save_checkpoint(trained_or_model, recipe: Recipe, path) -> str:
         raise InputError(
             f"expected a TrainedModel or a model made by build_model, got "
             f"{type(model).__name__}", file=path, field="model",
-            hint="build the model with ml4ml.architectures.build_model",
+            hint="build the model with ml4ml.zoo.build_model",
         )
     if not isinstance(recipe, Recipe):
         raise InputError(f"expected a Recipe, got {type(recipe).__name__}", file=path,

@@ -31,7 +31,7 @@ import numbers
 import torch
 from torch import nn
 
-from .errors import InputError, ML4MLError
+from ml4ml.errors import InputError, ML4MLError
 
 ARCHITECTURES = ("cnn5", "vgg13bn", "resnet", "torchvision:<name>",
                  "module:<package.module>:<Class>")

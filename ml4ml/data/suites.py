@@ -21,7 +21,7 @@ svhn            10          train_32x32.mat, test_32x32.mat (label 10 read as di
 
 MNIST idx files may also be present only gzipped (``*.gz``, as downloaded): they are
 unpacked next to themselves, as torchvision's own download does. File checksums are not
-enforced, so any data in the standard format loads (``ml4ml.testing`` writes tiny ones);
+enforced, so any data in the standard format loads (``ml4ml.data.tiny`` writes tiny ones);
 unreadable files raise ``InputError`` naming the file. An out-of-distribution suite is
 just another suite name. ``register_suite`` adds a user loader.
 """
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import InputError
+from ml4ml.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def _load_digits(split: str, root=None, download=False):
 # --- shared helpers for the torchvision suites ----------------------------------------
 
 _HINT = ("put the standard files there, or pass download=True where the network allows; "
-         "ml4ml.testing.{writer} writes a tiny stand-in")
+         "ml4ml.data.tiny.{writer} writes a tiny stand-in")
 
 
 def _uint8_to_float(images: torch.Tensor) -> torch.Tensor:
@@ -449,7 +449,7 @@ def load_suite(name: str, split: str = "test", *, root=None, n_samples: int | No
     if name not in SUITE_LOADERS:
         raise InputError(
             f"unknown suite {name!r}; expected one of {sorted(SUITE_LOADERS)}", field="suite",
-            hint="register your own with ml4ml.suites.register_suite(name, loader)",
+            hint="register your own with ml4ml.data.register_suite(name, loader)",
         )
     if split not in ("train", "test"):
         raise InputError(f"split must be 'train' or 'test', got {split!r}", field="split")

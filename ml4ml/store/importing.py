@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from . import dims, store
-from .errors import StoreError
+from ml4ml import dims, store
+from ml4ml.errors import StoreError
 
 
 def import_legacy(path, mid: str, results, act, *, transform: str = "rotation",
@@ -17,7 +17,7 @@ def import_legacy(path, mid: str, results, act, *, transform: str = "rotation",
     identity, or a grid/sample set that differs from the group's leaves the store as it
     was. A new store is created with float64 precision. Returns the imported probe.
     """
-    from .legacy import read_legacy
+    from ml4ml.store.legacy import read_legacy
 
     probe = read_legacy(results, act, transform=transform)
     if not mid or not str(mid).replace("_", "").replace("-", "").isalnum():

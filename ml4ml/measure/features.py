@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import dims
-from .errors import InputError
+from ml4ml import dims
+from ml4ml.errors import InputError
 
 __all__ = ["PAPER80_MEASURES", "PAPER80_STATS", "paper80", "FEATURE_SETS", "features"]
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import dims, store
-from .errors import StoreError
-from .recipe import Recipe
+from ml4ml import dims, store
+from ml4ml.errors import StoreError
+from ml4ml.zoo.recipe import Recipe
 
 TUPLE_FIELDS = ("normalize_mean", "normalize_std", "anomaly_removed")
 TRAINED = "trained"
@@ -144,8 +144,8 @@ def train_pipeline(pipeline, *, client=None, force: bool = False, device: str = 
 
 def train_one(recipe: Recipe, checkpoint_dir, data_root=None, device="cpu") -> dict:
     """Train one model, write its checkpoint; return the outcome row (plain dict)."""
-    from .cluster import prepare_dask_worker, torch_threads
-    from .training import save_checkpoint, train_model
+    from ml4ml.cluster import prepare_dask_worker, torch_threads
+    from ml4ml.zoo.training import save_checkpoint, train_model
 
     prepare_dask_worker()
     with torch_threads(1):

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from . import dims, store
-from .errors import StoreError
+from ml4ml import dims, store
+from ml4ml.errors import StoreError
 
 
 @dataclass
@@ -33,7 +33,7 @@ def probe_template(params, transform: str, labels, n_classes: int, n_layers: int
 
     params : (aug_param,) grid; labels : (sample,) int labels.
     """
-    from .transforms import get_transform
+    from ml4ml.probe.transforms import get_transform
 
     family = get_transform(transform)
     P, n = len(params), len(labels)
@@ -66,7 +66,7 @@ def load_probe_suite(pipeline, suite_spec):
 
 @functools.lru_cache(maxsize=4)
 def _cached_suite(name, split, root, n_samples, seed):
-    from .suites import load_suite
+    from ml4ml.data.suites import load_suite
 
     return load_suite(name, split, root=root, n_samples=n_samples, seed=seed)
 
@@ -74,7 +74,7 @@ def _cached_suite(name, split, root, n_samples, seed):
 def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: bool = False,
                    progress: bool = True) -> ProbeReport:
     """Probe every trained model of ``pipeline``; done (model, suite, transform) are skipped."""
-    from .zoo import CHECKPOINT, SHA256, TRAINED
+    from ml4ml.zoo.stage import CHECKPOINT, SHA256, TRAINED
 
     start = time.perf_counter()
     path = pipeline.store
@@ -129,9 +129,9 @@ def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, device: st
     """
     from tqdm.auto import tqdm
 
-    from .cluster import prepare_dask_worker, torch_threads
-    from .probe import probe_model
-    from .training import load_checkpoint
+    from ml4ml.cluster import prepare_dask_worker, torch_threads
+    from ml4ml.probe.responses import probe_model
+    from ml4ml.zoo.training import load_checkpoint
 
     prepare_dask_worker()
     model, recipe = load_checkpoint(checkpoint, sha256=sha256 or None)

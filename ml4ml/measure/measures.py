@@ -17,10 +17,10 @@ import dask
 import numpy as np
 import xarray as xr
 
-from . import dims
-from ._measure_tables import MeasureTables, measure_tables, n_intervals
-from .errors import InputError
-from .matrices import apply_to_blocks, variance_matrices
+from ml4ml import dims
+from ml4ml.measure.tables import MeasureTables, measure_tables, n_intervals
+from ml4ml.errors import InputError
+from ml4ml.measure.matrices import apply_to_blocks, variance_matrices
 
 __all__ = [
     "PAPER_MEASURES",
@@ -124,7 +124,7 @@ def _selected_measures(measures) -> list[str]:
         raise InputError(
             f"unknown measure(s) {unknown}; known: {known}",
             field="measures",
-            hint="register user measures with ml4ml.measures.register_measure",
+            hint="register user measures with ml4ml.measure.register_measure",
         )
     if len(set(names)) != len(names):
         raise InputError(f"measures lists a name twice: {names}", field="measures")
@@ -159,7 +159,7 @@ def measure_matrices(matrices: xr.Dataset, measures=None) -> xr.DataArray:
                 f"the matrices dataset has no variable '{name}'; found "
                 f"{sorted(matrices.data_vars)}",
                 field=name,
-                hint="compute it with ml4ml.matrices.variance_matrices",
+                hint="compute it with ml4ml.measure.variance_matrices",
             )
     n_params = matrices.sizes[dims.AUG_PARAM_I]
     tables = measure_tables(n_params)

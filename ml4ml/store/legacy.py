@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import dims
-from .errors import InputError
+from ml4ml import dims
+from ml4ml.errors import InputError
 
 __all__ = ["read_legacy", "IDENTITY", "UNITS"]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from ml4ml.errors import InputError
 
 # MEASURES.md: the smallest interval keeps 5 grid steps each side of the centre
 MIN_HALF_WIDTH = 5

@@ -25,8 +25,39 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from . import dims
-from .errors import StoreError
+from ml4ml import dims
+from ml4ml.errors import StoreError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SCHEMA_ATTR",
+    "PRECISION_ATTR",
+    "PRECISIONS",
+    "MODELS_GROUP",
+    "probe_group",
+    "matrices_group",
+    "measures_group",
+    "assess_group",
+    "create_store",
+    "store_exists",
+    "store_attrs",
+    "store_precision",
+    "group_exists",
+    "list_groups",
+    "open_group",
+    "write_group",
+    "read_models",
+    "add_models",
+    "update_models",
+    "init_probes",
+    "write_probe",
+    "open_probes",
+    "done_mids",
+    "write_rows",
+    "set_done",
+    "append_measures",
+    "check_compatible",
+]
 
 SCHEMA_VERSION = 1
 SCHEMA_ATTR = "ml4ml_schema_version"

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import dims, store
-from .errors import InputError, StoreError
+from ml4ml import dims, store
+from ml4ml.errors import InputError, StoreError
 
 
 @dataclass
@@ -62,7 +62,7 @@ def measure_store(path, *, suite=None, transform=None, measures=None, force=Fals
     measures : names of registered measures to compute (default: all registered).
     Runs on the active dask scheduler (a ``distributed.Client`` if one is current).
     """
-    from .measures import registered_measures
+    from ml4ml.measure.measures import registered_measures
 
     store.store_attrs(path)
     known = list(registered_measures())
@@ -71,14 +71,14 @@ def measure_store(path, *, suite=None, transform=None, measures=None, force=Fals
     if unknown:
         raise InputError(f"unknown measure(s) {unknown}; registered: {', '.join(known)}",
                          field="--measure", hint="register it with "
-                         "ml4ml.measures.register_measure (or --plugin MODULE)")
+                         "ml4ml.measure.register_measure (or --plugin MODULE)")
     return [_measure_group(path, s, t, wanted, force, progress)
             for s, t in selected_groups(path, suite, transform)]
 
 
 def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureReport:
-    from .matrices import variance_matrices
-    from .measures import measure_database, measure_matrices, registered_measures
+    from ml4ml.measure.matrices import variance_matrices
+    from ml4ml.measure.measures import measure_database, measure_matrices, registered_measures
 
     start = time.perf_counter()
     probes = store.open_probes(path, suite, transform)
@@ -133,7 +133,7 @@ def open_measures(path, suite: str, transform: str) -> xr.Dataset:
 def store_features(path, transform: str, *, suite=None, set: str = "paper80",
                    split: str = "correct") -> pd.DataFrame:
     """One row per measured model: ``mid`` then the feature set's columns, in order."""
-    from .features import FEATURE_SETS, features
+    from ml4ml.measure.features import FEATURE_SETS, features
 
     if set not in FEATURE_SETS:
         raise InputError(f"unknown feature set {set!r}; known: {', '.join(FEATURE_SETS)}",

@@ -4,13 +4,11 @@
 transformation for every grid parameter at once on the device, runs the model on the
 stacked (aug_param x batch) inputs in chunks of ``batch_size`` and records, through forward
 hooks, the eight statistics of MEASURES.md ("Inputs") of each chosen layer. Full activations
-never leave the device. On the CPU each hook hands its layer's output to a fused C kernel
-(``ml4ml._statistics``, built at install when a C compiler is there) that writes the eight
-statistics of every input in one pass. Elsewhere, or without it, the hook reduces the
-output with five ATen kernels to per-channel sums and maxima plus two per-input values (or,
-for a layer small enough, ``HELD_LAYER_BYTES``, copies it into a device buffer reduced
-later), and the eight statistics are finished once per block of ``STATS_BLOCK_ROWS``
-inputs. Only (rows, 8) statistics per layer and the logits come back to the host.
+never leave the device: each hook reduces its layer's output with five torch kernels to
+per-channel sums and maxima plus two per-input values (or, for a layer small enough,
+``HELD_LAYER_BYTES``, copies it into a device buffer reduced later), and the eight
+statistics are finished once per block of ``STATS_BLOCK_ROWS`` inputs. Only (rows, 8)
+statistics per layer and the logits come back to the host.
 """
 
 from __future__ import annotations
@@ -24,22 +22,14 @@ import torch
 import torch.nn as nn
 import xarray as xr
 
-from . import dims
-from .attacks import fgsm
-from .cluster import keep_freed_memory
-from .errors import InputError
-from .transforms import Transform, get_transform, validate_grid
+from ml4ml import dims
+from ml4ml.zoo.attacks import fgsm
+from ml4ml.cluster import keep_freed_memory
+from ml4ml.errors import InputError
+from ml4ml.probe.transforms import Transform, get_transform, validate_grid
 
-try:  # the fused C statistics kernel, built at install when a C compiler is there; imported
-    # after torch, so the OpenMP runtime it needs (libgomp.so.1) resolves to torch's own
-    from . import _statistics
-except ImportError:  # pragma: no cover - depends on the install
-    _statistics = None
-if _statistics is not None and tuple(_statistics.STATS) != dims.STATS:  # pragma: no cover
-    _statistics = None  # a stale build: its statistics are in another order
 
-__all__ = ["probe_model", "layer_statistics", "select_layers", "forward_sizes",
-           "fused_statistics_available"]
+__all__ = ["probe_model", "layer_statistics", "select_layers", "forward_sizes"]
 
 # number of layers recorded when ``layers`` is not given: the last this many nn.Conv2d
 DEFAULT_N_LAYERS = 2
@@ -52,17 +42,8 @@ TRANSFORM_BYTES = 64 * 2**20
 # layers with fewer spatial positions than this are reduced over a (n, spatial, channel) copy
 SMALL_SPATIAL = 32
 # a layer whose float32 outputs for a block of rows take at most this many bytes is
-# reduced once per block (its outputs copied there on the device) rather than per forward,
-# when the ATen kernels reduce it (not the fused C kernel)
+# reduced once per block (its outputs copied there on the device) rather than per forward
 HELD_LAYER_BYTES = 8 * 2**20
-# reduce CPU float32 layer outputs with the one-pass C kernel (ml4ml._statistics) when it
-# is built; False: always the ATen kernels
-USE_FUSED_STATISTICS = True
-
-
-def fused_statistics_available() -> bool:
-    """Whether the one-pass C kernel for CPU layer statistics was built at install."""
-    return _statistics is not None
 
 
 def probe_model(model: nn.Module, images, labels, transform: str | Transform, params, *,
@@ -288,32 +269,14 @@ def layer_statistics(activations: torch.Tensor) -> torch.Tensor:
     mean_max, mean_std of the per-channel spatial means; max_mean, max_std of the
     per-channel spatial maxima (every std the population one; the std over all values is
     computed from values centred on their channel's mean, plus the spread of those means).
-    A C-contiguous CPU output is reduced by the fused C kernel when it is built
-    (``fused_statistics_available``), anything else by ATen kernels on its device.
     """
     z = activations if activations.dtype == torch.float32 else activations.float()
     n, channels = z.shape[:2]
-    if _fused_applies(z):
-        return _fused_statistics(z, torch.empty((n, len(dims.STATS)), dtype=torch.float32))
     per_channel = torch.empty((2, n, channels), dtype=torch.float32, device=z.device)
     per_sample = torch.empty((2, n), dtype=torch.float32, device=z.device)
     spatial = _raw_statistics(z, per_channel, per_sample)
     return _finish_statistics(per_channel, per_sample, spatial)
 
-
-def _fused_applies(z: torch.Tensor) -> bool:
-    """Whether the C kernel reduces this layer output (CPU, float32, C-contiguous, non-empty)."""
-    return (_statistics is not None and USE_FUSED_STATISTICS and z.device.type == "cpu"
-            and z.dtype == torch.float32 and z.numel() > 0 and z.is_contiguous())
-
-
-def _fused_statistics(z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """(n, 8) statistics of a layer output the C kernel applies to, into C-contiguous ``out``."""
-    n, channels = z.shape[:2]
-    assert _fused_applies(z) and out.is_contiguous() and out.shape == (n, len(dims.STATS))
-    _statistics.layer_statistics(z.data_ptr(), n, channels, z.numel() // (n * channels),
-                                 out.data_ptr(), torch.get_num_threads())
-    return out
 
 
 def _raw_statistics(activations: torch.Tensor, per_channel: torch.Tensor,
@@ -399,9 +362,8 @@ class _LayerRecorder:
 
     ``start(first, last)`` before each forward names the block rows it fills;
     ``statistics(n_rows)`` returns the (layer, n_rows, 8) statistics of the block's first
-    ``n_rows`` rows. A layer output the fused C kernel applies to (``_fused_applies``) is
-    reduced to its statistics in the hook; any other to per-channel sums and maxima and two
-    per-row values (``_raw_statistics``), finished once per block.
+    ``n_rows`` rows. Each layer output is reduced in the hook to per-channel sums and maxima
+    and two per-row values (``_raw_statistics``), finished once per block.
     """
 
     def __init__(self, named_modules: list[tuple[str, nn.Module]], block_rows: int, device):
@@ -414,21 +376,16 @@ class _LayerRecorder:
         self.seen = [False] * n_layers
         self.row_shape: list[tuple | None] = [None] * n_layers
         self.spatial = [0] * n_layers
-        self.fused = [False] * n_layers
         self.out = torch.empty((n_layers, block_rows, len(dims.STATS)), dtype=torch.float32,
                                device=device)
-        # fused layers: the C kernel writes row r of layer i at out_address[i] + r * row_bytes
-        self.out_address = [self.out[i].data_ptr() for i in range(n_layers)]
-        self.row_bytes = len(dims.STATS) * self.out.element_size()
-        self.n_threads = torch.get_num_threads()
-        # ATen layers: raw per-channel and per-row buffers, allocated at the first output
+        # raw per-channel and per-row buffers, allocated at the first output
         self.per_channel: list[torch.Tensor | None] = [None] * n_layers
         self.per_sample: list[torch.Tensor | None] = [None] * n_layers
-        # an ATen layer whose outputs for a whole block fit in HELD_LAYER_BYTES is copied
+        # a layer whose outputs for a whole block fit in HELD_LAYER_BYTES is copied
         # into ``held`` and reduced once per block: a small layer's reductions cost mostly
         # their launches, and one copy per forward is one launch instead of five
         self.held: list[torch.Tensor | None] = [None] * n_layers
-        # centred values of an ATen layer reduced per forward
+        # centred values of a layer reduced per forward
         self.scratch: list[torch.Tensor | None] = [None] * n_layers
         self.handles = [module.register_forward_hook(self._hook(i))
                         for i, (_, module) in enumerate(named_modules)]
@@ -460,12 +417,7 @@ class _LayerRecorder:
                                  f"input from {self.row_shape[index]} to "
                                  f"{tuple(output.shape[1:])}", field="layers")
             rows = slice(self.first, self.last)
-            if self.fused[index]:  # the C kernel, straight into this layer's rows of ``out``
-                z = output if _fused_applies(output) else output.float().contiguous()
-                _statistics.layer_statistics(
-                    z.data_ptr(), n_rows, z.shape[1], self.spatial[index],
-                    self.out_address[index] + self.first * self.row_bytes, self.n_threads)
-            elif self.held[index] is not None:  # small layer: reduced once per block
+            if self.held[index] is not None:  # small layer: reduced once per block
                 self.held[index][rows].copy_(output)
             else:
                 _raw_statistics(output, self.per_channel[index][:, rows],
@@ -477,9 +429,6 @@ class _LayerRecorder:
         row_shape = tuple(output.shape[1:])
         self.row_shape[index] = row_shape
         self.spatial[index] = math.prod(row_shape[1:])
-        if _fused_applies(output) and self.device.type == "cpu":
-            self.fused[index] = True
-            return
         kwargs = {"dtype": torch.float32, "device": self.device}
         if self.block_rows * math.prod(row_shape) * 4 <= HELD_LAYER_BYTES:
             self.held[index] = torch.empty((self.block_rows,) + row_shape, **kwargs)
@@ -501,7 +450,7 @@ class _LayerRecorder:
     def statistics(self, n_rows: int) -> torch.Tensor:
         """(layer, n_rows, 8) statistics of the block's first ``n_rows`` rows (a view)."""
         for index, per_channel in enumerate(self.per_channel):
-            if per_channel is None:  # fused: done in the hook
+            if per_channel is None:  # the layer produced no output in this block
                 continue
             per_channel, per_sample = per_channel[:, :n_rows], self.per_sample[index][:, :n_rows]
             if self.held[index] is not None:

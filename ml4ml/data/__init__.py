@@ -1,0 +1,22 @@
+"""Test suites (datasets) and the writers of tiny files in their standard on-disk formats.
+
+Modules: ``suites`` (``load_suite``: digits, MNIST, CIFAR, SVHN, ... through torchvision's
+loaders), ``tiny`` (``write_mnist``, ``write_cifar10``, ... for tests and demos). Exports
+load lazily (torch).
+"""
+
+from ml4ml._lazy import lazy_exports
+
+__all__ = ["Suite", "load_suite", "register_suite", "suite_names", "write_mnist",
+           "write_cifar10", "write_cifar100", "write_svhn"]
+
+__getattr__ = lazy_exports(__name__, {
+    "Suite": "ml4ml.data.suites",
+    "load_suite": "ml4ml.data.suites",
+    "register_suite": "ml4ml.data.suites",
+    "suite_names": "ml4ml.data.suites",
+    "write_mnist": "ml4ml.data.tiny",
+    "write_cifar10": "ml4ml.data.tiny",
+    "write_cifar100": "ml4ml.data.tiny",
+    "write_svhn": "ml4ml.data.tiny",
+})

@@ -1,0 +1,26 @@
+"""Probe stage: transformation families, one model's responses, and ``probe_pipeline``.
+
+Modules: ``transforms`` (rotation, scaling, brightness, ... and user families),
+``responses`` (``probe_model``: softmax and layer statistics over a grid), ``stage``
+(every trained model of a pipeline into ``probes/<suite>/<transform>``). Exports load
+lazily (torch).
+"""
+
+from ml4ml._lazy import lazy_exports
+
+__all__ = ["probe_model", "layer_statistics", "select_layers", "forward_sizes",
+           "Transform", "get_transform", "register_transform", "transform_names",
+           "validate_grid", "probe_pipeline"]
+
+__getattr__ = lazy_exports(__name__, {
+    "probe_model": "ml4ml.probe.responses",
+    "layer_statistics": "ml4ml.probe.responses",
+    "select_layers": "ml4ml.probe.responses",
+    "forward_sizes": "ml4ml.probe.responses",
+    "Transform": "ml4ml.probe.transforms",
+    "get_transform": "ml4ml.probe.transforms",
+    "register_transform": "ml4ml.probe.transforms",
+    "transform_names": "ml4ml.probe.transforms",
+    "validate_grid": "ml4ml.probe.transforms",
+    "probe_pipeline": "ml4ml.probe.stage",
+})

@@ -1,0 +1,23 @@
+"""Train stage: architectures, recipes, training, attacks, and ``train_pipeline`` over a store.
+
+Modules: ``recipe`` (one model's recipe, plain data), ``architectures`` (``build_model``),
+``training`` (``train_model``, checkpoints), ``attacks`` (FGSM), ``stage`` (the whole zoo of
+a pipeline into the store's ``models`` table). Exports load lazily (torch).
+"""
+
+from ml4ml._lazy import lazy_exports
+
+__all__ = ["Recipe", "build_model", "train_model", "save_checkpoint", "load_checkpoint",
+           "fgsm", "train_pipeline", "recipe_table", "recipe_from_row"]
+
+__getattr__ = lazy_exports(__name__, {
+    "Recipe": "ml4ml.zoo.recipe",
+    "build_model": "ml4ml.zoo.architectures",
+    "train_model": "ml4ml.zoo.training",
+    "save_checkpoint": "ml4ml.zoo.training",
+    "load_checkpoint": "ml4ml.zoo.training",
+    "fgsm": "ml4ml.zoo.attacks",
+    "train_pipeline": "ml4ml.zoo.stage",
+    "recipe_table": "ml4ml.zoo.stage",
+    "recipe_from_row": "ml4ml.zoo.stage",
+})
