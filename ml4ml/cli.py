@@ -80,7 +80,7 @@ def validate(pipeline):
 @cli.command(context_settings=CONTEXT)
 @click.argument("pipeline", type=click.Path(dir_okay=False))
 @_cluster_options
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: the spec's).")
 @click.option("--force", is_flag=True, help="Retrain models that are already trained.")
 @_quiet_option
 @_user_errors
@@ -170,7 +170,7 @@ def measure(store_path, suite, transform, measures, plugins, force, workers, sch
 def features(store_path, transform, suite, feature_set, split, output):
     """Write assessor features to CSV, one row per model.
 
-    Columns: mid, then the feature set's features in order (paper80: MEASURES.md).
+    Columns: mid, then the feature set's features in order (paper80: docs/measures.md).
     """
     from ml4ml.measure.stage import store_features
 
@@ -224,7 +224,7 @@ def run(pipeline, workers, scheduler, device, quiet):
 
     p = load_pipeline(pipeline)
     with dask_client(workers, scheduler) as client:
-        t = train_pipeline(p, client=client, device=device or "cpu", progress=not quiet)
+        t = train_pipeline(p, client=client, device=device, progress=not quiet)
         click.echo(f"train: {len(t.trained)} trained, {len(t.skipped)} already ({t.seconds:.1f} s)")
         pr = probe_pipeline(p, client=client, device=device, progress=not quiet)
         click.echo(f"probe: {len(pr.probed)} probed, {pr.skipped} already ({pr.seconds:.1f} s)")

@@ -55,7 +55,7 @@ MATRIX_SUBSET = "matrix_subset"
 VALUE = "value"
 HALF_WIDTH = "half_width"
 
-# the eight layer statistics of MEASURES.md, in the reference's column order
+# the eight layer statistics of docs/measures.md, in the reference's column order
 STATS = ("mean", "std", "max", "min", "mean_max", "mean_std", "max_mean", "max_std")
 # sample splits, decided at the centre (identity) parameter
 SPLITS = ("all", "correct", "incorrect")
@@ -68,3 +68,59 @@ CONFIDENCE_LEVEL = "confidence"
 def layer_level(layer_index: int, stat: str) -> str:
     """Level label of one layer statistic, e.g. ``layer_level(1, "max") == "layer1_max"``."""
     return f"layer{layer_index}_{stat}"
+
+
+# CF-style attributes of every variable and coordinate the stages write: name ->
+# (long_name, description). ``describe`` attaches them to a dataset.
+DOCS = "docs/measures.md"
+DESCRIPTIONS = {
+    MID: ("model id", "id of the model in the models table; hold-out ids start with 't'"),
+    AUG_PARAM: ("transformation parameter", "value of the transformation family's parameter; "
+                "the centre value is the identity"),
+    AUG_PARAM_I: ("transformation parameter (rows)", "parameter of the matrix row"),
+    AUG_PARAM_J: ("transformation parameter (columns)", "parameter of the matrix column"),
+    SAMPLE: ("test sample", "index of the test image in its suite"),
+    LABEL: ("true class", "true class of each test sample"),
+    CLASS: ("class", "class index of the model's outputs"),
+    LAYER: ("recorded layer", "position of the recorded layer; its module name is layer_name"),
+    STAT: ("layer statistic", f"the eight per-sample statistics of a layer output ({DOCS})"),
+    LEVEL: ("response", "the model response a matrix is built from: the confidence, or "
+            "layer<i>_<stat>"),
+    SPLIT: ("sample split", "all samples, or those the model classifies correctly / "
+            "incorrectly at the identity"),
+    KIND: ("matrix kind", "l2 (every paper measure), cosine, corrcoef"),
+    INTERVAL: ("nested interval", "interval k keeps parameters k .. P-1-k"),
+    HALF_WIDTH: ("interval half-width", "grid steps each side of the identity kept by the "
+                 "interval"),
+    MEASURE: ("measure", f"name of a measure of the variance matrix ({DOCS})"),
+    PROB: ("softmax probability", "the model's softmax output for each class"),
+    PREDICTION: ("predicted class", "argmax of the model's output; -1 where not probed"),
+    CONFIDENCE: ("confidence", "largest softmax probability"),
+    ACT: ("layer statistics", f"the eight statistics of each recorded layer's output "
+          f"(raw conv output) per sample ({DOCS})"),
+    LAYER_NAME: ("layer module name", "name of the recorded module in model.named_modules()"),
+    DONE: ("complete", "true once every value of the model's row is written"),
+    MATRIX: ("variance matrix", f"l2: ||R_i - R_j|| / sqrt(n_split), not row-reversed; "
+             f"cosine: 1 - cos(R_i, R_j); corrcoef: Pearson r of rows i and j ({DOCS})"),
+    MATRIX_SUBSET: ("variance matrix of the 90% subset", "l2 matrix of the seeded 90% "
+                    f"sample subset (RandomState(2)), split by its own predictions; for "
+                    f"sstv ({DOCS})"),
+    VALUE: ("measure value", f"measures of the l2 variance matrices per nested interval "
+            f"({DOCS})"),
+    "accuracy": ("accuracy", "fraction of samples classified correctly at each parameter"),
+    "class_accuracy": ("accuracy per class", "fraction of each class's samples classified "
+                       "correctly at each parameter; NaN for a class with no samples"),
+    "robust_accuracy": ("robust accuracy", "fraction of samples correct at every parameter "
+                        "of the nested interval"),
+}
+
+
+def describe(ds):
+    """A copy of ``ds`` with ``long_name`` and ``description`` on every variable it knows."""
+    ds = ds.copy(deep=False)
+    for name, var in ds.variables.items():
+        if name in DESCRIPTIONS:
+            long_name, description = DESCRIPTIONS[name]
+            var.attrs.setdefault("long_name", long_name)
+            var.attrs.setdefault("description", description)
+    return ds

@@ -166,4 +166,4 @@ def test_user_errors_are_one_line_with_exit_1(tmp_path):
     result = run("features", path, "--transform", "rotation", "-o", tmp_path / "f.csv")
     assert result.exit_code == 1 and "run 'ml4ml measure" in result.output
     result = run("measure", path, "--suite", "zzz")
-    assert result.exit_code == 1 and "the store has case3/rotation" in result.output
+    assert result.exit_code == 1 and "no probe group for suite 'zzz'; it has case3/rotation" in result.output

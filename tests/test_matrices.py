@@ -137,7 +137,9 @@ def test_layout_coords_and_layer_names():
     assert list(matrices[dims.SPLIT].values) == list(dims.SPLITS)
     assert list(matrices[dims.KIND].values) == list(dims.KINDS)
     np.testing.assert_array_equal(matrices[dims.AUG_PARAM_I].values, probe[dims.AUG_PARAM].values)
-    xr.testing.assert_identical(matrices[dims.LAYER_NAME], probe[dims.LAYER_NAME])
+    xr.testing.assert_equal(matrices[dims.LAYER_NAME], probe[dims.LAYER_NAME])
+    assert matrices[dims.LAYER_NAME].attrs["long_name"] == "layer module name"
+    assert matrices[dims.MATRIX].attrs["long_name"] == "variance matrix"
     l2 = matrices[dims.MATRIX].sel({dims.KIND: "l2"}).values
     np.testing.assert_array_equal(np.diagonal(l2, axis1=-2, axis2=-1), 0.0)
     np.testing.assert_array_equal(l2, np.swapaxes(l2, -1, -2))

@@ -249,7 +249,13 @@ def test_dataset_layout(model, suite):
     assert ds[dims.PROB].dtype == ds[dims.ACT].dtype == ds[dims.CONFIDENCE].dtype == np.float32
     assert ds[dims.PREDICTION].dtype == np.int64
     assert ds[dims.AUG_PARAM].dtype == np.float64
-    assert ds[dims.AUG_PARAM].attrs == {"units": "factor", "transform": "scaling"}
+    assert ds[dims.AUG_PARAM].attrs == {"units": "factor", "transform": "scaling",
+                                        "long_name": "transformation parameter",
+                                        "description": dims.DESCRIPTIONS[dims.AUG_PARAM][1]}
+    np.testing.assert_array_equal(ds[dims.LAYER].values, [0, 1])
+    assert ds.attrs == {"transform": "scaling", "units": "factor", "fgsm_epsilon": 0.0}
+    for name in ds.variables:
+        assert ds[name].attrs["long_name"] and ds[name].attrs["description"], name
     assert ds[dims.AUG_PARAM].values[2] == 1.0
     np.testing.assert_array_equal(ds[dims.SAMPLE].values, ids)
     np.testing.assert_array_equal(ds[dims.LABEL].values, labels[:16].numpy())

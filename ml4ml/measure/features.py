@@ -1,4 +1,4 @@
-"""Assessor feature tables from the measures dataset (MEASURES.md, "paper80")."""
+"""Assessor feature tables from the measures dataset (docs/measures.md, "paper80")."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ml4ml.errors import InputError
 
 __all__ = ["PAPER80_MEASURES", "PAPER80_STATS", "paper80", "FEATURE_SETS", "features"]
 
-# per matrix, in the paper's order (MEASURES.md)
+# per matrix, in the paper's order (docs/measures.md)
 PAPER80_MEASURES = (
     "sstv",
     "mean",
@@ -87,7 +87,7 @@ def paper80(measures: xr.Dataset, split: str = "correct") -> pd.DataFrame:
     -------
     pandas.DataFrame, one row per model: column ``mid``, then the 80 features
     ``confidence_<measure>`` and ``<layer>_<stat>_<measure>`` for stats max and max_mean of
-    the last two recorded layers, full interval, in MEASURES.md order.
+    the last two recorded layers, full interval, in docs/measures.md order.
     """
     if dims.VALUE not in measures:
         raise InputError("the measures dataset has no variable 'value'", field=dims.VALUE)

@@ -1,7 +1,7 @@
 """Variance matrices of a probe dataset: one lazy, vectorised pass over every model.
 
 For a response ``R[k, s]`` (the confidence, or one layer statistic) restricted to a split
-of ``n'`` samples (MEASURES.md, "Variance matrix"):
+of ``n'`` samples (docs/measures.md, "Variance matrix"):
 
 - ``l2``: ``D[i, j] = ||R[i, :] - R[j, :]||_2 / sqrt(n')`` (not row-reversed);
 - ``cosine``: ``1 - cos(R[i, :], R[j, :])``;
@@ -30,9 +30,10 @@ import xarray as xr
 from ml4ml import dims
 from ml4ml.errors import InputError
 
-__all__ = ["variance_matrices", "matrix_levels", "subset_indices", "SUBSET_SEED"]
+__all__ = ["variance_matrices", "matrix_levels", "subset_indices", "single_threaded_blas",
+           "SUBSET_SEED"]
 
-# seed and fraction of the reference's sensitivity subset (MEASURES.md, "sstv")
+# seed and fraction of the reference's sensitivity subset (docs/measures.md, "sstv")
 SUBSET_SEED = 2
 SUBSET_FRACTION = 0.9
 
@@ -65,12 +66,31 @@ def _single_block(block):
     return block
 
 
+@functools.cache
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def single_threaded_blas():
+    """A context in which numpy's BLAS runs on one thread.
+
+    Every block of models is computed with one BLAS thread, whichever scheduler runs it
+    (dask's threads supply the parallelism): the blocking of a multi-threaded BLAS depends
+    on its thread count, so its sums would round differently in process, on a cluster and
+    on another machine. One thread makes every run bitwise identical.
+    """
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
 def _call_on_blocks(*blocks, block_function, **kwargs):
     """Call ``block_function`` on the unwrapped blocks of one output chunk.
 
-    Undefined values (an empty split, a constant response) become NaN silently.
+    Undefined values (an empty split, a constant response) become NaN silently. BLAS runs
+    single-threaded (``single_threaded_blas``).
     """
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), single_threaded_blas():
         return block_function(*(_single_block(block) for block in blocks), **kwargs)
 
 
@@ -84,7 +104,8 @@ def apply_to_blocks(block_function, *arrays, core_ndims, out_core_sizes, **kwarg
     core dims (``blockwise(concatenate=False)``): they are rechunked to one chunk instead.
     """
     if not any(dask.is_dask_collection(array) for array in arrays):
-        return block_function(*arrays, **kwargs)
+        with single_threaded_blas():
+            return block_function(*arrays, **kwargs)
     n_lead = max(array.ndim - n_core for array, n_core in zip(arrays, core_ndims))
     lead = tuple(f"lead{i}" for i in range(n_lead))
     args = []
@@ -176,15 +197,7 @@ def variance_matrices(probe: xr.Dataset) -> xr.Dataset:
     out = out.drop_vars([dims.LABEL], errors="ignore").assign_coords(coords)
     if dims.LAYER_NAME in probe:
         out[dims.LAYER_NAME] = probe[dims.LAYER_NAME]
-    out[dims.MATRIX].attrs["description"] = (
-        "variance matrices: l2 = ||R_i - R_j|| / sqrt(n_split) (not row-reversed), "
-        "cosine = 1 - cos(R_i, R_j), corrcoef = Pearson r of rows i and j"
-    )
-    out[dims.MATRIX_SUBSET].attrs["description"] = (
-        "l2 matrix of the seeded 90% sample subset (RandomState(2)), split by the "
-        "subset's own predictions, for sstv"
-    )
-    return out
+    return dims.describe(out)
 
 
 def _check_probe(probe: xr.Dataset) -> None:

@@ -1,6 +1,6 @@
 """The paper's measures of variance matrices, accuracy, and the measures database.
 
-Definitions: MEASURES.md (the contract). Every measure of every model, level, split and
+Definitions: docs/measures.md (the contract). Every measure of every model, level, split and
 nested interval is computed in one vectorised pass per block of matrices, lazily on dask:
 the nested intervals share one filled matrix ``Gf`` (see ``ml4ml._measure_tables``), so
 each measure is a masked sum over ``Gf`` (ring sums, suffix sums along rows, prefix sums
@@ -69,7 +69,7 @@ def register_measure(name: str, func: Callable[[np.ndarray], np.ndarray], *, fil
     ----------
     name : the ``measure`` coordinate label; must not be a paper measure or registered.
     func : maps a float64 batch of interval matrices (..., m, m) to values (...). It gets
-        the row-reversed matrix ``F_k`` of MEASURES.md, filled if ``fill``.
+        the row-reversed matrix ``F_k`` of docs/measures.md, filled if ``fill``.
     fill : apply the reference's diagonal fill-in before ``func`` (default True).
     """
     if not isinstance(name, str) or not name:
@@ -190,7 +190,10 @@ def measure_matrices(matrices: xr.Dataset, measures=None) -> xr.DataArray:
         }
     )
     value.name = dims.VALUE
-    value.attrs["description"] = "ML4ML measures of the l2 variance matrices (MEASURES.md)"
+    long_name, description = dims.DESCRIPTIONS[dims.VALUE]
+    value.attrs.update(long_name=long_name, description=description)
+    for name in (dims.INTERVAL, dims.HALF_WIDTH, dims.MEASURE):
+        value[name].attrs.update(zip(("long_name", "description"), dims.DESCRIPTIONS[name]))
     return value
 
 
@@ -474,4 +477,4 @@ def measure_database(probe: xr.Dataset, measures=None) -> xr.Dataset:
     if dims.LAYER_NAME in probe:
         result[dims.LAYER_NAME] = probe[dims.LAYER_NAME]
         names.append(dims.LAYER_NAME)
-    return result[names]
+    return dims.describe(result[names])

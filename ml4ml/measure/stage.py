@@ -1,17 +1,19 @@
 """Measure stage: probe groups of a store -> ``matrices/...`` and ``measures/...`` groups.
 
-For each probe group, the models that are done but not yet measured (all of them with
-``force``) are measured in ONE dask graph: variance matrices, every registered measure,
-accuracy and robust accuracy, written into their own ``mid`` rows. A measure registered
-later (``measures.register_measure``) is computed for every already-measured model and
-appended along the ``measure`` dim, beside the paper's.
+For each probe group, the models that are done and not yet measured from their current
+probe data (lineage: each measured row records the probe ``digest`` it came from; all of
+them with ``force``) are measured in ONE dask graph: variance matrices, every registered
+measure, accuracy and robust accuracy. One task per model writes that model's rows and
+then its ``done`` flags, so a crash keeps every model finished before it. A measure
+registered later (``register_measure``) is computed from the stored matrices for every
+measured model and appended along ``measure`` in one committed change. Definitions:
+docs/measures.md.
 """
 
 from __future__ import annotations
 
 import time
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dask
 import numpy as np
@@ -21,6 +23,9 @@ import xarray as xr
 from ml4ml import dims, store
 from ml4ml.errors import InputError, StoreError
 
+__all__ = ["MeasureReport", "measure_store", "selected_groups", "open_measures",
+           "store_features"]
+
 
 @dataclass
 class MeasureReport:
@@ -28,11 +33,16 @@ class MeasureReport:
     transform: str
     measured: list  # mids measured now
     added_measures: list  # measure names appended for already-measured models
-    skipped: int  # done models already measured
+    skipped: int  # done models already measured from their current probes
     seconds: float
+    remeasured: dict = field(default_factory=dict)  # mid -> why its old rows were redone
+    notes: list = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [f"{self.suite}/{self.transform}: measured {len(self.measured)} model(s)"]
+        if self.remeasured:
+            parts.append(f"re-measured {', '.join(sorted(self.remeasured))} "
+                         f"({'; '.join(sorted(set(self.remeasured.values())))})")
         if self.added_measures:
             parts.append(f"added {', '.join(self.added_measures)} for measured models")
         parts.append(f"{self.skipped} already measured")
@@ -40,7 +50,8 @@ class MeasureReport:
 
 
 def selected_groups(path, suite=None, transform=None) -> list[tuple[str, str]]:
-    """The store's probe groups, filtered; InputError if a filter matches nothing."""
+    """The store's probe groups, filtered; InputError naming those that exist otherwise."""
+    store.store_attrs(path)
     pairs = store.list_groups(path, "probes")
     if not pairs:
         raise StoreError("the store has no probe groups yet", file=path,
@@ -50,14 +61,17 @@ def selected_groups(path, suite=None, transform=None) -> list[tuple[str, str]]:
               and (transform is None or t == transform)]
     if not chosen:
         have = ", ".join(f"{s}/{t}" for s, t in pairs)
-        raise InputError(f"no probe group matches suite={suite!r} transform={transform!r}; "
-                         f"the store has {have}", file=path, field="--suite/--transform")
+        what = " and ".join(f"{name} {value!r}" for name, value in
+                            (("suite", suite), ("transform", transform)) if value)
+        raise InputError(f"the store has no probe group for {what}; it has {have}",
+                         file=path, field="--suite" if suite and not transform else
+                         "--transform")
     return chosen
 
 
 def measure_store(path, *, suite=None, transform=None, measures=None, force=False,
                   progress=False) -> list[MeasureReport]:
-    """Measure every done, unmeasured model of every selected probe group.
+    """Measure every done model of every selected probe group not measured from its probes.
 
     measures : names of registered measures to compute (default: all registered).
     Runs on the active dask scheduler (a ``distributed.Client`` if one is current).
@@ -72,8 +86,25 @@ def measure_store(path, *, suite=None, transform=None, measures=None, force=Fals
         raise InputError(f"unknown measure(s) {unknown}; registered: {', '.join(known)}",
                          field="--measure", hint="register it with "
                          "ml4ml.measure.register_measure (or --plugin MODULE)")
-    return [_measure_group(path, s, t, wanted, force, progress)
-            for s, t in selected_groups(path, suite, transform)]
+    with store.writing(path, "ml4ml measure") as notes:
+        groups = selected_groups(path, suite, transform)
+        reports = [_measure_group(path, s, t, wanted, force, progress) for s, t in groups]
+    if reports:
+        reports[0].notes = list(notes)
+    return reports
+
+
+def _stored_rows(path, group) -> tuple[dict, list]:
+    """{mid: probe digest} of the done rows of a derived group, and its measure names."""
+    if not store.group_exists(path, group, committed=False):
+        return {}, []
+    ds = store.open_group(path, group, committed=False)
+    done = np.asarray(ds[dims.DONE].values, dtype=bool)
+    mids = [str(m) for m in ds[dims.MID].values]
+    digests = [str(d) for d in ds[store.PROBE_DIGEST].values]
+    rows = {m: d for m, d, ok in zip(mids, digests, done) if ok}
+    names = [str(m) for m in ds[dims.MEASURE].values] if dims.MEASURE in ds.coords else []
+    return rows, names
 
 
 def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureReport:
@@ -81,48 +112,124 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
     from ml4ml.measure.measures import measure_database, measure_matrices, registered_measures
 
     start = time.perf_counter()
-    probes = store.open_probes(path, suite, transform)
+    probes = store.open_probes(path, suite, transform, committed=False)
     done = store.done_mids(probes)
-    group = store.measures_group(suite, transform)
-    measured, have_names = [], []
-    if store.group_exists(path, group):
-        old = store.open_group(path, group)
-        measured = store.done_mids(old) if dims.DONE in old else []
-        have_names = [str(m) for m in old[dims.MEASURE].values]
-    added = []
-    todo = done if force else [m for m in done if m not in set(measured)]
-    names = list(dict.fromkeys(have_names + wanted))
+    digest = dict(zip([str(m) for m in probes[dims.MID].values],
+                      [str(d) for d in probes[store.DIGEST].values]))
+    m_group = store.measures_group(suite, transform)
+    x_group = store.matrices_group(suite, transform)
+    measured, have_names = _stored_rows(path, m_group)
+    matrixed, _ = _stored_rows(path, x_group)
+
+    # lineage: a row is current when both groups hold it from the probe's present digest
+    remeasured = {}
+    todo = []
+    for m in done:
+        current = measured.get(m) == digest[m] and matrixed.get(m) == digest[m]
+        if force or not current:
+            todo.append(m)
+            if m in measured or m in matrixed:
+                remeasured[m] = "forced" if force and current else "its probe data changed"
+    # rows whose probe is no longer done are stale: cleared, never left as current
+    stale = [m for m in set(measured) | set(matrixed) if m not in set(done)]
+    if stale:
+        store.clear_rows(path, m_group, stale)
+        store.clear_rows(path, x_group, stale)
+
     registered = set(registered_measures())
+    names = list(dict.fromkeys(have_names + wanted))
     lost = [m for m in names if m not in registered]
     if lost and todo:
-        warnings.warn(f"measures {lost} are in the store but not registered now: they stay "
-                      f"NaN for the newly measured models", stacklevel=2)
-    computable = [m for m in names if m in registered]
+        raise InputError(f"measure(s) {lost} are in the store but not registered now, so "
+                         f"{len(todo)} new model(s) cannot be measured alike; the stored "
+                         f"values stay", file=path, field="--measure",
+                         hint="load the measure's plugin again with --plugin FILE")
 
     # 1. new measure names for models measured before: from the stored matrices (no new
-    #    matrices, no re-probing), appended along `measure`
+    #    matrices, no re-probing), appended along `measure` in one committed change
+    added = []
     new_names = [m for m in wanted if m not in have_names]
     if have_names and new_names:
+        old = store.open_group(path, m_group, committed=False)
         old_mids = [str(m) for m in old[dims.MID].values]
-        stored = store.open_group(path, store.matrices_group(suite, transform))
-        value = measure_matrices(stored.sel({dims.MID: old_mids}), new_names)
-        _compute(store.append_measures(path, group, value.to_dataset(name=dims.VALUE)),
-                 progress)
+        stored = store.open_group(path, x_group, committed=False)
+        with _single_threaded_blas():
+            value = _compute(measure_matrices(stored.sel({dims.MID: old_mids}), new_names))
+        store.append_measures(path, m_group, value)
         added = new_names
+        names = have_names + new_names
 
-    # 2. rows of models not measured yet (every computable name)
+    # 2. rows of models not measured from their current probes (every name of the group)
     if todo:
-        lazy = measure_database(probes, measures=computable)
-        matrices = variance_matrices(probes)
-        pending = store.write_rows(path, store.matrices_group(suite, transform),
-                                   _with_done(matrices), todo, compute=False)
-        pending += store.write_rows(path, group, _with_done(lazy), todo, compute=False)
-        _compute(pending, progress)  # one graph: matrices are built once for both groups
-        store.set_done(path, store.matrices_group(suite, transform), todo)
-        store.set_done(path, group, todo)
+        selected = probes.sel({dims.MID: todo})
+        lazy = measure_database(selected, measures=names)
+        matrices = variance_matrices(selected)
+        x_rows = store.prepare_rows(path, x_group, matrices, todo)
+        m_rows = store.prepare_rows(path, m_group, lazy, todo)
+        lineage = {store.PROBE_DIGEST: [digest[m] for m in todo]}
+        writes = (store.row_writes(path, x_group, matrices, todo, x_rows, lineage)
+                  + store.row_writes(path, m_group, lazy, todo, m_rows, lineage))
+        _compute_rows(writes, todo, progress, f"measure {suite}/{transform}")
     return MeasureReport(suite=suite, transform=transform, measured=list(todo),
                          added_measures=added, skipped=len(done) - len(todo),
-                         seconds=time.perf_counter() - start)
+                         seconds=time.perf_counter() - start, remeasured=remeasured)
+
+
+def _single_threaded_blas():
+    from ml4ml.measure.matrices import single_threaded_blas
+
+    return single_threaded_blas()
+
+
+def _compute(lazy):
+    with store.layout.quiet():
+        return lazy.compute()
+
+
+def _compute_rows(writes: list, mids: list, enabled: bool, stage: str) -> None:
+    """Run the row writes (two per model: matrices, measures) in one graph, with progress.
+
+    Progress counts models whose two rows are written; on a distributed cluster the
+    futures are followed as they finish, in process a dask callback does the same.
+    """
+    from ml4ml.progress import progress
+
+    bar = progress(stage, len(mids), enabled)
+    per_model = {}
+    half = len(writes) // 2
+    keys = {}
+    for k, write in enumerate(writes):
+        keys[write.key] = mids[k % half] if half else ""
+    try:
+        from distributed import as_completed, get_client
+
+        client = get_client()
+    except (ImportError, ValueError):
+        client = None
+    with store.layout.quiet():
+        if client is not None:
+            futures = client.compute(writes)
+            for future in as_completed(futures):
+                future.result()
+                _count(keys.get(future.key, ""), per_model, bar)
+            bar.close()
+            return
+        from dask.callbacks import Callback
+
+        class _Rows(Callback):
+            def _posttask(self, key, result, dsk, state, id):
+                if key in keys:
+                    _count(keys[key], per_model, bar)
+
+        with _Rows():
+            dask.compute(*writes)
+    bar.close()
+
+
+def _count(mid: str, per_model: dict, bar) -> None:
+    per_model[mid] = per_model.get(mid, 0) + 1
+    if per_model[mid] == 2:
+        bar.advance(mid)
 
 
 def open_measures(path, suite: str, transform: str) -> xr.Dataset:
@@ -141,46 +248,22 @@ def store_features(path, transform: str, *, suite=None, set: str = "paper80",
     if split not in dims.SPLITS:
         raise InputError(f"unknown split {split!r}; expected one of {dims.SPLITS}",
                          field="--split")
-    pairs = [(s, t) for s, t in store.list_groups(path, "measures") if t == transform
-             and (suite is None or s == suite)]
+    store.store_attrs(path)
+    groups = store.list_groups(path, "measures")
+    pairs = [(s, t) for s, t in groups if t == transform and (suite is None or s == suite)]
     if not pairs:
-        raise StoreError(f"no measures for transform {transform!r}"
-                         + (f" and suite {suite!r}" if suite else ""), file=path,
+        have = sorted({t for _, t in groups})
+        if have:
+            raise InputError(f"no measures for transform {transform!r}"
+                             + (f" and suite {suite!r}" if suite else "")
+                             + f"; the store has measures for: {', '.join(have)}",
+                             file=path, field="--transform")
+        raise StoreError("the store has no measures yet", file=path,
                          hint=f"run 'ml4ml measure {path}' first")
     if len(pairs) > 1:
         raise InputError(f"transform {transform!r} is measured on several suites "
                          f"({', '.join(s for s, _ in pairs)}); choose one with --suite",
                          file=path, field="--suite")
     ds = open_measures(path, *pairs[0])
-    measured = store.done_mids(ds) if dims.DONE in ds else [str(m) for m in ds[dims.MID].values]
-    ds = ds.sel({dims.MID: measured}).load()
+    ds = ds.sel({dims.MID: store.done_mids(ds)}).load()
     return features(ds, set=set, split=split)
-
-
-def _with_done(ds: xr.Dataset) -> xr.Dataset:
-    """Chunk one model per chunk and add an all-False ``done`` (mid) flag."""
-    ds = ds.chunk({dims.MID: 1})
-    ds[dims.DONE] = xr.DataArray(np.zeros(ds.sizes[dims.MID], bool), dims=(dims.MID,))
-    return ds
-
-
-def _compute(delayed, progress):
-    with _progress(progress), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
-        dask.compute(delayed)
-
-
-def _progress(enabled):
-    from contextlib import nullcontext
-
-    if not enabled:
-        return nullcontext()
-    try:
-        from distributed import get_client
-
-        get_client()
-        return nullcontext()  # the dashboard shows progress on a cluster
-    except (ImportError, ValueError):
-        from dask.diagnostics import ProgressBar
-
-        return ProgressBar(minimum=1.0)

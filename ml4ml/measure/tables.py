@@ -1,6 +1,6 @@
 """Index and mask tables of the paper measures, built once per grid size P.
 
-Every nested interval's filled matrix ``G_k`` (MEASURES.md) equals the window
+Every nested interval's filled matrix ``G_k`` (docs/measures.md) equals the window
 ``[lo, hi]^2`` (``lo = k``, ``hi = P-1-k``) of ``Gf``, the fill of the full row-reversed
 matrix ``F``, except its two anti-diagonal corners: ``G_k[lo, hi] = F[lo, hi-1]`` and
 ``G_k[hi, lo] = F[hi, lo+1]``. (The interior anti-diagonal fill and the centre block read
@@ -19,7 +19,7 @@ import numpy as np
 
 from ml4ml.errors import InputError
 
-# MEASURES.md: the smallest interval keeps 5 grid steps each side of the centre
+# docs/measures.md: the smallest interval keeps 5 grid steps each side of the centre
 MIN_HALF_WIDTH = 5
 # the fill-in reads rows h-1 .. h+2 of an m x m matrix, so m >= 5
 MIN_PARAMS = 5
@@ -88,7 +88,7 @@ def measure_tables(n_params: int) -> MeasureTables:
     flat = a * p + b
     pad = p * p
 
-    # fill of the full matrix (MEASURES.md "Diagonal fill-in" with m = P, h = c)
+    # fill of the full matrix (docs/measures.md "Diagonal fill-in" with m = P, h = c)
     fill_a = flat.copy()
     fill_b = flat.copy()
     fill_a[0, p - 1] = fill_b[0, p - 1] = flat[0, p - 2]

@@ -3,7 +3,7 @@
 ``probe_model`` is the one entry point. For each batch of images it applies the
 transformation for every grid parameter at once on the device, runs the model on the
 stacked (aug_param x batch) inputs in chunks of ``batch_size`` and records, through forward
-hooks, the eight statistics of MEASURES.md ("Inputs") of each chosen layer. Full activations
+hooks, the eight statistics of docs/measures.md ("Inputs") of each chosen layer. Full activations
 never leave the device: each hook reduces its layer's output with five torch kernels to
 per-channel sums and maxima plus two per-input values (or, for a layer small enough,
 ``HELD_LAYER_BYTES``, copies it into a device buffer reduced later), and the eight
@@ -91,7 +91,8 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
         layer_name  (layer,)                                object   recorded module names
     and coordinates ``aug_param`` (float64; attrs ``units``, ``transform``), ``sample``
     (int64), ``label`` (sample,) int64, ``stat`` (``dims.STATS``) and ``class`` (int64);
-    ``layer`` is positional (no coordinate), named by ``layer_name``.
+    ``layer`` (0 .. n_layers-1), each named by ``layer_name``; every variable has CF-style
+    ``long_name`` and ``description`` attrs.
     """
     if not isinstance(model, nn.Module):
         raise InputError(f"expected a torch.nn.Module, found {type(model).__name__}",
@@ -262,7 +263,7 @@ def select_layers(model: nn.Module, layers: Sequence[str] | None = None) -> list
 
 
 def layer_statistics(activations: torch.Tensor) -> torch.Tensor:
-    """The eight statistics of MEASURES.md of each sample's layer output.
+    """The eight statistics of docs/measures.md of each sample's layer output.
 
     activations : (n, channel, *spatial) (or (n, features), read as features x 1x1)
     Returns (n, 8) float32 in ``dims.STATS`` order: mean, std, max, min over all values;
@@ -605,6 +606,7 @@ def _as_dataset(prob, prediction, confidence, act, layer_names, grid, transform,
         dims.LABEL: (dims.SAMPLE, labels.numpy()),
         dims.CLASS: (dims.CLASS, np.arange(n_classes, dtype=np.int64)),
         dims.STAT: (dims.STAT, np.array(dims.STATS, dtype=object)),
+        dims.LAYER: (dims.LAYER, np.arange(len(layer_names), dtype=np.int64)),
     }
     data_vars = {
         dims.PROB: ((dims.AUG_PARAM, dims.SAMPLE, dims.CLASS), prob.numpy()),
@@ -614,6 +616,5 @@ def _as_dataset(prob, prediction, confidence, act, layer_names, grid, transform,
         dims.LAYER_NAME: ((dims.LAYER,), np.array(layer_names, dtype=object)),
     }
     attrs = {"transform": transform.name, "units": transform.units,
-             "fgsm_epsilon": float(fgsm_epsilon),
-             "normalized": normalize is not None}
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+             "fgsm_epsilon": float(fgsm_epsilon)}
+    return dims.describe(xr.Dataset(data_vars, coords=coords, attrs=attrs))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import xarray as xr
@@ -26,24 +26,33 @@ class ProbeReport:
     probed: list  # (mid, suite, transform)
     skipped: int
     seconds: float
+    failed: dict = field(default_factory=dict)  # (mid, suite, transform) -> why refused
+    reprobed: dict = field(default_factory=dict)  # mid -> why its old probes were redone
+    untrained: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
 
 
-def probe_template(params, transform: str, labels, n_classes: int, n_layers: int) -> xr.Dataset:
-    """An all-zero probe dataset with the shapes and coordinates one model's probe will have.
+def probe_template(params, transform: str, labels, n_classes: int, n_layers: int, *,
+                   fgsm_epsilon: float = 0.0) -> xr.Dataset:
+    """A lazy probe dataset with the variables, coordinates and attrs ``probe_model`` returns.
 
-    params : (aug_param,) grid; labels : (sample,) int labels.
+    params : (aug_param,) grid; labels : (sample,) int labels. Its arrays are dask zeros,
+    never computed: it describes a probe group's layout.
     """
+    import dask.array as da
+
     from ml4ml.probe.transforms import get_transform
 
     family = get_transform(transform)
     P, n = len(params), len(labels)
-    return xr.Dataset(
+    ds = xr.Dataset(
         {
-            dims.PROB: ((dims.AUG_PARAM, dims.SAMPLE, dims.CLASS), np.zeros((P, n, n_classes), np.float32)),
-            dims.PREDICTION: ((dims.AUG_PARAM, dims.SAMPLE), np.zeros((P, n), np.int64)),
-            dims.CONFIDENCE: ((dims.AUG_PARAM, dims.SAMPLE), np.zeros((P, n), np.float32)),
+            dims.PROB: ((dims.AUG_PARAM, dims.SAMPLE, dims.CLASS),
+                        da.zeros((P, n, n_classes), np.float32)),
+            dims.PREDICTION: ((dims.AUG_PARAM, dims.SAMPLE), da.zeros((P, n), np.int64)),
+            dims.CONFIDENCE: ((dims.AUG_PARAM, dims.SAMPLE), da.zeros((P, n), np.float32)),
             dims.ACT: ((dims.AUG_PARAM, dims.SAMPLE, dims.LAYER, dims.STAT),
-                       np.zeros((P, n, n_layers, len(dims.STATS)), np.float32)),
+                       da.zeros((P, n, n_layers, len(dims.STATS)), np.float32)),
             dims.LAYER_NAME: ((dims.LAYER,), np.full(n_layers, "", dtype=object)),
         },
         coords={
@@ -51,10 +60,14 @@ def probe_template(params, transform: str, labels, n_classes: int, n_layers: int
                              {"units": family.units, "transform": family.name}),
             dims.SAMPLE: np.arange(n, dtype=np.int64),
             dims.LABEL: (dims.SAMPLE, np.asarray(labels, np.int64)),
-            dims.STAT: np.array(dims.STATS, dtype=object),
             dims.CLASS: np.arange(n_classes, dtype=np.int64),
+            dims.STAT: np.array(dims.STATS, dtype=object),
+            dims.LAYER: np.arange(n_layers, dtype=np.int64),
         },
+        attrs={"transform": family.name, "units": family.units,
+               "fgsm_epsilon": float(fgsm_epsilon)},
     )
+    return dims.describe(ds)
 
 
 def load_probe_suite(pipeline, suite_spec):
@@ -73,63 +86,99 @@ def _cached_suite(name, split, root, n_samples, seed):
 
 def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: bool = False,
                    progress: bool = True) -> ProbeReport:
-    """Probe every trained model of ``pipeline``; done (model, suite, transform) are skipped."""
+    """Probe every trained model of ``pipeline`` on every suite and transform.
+
+    A (model, suite, transform) is probed when it is not done, when the model's checkpoint
+    differs from the one its probe came from (lineage: ``source_sha256``), or with
+    ``force``; redoing one first clears its done flag and those of its matrices and
+    measures. A model whose outputs are not finite is refused and reported; the others go
+    on. device : where to probe (default: the spec's ``[probe] device``).
+    """
+    from ml4ml.progress import progress as stage_progress
     from ml4ml.zoo.stage import CHECKPOINT, SHA256, TRAINED
 
     start = time.perf_counter()
     path = pipeline.store
-    table = store.read_models(path)
-    if table.sizes.get(dims.MID, 0) == 0:
-        raise StoreError("the store has no models yet", file=path,
-                         hint=f"run 'ml4ml train {pipeline.file}' first")
-    trained = {str(m) for m, t in zip(table[dims.MID].values, table[TRAINED].values) if t}
-    mids = [m for m in pipeline.mids if m in trained]
-    untrained = [m for m in pipeline.mids if m not in trained]
-    if not mids:
-        raise StoreError("no model of this pipeline is trained yet", file=path,
-                         hint=f"run 'ml4ml train {pipeline.file}' first")
-    n_layers = len(pipeline.probe.layers) or 2
-    jobs = {m: [] for m in mids}  # mid -> [(suite, transform)]
-    skipped = 0
-    for suite_spec in pipeline.suites:
-        suite = load_probe_suite(pipeline, suite_spec)
-        for transform, params in pipeline.transforms.items():
-            template = probe_template(params, transform, suite.labels.numpy(),
-                                      suite.n_classes, n_layers)
-            store.init_probes(path, suite_spec.name, transform, template, pipeline.mids)
-            ds = store.open_probes(path, suite_spec.name, transform)
-            done = set(store.done_mids(ds))
-            for m in mids:
-                if force or m not in done:
-                    jobs[m].append((suite_spec.name, transform))
+    with store.writing(path, f"ml4ml probe {pipeline.file}") as notes:
+        if not store.store_exists(path):
+            raise StoreError("the store has no models yet", file=path,
+                             hint=f"run 'ml4ml train {pipeline.file}' first")
+        table = store.read_models(path)
+        if table.sizes.get(dims.MID, 0) == 0:
+            raise StoreError("the store has no models yet", file=path,
+                             hint=f"run 'ml4ml train {pipeline.file}' first")
+        sha = dict(zip([str(m) for m in table[dims.MID].values],
+                       [str(s) for s in table[SHA256].values]))
+        trained = {str(m) for m, t in zip(table[dims.MID].values, table[TRAINED].values) if t}
+        mids = [m for m in pipeline.mids if m in trained]
+        untrained = [m for m in pipeline.mids if m not in trained]
+        if not mids:
+            raise StoreError("no model of this pipeline is trained yet", file=path,
+                             hint=f"run 'ml4ml train {pipeline.file}' first")
+        n_layers = len(pipeline.probe.layers) or 2
+        jobs = {m: [] for m in mids}  # mid -> [(suite, transform)]
+        reprobed = {}
+        skipped = 0
+        for suite_spec in pipeline.suites:
+            suite = load_probe_suite(pipeline, suite_spec)
+            for transform, params in pipeline.transforms.items():
+                template = probe_template(params, transform, suite.labels.numpy(),
+                                          suite.n_classes, n_layers,
+                                          fgsm_epsilon=pipeline.probe.fgsm_epsilon)
+                store.init_probes(path, suite_spec.name, transform, template, pipeline.mids)
+                ds = store.open_probes(path, suite_spec.name, transform, committed=False)
+                done = dict(zip([str(m) for m in ds[dims.MID].values],
+                                np.asarray(ds[dims.DONE].values, dtype=bool)))
+                source = dict(zip([str(m) for m in ds[dims.MID].values],
+                                  [str(s) for s in ds[store.SOURCE].values]))
+                redo = []
+                for m in mids:
+                    changed = done[m] and source[m] != sha[m]
+                    if force or not done[m] or changed:
+                        jobs[m].append((suite_spec.name, transform))
+                        if done[m]:
+                            redo.append(m)
+                            reprobed[m] = "forced" if force and not changed else \
+                                "its checkpoint changed"
+                    else:
+                        skipped += 1
+                if redo:  # flags first, here and in the groups computed from these probes
+                    group = store.probe_group(suite_spec.name, transform)
+                    store.clear_done(path, group, redo)
+                    store.clear_done(path, store.matrices_group(suite_spec.name, transform), redo)
+                    store.clear_done(path, store.measures_group(suite_spec.name, transform), redo)
+        jobs = {m: j for m, j in jobs.items() if j}
+        rows = {m: (str(table[CHECKPOINT].sel({dims.MID: m}).values), sha[m]) for m in jobs}
+        device = device or pipeline.probe.device
+        bar = stage_progress("probe", len(jobs), progress)
+        for note in notes:
+            bar.note(note)
+        for m, why in reprobed.items():
+            bar.note(f"re-probing {m}: {why}")
+        probed, failed = [], {}
+        for mid, results in _run_all(pipeline, jobs, rows, device, client):
+            for key, error in results:
+                if error:
+                    failed[key] = error
+                    bar.note(f"model {key[0]} refused on {key[1]}/{key[2]}: {error}")
                 else:
-                    skipped += 1
-    jobs = {m: j for m, j in jobs.items() if j}
-    rows = {m: (str(table[CHECKPOINT].sel({dims.MID: m}).values),
-                str(table[SHA256].sel({dims.MID: m}).values)) for m in jobs}
-    device = device or pipeline.probe.device
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(jobs), desc="probe", unit="model", disable=not progress or not jobs)
-    probed = []
-    for result in _run_all(pipeline, jobs, rows, device, client, progress):
-        probed.extend(result)
-        bar.update(1)
-    bar.close()
-    if untrained:
-        bar.write(f"not probed (not trained yet): {', '.join(untrained)}")
-    return ProbeReport(probed=probed, skipped=skipped, seconds=time.perf_counter() - start)
+                    probed.append(key)
+            bar.advance(mid)
+        bar.close()
+    return ProbeReport(probed=probed, skipped=skipped, seconds=time.perf_counter() - start,
+                       failed=failed, reprobed=reprobed, untrained=untrained, notes=notes)
 
 
 def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, device: str = "cpu",
-              progress: bool = False, threads: int | None = None) -> list:
+              threads: int | None = None) -> tuple[str, list]:
     """Probe one model on its pending (suite, transform) jobs and write each result.
 
+    Returns ``(mid, [((mid, suite, transform), error or "")])``: a model whose outputs are
+    not finite is refused on that job (``error`` recorded in the group), the rest go on.
     threads : torch threads for this model (default: all cores in process, 1 in a worker).
     """
-    from tqdm.auto import tqdm
-
     from ml4ml.cluster import prepare_dask_worker, torch_threads
+    from ml4ml.errors import InputError
     from ml4ml.probe.responses import probe_model
     from ml4ml.zoo.training import load_checkpoint
 
@@ -142,25 +191,29 @@ def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, device: st
         if suite_name not in loaded:
             loaded[suite_name] = load_probe_suite(pipeline, suites[suite_name])
         suite = loaded[suite_name]
-        bar = tqdm(total=len(suite), desc=f"  {mid} {suite_name}/{transform}", unit="img",
-                   leave=False, disable=not progress)
         with torch_threads(threads):
             result = probe_model(
                 model, suite.images, suite.labels, transform, pipeline.transforms[transform],
                 normalize=recipe.normalize, layers=list(pipeline.probe.layers) or None,
                 batch_size=pipeline.probe.batch_size, device=device,
-                fgsm_epsilon=pipeline.probe.fgsm_epsilon, progress=bar,
+                fgsm_epsilon=pipeline.probe.fgsm_epsilon,
             )
-        bar.close()
-        store.write_probe(pipeline.store, suite_name, transform, mid, result)
-        out.append((mid, suite_name, transform))
-    return out
+        key = (mid, suite_name, transform)
+        try:
+            store.write_probe(pipeline.store, suite_name, transform, mid, result,
+                              source_sha256=sha256)
+        except InputError as exc:  # outputs not finite: refused, recorded
+            store.write_probe_failure(pipeline.store, suite_name, transform, mid, exc.message)
+            out.append((key, exc.message))
+            continue
+        out.append((key, ""))
+    return mid, out
 
 
-def _run_all(pipeline, jobs, rows, device, client, progress):
+def _run_all(pipeline, jobs, rows, device, client):
     if client is None:
         for mid, todo in jobs.items():
-            yield probe_one(pipeline, mid, todo, *rows[mid], device=device, progress=progress,
+            yield probe_one(pipeline, mid, todo, *rows[mid], device=device,
                             threads=os.cpu_count() or 1)
         return
     from distributed import as_completed

@@ -1,10 +1,29 @@
-"""The store: the only code that touches Zarr. Groups, the reference's files, import.
+"""The store: the only code that touches Zarr.
 
-Modules: ``groups`` (create and open a store, the ``models`` table, probe groups, derived
-rows), ``legacy`` (read the reference's .npy files), ``importing`` (import them into a
-store). Users read a store with plain ``xr.open_zarr(path, group=...)`` or
-``xr.open_datatree(path, engine="zarr")``.
+Modules: ``backend`` (local folders and fsspec URLs), ``layout`` (the committed layout and
+crash recovery), ``lock`` (one writer per store), ``arrays`` (datasets as Zarr groups),
+``groups`` (create, validate and open a store and its groups), ``models`` (the models
+table), ``probes`` (probe groups), ``rows`` (derived groups), ``legacy`` and ``importing``
+(the reference's .npy files). Users read a store with plain ``xr.open_zarr(path,
+group=...)`` or ``xr.open_datatree(path, engine="zarr")``.
 """
 
+from ml4ml.store.backend import is_url  # noqa: F401
 from ml4ml.store.groups import *  # noqa: F401,F403
-from ml4ml.store.groups import __all__  # noqa: F401,E402
+from ml4ml.store.groups import __all__ as _groups_all
+from ml4ml.store.layout import commit, recover  # noqa: F401
+from ml4ml.store.lock import holder, writing  # noqa: F401
+from ml4ml.store.models import add_models, model_ids, read_models, update_models  # noqa: F401
+from ml4ml.store.probes import (DIGEST, ERROR, SOURCE, check_compatible,  # noqa: F401
+                                clear_done, init_probes, open_probes, probe_digest,
+                                write_probe, write_probe_failure)
+from ml4ml.store.rows import (PROBE_DIGEST, append_measures, clear_rows,  # noqa: F401
+                              prepare_rows, row_writes)
+
+__all__ = list(_groups_all) + [
+    "is_url", "commit", "recover", "holder", "writing", "add_models", "model_ids",
+    "read_models", "update_models", "DIGEST", "ERROR", "SOURCE", "check_compatible",
+    "clear_done", "init_probes", "open_probes", "probe_digest", "write_probe",
+    "write_probe_failure", "PROBE_DIGEST", "append_measures", "clear_rows", "prepare_rows",
+    "row_writes",
+]

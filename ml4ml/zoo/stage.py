@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ SHA256 = "checkpoint_sha256"
 TEST_ACCURACY = "test_accuracy"
 TRAIN_SECONDS = "train_seconds"
 N_TRAIN_IMAGES = "n_train_images"
+TRAIN_ERROR = "train_error"
 
 
 @dataclass
@@ -35,6 +36,9 @@ class TrainReport:
     trained: list
     skipped: list
     seconds: float
+    failed: dict = field(default_factory=dict)  # mid -> why it was refused
+    retrained: list = field(default_factory=list)  # trained before, redone now
+    notes: list = field(default_factory=list)
 
 
 def recipe_table(recipes) -> xr.Dataset:
@@ -59,6 +63,7 @@ def recipe_table(recipes) -> xr.Dataset:
     n = len(recipes)
     data["anomaly_name"] = ((dims.MID,), np.array([r.anomaly_name for r in recipes], dtype=object))
     data[TRAINED] = ((dims.MID,), np.zeros(n, dtype=bool))
+    data[TRAIN_ERROR] = ((dims.MID,), np.full(n, "", dtype=object))
     data[CHECKPOINT] = ((dims.MID,), np.full(n, "", dtype=object))
     data[SHA256] = ((dims.MID,), np.full(n, "", dtype=object))
     data[TEST_ACCURACY] = ((dims.MID,), np.full(n, np.nan))
@@ -86,12 +91,11 @@ def recipe_from_row(row: xr.Dataset) -> Recipe:
 def register_zoo(pipeline) -> xr.Dataset:
     """Create the store if needed and add the zoo's new recipes; return the models table.
 
-    A model already in the store whose recorded recipe differs from the spec's is an
-    error (retrain it with ``--force``), so a table never describes a model wrongly.
+    The caller holds the store's lock.
     """
     store.create_store(pipeline.store, precision=pipeline.precision)
     store.add_models(pipeline.store, recipe_table(pipeline.recipes))
-    return store.read_models(pipeline.store)
+    return store.read_models(pipeline.store, committed=False)
 
 
 def _recipe_changes(pipeline, table) -> dict:
@@ -107,49 +111,110 @@ def _recipe_changes(pipeline, table) -> dict:
     return changed
 
 
-def train_pipeline(pipeline, *, client=None, force: bool = False, device: str = "cpu",
+def remove_orphan_checkpoints(folder) -> list[str]:
+    """Delete temporary checkpoint files a killed writer left in ``folder``; return them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for orphan in sorted(folder.glob(".tmp-*.pt")):
+        orphan.unlink(missing_ok=True)
+        removed.append(orphan.name)
+    return removed
+
+
+def invalidate_downstream(path, mids) -> None:
+    """Clear the ``done`` flags of ``mids`` in every probe, matrices and measures group."""
+    for prefix in ("probes", "matrices", "measures"):
+        for suite, transform in store.list_groups(path, prefix):
+            store.clear_done(path, f"{prefix}/{suite}/{transform}", list(mids))
+
+
+def train_pipeline(pipeline, *, client=None, force: bool = False, device: str | None = None,
                    progress: bool = True) -> TrainReport:
-    """Train every model of ``pipeline`` not yet trained (all with ``force``)."""
+    """Train every model of ``pipeline`` not yet trained (all with ``force``).
+
+    A model is redone when it is not trained, its checkpoint file is gone, or ``force``.
+    Retraining (``force``, or a recipe changed with ``force``) clears the model's later
+    results (probes, matrices, measures), so every later stage redoes it. A model whose
+    trained weights are not finite is refused: its ``train_error`` says why, the others
+    go on. device : where to train (default: the spec's ``[probe] device``).
+    """
+    from ml4ml.progress import progress as stage_progress
+
     start = time.perf_counter()
-    table = register_zoo(pipeline)
-    changed = _recipe_changes(pipeline, table)
-    if changed and not force:
-        mid, (name, old, new) = next(iter(changed.items()))
-        raise StoreError(
-            f"{len(changed)} model(s) in the store were trained with other recipes than the "
-            f"spec's, e.g. model {mid!r} field '{name}': store {old!r}, spec {new!r}",
-            file=pipeline.file, field=f"zoo ({mid}.{name})",
-            hint="rerun with --force to retrain them, or use a new store path")
-    trained = table[TRAINED].values.astype(bool)
-    trained_mids = set(np.asarray(table[dims.MID].values)[trained].tolist())
-    todo = [r for r in pipeline.recipes if force or r.mid not in trained_mids
-            or not Path(str(table[CHECKPOINT].sel({dims.MID: r.mid}).values)).is_file()]
-    skipped = [r.mid for r in pipeline.recipes if r not in todo]
-    if changed and force:
-        store.update_models(pipeline.store, recipe_table(
-            [r for r in pipeline.recipes if r.mid in changed]))
-    checkpoints = Path(pipeline.checkpoints)
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    data_root = None if pipeline.data_root is None else str(pipeline.data_root)
-    bar = _bar(len(todo), "train", progress)
-    done = []
-    for row in _run_all(todo, checkpoints, data_root, device, client):
-        store.update_models(pipeline.store, _outcome_row(row))
-        done.append(row["mid"])
-        bar.set_postfix_str(f"{row['mid']} acc={row['test_accuracy']:.3f}")
-        bar.update(1)
-    bar.close()
-    return TrainReport(trained=done, skipped=skipped, seconds=time.perf_counter() - start)
+    device = device or pipeline.probe.device
+    path = pipeline.store
+    with store.writing(path, f"ml4ml train {pipeline.file}") as notes:
+        table = register_zoo(pipeline)
+        changed = _recipe_changes(pipeline, table)
+        if changed and not force:
+            mid, (name, old, new) = next(iter(changed.items()))
+            raise StoreError(
+                f"{len(changed)} model(s) in the store were trained with other recipes than "
+                f"the spec's, e.g. model {mid!r} field '{name}': store {old!r}, spec {new!r}",
+                file=pipeline.file, field=f"zoo ({mid}.{name})",
+                hint="rerun with --force to retrain them, or use a new store path")
+        checkpoints = Path(pipeline.checkpoints)
+        notes += [f"removed orphan temporary checkpoint {name}"
+                  for name in remove_orphan_checkpoints(checkpoints)]
+        trained = dict(zip(table[dims.MID].values.tolist(),
+                           table[TRAINED].values.astype(bool).tolist()))
+        files = dict(zip(table[dims.MID].values.tolist(),
+                         [str(c) for c in table[CHECKPOINT].values]))
+        todo = [r for r in pipeline.recipes if force or not trained.get(r.mid)
+                or not Path(files.get(r.mid, "")).is_file()]
+        skipped = [r.mid for r in pipeline.recipes if r not in todo]
+        redo = [r.mid for r in todo if trained.get(r.mid) and (force or r.mid in changed)]
+        if redo:  # flags first: nothing trained from the old recipe passes as current
+            store.update_models(path, _flags(redo, False), last=(TRAINED,))
+            invalidate_downstream(path, redo)
+        if changed:
+            store.update_models(path, recipe_table(
+                [r for r in pipeline.recipes if r.mid in changed]))
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        data_root = None if pipeline.data_root is None else str(pipeline.data_root)
+        bar = stage_progress("train", len(todo), progress)
+        for note in notes:
+            bar.note(note)
+        done, failed = [], {}
+        for row in _run_all(todo, checkpoints, data_root, device, client):
+            if row.get("error"):
+                failed[row["mid"]] = row["error"]
+                store.update_models(path, _error_row(row["mid"], row["error"]))
+                bar.advance(row["mid"], "refused")
+                bar.note(f"model {row['mid']} refused: {row['error']}")
+                continue
+            store.update_models(path, _outcome_row(row), last=(TRAINED,))
+            done.append(row["mid"])
+            bar.advance(row["mid"], f"acc={row[TEST_ACCURACY]:.3f}")
+        bar.close()
+    return TrainReport(trained=done, skipped=skipped, seconds=time.perf_counter() - start,
+                       failed=failed, retrained=redo, notes=notes)
 
 
 def train_one(recipe: Recipe, checkpoint_dir, data_root=None, device="cpu") -> dict:
-    """Train one model, write its checkpoint; return the outcome row (plain dict)."""
+    """Train one model, write its checkpoint; return the outcome row (plain dict).
+
+    A model whose trained weights or test accuracy are not finite gets no checkpoint; its
+    row has ``error`` saying why.
+    """
+    import math
+
+    import torch
+
     from ml4ml.cluster import prepare_dask_worker, torch_threads
     from ml4ml.zoo.training import save_checkpoint, train_model
 
     prepare_dask_worker()
     with torch_threads(1):
         result = train_model(recipe, data_root=data_root, device=device)
+    bad = [name for name, p in result.model.state_dict().items()
+           if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+    if bad or not math.isfinite(result.test_accuracy):
+        what = f"weights {bad[:3]}" if bad else "test accuracy"
+        return {"mid": recipe.mid, "error": f"training produced non-finite {what} "
+                f"(lr {recipe.lr:g} too high?)"}
     path = Path(checkpoint_dir) / f"{recipe.mid}.pt"
     sha = save_checkpoint(result, recipe, path)
     return {"mid": recipe.mid, CHECKPOINT: str(path), SHA256: sha,
@@ -175,11 +240,17 @@ def _outcome_row(row: dict) -> xr.Dataset:
     data = {name: ((dims.MID,), np.array([row[name]], dtype=object if isinstance(row[name], str)
                                           else None))
             for name in (CHECKPOINT, SHA256, TEST_ACCURACY, TRAIN_SECONDS, N_TRAIN_IMAGES)}
+    data[TRAIN_ERROR] = ((dims.MID,), np.array([""], dtype=object))
     data[TRAINED] = ((dims.MID,), np.array([True]))
     return xr.Dataset(data, coords={dims.MID: np.array([row["mid"]], dtype=object)})
 
 
-def _bar(total, desc, enabled):
-    from tqdm.auto import tqdm
+def _error_row(mid: str, error: str) -> xr.Dataset:
+    return xr.Dataset({TRAIN_ERROR: ((dims.MID,), np.array([error], dtype=object)),
+                       TRAINED: ((dims.MID,), np.array([False]))},
+                      coords={dims.MID: np.array([mid], dtype=object)})
 
-    return tqdm(total=total, desc=desc, unit="model", disable=not enabled or total == 0)
+
+def _flags(mids, value: bool) -> xr.Dataset:
+    return xr.Dataset({TRAINED: ((dims.MID,), np.full(len(mids), value))},
+                      coords={dims.MID: np.asarray(list(mids), dtype=object)})

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ml4ml.store.backend import fault_point
 from ml4ml.zoo.architectures import build_model
 from ml4ml.zoo.attacks import fgsm
 from ml4ml.errors import InputError
@@ -486,7 +487,9 @@ def save_checkpoint(trained_or_model, recipe: Recipe, path) -> str:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
+        fault_point()  # the crash tests kill here too: an orphan temporary file
         os.replace(temp, path)
+        fault_point()
     except BaseException:
         if os.path.exists(temp):
             os.unlink(temp)

@@ -1,0 +1,221 @@
+"""Datasets as Zarr groups: the layout conventions every ml4ml group follows.
+
+xarray reads what is written here with plain ``xr.open_zarr``: each variable is an array
+whose ``dimension_names`` are its dims and whose attributes are its attrs; non-index
+coordinates are listed in the ``coordinates`` attribute of the variables that share their
+dims (CF), or of the group when no variable does. Strings are variable-length UTF-8.
+
+Every array has a declared fill value that unwritten entries read as: NaN for floats, -1
+for integers, False for flags, "" for strings. A variable with a ``mid`` dim is chunked
+one model per chunk (so writers of different models never share a chunk), whole along
+every other dim; other variables are one chunk. Probe responses that the measure pass
+reads (``act``, ``confidence``) are stored uncompressed, since float responses hardly
+compress (about 5% at zstd level 1) and reading them raw is 4x faster; everything else
+is zstd level 1 (README, "Store codecs").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.codecs import ZstdCodec
+
+from ml4ml import dims
+
+__all__ = ["fill_value", "missing", "zarr_dtype", "layout_group", "extend_rows", "extend_dim",
+           "write_rows", "ROW_CHUNK", "RAW_VARIABLES"]
+
+# variables written uncompressed (read by every measure pass; float noise compresses ~5%)
+RAW_VARIABLES = frozenset({dims.ACT, dims.CONFIDENCE})
+# rows per chunk along mid of tables written by the driver alone (models, labels)
+ROW_CHUNK = 1024
+
+
+def fill_value(dtype):
+    """The value unwritten entries of an array of ``dtype`` read as."""
+    dtype = np.dtype(dtype) if not isinstance(dtype, str) else dtype
+    if dtype == str or getattr(dtype, "kind", "") in "OUST":
+        return ""
+    if dtype.kind == "f":
+        return np.nan
+    if dtype.kind == "b":
+        return False
+    if dtype.kind in "iu":
+        return -1
+    raise TypeError(f"no fill value for dtype {dtype}")
+
+
+def missing(dtype, shape) -> np.ndarray:
+    """An array of ``shape`` holding the fill value of ``dtype`` (object for strings)."""
+    value = fill_value(dtype)
+    if isinstance(value, str):
+        return np.full(shape, value, dtype=object)
+    return np.full(shape, value, dtype=np.dtype(dtype))
+
+
+def zarr_dtype(dtype):
+    """Strings of any numpy kind become zarr's variable-length string; the rest stay."""
+    dtype = np.dtype(dtype)
+    return str if dtype.kind in "OUST" else dtype
+
+
+def _compressors(name: str, dtype):
+    if name in RAW_VARIABLES and np.dtype(dtype).kind == "f":
+        return None
+    return [ZstdCodec(level=1)]
+
+
+def _chunks(var: xr.Variable, mid_chunk: int) -> tuple:
+    return tuple((mid_chunk if d == dims.MID else max(int(s), 1))
+                 for d, s in zip(var.dims, var.shape))
+
+
+def _coordinates_attr(ds: xr.Dataset) -> tuple[dict, list]:
+    """{data var: "c1 c2"} for the non-index coords sharing its dims, and coords left over."""
+    extra = [name for name in ds.coords if name not in ds.dims]
+    per_var, used = {}, set()
+    for name, var in ds.data_vars.items():
+        mine = [c for c in extra if set(ds[c].dims) <= set(var.dims)]
+        if mine:
+            per_var[name] = " ".join(mine)
+            used.update(mine)
+    return per_var, [c for c in extra if c not in used]
+
+
+def _as_written(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind in "OUST":
+        return np.asarray(values, dtype=object)
+    return values
+
+
+def layout_group(parent: zarr.Group, name: str, ds: xr.Dataset, *, mid_chunk: int = 1,
+                 write: str = "fixed") -> zarr.Group:
+    """Create group ``name`` under ``parent`` with an array per variable of ``ds``.
+
+    ds : the group's dataset; only its dims, shapes, dtypes, attrs and coordinates are
+        used for variables along ``mid`` (they may be lazy), unless ``write="all"``.
+    mid_chunk : rows per chunk along ``mid``.
+    write : "fixed" writes the variables without a ``mid`` dim and the ``mid`` coordinate
+        (the layout); "all" writes every variable's values too (a small table).
+    Replaces a group of that name. Uncommitted until ``layout.commit``.
+    """
+    per_var, group_coords = _coordinates_attr(ds)
+    attrs = dict(ds.attrs)
+    if group_coords:
+        attrs["coordinates"] = " ".join(group_coords)
+    group = parent.create_group(name, overwrite=True, attributes=_plain(attrs))
+    for vname, var in ds.variables.items():
+        var_attrs = dict(var.attrs)
+        if vname in per_var:
+            var_attrs["coordinates"] = per_var[vname]
+        array = group.create_array(
+            vname, shape=var.shape, dtype=zarr_dtype(var.dtype),
+            chunks=_chunks(var, mid_chunk), fill_value=fill_value(var.dtype),
+            dimension_names=list(var.dims), attributes=_plain(var_attrs),
+            compressors=_compressors(vname, var.dtype))
+        if write == "all" or dims.MID not in var.dims or vname == dims.MID:
+            if var.size:
+                array[...] = _as_written(np.asarray(var.values))
+    return group
+
+
+def extend_rows(group: zarr.Group, new_mids, *, fill_fixed=None) -> int:
+    """Grow every ``mid`` array of ``group`` by the rows ``new_mids``; return the first new row.
+
+    fill_fixed : optional {name: (k, ...) values} written into the new rows at once (for
+        tables whose rows are written whole). Uncommitted until ``layout.commit``.
+    """
+    start = group[dims.MID].shape[0]
+    stop = start + len(new_mids)
+    for name, array in group.arrays():
+        names = array.metadata.dimension_names or ()
+        if dims.MID not in names:
+            continue
+        axis = list(names).index(dims.MID)
+        shape = list(array.shape)
+        shape[axis] = stop
+        array.resize(tuple(shape))
+    group[dims.MID][start:stop] = np.asarray(list(new_mids), dtype=object)  # resized now
+    for name, values in (fill_fixed or {}).items():
+        group[name][start:stop] = _as_written(np.asarray(values))
+    return start
+
+
+def extend_dim(group: zarr.Group, dim: str, labels) -> int:
+    """Grow every array along ``dim`` by ``labels`` (written into the ``dim`` coordinate)."""
+    start = group[dim].shape[0]
+    stop = start + len(labels)
+    for name, array in group.arrays():
+        names = list(array.metadata.dimension_names or ())
+        if dim not in names:
+            continue
+        shape = list(array.shape)
+        shape[names.index(dim)] = stop
+        array.resize(tuple(shape))
+    group[dim][start:stop] = _as_written(np.asarray(list(labels)))  # resized now
+    return start
+
+
+def write_rows(group: zarr.Group, rows, values: dict, *, flag: str | None = None) -> None:
+    """Write ``values[name]`` (len(rows), ...) into rows ``rows`` of each array; then ``flag``.
+
+    rows : row positions along ``mid``. Every variable is written before ``flag`` (a
+    bool ``mid`` array, e.g. ``done``) is set True for those rows, so a flag never stands
+    for a partly written row.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size == 0:
+        return
+    runs = _runs(rows)
+    for name, data in values.items():
+        array = group[name]
+        data = _as_written(np.asarray(data))
+        names = list(array.metadata.dimension_names or ())
+        axis = names.index(dims.MID)
+        for first, (start, stop) in runs:
+            index = [slice(None)] * array.ndim
+            index[axis] = slice(start, stop)
+            part = np.take(data, np.arange(first, first + stop - start), axis=0)
+            if axis != 0:
+                part = np.moveaxis(part, 0, axis)
+            array[tuple(index)] = part
+    if flag is not None:
+        set_flags(group, flag, rows, True)
+
+
+def set_flags(group: zarr.Group, flag: str, rows, value: bool) -> None:
+    """Set the bool ``mid`` array ``flag`` to ``value`` at ``rows`` (one write per run)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    array = group[flag]
+    for _, (start, stop) in _runs(rows):
+        array[start:stop] = np.full(stop - start, value, dtype=bool)
+
+
+def _runs(rows: np.ndarray) -> list[tuple[int, tuple[int, int]]]:
+    """[(position in rows, (start, stop))] for each run of consecutive row numbers.
+
+    ``rows`` must be in the order their values are given; a run is a stretch of it that
+    goes up by one each step.
+    """
+    out = []
+    begin = 0
+    for k in range(1, len(rows) + 1):
+        if k == len(rows) or rows[k] != rows[k - 1] + 1:
+            out.append((begin, (int(rows[begin]), int(rows[k - 1]) + 1)))
+            begin = k
+    return out
+
+
+def _plain(attrs: dict) -> dict:
+    """Attribute values as JSON types (numpy scalars and arrays to Python)."""
+    out = {}
+    for key, value in attrs.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        elif isinstance(value, np.ndarray):
+            value = value.tolist()
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[str(key)] = value
+    return out

@@ -1,0 +1,232 @@
+"""One writer per store: a lock that names its holder, taken by every command that writes.
+
+``writing(path, command)`` holds the store's writer lock for the duration of a stage. A
+second process that tries to write the same store is refused at once with a line naming
+the holder (pid, host, command, since when); ``wait=`` seconds lets a short writer (the
+labelling page) queue behind another instead. Readers never take the lock.
+
+On a local disk the lock is ``fcntl.flock`` on ``STORE/.ml4ml-writer``, a lock the kernel
+drops when its process dies, so a killed writer never blocks the next one: the holder's
+description it left in the file marks the lock as stale, and the next writer says that it
+took it over. On object storage (``s3://``) the lock is an object created only if absent
+and refreshed while held; one older than ``STALE_AFTER_S`` is stale (README, "Object
+storage", says what that guarantees). Within one process the lock is re-entrant, and the
+dask workers of the holder's run write their own regions without it.
+
+Taking the lock first rolls back whatever layout change a crashed writer left uncommitted
+(``layout.recover``), so every writer starts from a committed layout.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+from ml4ml.errors import StoreError
+from ml4ml.store.backend import is_url, local_root
+
+__all__ = ["writing", "holder", "LOCK_NAME", "STALE_AFTER_S"]
+
+LOCK_NAME = ".ml4ml-writer"
+STALE_AFTER_S = 60.0
+_POLL_S = 0.1
+_held: dict[str, list] = {}  # key -> [depth, release function]
+_guard = threading.Lock()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _description(command: str) -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+            "since": _now(), "heartbeat": time.time()}
+
+
+def _describe(info: dict) -> str:
+    return (f"pid {info.get('pid', '?')} on {info.get('host', '?')} "
+            f"('{info.get('command', '?')}') since {info.get('since', '?')}")
+
+
+@contextmanager
+def writing(path, command: str = "ml4ml", *, wait: float = 0.0, recover: bool = True):
+    """Hold the single-writer lock of the store at ``path`` (re-entrant in a process).
+
+    command : what the holder is doing, shown to a refused writer.
+    wait : seconds to wait for another writer to finish before refusing.
+    recover : roll back uncommitted layout changes when the lock is first taken.
+    Yields a list of notes (a stale lock taken over, layout changes rolled back).
+    """
+    key = _key(path)
+    with _guard:
+        entry = _held.get(key)
+        if entry is not None:
+            entry[0] += 1
+    if entry is not None:
+        try:
+            yield []
+        finally:
+            with _guard:
+                entry[0] -= 1
+        return
+    release, notes = _acquire(path, command, wait)
+    with _guard:
+        _held[key] = [1, release]
+    try:
+        if recover:
+            from ml4ml.store.layout import recover as roll_back
+
+            notes += roll_back(path)
+        yield notes
+    finally:
+        with _guard:
+            del _held[key]
+        release()
+
+
+def holder(path) -> dict | None:
+    """The description of the process holding the store's lock, or None if it is free."""
+    root = local_root(path)
+    if root is None:
+        return _url_holder(str(path))
+    import fcntl
+
+    file = root / LOCK_NAME
+    if not file.is_file():
+        return None
+    with open(file, "r+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _parse(file.read_bytes()) or {}
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
+def _key(path) -> str:
+    root = local_root(path)
+    return str(root.resolve()) if root is not None else str(path).rstrip("/")
+
+
+def _acquire(path, command, wait):
+    root = local_root(path)
+    if root is not None:
+        return _acquire_local(root, path, command, wait)
+    return _acquire_url(str(path), command, wait)
+
+
+def _acquire_local(root, path, command, wait):
+    import fcntl
+
+    if root.exists() and not root.is_dir():
+        raise StoreError("is a file, not a store folder", file=path,
+                         hint="give the path of a store folder (e.g. stores/db.zarr)")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError as exc:
+        raise StoreError("the store is read-only here: cannot take its writer lock "
+                         f"({exc.strerror})", file=path,
+                         hint="write to a copy, or ask the owner for write access") from None
+    except OSError as exc:
+        raise StoreError(f"cannot take the store's writer lock: {exc}", file=path) from None
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                info = _parse(_read_fd(fd)) or {}
+                os.close(fd)
+                raise StoreError(f"another process is writing this store: {_describe(info)}",
+                                 file=path, hint="wait for it to finish (readers are not "
+                                 "blocked), or stop it; a killed writer frees the store "
+                                 "at once") from None
+            time.sleep(_POLL_S)
+    notes = []
+    previous = _parse(_read_fd(fd))
+    if previous:
+        notes.append(f"took over a stale writer lock left by {_describe(previous)}")
+    _write_fd(fd, json.dumps(_description(command)).encode())
+
+    def release():
+        try:
+            os.ftruncate(fd, 0)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    return release, notes
+
+
+def _read_fd(fd) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while True:
+        block = os.read(fd, 65536)
+        if not block:
+            return b"".join(chunks)
+        chunks.append(block)
+
+
+def _write_fd(fd, data: bytes) -> None:
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, data)
+    os.fsync(fd)
+
+
+def _parse(data: bytes) -> dict | None:
+    if not data.strip():
+        return None
+    try:
+        info = json.loads(data)
+    except ValueError:
+        return {"pid": "?", "host": "?", "command": "unreadable lock file"}
+    return info if isinstance(info, dict) else None
+
+
+# ------------------------------------------------------------------- URL stores
+_memory_locks: dict[str, dict] = {}
+
+
+def _url_holder(url: str) -> dict | None:
+    if url.startswith("memory://"):
+        return _memory_locks.get(url.rstrip("/"))
+    from ml4ml.store.object_lock import read_lock
+
+    info = read_lock(url)
+    if info and time.time() - float(info.get("heartbeat", 0)) > STALE_AFTER_S:
+        return None
+    return info
+
+
+def _acquire_url(url: str, command: str, wait: float):
+    key = url.rstrip("/")
+    if url.startswith("memory://"):  # one process holds a memory:// store
+        deadline = time.monotonic() + wait
+        while True:
+            with _guard:
+                if key not in _memory_locks:
+                    _memory_locks[key] = _description(command)
+                    break
+                info = _memory_locks[key]
+            if time.monotonic() >= deadline:
+                raise StoreError(f"another writer holds this store: {_describe(info)}",
+                                 file=url)
+            time.sleep(_POLL_S)
+
+        def release():
+            with _guard:
+                _memory_locks.pop(key, None)
+
+        return release, []
+    from ml4ml.store.object_lock import acquire_object_lock
+
+    return acquire_object_lock(url, _description(command), wait, STALE_AFTER_S, _describe)

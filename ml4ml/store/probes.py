@@ -1,0 +1,238 @@
+"""Probe groups ``probes/<suite>/<transform>``: laid out by the driver, filled model by model.
+
+The driver lays a group out for every model of a pipeline (one committed layout change),
+then each model's responses are written into its own chunks, by the driver or by a dask
+worker, in this order: its ``done`` flag cleared (if set), every response array, its
+lineage (``source_sha256``: the checkpoint or reference files it came from; ``digest``: a
+sha256 of the responses as stored), then ``done``. A model whose outputs are not finite is
+refused: its ``error`` says why and ``done`` stays False.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from ml4ml import dims
+from ml4ml.errors import InputError, StoreError
+from ml4ml.store.arrays import layout_group, extend_rows, set_flags, write_rows
+from ml4ml.store.groups import (check_unique, group_exists, mid_positions, open_group,
+                                probe_group, store_precision, zarr_group)
+from ml4ml.store.layout import commit, quiet
+
+__all__ = ["init_probes", "write_probe", "write_probe_failure", "open_probes",
+           "clear_done", "check_compatible", "probe_digest", "SOURCE", "DIGEST", "ERROR"]
+
+SOURCE = "source_sha256"
+DIGEST = "digest"
+ERROR = "error"
+# per-model variables a probe dataset provides, in the order they are written
+RESPONSES = (dims.PROB, dims.PREDICTION, dims.CONFIDENCE, dims.ACT, dims.LAYER_NAME)
+LINEAGE_ATTRS = {
+    SOURCE: ("source sha256", "sha256 of the checkpoint (or reference files) the model's "
+             "responses were probed from"),
+    DIGEST: ("probe digest", "sha256 of the model's responses as stored; derived groups "
+             "record the digest they were computed from"),
+    ERROR: ("probe error", "why the model's responses were refused; empty when they were not"),
+}
+
+
+def _layout(template: xr.Dataset, mids, precision, suite: str, transform: str) -> xr.Dataset:
+    """The group's dataset for ``mids``: lazy (never computed) per-model variables."""
+    n = len(mids)
+    variables = {}
+    for name, var in template.data_vars.items():
+        dtype = np.dtype(precision) if var.dtype.kind == "f" else var.dtype
+        if dtype.kind in "OUST":
+            data = np.full((n,) + var.shape, "", dtype=object)
+        else:  # never computed: the layout only
+            data = da.zeros((n,) + var.shape, dtype=dtype, chunks=(1,) + var.shape)
+        variables[name] = ((dims.MID,) + var.dims, data, dict(var.attrs))
+    variables[dims.DONE] = ((dims.MID,), np.zeros(n, dtype=bool))
+    for name, (long_name, description) in LINEAGE_ATTRS.items():
+        variables[name] = ((dims.MID,), np.full(n, "", dtype=object),
+                           {"long_name": long_name, "description": description})
+    coords = {dims.MID: np.asarray(list(mids), dtype=object)}
+    for name, coord in template.coords.items():
+        coords[name] = coord.variable
+    if dims.LAYER in template.dims and dims.LAYER not in coords:
+        coords[dims.LAYER] = np.arange(template.sizes[dims.LAYER], dtype=np.int64)
+    attrs = dict(template.attrs)
+    attrs.update({"suite": suite, "transform": transform,
+                  "units": str(template[dims.AUG_PARAM].attrs.get("units", "")),
+                  "title": f"responses of every model on suite '{suite}' under "
+                           f"'{transform}'"})
+    return dims.describe(xr.Dataset(variables, coords=coords, attrs=attrs))
+
+
+def init_probes(path, suite: str, transform: str, template: xr.Dataset, mids) -> list[str]:
+    """Lay out ``probes/<suite>/<transform>`` for ``mids``, or extend it; return the new ids.
+
+    template : one model's probe dataset (no ``mid`` dim), e.g. what ``probe_model``
+        returns; only its shapes, dtypes, attrs and coordinates are used. The store's
+        precision decides the float dtype. An existing group must have the same grid,
+        samples, labels and layer, stat and class counts; otherwise StoreError and nothing
+        changes. One committed layout change; the caller holds the store's lock.
+    """
+    group = probe_group(suite, transform)
+    mids = [str(m) for m in mids]
+    check_unique(mids, path)
+    precision = store_precision(path)
+    if group_exists(path, group, committed=False):
+        existing = open_group(path, group, committed=False)
+        check_compatible(existing, template, path, group)
+        have = set(str(m) for m in existing[dims.MID].values)
+        new = [m for m in mids if m not in have]
+        if new:
+            with quiet():
+                extend_rows(zarr_group(path, group), new)
+            commit(path)
+        return new
+    layout = _layout(template, mids, precision, suite, transform)
+    with quiet():
+        layout_group(zarr_group(path), group, layout)
+    commit(path)
+    return mids
+
+
+def probe_digest(values: dict) -> str:
+    """sha256 of a model's stored responses: name, dtype, shape and bytes of each, in order."""
+    h = hashlib.sha256()
+    for name in sorted(values):
+        array = np.asarray(values[name])
+        h.update(name.encode())
+        if array.dtype == object or array.dtype.kind in "UST":
+            h.update(b"str")
+            h.update(repr(array.shape).encode())
+            h.update("\x00".join(str(v) for v in array.ravel()).encode())
+        else:
+            array = np.ascontiguousarray(array)
+            h.update(array.dtype.str.encode())
+            h.update(repr(array.shape).encode())
+            h.update(array.tobytes())
+    return h.hexdigest()
+
+
+def _stored_values(probe: xr.Dataset, zgroup, precision, path, group) -> dict:
+    """The model's response arrays as they will be stored, checked against the group."""
+    arrays = dict(zgroup.arrays())
+    values = {}
+    for name in RESPONSES:
+        if name not in probe.data_vars or name not in arrays:
+            continue
+        var = probe[name]
+        target = arrays[name]
+        expected = dict(zip(target.metadata.dimension_names[1:], target.shape[1:]))
+        _check_sizes(dict(zip(var.dims, var.shape)), expected, path, f"{group}/{name}")
+        data = np.asarray(var.values)
+        if data.dtype.kind == "f":
+            data = data.astype(precision)
+            if not np.isfinite(data).all():
+                bad = int((~np.isfinite(data)).sum())
+                raise InputError(f"{bad} of the model's '{name}' values are NaN or "
+                                 f"infinite", field=name)
+        elif data.dtype.kind in "OUST":
+            data = data.astype(object)
+        values[name] = data
+    return values
+
+
+def write_probe(path, suite: str, transform: str, mid: str, probe: xr.Dataset, *,
+                source_sha256: str = "") -> str:
+    """Write one model's responses into its rows, then its ``done`` flag; return the digest.
+
+    probe : one model's probe dataset (no ``mid`` dim), on the group's grid and samples.
+    Everything is checked before anything is written; a model already done has its flag
+    cleared before its data is overwritten. InputError if the responses are not finite.
+    """
+    group = probe_group(suite, transform)
+    if not group_exists(path, group, committed=False):
+        raise StoreError(f"the store has no group '{group}'", file=path)
+    with quiet():
+        zgroup = zarr_group(path, group)
+    coords = xr.Dataset(coords={name: (zgroup[name].metadata.dimension_names, zgroup[name][:])
+                                for name in (dims.MID, dims.AUG_PARAM, dims.SAMPLE, dims.LABEL)
+                                if name in zgroup})
+    (row,) = mid_positions(coords, [mid], path, group)
+    check_compatible(coords, probe, path, group)
+    values = _stored_values(probe, zgroup, store_precision(path), path, group)
+    digest = probe_digest(values)
+    with quiet():
+        if bool(zgroup[dims.DONE][row]):
+            set_flags(zgroup, dims.DONE, [row], False)
+        rows = {name: data[None] for name, data in values.items()}
+        rows[SOURCE] = np.array([source_sha256], dtype=object)
+        rows[DIGEST] = np.array([digest], dtype=object)
+        rows[ERROR] = np.array([""], dtype=object)
+        write_rows(zgroup, [row], rows, flag=dims.DONE)
+    return digest
+
+
+def write_probe_failure(path, suite: str, transform: str, mid: str, message: str) -> None:
+    """Record why a model's responses were refused (its ``done`` flag cleared)."""
+    group = probe_group(suite, transform)
+    with quiet():
+        zgroup = zarr_group(path, group)
+        (row,) = mid_positions(zgroup, [mid], path, group)
+        set_flags(zgroup, dims.DONE, [row], False)
+        write_rows(zgroup, [row], {ERROR: np.array([message], dtype=object)})
+
+
+def clear_done(path, group: str, mids) -> list[str]:
+    """Clear the ``done`` flag of those of ``mids`` that are in ``group``; return them."""
+    if not group_exists(path, group, committed=False):
+        return []
+    with quiet():
+        zgroup = zarr_group(path, group)
+        have = {str(m): k for k, m in enumerate(zgroup[dims.MID][:].tolist())}
+        done = np.asarray(zgroup[dims.DONE][:], dtype=bool)
+        rows = [have[m] for m in mids if m in have and done[have[m]]]
+        set_flags(zgroup, dims.DONE, sorted(rows), False)
+    return [m for m in mids if m in have and done[have[m]]]
+
+
+def open_probes(path, suite: str, transform: str, *, committed: bool = True) -> xr.Dataset:
+    """Every model's probe responses for one suite and transform, lazily (dask).
+
+    The small per-sample ``label`` coordinate is loaded into memory.
+    """
+    ds = open_group(path, probe_group(suite, transform), committed=committed)
+    if dims.LABEL in ds.coords:
+        ds = ds.assign_coords({dims.LABEL: ds[dims.LABEL].load()})
+    return ds
+
+
+def check_compatible(existing: xr.Dataset, probe: xr.Dataset, path, group) -> None:
+    """StoreError unless ``probe`` has the group's grid, samples, labels and dim sizes."""
+    for name in (dims.AUG_PARAM, dims.SAMPLE, dims.LABEL):
+        if name in probe.coords and name in existing.coords:
+            a = np.asarray(existing[name].values)
+            b = np.asarray(probe[name].values)
+            if a.shape != b.shape or not np.array_equal(a, b):
+                raise StoreError(
+                    f"'{name}' differs from the group's: expected {_brief(a)}, found {_brief(b)}",
+                    file=path, field=f"{group}/{name}",
+                    hint="probe every model of a group on the same grid and samples",
+                )
+    for dim in (dims.LAYER, dims.STAT, dims.CLASS):
+        if dim in probe.dims and dim in existing.dims:
+            _check_sizes({dim: probe.sizes[dim]}, {dim: existing.sizes[dim]}, path,
+                         f"{group}/{dim}")
+
+
+def _check_sizes(found: dict, expected: dict, path, field: str) -> None:
+    """StoreError naming the first dimension whose size (``{dim: size}``) differs."""
+    if found == expected:
+        return
+    dim = next((d for d in expected if found.get(d) != expected[d]), None) or sorted(found)[0]
+    raise StoreError(f"dimension '{dim}' has size {found.get(dim)}, the group has "
+                     f"{expected.get(dim)}", file=path, field=field)
+
+
+def _brief(a: np.ndarray) -> str:
+    if a.size <= 6:
+        return repr(a.tolist())
+    return f"{a.size} values {a.ravel()[:3].tolist()}..."
