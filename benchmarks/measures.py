@@ -7,6 +7,13 @@ building the graph and computing the matrices and measures datasets together.
 
     python benchmarks/measures.py                 # 8 models, default threaded scheduler
     python benchmarks/measures.py --models 16 --workers 2   # dask.distributed LocalCluster
+
+``--store DIR`` goes through real stores on disk, the user's path: it writes each model
+as the reference's two .npy files (float64), imports them with ``ml4ml import-legacy``'s
+function (timed per model), and times ``ml4ml measure``'s function on a store of
+``--models`` models and on one of twice as many; the marginal seconds per model is the
+difference over the extra models (startup excluded). ``--codec`` picks how the probe
+responses are stored, to compare store size, read throughput and measure time.
 """
 
 from __future__ import annotations
@@ -129,6 +136,116 @@ def run(n_models: int, workers: int | None, repeat: int) -> float:
             cluster.close()
 
 
+CODECS = {
+    "default": None,  # act/confidence raw, everything else zstd level 1 (arrays.py)
+    "zstd0-all": ("zstd", 0),
+    "zstd1-all": ("zstd", 1),
+    "blosc-lz4-shuffle-all": ("blosc-lz4", 5),
+    "raw-all": ("raw", 0),
+}
+
+
+def _set_codec(name: str) -> None:
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    from ml4ml.store import arrays
+
+    choice = CODECS[name]
+    if choice is None:
+        return
+    kind, level = choice
+    arrays.RAW_VARIABLES = frozenset()
+    arrays.COMPRESSOR = {"zstd": lambda: ZstdCodec(level=level),
+                         "blosc-lz4": lambda: BloscCodec(cname="lz4", clevel=level,
+                                                         shuffle="shuffle"),
+                         "raw": lambda: None}[kind]()
+
+
+def _write_reference_files(folder, seed: int):
+    """One model's results (P, n, 5) and act (P, n, L, 13) files, the reference's layout."""
+    prediction, confidence, act = _model_block(seed, N_PARAMS, N_SAMPLES)
+    labels = np.random.default_rng(0).integers(0, N_CLASSES, N_SAMPLES)
+    params = np.linspace(-15.0, 15.0, N_PARAMS)
+    idx = np.arange(N_SAMPLES, dtype=np.float64)
+    results = np.empty((N_PARAMS, N_SAMPLES, 5))
+    results[..., 0] = idx
+    results[..., 1] = labels
+    results[..., 2] = prediction
+    results[..., 3] = confidence
+    results[..., 4] = params[:, None]
+    acts = np.empty((N_PARAMS, N_SAMPLES, N_LAYERS, 13))
+    acts[..., 0] = idx[None, :, None]
+    acts[..., 1] = labels[None, :, None]
+    acts[..., 2] = prediction[:, :, None]
+    acts[..., 3] = np.array([8, 9])[None, None, :]
+    acts[..., 4:12] = act.astype(np.float64) * (1.0 + 1e-9 * seed)  # float64, not f32 values
+    acts[..., 12] = params[:, None, None]
+    results_file, act_file = folder / f"results{seed}.npy", folder / f"act{seed}.npy"
+    np.save(results_file, results)
+    np.save(act_file, acts)
+    return results_file, act_file
+
+
+def run_store(n_models: int, folder, codec: str) -> None:
+    """Import 1.5 x n models (timed per model), then measure stores of n/2 and 3n/2."""
+    import shutil
+    from pathlib import Path
+
+    from ml4ml.measure.stage import measure_store
+    from ml4ml.store.importing import import_legacy
+
+    _set_codec(codec)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = folder / "npy"
+    files.mkdir(exist_ok=True)
+    small, large = max(n_models // 2, 1), max(n_models // 2, 1) + n_models
+    seconds = {}
+    for n in (small, large):
+        path = folder / f"store-{codec}-{n}.zarr"
+        shutil.rmtree(path, ignore_errors=True)
+        start = time.perf_counter()
+        for seed in range(1, n + 1):
+            results_file, act_file = _write_reference_files(files, seed)
+            t0 = time.perf_counter()
+            import_legacy(path, f"m{seed:04d}", results_file, act_file)
+            if n == large:
+                seconds.setdefault("import", []).append(time.perf_counter() - t0)
+            results_file.unlink()
+            act_file.unlink()
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        probe_files = sum(f.stat().st_size for f in (path / "probes").rglob("*") if f.is_file())
+        t0 = time.perf_counter()
+        (report,) = measure_store(str(path))
+        seconds[n] = time.perf_counter() - t0
+        raw = n * N_PARAMS * N_SAMPLES * (8 + 8 + 8 * N_LAYERS * len(dims.STATS))
+        print(f"{codec}: {n} models imported and measured: measure {seconds[n]:.2f} s "
+              f"({report.summary()}); store {size / 2**20:.0f} MiB, probes "
+              f"{probe_files / 2**20:.0f} MiB for {raw / 2**20:.0f} MiB raw "
+              f"(ratio {raw / probe_files:.2f})")
+        if n == large:
+            _read_throughput(path, raw)
+    marginal = (seconds[large] - seconds[small]) / (large - small)
+    imports = np.asarray(seconds["import"])
+    print(f"{codec}: import-legacy {np.median(imports):.3f} s per model (median of "
+          f"{imports.size}); measure marginal {marginal:.3f} s per model (goal <= 0.1)")
+
+
+def _read_throughput(path, raw_bytes: float) -> None:
+    """Seconds to read every probe response the measure pass reads, through the store."""
+    from ml4ml import store
+
+    ds = store.open_probes(str(path), "legacy", "rotation")
+    parts = [ds[dims.ACT].data, ds[dims.CONFIDENCE].data, ds[dims.PREDICTION].data]
+    best = float("inf")
+    for _ in range(2):
+        t0 = time.perf_counter()
+        dask.compute(*[p.sum() for p in parts])
+        best = min(best, time.perf_counter() - t0)
+    print(f"  read act + confidence + prediction: {raw_bytes / best / 1e9:.2f} GB/s raw "
+          f"({best:.2f} s for {raw_bytes / 2**20:.0f} MiB)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=8, help="number of models (default 8)")
@@ -137,9 +254,15 @@ def main(argv=None) -> int:
         help="run on a dask.distributed LocalCluster of N single-thread processes",
     )
     parser.add_argument("--repeat", type=int, default=3, help="timed runs (default 3)")
+    parser.add_argument("--store", metavar="DIR", help="go through real stores in DIR")
+    parser.add_argument("--codec", default="default", choices=sorted(CODECS),
+                        help="how probe responses are stored (with --store)")
     args = parser.parse_args(argv)
     if args.models < 1:
         parser.error("--models must be at least 1")
+    if args.store:
+        run_store(args.models, args.store, args.codec)
+        return 0
     best = run(args.models, args.workers, args.repeat)
     print(f"best: {best:.3f} s per model (goal <= 0.1)")
     return 0

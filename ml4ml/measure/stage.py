@@ -133,8 +133,8 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
     # rows whose probe is no longer done are stale: cleared, never left as current
     stale = [m for m in set(measured) | set(matrixed) if m not in set(done)]
     if stale:
-        store.clear_rows(path, m_group, stale)
-        store.clear_rows(path, x_group, stale)
+        store.clear_done(path, m_group, stale)
+        store.clear_done(path, x_group, stale)
 
     registered = set(registered_measures())
     names = list(dict.fromkeys(have_names + wanted))
@@ -166,9 +166,9 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
         matrices = variance_matrices(selected)
         x_rows = store.prepare_rows(path, x_group, matrices, todo)
         m_rows = store.prepare_rows(path, m_group, lazy, todo)
-        lineage = {store.PROBE_DIGEST: [digest[m] for m in todo]}
-        writes = (store.row_writes(path, x_group, matrices, todo, x_rows, lineage)
-                  + store.row_writes(path, m_group, lazy, todo, m_rows, lineage))
+        lineage = {store.PROBE_DIGEST: np.array([digest[m] for m in todo], dtype=object)}
+        writes = [store.RowWrites(path, x_group, matrices, todo, x_rows, lineage),
+                  store.RowWrites(path, m_group, lazy, todo, m_rows, lineage)]
         _compute_rows(writes, todo, progress, f"measure {suite}/{transform}")
     return MeasureReport(suite=suite, transform=transform, measured=list(todo),
                          added_measures=added, skipped=len(done) - len(todo),
@@ -186,20 +186,49 @@ def _compute(lazy):
         return lazy.compute()
 
 
-def _compute_rows(writes: list, mids: list, enabled: bool, stage: str) -> None:
-    """Run the row writes (two per model: matrices, measures) in one graph, with progress.
+FLUSH_EVERY_S = 1.0
 
-    Progress counts models whose two rows are written; on a distributed cluster the
-    futures are followed as they finish, in process a dask callback does the same.
+
+def _compute_rows(writes: list, mids: list, enabled: bool, stage: str) -> None:
+    """Compute every group's row tasks in one graph; finish rows as their tasks complete.
+
+    As a model's row task in a group completes, the driver writes that row's lineage and
+    then its ``done`` flag (in batches, at most ``FLUSH_EVERY_S`` apart); a model counts
+    as measured once its rows in every group are done.
+    On a distributed cluster the futures are followed as they finish; in process, a
+    dask callback does the same.
     """
     from ml4ml.progress import progress
 
     bar = progress(stage, len(mids), enabled)
-    per_model = {}
-    half = len(writes) // 2
-    keys = {}
-    for k, write in enumerate(writes):
-        keys[write.key] = mids[k % half] if half else ""
+    owner = {}
+    for index, rows in enumerate(writes):
+        for key, mid in rows.keys.items():
+            owner[key] = (index, mid)
+    pending = {index: [] for index in range(len(writes))}
+    state = {"last": time.monotonic()}
+
+    def completed(key) -> None:
+        if key not in owner:
+            return
+        index, mid = owner[key]
+        pending[index].append(mid)
+        if time.monotonic() - state["last"] >= FLUSH_EVERY_S:
+            flush()
+
+    groups_done = {}
+
+    def flush() -> None:
+        state["last"] = time.monotonic()
+        for index, rows in enumerate(writes):
+            rows.finish(pending[index])
+            for mid in pending[index]:
+                groups_done[mid] = groups_done.get(mid, 0) + 1
+                if groups_done[mid] == len(writes):
+                    bar.advance(mid)
+            pending[index] = []
+
+    tasks = [task for rows in writes for task in rows.tasks]
     try:
         from distributed import as_completed, get_client
 
@@ -208,28 +237,21 @@ def _compute_rows(writes: list, mids: list, enabled: bool, stage: str) -> None:
         client = None
     with store.layout.quiet():
         if client is not None:
-            futures = client.compute(writes)
+            futures = client.compute(tasks)
             for future in as_completed(futures):
                 future.result()
-                _count(keys.get(future.key, ""), per_model, bar)
-            bar.close()
-            return
-        from dask.callbacks import Callback
+                completed(future.key)
+        else:
+            from dask.callbacks import Callback
 
-        class _Rows(Callback):
-            def _posttask(self, key, result, dsk, state, id):
-                if key in keys:
-                    _count(keys[key], per_model, bar)
+            class _Rows(Callback):
+                def _posttask(self, key, result, dsk, state, id):
+                    completed(key)
 
-        with _Rows():
-            dask.compute(*writes)
+            with _Rows():
+                dask.compute(*tasks)
+        flush()
     bar.close()
-
-
-def _count(mid: str, per_model: dict, bar) -> None:
-    per_model[mid] = per_model.get(mid, 0) + 1
-    if per_model[mid] == 2:
-        bar.advance(mid)
 
 
 def open_measures(path, suite: str, transform: str) -> xr.Dataset:

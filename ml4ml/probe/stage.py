@@ -157,11 +157,14 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
             bar.note(f"re-probing {m}: {why}")
         probed, failed = [], {}
         for mid, results in _run_all(pipeline, jobs, rows, device, client):
-            for key, error in results:
-                if error:
-                    failed[key] = error
-                    bar.note(f"model {key[0]} refused on {key[1]}/{key[2]}: {error}")
-                else:
+            for (_, suite_name, transform), outcome in results:
+                key = (mid, suite_name, transform)
+                if isinstance(outcome, str):  # refused: recorded, flag left cleared
+                    store.write_probe_failure(path, suite_name, transform, mid, outcome)
+                    failed[key] = outcome
+                    bar.note(f"model {mid} refused on {suite_name}/{transform}: {outcome}")
+                else:  # its responses are written: lineage, then done
+                    store.finish_probes(path, suite_name, transform, [outcome], {mid: sha[mid]})
                     probed.append(key)
             bar.advance(mid)
         bar.close()
@@ -173,9 +176,11 @@ def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, device: st
               threads: int | None = None) -> tuple[str, list]:
     """Probe one model on its pending (suite, transform) jobs and write each result.
 
-    Returns ``(mid, [((mid, suite, transform), error or "")])``: a model whose outputs are
-    not finite is refused on that job (``error`` recorded in the group), the rest go on.
-    threads : torch threads for this model (default: all cores in process, 1 in a worker).
+    Writes each result's response arrays (``store.write_probe_data``) and returns
+    ``(mid, [((mid, suite, transform), outcome)])``: the small values for the driver to
+    finish with (``store.finish_probes``), or why the responses were refused (outputs not
+    finite). threads : torch threads for this model (default: all cores in process, 1 in a
+    worker).
     """
     from ml4ml.cluster import prepare_dask_worker, torch_threads
     from ml4ml.errors import InputError
@@ -200,13 +205,10 @@ def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, device: st
             )
         key = (mid, suite_name, transform)
         try:
-            store.write_probe(pipeline.store, suite_name, transform, mid, result,
-                              source_sha256=sha256)
-        except InputError as exc:  # outputs not finite: refused, recorded
-            store.write_probe_failure(pipeline.store, suite_name, transform, mid, exc.message)
+            out.append((key, store.write_probe_data(pipeline.store, suite_name, transform,
+                                                    mid, result)))
+        except InputError as exc:  # outputs not finite: refused
             out.append((key, exc.message))
-            continue
-        out.append((key, ""))
     return mid, out
 
 

@@ -15,15 +15,15 @@ from ml4ml.store.layout import commit, recover  # noqa: F401
 from ml4ml.store.lock import holder, writing  # noqa: F401
 from ml4ml.store.models import add_models, model_ids, read_models, update_models  # noqa: F401
 from ml4ml.store.probes import (DIGEST, ERROR, SOURCE, check_compatible,  # noqa: F401
-                                clear_done, init_probes, open_probes, probe_digest,
-                                write_probe, write_probe_failure)
-from ml4ml.store.rows import (PROBE_DIGEST, append_measures, clear_rows,  # noqa: F401
-                              prepare_rows, row_writes)
+                                finish_probes, init_probes, open_probes, probe_digest,
+                                write_probe, write_probe_data, write_probe_failure)
+from ml4ml.store.rows import (PROBE_DIGEST, RowWrites, append_measures,  # noqa: F401
+                              clear_done, prepare_rows)
 
 __all__ = list(_groups_all) + [
     "is_url", "commit", "recover", "holder", "writing", "add_models", "model_ids",
     "read_models", "update_models", "DIGEST", "ERROR", "SOURCE", "check_compatible",
     "clear_done", "init_probes", "open_probes", "probe_digest", "write_probe",
-    "write_probe_failure", "PROBE_DIGEST", "append_measures", "clear_rows", "prepare_rows",
-    "row_writes",
+    "write_probe_data", "finish_probes", "write_probe_failure", "PROBE_DIGEST", "RowWrites",
+    "append_measures", "prepare_rows",
 ]

@@ -6,12 +6,18 @@ coordinates are listed in the ``coordinates`` attribute of the variables that sh
 dims (CF), or of the group when no variable does. Strings are variable-length UTF-8.
 
 Every array has a declared fill value that unwritten entries read as: NaN for floats, -1
-for integers, False for flags, "" for strings. A variable with a ``mid`` dim is chunked
-one model per chunk (so writers of different models never share a chunk), whole along
-every other dim; other variables are one chunk. Probe responses that the measure pass
-reads (``act``, ``confidence``) are stored uncompressed, since float responses hardly
-compress (about 5% at zstd level 1) and reading them raw is 4x faster; everything else
-is zstd level 1 (README, "Store codecs").
+for integers, False for flags, "" for strings.
+
+Chunks: a large per-model variable (responses, matrices, measures) is chunked one model
+per chunk along ``mid`` (whole along every other dim), so the tasks that write different
+models in parallel never share a chunk. The small per-model values of a row (``done``,
+lineage, ``layer_name``, ``error``: ``ROW_TABLE_VARIABLES``) are written by the driver
+alone, as models finish, and chunked ``ROW_CHUNK`` models at a time, so reading them for
+a store of N models costs N / ROW_CHUNK reads, not N. Other variables are one chunk.
+
+Codecs: float responses hardly compress (about 5% at zstd level 1), and the measure pass
+reads them for every model, so ``act``, ``confidence`` and the matrices are stored raw
+(reading raw is 4x faster); everything else is zstd level 1 (README, "Store codecs").
 """
 
 from __future__ import annotations
@@ -24,10 +30,16 @@ from zarr.codecs import ZstdCodec
 from ml4ml import dims
 
 __all__ = ["fill_value", "missing", "zarr_dtype", "layout_group", "extend_rows", "extend_dim",
-           "write_rows", "ROW_CHUNK", "RAW_VARIABLES"]
+           "write_rows", "write_table_rows", "set_flags", "ROW_CHUNK", "RAW_VARIABLES",
+           "ROW_TABLE_VARIABLES"]
 
 # variables written uncompressed (read by every measure pass; float noise compresses ~5%)
-RAW_VARIABLES = frozenset({dims.ACT, dims.CONFIDENCE})
+RAW_VARIABLES = frozenset({dims.ACT, dims.CONFIDENCE, dims.MATRIX, dims.MATRIX_SUBSET})
+# small per-model values written by the driver alone, ROW_CHUNK models per chunk
+ROW_TABLE_VARIABLES = frozenset({dims.DONE, dims.LAYER_NAME, "source_sha256", "digest",
+                                 "probe_digest", "error"})
+# the codec of every other array
+COMPRESSOR = ZstdCodec(level=1)
 # rows per chunk along mid of tables written by the driver alone (models, labels)
 ROW_CHUNK = 1024
 
@@ -63,11 +75,12 @@ def zarr_dtype(dtype):
 def _compressors(name: str, dtype):
     if name in RAW_VARIABLES and np.dtype(dtype).kind == "f":
         return None
-    return [ZstdCodec(level=1)]
+    return None if COMPRESSOR is None else [COMPRESSOR]
 
 
-def _chunks(var: xr.Variable, mid_chunk: int) -> tuple:
-    return tuple((mid_chunk if d == dims.MID else max(int(s), 1))
+def _chunks(name: str, var: xr.Variable, mid_chunk: int) -> tuple:
+    rows = ROW_CHUNK if name in ROW_TABLE_VARIABLES or name == dims.MID else mid_chunk
+    return tuple((rows if d == dims.MID else max(int(s), 1))
                  for d, s in zip(var.dims, var.shape))
 
 
@@ -95,7 +108,7 @@ def layout_group(parent: zarr.Group, name: str, ds: xr.Dataset, *, mid_chunk: in
 
     ds : the group's dataset; only its dims, shapes, dtypes, attrs and coordinates are
         used for variables along ``mid`` (they may be lazy), unless ``write="all"``.
-    mid_chunk : rows per chunk along ``mid``.
+    mid_chunk : rows per chunk along ``mid`` of the large per-model variables.
     write : "fixed" writes the variables without a ``mid`` dim and the ``mid`` coordinate
         (the layout); "all" writes every variable's values too (a small table).
     Replaces a group of that name. Uncommitted until ``layout.commit``.
@@ -111,7 +124,7 @@ def layout_group(parent: zarr.Group, name: str, ds: xr.Dataset, *, mid_chunk: in
             var_attrs["coordinates"] = per_var[vname]
         array = group.create_array(
             vname, shape=var.shape, dtype=zarr_dtype(var.dtype),
-            chunks=_chunks(var, mid_chunk), fill_value=fill_value(var.dtype),
+            chunks=_chunks(vname, var, mid_chunk), fill_value=fill_value(var.dtype),
             dimension_names=list(var.dims), attributes=_plain(var_attrs),
             compressors=_compressors(vname, var.dtype))
         if write == "all" or dims.MID not in var.dims or vname == dims.MID:
@@ -184,12 +197,38 @@ def write_rows(group: zarr.Group, rows, values: dict, *, flag: str | None = None
         set_flags(group, flag, rows, True)
 
 
+def write_table_rows(group: zarr.Group, rows, values: dict, *, flag: str | None = None,
+                     flag_value: bool = True) -> None:
+    """Write ``values[name]`` (len(rows), ...) at ``rows`` of table-chunked arrays; then ``flag``.
+
+    One read-modify-write per array, whatever the rows (in any order); for the arrays only
+    the driver writes (``ROW_TABLE_VARIABLES``, tables). ``flag`` is written last.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size == 0:
+        return
+    order = list(values) + ([flag] if flag is not None else [])
+    for name in order:
+        array = group[name]
+        names = list(array.metadata.dimension_names or ())
+        axis = names.index(dims.MID)
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        index = [slice(None)] * array.ndim
+        index[axis] = slice(lo, hi)
+        current = array[tuple(index)]
+        if current.dtype.kind == "T":
+            current = current.astype(object)
+        data = (np.full(rows.size, flag_value, dtype=bool) if name == flag and name not in values
+                else _as_written(np.asarray(values[name])))
+        place = [slice(None)] * array.ndim
+        place[axis] = rows - lo
+        current[tuple(place)] = np.moveaxis(data, 0, axis) if axis else data
+        array[tuple(index)] = current
+
+
 def set_flags(group: zarr.Group, flag: str, rows, value: bool) -> None:
     """Set the bool ``mid`` array ``flag`` to ``value`` at ``rows`` (one write per run)."""
-    rows = np.asarray(rows, dtype=np.int64)
-    array = group[flag]
-    for _, (start, stop) in _runs(rows):
-        array[start:stop] = np.full(stop - start, value, dtype=bool)
+    write_table_rows(group, rows, {}, flag=flag, flag_value=value)
 
 
 def _runs(rows: np.ndarray) -> list[tuple[int, tuple[int, int]]]:

@@ -1,11 +1,12 @@
 """Probe groups ``probes/<suite>/<transform>``: laid out by the driver, filled model by model.
 
-The driver lays a group out for every model of a pipeline (one committed layout change),
-then each model's responses are written into its own chunks, by the driver or by a dask
-worker, in this order: its ``done`` flag cleared (if set), every response array, its
-lineage (``source_sha256``: the checkpoint or reference files it came from; ``digest``: a
-sha256 of the responses as stored), then ``done``. A model whose outputs are not finite is
-refused: its ``error`` says why and ``done`` stays False.
+The driver lays a group out for every model of a pipeline (one committed layout change).
+A model is then written in this order: its ``done`` flag cleared if set (driver); every
+response array into the model's own chunks (``write_probe_data``, by the driver or a dask
+worker); its small values, lineage included (``source_sha256``: the checkpoint or
+reference files it came from; ``digest``: a sha256 of the responses as stored), then
+``done`` (``finish_probes``, driver). A model whose outputs are not finite is refused: its
+``error`` says why and ``done`` stays False.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import xarray as xr
 
 from ml4ml import dims
 from ml4ml.errors import InputError, StoreError
-from ml4ml.store.arrays import layout_group, extend_rows, set_flags, write_rows
+from ml4ml.store.arrays import extend_rows, layout_group, write_rows, write_table_rows
 from ml4ml.store.groups import (check_unique, group_exists, mid_positions, open_group,
                                 probe_group, store_precision, zarr_group)
 from ml4ml.store.layout import commit, quiet
+from ml4ml.store.rows import clear_done
 
-__all__ = ["init_probes", "write_probe", "write_probe_failure", "open_probes",
-           "clear_done", "check_compatible", "probe_digest", "SOURCE", "DIGEST", "ERROR"]
+__all__ = ["init_probes", "write_probe", "write_probe_data", "finish_probes",
+           "write_probe_failure", "open_probes", "check_compatible", "probe_digest",
+           "SOURCE", "DIGEST", "ERROR"]
 
 SOURCE = "source_sha256"
 DIGEST = "digest"
@@ -140,13 +143,13 @@ def _stored_values(probe: xr.Dataset, zgroup, precision, path, group) -> dict:
     return values
 
 
-def write_probe(path, suite: str, transform: str, mid: str, probe: xr.Dataset, *,
-                source_sha256: str = "") -> str:
-    """Write one model's responses into its rows, then its ``done`` flag; return the digest.
+def write_probe_data(path, suite: str, transform: str, mid: str, probe: xr.Dataset) -> dict:
+    """Write one model's large response arrays into its own chunks; return its small values.
 
-    probe : one model's probe dataset (no ``mid`` dim), on the group's grid and samples.
-    Everything is checked before anything is written; a model already done has its flag
-    cleared before its data is overwritten. InputError if the responses are not finite.
+    Run by the driver or by a dask worker; the driver then passes the result to
+    ``finish_probes``, which writes the small values and the ``done`` flag. Everything is
+    checked before anything is written; InputError if the responses are not finite.
+    Returns {"mid", "digest", "layer_name"}.
     """
     group = probe_group(suite, transform)
     if not group_exists(path, group, committed=False):
@@ -160,38 +163,59 @@ def write_probe(path, suite: str, transform: str, mid: str, probe: xr.Dataset, *
     check_compatible(coords, probe, path, group)
     values = _stored_values(probe, zgroup, store_precision(path), path, group)
     digest = probe_digest(values)
+    large = {name: data[None] for name, data in values.items() if name != dims.LAYER_NAME}
     with quiet():
-        if bool(zgroup[dims.DONE][row]):
-            set_flags(zgroup, dims.DONE, [row], False)
-        rows = {name: data[None] for name, data in values.items()}
-        rows[SOURCE] = np.array([source_sha256], dtype=object)
-        rows[DIGEST] = np.array([digest], dtype=object)
-        rows[ERROR] = np.array([""], dtype=object)
-        write_rows(zgroup, [row], rows, flag=dims.DONE)
-    return digest
+        write_rows(zgroup, [row], large)
+    return {"mid": str(mid), "digest": digest,
+            "layer_name": values.get(dims.LAYER_NAME, np.array([], dtype=object))}
+
+
+def finish_probes(path, suite: str, transform: str, results, source_sha256: dict) -> None:
+    """Write the small values of models whose responses are written, then their flags.
+
+    results : ``write_probe_data``'s returns; source_sha256 : {mid: checkpoint sha256}.
+    Driver only (one read-modify-write per small array, whatever the number of models).
+    """
+    results = list(results)
+    if not results:
+        return
+    group = probe_group(suite, transform)
+    with quiet():
+        zgroup = zarr_group(path, group)
+        mids = [r["mid"] for r in results]
+        rows = mid_positions(zgroup, mids, path, group)
+        values = {
+            dims.LAYER_NAME: np.stack([np.asarray(r["layer_name"], dtype=object)
+                                       for r in results]),
+            SOURCE: np.array([source_sha256.get(m, "") for m in mids], dtype=object),
+            DIGEST: np.array([r["digest"] for r in results], dtype=object),
+            ERROR: np.full(len(results), "", dtype=object),
+        }
+        write_table_rows(zgroup, rows, values, flag=dims.DONE)
+
+
+def write_probe(path, suite: str, transform: str, mid: str, probe: xr.Dataset, *,
+                source_sha256: str = "") -> str:
+    """Write one model's responses, its lineage and then its ``done`` flag; return the digest.
+
+    probe : one model's probe dataset (no ``mid`` dim), on the group's grid and samples.
+    A model already done has its flag cleared before its data is overwritten. Driver only
+    (the probe stage's workers call ``write_probe_data``).
+    """
+    clear_done(path, probe_group(suite, transform), [mid])
+    result = write_probe_data(path, suite, transform, mid, probe)
+    finish_probes(path, suite, transform, [result], {str(mid): source_sha256})
+    return result["digest"]
 
 
 def write_probe_failure(path, suite: str, transform: str, mid: str, message: str) -> None:
-    """Record why a model's responses were refused (its ``done`` flag cleared)."""
+    """Record why a model's responses were refused (its ``done`` flag cleared). Driver only."""
     group = probe_group(suite, transform)
     with quiet():
         zgroup = zarr_group(path, group)
         (row,) = mid_positions(zgroup, [mid], path, group)
-        set_flags(zgroup, dims.DONE, [row], False)
-        write_rows(zgroup, [row], {ERROR: np.array([message], dtype=object)})
-
-
-def clear_done(path, group: str, mids) -> list[str]:
-    """Clear the ``done`` flag of those of ``mids`` that are in ``group``; return them."""
-    if not group_exists(path, group, committed=False):
-        return []
-    with quiet():
-        zgroup = zarr_group(path, group)
-        have = {str(m): k for k, m in enumerate(zgroup[dims.MID][:].tolist())}
-        done = np.asarray(zgroup[dims.DONE][:], dtype=bool)
-        rows = [have[m] for m in mids if m in have and done[have[m]]]
-        set_flags(zgroup, dims.DONE, sorted(rows), False)
-    return [m for m in mids if m in have and done[have[m]]]
+        write_table_rows(zgroup, [row], {ERROR: np.array([message], dtype=object)},
+                         flag=dims.DONE, flag_value=False)
 
 
 def open_probes(path, suite: str, transform: str, *, committed: bool = True) -> xr.Dataset:

@@ -2,10 +2,10 @@
 
 ``prepare_rows`` lays a group out (or extends its ``mid`` axis) for the models about to be
 written, as one committed layout change, and clears the ``done`` flag of those being
-redone. ``row_writes`` turns a lazy dataset into one dask task per model that writes every
-variable of that model's row, its lineage values, and then its ``done`` flag; all tasks of
-a command are computed together, so variance matrices shared by two groups are built
-once. ``append_measures`` adds new names along ``measure`` for every row in one committed
+redone. ``RowWrites`` turns a lazy dataset into one dask task per model that writes that
+model's large variables; as tasks complete, the driver writes their small values (lineage)
+and then their ``done`` flags. All tasks of a command are computed together, so variance
+matrices shared by two groups are built once. ``append_measures`` adds new names along ``measure`` for every row in one committed
 change.
 """
 
@@ -17,11 +17,12 @@ import xarray as xr
 
 from ml4ml import dims
 from ml4ml.errors import StoreError
-from ml4ml.store.arrays import extend_dim, extend_rows, layout_group, set_flags
+from ml4ml.store.arrays import (ROW_TABLE_VARIABLES, extend_dim, extend_rows, layout_group,
+                                set_flags, write_table_rows)
 from ml4ml.store.groups import group_exists, mid_positions, zarr_group
 from ml4ml.store.layout import commit, quiet
 
-__all__ = ["prepare_rows", "row_writes", "append_measures", "clear_rows", "PROBE_DIGEST"]
+__all__ = ["prepare_rows", "RowWrites", "append_measures", "clear_done", "PROBE_DIGEST"]
 
 PROBE_DIGEST = "probe_digest"
 _LINEAGE = {PROBE_DIGEST: ("probe digest", "digest of the probe responses this row was "
@@ -70,51 +71,70 @@ def prepare_rows(path, group: str, ds: xr.Dataset, mids) -> list[int]:
     return rows
 
 
-def _write_one_row(arrays: dict, row: int, flag, *blocks_and_values):
-    """Task body: write one model's blocks (and lineage values), then its flag."""
-    names = list(arrays)
-    values = {}
-    for name, block in zip(names, blocks_and_values):
-        values[name] = np.asarray(block)
+def _write_one_row(arrays: dict, row: int, *blocks):
+    """Task body: write one model's blocks into row ``row`` of each array; return the row."""
     with quiet():
-        for name, data in values.items():
-            arrays[name][row:row + 1] = data if data.shape[:1] == (1,) else data[None]
-        flag[row] = True
+        for (name, array), block in zip(arrays.items(), blocks):
+            data = np.asarray(block)
+            array[row:row + 1] = data if data.shape[:1] == (1,) else data[None]
     return row
 
 
-def row_writes(path, group: str, ds: xr.Dataset, mids, rows, extra=None) -> list:
-    """One delayed write per model: its row of every ``mid`` variable of ``ds``, then ``done``.
+class RowWrites:
+    """The writes of one derived group's rows: one dask task per model, then its flags.
 
-    ds : lazy dataset (dim ``mid`` in the order of ``mids``), one model per chunk.
-    rows : the models' row positions in ``group`` (``prepare_rows``).
-    extra : {name: values per model} written with the row (lineage, e.g. probe digests).
+    ``tasks`` write each model's large variables (one chunk each). ``finish(mids)``, run
+    by the driver as tasks complete, writes those models' small values (lineage,
+    ``layer_name``: ``ROW_TABLE_VARIABLES``) and then their ``done`` flags.
     """
-    extra = extra or {}
-    with quiet():
-        zgroup = zarr_group(path, group)
-    ds = ds.sel({dims.MID: list(mids)})
-    names = [name for name, var in ds.data_vars.items() if dims.MID in var.dims
-             and name != dims.DONE]
-    arrays = {name: zgroup[name] for name in names + list(extra)}
-    flag = zgroup[dims.DONE]
-    per_variable = []
-    for name in names:
-        var = ds[name].transpose(dims.MID, ...)
-        data = var.data
-        if not dask.is_dask_collection(data):
-            import dask.array as da
 
-            data = da.from_array(np.asarray(data), chunks=(1,) + var.shape[1:])
-        data = data.rechunk((1,) + tuple(-1 for _ in var.shape[1:]))
-        per_variable.append(data.to_delayed().ravel())
-    writes = []
-    for k, row in enumerate(rows):
-        blocks = [column[k] for column in per_variable]
-        blocks += [np.asarray([extra[name][k]], dtype=object) for name in extra]
-        writes.append(dask.delayed(_write_one_row, pure=False)(
-            arrays, int(row), flag, *blocks, dask_key_name=f"write-{group}-{row}-{mids[k]}"))
-    return writes
+    def __init__(self, path, group: str, ds: xr.Dataset, mids, rows, table=None):
+        self.path, self.group = path, group
+        self.mids = [str(m) for m in mids]
+        self.rows = dict(zip(self.mids, (int(r) for r in rows)))
+        ds = ds.sel({dims.MID: self.mids})
+        per_model = [name for name, var in ds.data_vars.items()
+                     if dims.MID in var.dims and name != dims.DONE]
+        small = [name for name in per_model if name in ROW_TABLE_VARIABLES]
+        large = [name for name in per_model if name not in ROW_TABLE_VARIABLES]
+        self.table = dict(table or {})
+        for name in small:  # small per-model values: computed now, written with the flags
+            self.table[name] = ds[name].transpose(dims.MID, ...).values
+        with quiet():
+            zgroup = zarr_group(path, group)
+        arrays = {name: zgroup[name] for name in large}
+        columns = []
+        for name in large:
+            var = ds[name].transpose(dims.MID, ...)
+            data = var.data
+            if not dask.is_dask_collection(data):
+                import dask.array as da
+
+                data = da.from_array(np.asarray(data), chunks=(1,) + var.shape[1:])
+            data = data.rechunk((1,) + tuple(-1 for _ in var.shape[1:]))
+            # unoptimised: optimising each variable alone would fuse (and so duplicate) the
+            # tasks variables share, e.g. the variance matrices behind every measure
+            columns.append(data.to_delayed(optimize_graph=False).ravel())
+        self.keys = {}
+        self.tasks = []
+        for k, mid in enumerate(self.mids):
+            key = f"write-{group}-{mid}"
+            self.keys[key] = mid
+            self.tasks.append(dask.delayed(_write_one_row, pure=False)(
+                arrays, self.rows[mid], *[column[k] for column in columns],
+                dask_key_name=key))
+
+    def finish(self, mids) -> None:
+        """Write the small values of ``mids`` (whose tasks completed), then their flags."""
+        mids = [str(m) for m in mids]
+        if not mids:
+            return
+        position = {m: k for k, m in enumerate(self.mids)}
+        take = [position[m] for m in mids]
+        values = {name: np.asarray(column)[take] for name, column in self.table.items()}
+        with quiet():
+            zgroup = zarr_group(self.path, self.group)
+            write_table_rows(zgroup, [self.rows[m] for m in mids], values, flag=dims.DONE)
 
 
 def append_measures(path, group: str, value: xr.DataArray) -> None:
@@ -140,14 +160,17 @@ def append_measures(path, group: str, value: xr.DataArray) -> None:
     commit(path)
 
 
-def clear_rows(path, group: str, mids) -> None:
-    """Clear ``done`` for those of ``mids`` in ``group`` (their inputs changed)."""
+def clear_done(path, group: str, mids) -> list[str]:
+    """Clear the ``done`` flag of those of ``mids`` that are done in ``group``; return them.
+
+    Run before a model's rows are overwritten, and for rows whose inputs changed.
+    """
     if not group_exists(path, group, committed=False):
-        return
+        return []
     with quiet():
         zgroup = zarr_group(path, group)
         have = {str(m): k for k, m in enumerate(zgroup[dims.MID][:].tolist())}
-        rows = sorted(have[m] for m in mids if m in have)
-        set_flags(zgroup, dims.DONE, rows, False)
-
-
+        done = np.asarray(zgroup[dims.DONE][:], dtype=bool)
+        cleared = [m for m in dict.fromkeys(str(m) for m in mids) if m in have and done[have[m]]]
+        set_flags(zgroup, dims.DONE, [have[m] for m in cleared], False)
+    return cleared
