@@ -1,5 +1,8 @@
 """Parity with the reference implementation on the golden cases (relative error <= 1e-6).
 
+The small cases are in the checkout (tests/data/golden); the large ones beside it are an
+extra, skipped when absent (tests/golden.py).
+
 Each case is read from the reference's own files with ``read_legacy``, measured through
 ``variance_matrices`` and ``measure_database``, and every number the reference computed
 (every measure, split, interval, level) plus the 80 paper features is compared.
@@ -8,7 +11,6 @@ Each case is read from the reference's own files with ``read_legacy``, measured 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,29 +20,21 @@ from ml4ml.measure.features import paper80
 from ml4ml.store.legacy import read_legacy
 from ml4ml.measure.measures import measure_database
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
-CASES = ("case1", "case2", "case3")
+import golden
+
 RTOL = 1e-6
 # the reference's split names
 SPLITS = {"corr": "correct", "incorr": "incorrect"}
-# the reference's top-level keys for the recorded layers, in layer order
-LAYERS = ("conv8", "conv9")
-
-pytestmark = pytest.mark.skipif(
-    not GOLDEN.is_dir(), reason=f"golden vectors not found at {GOLDEN} (shared/golden absent)"
-)
 
 
-@pytest.fixture(scope="module", params=CASES)
+@pytest.fixture(scope="module", params=golden.cases())
 def golden_case(request):
     """(case name, measures dataset computed from the reference's inputs, reference json)."""
     case = request.param
-    probe = read_legacy(
-        GOLDEN / f"{case}_results.npy.gz", GOLDEN / f"{case}_actoverall.npy.gz"
-    )
+    probe = read_legacy(golden.results(case), golden.act(case))
     probe = probe.expand_dims({dims.MID: [case]})
     database = measure_database(probe).compute()
-    with open(GOLDEN / f"{case}.json") as stream:
+    with open(golden.expected(case)) as stream:
         expected = json.load(stream)
     return case, database, expected
 
@@ -48,7 +42,8 @@ def golden_case(request):
 def _reference_entries(expected):
     """Yield (level, reference measure dict) for the confidence and every layer statistic."""
     yield dims.CONFIDENCE_LEVEL, expected["reference"]["confidence"]["l2_dist"]
-    for layer_index, layer in enumerate(LAYERS):
+    layers = [key for key in expected["reference"] if key != "confidence"]  # layer order
+    for layer_index, layer in enumerate(layers):
         for stat in dims.STATS:
             yield dims.layer_level(layer_index, stat), expected["reference"][layer][stat]["l2_dist"]
 

@@ -1,0 +1,43 @@
+"""The ``ml4ml`` command: parses arguments and calls the library, nothing else."""
+
+from __future__ import annotations
+
+import click
+
+from ml4ml import __version__
+from ml4ml.cli.common import CONTEXT
+from ml4ml.cli.run import run
+from ml4ml.cli.stages import features, import_legacy, measure, probe, train, validate
+from ml4ml.cli.store import store_group
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="ml4ml")
+def cli():
+    """Invariance testing of whole model databases (ML4ML, arXiv 2109.12926).
+
+    \b
+    A pipeline spec (TOML) describes a model zoo, test suites and transformation grids;
+    every stage reads and writes ONE Zarr store:
+      ml4ml validate pipelines/demo-digits.toml   check a spec
+      ml4ml train    pipelines/demo-digits.toml   train the zoo's models
+      ml4ml probe    pipelines/demo-digits.toml   responses over the grids -> store
+      ml4ml measure  stores/demo-digits.zarr      variance matrices + measures
+      ml4ml features stores/demo-digits.zarr --transform rotation -o features.csv
+      ml4ml run      pipelines/demo-digits.toml   all of the above
+      ml4ml store check stores/demo-digits.zarr   find (and 'store repair': mend) damage
+    """
+
+
+for command in (validate, train, probe, measure, features, import_legacy, run, store_group):
+    cli.add_command(command)
+
+
+def main(argv=None):
+    cli.main(args=argv, prog_name="ml4ml")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""What every ``ml4ml`` command shares: options, user errors, output files, plugins."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+import click
+
+from ml4ml.errors import InputError, ML4MLError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+INTERRUPTED = 130
+
+
+def user_errors(func):
+    """ML4MLError -> one clear line on stderr, exit 1; Ctrl-C -> one line, exit 130.
+
+    Neither prints a traceback. The stores are consistent after either (every write is
+    atomic and committed in order), so the same command resumes.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except ML4MLError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted: the store is consistent; run the same command again "
+                       "to resume", err=True)
+            sys.exit(INTERRUPTED)
+
+    return wrapper
+
+
+def cluster_options(func):
+    func = click.option("--scheduler", metavar="ADDRESS",
+                        help="Run on an existing dask cluster, e.g. tcp://127.0.0.1:8786.")(func)
+    func = click.option("--workers", type=click.IntRange(min=1), metavar="N",
+                        help="Start a local dask cluster of N worker processes.")(func)
+    return func
+
+
+def device_option(func):
+    return click.option("--device", default=None, metavar="DEVICE",
+                        help="cpu, cuda or cuda:N (default: the spec's [probe] device).")(func)
+
+
+def quiet_option(func):
+    return click.option("-q", "--quiet", is_flag=True,
+                        help="No progress (bars on a terminal, lines in a log).")(func)
+
+
+def output_file(path, option: str = "-o") -> Path:
+    """``path`` as a file to write; InputError naming it when its folder does not exist."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"folder {str(folder)!r} does not exist", file=path, field=option,
+                         hint="create it first, or write somewhere else")
+    return path
+
+
+def import_plugin(plugin: str):
+    """Import a module name or a .py file (it may register measures)."""
+    try:
+        if plugin.endswith(".py"):
+            if not Path(plugin).is_file():
+                raise ImportError("no such file")
+            spec = importlib.util.spec_from_file_location(Path(plugin).stem, plugin)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load {plugin}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+        return importlib.import_module(plugin)
+    except (ImportError, OSError, SyntaxError) as exc:
+        raise ML4MLError(f"cannot import plugin: {exc}", file=plugin, field="--plugin") from exc
+
+
+def refused(file, failed: dict, what: str) -> None:
+    """After a stage finished the rest: one line naming the refused models, exit 1."""
+    if not failed:
+        return
+    first, why = next(iter(failed.items()))
+    name = first if isinstance(first, str) else "/".join(first)
+    raise ML4MLError(f"{len(failed)} model(s) refused by {what} (the others are done), e.g. "
+                     f"{name}: {why}", file=file, field="models",
+                     hint="fix the recipe or model and rerun; the refusal is recorded in the "
+                          "store")
