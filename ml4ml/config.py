@@ -326,8 +326,10 @@ def _zoo(raw, problems) -> list[Recipe]:
             entries.append((where, values))
 
     sample = tab.get("sample")
+    before = len(problems.items)
     if sample is not None:
         entries.extend(_sampled(sample, problems))
+    sample_broken = len(problems.items) > before
 
     for k, model in enumerate(tab.get("models", [])):
         where = f"zoo.models[{k}]"
@@ -337,7 +339,7 @@ def _zoo(raw, problems) -> list[Recipe]:
         _recipe_keys(model, where + ".", problems)
         entries.append((where, dict(model)))
 
-    if not entries and not defaults.get("mid"):
+    if not entries and not defaults.get("mid") and not sample_broken:
         problems.add("zoo", "the zoo has no models: add [[zoo.grids]], [zoo.sample] or "
                      "[[zoo.models]]")
     origin = {k: ("zoo.defaults" if k in defaults_tab else "zoo") for k in defaults}

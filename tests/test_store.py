@@ -1,4 +1,6 @@
-"""The store: region writes, done flags, growth, models table, memory:// URLs, refusals."""
+"""The store: region writes, done flags, fill values, growth, models table, memory:// URLs."""
+
+import warnings
 
 import numpy as np
 import pytest
@@ -35,24 +37,38 @@ def path(request, tmp_path):
 
 
 def test_create_store_records_schema_and_precision(path):
-    attrs = store.create_store(path, precision="float64")
-    assert attrs[store.SCHEMA_ATTR] == store.SCHEMA_VERSION
-    assert store.store_precision(path) == np.float64
-    # reopening keeps the store's own precision
-    store.create_store(path, precision="float32")
+    with store.writing(path):
+        attrs = store.create_store(path, precision="float64")
+        assert attrs[store.SCHEMA_ATTR] == store.SCHEMA_VERSION == 2
+        assert store.store_precision(path) == np.float64
+        # reopening keeps the store's own precision
+        store.create_store(path, precision="float32")
     assert store.store_precision(path) == np.float64
 
 
-def test_regions_done_flags_and_growth(path):
-    store.create_store(path)
+def test_layout_changes_need_the_writer_lock(path):
+    with store.writing(path):
+        store.create_store(path)
+    with pytest.raises(StoreError, match="needs the store's writer lock"):
+        store.init_probes(path, "digits", "rotation", one_probe(), ["m1"])
+    assert store.list_groups(path, "probes") == []
+
+
+def test_regions_done_flags_fill_values_and_growth(path):
     a, b = one_probe(scale=1.0), one_probe(scale=2.0)
-    store.init_probes(path, "digits", "rotation", a, ["m1", "m2"])
-    ds = store.open_probes(path, "digits", "rotation")
-    assert ds[dims.DONE].values.tolist() == [False, False]
-    assert ds[dims.CONFIDENCE].chunks[0] == (1, 1)  # one chunk per model
-    store.write_probe(path, "digits", "rotation", "m2", b)
-    store.init_probes(path, "digits", "rotation", a, ["m2", "m3"])  # grows by m3 only
-    store.write_probe(path, "digits", "rotation", "m3", a)
+    with store.writing(path):
+        store.create_store(path)
+        assert store.init_probes(path, "digits", "rotation", a, ["m1", "m2"]) == ["m1", "m2"]
+        laid_out = store.open_probes(path, "digits", "rotation")
+        # a new layout: nothing done, every entry reads as its declared fill value
+        assert laid_out[dims.DONE].values.tolist() == [False, False]
+        assert (laid_out[dims.PREDICTION].values == -1).all()
+        assert np.isnan(laid_out[dims.CONFIDENCE].values).all()
+        assert laid_out[store.DIGEST].values.tolist() == ["", ""]
+        assert laid_out[dims.CONFIDENCE].chunks[0] == (1, 1)  # one chunk per model
+        digest = store.write_probe(path, "digits", "rotation", "m2", b, source_sha256="abc")
+        assert store.init_probes(path, "digits", "rotation", a, ["m2", "m3"]) == ["m3"]
+        store.write_probe(path, "digits", "rotation", "m3", a)
     ds = store.open_probes(path, "digits", "rotation")
     assert ds[dims.MID].values.tolist() == ["m1", "m2", "m3"]
     assert store.done_mids(ds) == ["m2", "m3"]
@@ -60,58 +76,127 @@ def test_regions_done_flags_and_growth(path):
                                   b[dims.CONFIDENCE].values.astype(np.float32))
     np.testing.assert_array_equal(ds[dims.ACT].sel(mid="m3").values,
                                   a[dims.ACT].values.astype(np.float32))
+    np.testing.assert_array_equal(ds[dims.PREDICTION].sel(mid="m3").values,
+                                  a[dims.PREDICTION].values)
+    assert (ds[dims.PREDICTION].sel(mid="m1").values == -1).all()
     assert np.isnan(ds[dims.CONFIDENCE].sel(mid="m1").values).all()
     assert ds[dims.CONFIDENCE].dtype == np.float32
     assert ds[dims.LAYER_NAME].sel(mid="m3").values.tolist() == ["conv8", "conv9"]
     assert ds[dims.AUG_PARAM].attrs["units"] == "degrees"
-    # readers need nothing but xarray
-    plain = xr.open_zarr(path, group="probes/digits/rotation", consolidated=False)
-    assert plain.sizes == {"mid": 3, "aug_param": 5, "sample": 4, "layer": 2, "stat": 8}
+    assert ds[store.SOURCE].sel(mid="m2").values.item() == "abc"
+    assert ds[store.DIGEST].sel(mid="m2").values.item() == digest and len(digest) == 64
+    # the digest is that of the stored responses
+    stored = {name: ds[name].sel(mid="m2").values for name in
+              (dims.PREDICTION, dims.CONFIDENCE, dims.ACT, dims.LAYER_NAME)}
+    stored[dims.LAYER_NAME] = stored[dims.LAYER_NAME].astype(object)
+    assert store.probe_digest(stored) == digest
+    # readers need nothing but xarray, and get no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plain = xr.open_zarr(path, group="probes/digits/rotation")
+    assert dict(plain.sizes) == {"mid": 3, "aug_param": 5, "sample": 4, "layer": 2, "stat": 8}
+    assert plain[dims.LAYER].values.tolist() == [0, 1]
+
+
+def test_a_done_model_written_again_has_its_flag_cleared_first(tmp_path):
+    """The flag goes down before the data is overwritten and up only after it."""
+    path = str(tmp_path / "s.zarr")
+    with store.writing(path):
+        store.create_store(path)
+        store.init_probes(path, "d", "rotation", one_probe(), ["m1"])
+        store.write_probe(path, "d", "rotation", "m1", one_probe())
+        group = store.zarr_group(path, "probes/d/rotation")
+        events = []
+        real = type(group[dims.CONFIDENCE].store).set
+
+        async def recording(self, key, value):
+            events.append(key)
+            return await real(self, key, value)
+
+        real_delete = type(group[dims.CONFIDENCE].store).delete
+
+        async def recording_delete(self, key):  # an all-False chunk is deleted, not written
+            events.append(key)
+            return await real_delete(self, key)
+
+        cls = type(group[dims.CONFIDENCE].store)
+        cls.set, cls.delete = recording, recording_delete
+        try:
+            store.write_probe(path, "d", "rotation", "m1", one_probe(scale=3.0))
+        finally:
+            cls.set, cls.delete = real, real_delete
+    keys = events
+    data = [k for k, key in enumerate(keys) if "/confidence/c" in key or "/act/c" in key]
+    done = [k for k, key in enumerate(keys) if "/done/c" in key]
+    digest = [k for k, key in enumerate(keys) if "/digest/c" in key]
+    # done cleared first, then the data, the lineage, and done set last
+    assert len(done) == 2 and data and digest
+    assert done[0] < min(data) and max(data) < digest[0] < done[1] == len(keys) - 1
+    assert store.done_mids(store.open_probes(path, "d", "rotation")) == ["m1"]
 
 
 def test_incompatible_probe_is_refused_and_store_unchanged(path):
-    store.create_store(path)
-    store.init_probes(path, "digits", "rotation", one_probe(), ["m1"])
-    before = store.open_probes(path, "digits", "rotation").load()
-    with pytest.raises(StoreError, match="'label' differs"):
-        store.init_probes(path, "digits", "rotation", one_probe(labels=[2, 2, 2, 2]), ["m9"])
-    with pytest.raises(StoreError, match="'aug_param' differs"):
-        store.write_probe(path, "digits", "rotation", "m1", one_probe(P=7))
-    with pytest.raises(StoreError, match="is not in"):
-        store.write_probe(path, "digits", "rotation", "nope", one_probe())
-    # one more layer: refused before any array of the region is written
-    with pytest.raises(StoreError, match="dimension 'layer' has size 3, the group has 2"):
-        store.write_probe(path, "digits", "rotation", "m1", one_probe(layers=3))
-    with pytest.raises(StoreError, match="no group 'probes/digits/scaling'"):
-        store.write_probe(path, "digits", "scaling", "m1", one_probe())
+    with store.writing(path):
+        store.create_store(path)
+        store.init_probes(path, "digits", "rotation", one_probe(), ["m1"])
+        before = store.open_probes(path, "digits", "rotation").load()
+        with pytest.raises(StoreError, match="'label' differs"):
+            store.init_probes(path, "digits", "rotation", one_probe(labels=[2, 2, 2, 2]), ["m9"])
+        with pytest.raises(StoreError, match="dimension 'layer' has size 3, the group has 2"):
+            store.init_probes(path, "digits", "rotation", one_probe(layers=3), ["m9"])
+        with pytest.raises(StoreError, match="'aug_param' differs"):
+            store.write_probe(path, "digits", "rotation", "m1", one_probe(P=7))
+        with pytest.raises(StoreError, match="is not in"):
+            store.write_probe(path, "digits", "rotation", "nope", one_probe())
+        # one more layer: refused before any array of the region is written
+        with pytest.raises(StoreError, match="dimension 'layer' has size 3, the group has 2"):
+            store.write_probe(path, "digits", "rotation", "m1", one_probe(layers=3))
+        with pytest.raises(StoreError, match="no group 'probes/digits/scaling'"):
+            store.write_probe(path, "digits", "scaling", "m1", one_probe())
+        nan = one_probe()
+        nan[dims.ACT][0, 0, 0, 0] = np.nan
+        with pytest.raises(Exception, match="NaN or infinite"):
+            store.write_probe(path, "digits", "rotation", "m1", nan)
     xr.testing.assert_identical(before, store.open_probes(path, "digits", "rotation").load())
 
 
 def test_models_table_append_and_update(path):
-    store.create_store(path)
-    t1 = xr.Dataset({"arch": ("mid", np.array(["cnn5", "cnn5"], dtype=object)),
-                     "lr": ("mid", [0.1, 0.2])}, coords={"mid": ["m1", "m2"]})
-    assert store.add_models(path, t1) == ["m1", "m2"]
-    assert store.add_models(path, t1) == []
-    t2 = xr.Dataset({"arch": ("mid", np.array(["vgg13bn"], dtype=object)),
-                     "epochs": ("mid", [3])}, coords={"mid": ["t1"]})
-    assert store.add_models(path, t2) == ["t1"]
-    store.update_models(path, xr.Dataset({"test_accuracy": ("mid", [0.75])},
-                                         coords={"mid": ["m2"]}))
+    with store.writing(path):
+        store.create_store(path)
+        t1 = xr.Dataset({"arch": ("mid", np.array(["cnn5", "cnn5"], dtype=object)),
+                         "lr": ("mid", [0.1, 0.2])}, coords={"mid": ["m1", "m2"]})
+        assert store.add_models(path, t1) == ["m1", "m2"]
+        assert store.add_models(path, t1) == []
+        t2 = xr.Dataset({"arch": ("mid", np.array(["vgg13bn"], dtype=object)),
+                         "epochs": ("mid", [3])}, coords={"mid": ["t1"]})
+        assert store.add_models(path, t2) == ["t1"]
+        store.update_models(path, xr.Dataset({"test_accuracy": ("mid", [0.75, 0.5]),
+                                              "trained": ("mid", [True, True])},
+                                             coords={"mid": ["m2", "t1"]}), last=("trained",))
     table = store.read_models(path)
     assert table[dims.MID].values.tolist() == ["m1", "m2", "t1"]
     assert table["arch"].values.tolist() == ["cnn5", "cnn5", "vgg13bn"]
     assert table["epochs"].values.tolist() == [-1, -1, 3]
     np.testing.assert_array_equal(table["lr"].values, [0.1, 0.2, np.nan])
-    np.testing.assert_array_equal(table["test_accuracy"].values, [np.nan, 0.75, np.nan])
+    np.testing.assert_array_equal(table["test_accuracy"].values, [np.nan, 0.75, 0.5])
+    assert table["trained"].values.tolist() == [False, True, True]
 
 
 def test_duplicate_ids_and_non_store_paths_are_refused(tmp_path):
     path = str(tmp_path / "s.zarr")
-    store.create_store(path)
-    with pytest.raises(StoreError, match="appears twice"):
-        store.init_probes(path, "d", "rotation", one_probe(), ["m1", "m1"])
+    with store.writing(path):
+        store.create_store(path)
+        with pytest.raises(StoreError, match="appears twice"):
+            store.init_probes(path, "d", "rotation", one_probe(), ["m1", "m1"])
     with pytest.raises(StoreError, match="no ml4ml store"):
         store.store_attrs(str(tmp_path / "absent.zarr"))
     with pytest.raises(StoreError, match="precision"):
         store.create_store(str(tmp_path / "x.zarr"), precision="float16")
+    afile = tmp_path / "file.zarr"
+    afile.write_text("not a store")
+    with pytest.raises(StoreError, match="is a file, not a store folder"):
+        store.store_attrs(str(afile))
+    with pytest.raises(StoreError, match="is a file, not a store folder"):
+        with store.writing(str(afile)):
+            pass
+    assert afile.read_text() == "not a store"

@@ -32,9 +32,11 @@ def validate(pipeline):
 @device_option
 @click.option("--force", is_flag=True,
               help="Retrain models that are already trained (their later results are redone).")
+@click.option("--changed", "changed_only", is_flag=True,
+              help="Retrain exactly the models whose recipe in the spec changed.")
 @quiet_option
 @user_errors
-def train(pipeline, workers, scheduler, device, force, quiet):
+def train(pipeline, workers, scheduler, device, force, changed_only, quiet):
     """Train the zoo's models that are not trained yet.
 
     PIPELINE is a spec file, e.g. pipelines/demo-digits.toml; checkpoints go beside the store.
@@ -45,9 +47,11 @@ def train(pipeline, workers, scheduler, device, force, quiet):
 
     p = load_pipeline(pipeline)
     with dask_client(workers, scheduler) as client:
-        report = train_pipeline(p, client=client, force=force, device=device, progress=not quiet)
-    click.echo(f"trained {len(report.trained)} model(s), {len(report.skipped)} already trained, "
-               f"in {report.seconds:.1f} s; store {p.store}")
+        report = train_pipeline(p, client=client, force=force, changed_only=changed_only,
+                                device=device, progress=not quiet)
+    retrained = f" ({len(report.retrained)} retrained)" if report.retrained else ""
+    click.echo(f"trained {len(report.trained)} model(s){retrained}, {len(report.skipped)} "
+               f"already trained, in {report.seconds:.1f} s; store {p.store}")
     refused(p.file, report.failed, "training")
 
 

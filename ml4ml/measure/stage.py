@@ -94,17 +94,19 @@ def measure_store(path, *, suite=None, transform=None, measures=None, force=Fals
     return reports
 
 
-def _stored_rows(path, group) -> tuple[dict, list]:
-    """{mid: probe digest} of the done rows of a derived group, and its measure names."""
+def _stored_rows(path, group) -> tuple[dict, dict, list]:
+    """A derived group's {mid: probe digest} of done rows, of every row written once, and
+    its measure names."""
     if not store.group_exists(path, group, committed=False):
-        return {}, []
+        return {}, {}, []
     ds = store.open_group(path, group, committed=False)
     done = np.asarray(ds[dims.DONE].values, dtype=bool)
     mids = [str(m) for m in ds[dims.MID].values]
     digests = [str(d) for d in ds[store.PROBE_DIGEST].values]
-    rows = {m: d for m, d, ok in zip(mids, digests, done) if ok}
+    current = {m: d for m, d, ok in zip(mids, digests, done) if ok}
+    written = {m: d for m, d in zip(mids, digests) if d}
     names = [str(m) for m in ds[dims.MEASURE].values] if dims.MEASURE in ds.coords else []
-    return rows, names
+    return current, written, names
 
 
 def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureReport:
@@ -118,8 +120,8 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
                       [str(d) for d in probes[store.DIGEST].values]))
     m_group = store.measures_group(suite, transform)
     x_group = store.matrices_group(suite, transform)
-    measured, have_names = _stored_rows(path, m_group)
-    matrixed, _ = _stored_rows(path, x_group)
+    measured, written, have_names = _stored_rows(path, m_group)
+    matrixed, _, _ = _stored_rows(path, x_group)
 
     # lineage: a row is current when both groups hold it from the probe's present digest
     remeasured = {}
@@ -128,8 +130,9 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
         current = measured.get(m) == digest[m] and matrixed.get(m) == digest[m]
         if force or not current:
             todo.append(m)
-            if m in measured or m in matrixed:
-                remeasured[m] = "forced" if force and current else "its probe data changed"
+            if m in written:  # measured once before: say why it is done again
+                remeasured[m] = ("its probe data changed" if written[m] != digest[m]
+                                 else "forced" if force else "its rows were not complete")
     # rows whose probe is no longer done are stale: cleared, never left as current
     stale = [m for m in set(measured) | set(matrixed) if m not in set(done)]
     if stale:

@@ -470,7 +470,13 @@ def _count_classes(model, first_image, norm, recorder) -> int:
     recorder.enabled = False
     with torch.inference_mode():
         x = first_image if norm is None else (first_image - norm[0]) / norm[1]
-        logits = model(x)
+        try:
+            logits = model(x)
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"the model cannot take images of shape {tuple(x.shape[1:])} "
+                             f"(channel, height, width): {first_line}", field="images",
+                             hint="probe it on a suite of the shape it was trained on") from None
     recorder.enabled = True
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != 1:
         found = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__

@@ -116,39 +116,41 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
             raise StoreError("no model of this pipeline is trained yet", file=path,
                              hint=f"run 'ml4ml train {pipeline.file}' first")
         n_layers = len(pipeline.probe.layers) or 2
+        # 1. plan without writing: which (model, suite, transform) to probe, and why
         jobs = {m: [] for m in mids}  # mid -> [(suite, transform)]
-        reprobed = {}
+        reprobed, redo, templates = {}, {}, {}
         skipped = 0
         for suite_spec in pipeline.suites:
             suite = load_probe_suite(pipeline, suite_spec)
             for transform, params in pipeline.transforms.items():
-                template = probe_template(params, transform, suite.labels.numpy(),
-                                          suite.n_classes, n_layers,
-                                          fgsm_epsilon=pipeline.probe.fgsm_epsilon)
-                store.init_probes(path, suite_spec.name, transform, template, pipeline.mids)
-                ds = store.open_probes(path, suite_spec.name, transform, committed=False)
-                done = dict(zip([str(m) for m in ds[dims.MID].values],
-                                np.asarray(ds[dims.DONE].values, dtype=bool)))
-                source = dict(zip([str(m) for m in ds[dims.MID].values],
-                                  [str(s) for s in ds[store.SOURCE].values]))
-                redo = []
+                key = (suite_spec.name, transform)
+                templates[key] = probe_template(params, transform, suite.labels.numpy(),
+                                                suite.n_classes, n_layers,
+                                                fgsm_epsilon=pipeline.probe.fgsm_epsilon)
+                done, source = _probe_state(path, *key)
+                redo[key] = []
                 for m in mids:
-                    changed = done[m] and source[m] != sha[m]
-                    if force or not done[m] or changed:
-                        jobs[m].append((suite_spec.name, transform))
-                        if done[m]:
-                            redo.append(m)
+                    changed = done.get(m, False) and source.get(m) != sha[m]
+                    if force or not done.get(m, False) or changed:
+                        jobs[m].append(key)
+                        if done.get(m, False):
+                            redo[key].append(m)
                             reprobed[m] = "forced" if force and not changed else \
                                 "its checkpoint changed"
                     else:
                         skipped += 1
-                if redo:  # flags first, here and in the groups computed from these probes
-                    group = store.probe_group(suite_spec.name, transform)
-                    store.clear_done(path, group, redo)
-                    store.clear_done(path, store.matrices_group(suite_spec.name, transform), redo)
-                    store.clear_done(path, store.measures_group(suite_spec.name, transform), redo)
         jobs = {m: j for m, j in jobs.items() if j}
         rows = {m: (str(table[CHECKPOINT].sel({dims.MID: m}).values), sha[m]) for m in jobs}
+        # 2. bad input is refused before the store is touched
+        _preflight(pipeline, jobs, rows)
+        # 3. layout, then flags cleared (here and in the groups computed from these probes)
+        for (suite_name, transform), template in templates.items():
+            store.init_probes(path, suite_name, transform, template, pipeline.mids)
+            if redo[(suite_name, transform)]:
+                for group in (store.probe_group(suite_name, transform),
+                              store.matrices_group(suite_name, transform),
+                              store.measures_group(suite_name, transform)):
+                    store.clear_done(path, group, redo[(suite_name, transform)])
         device = device or pipeline.probe.device
         bar = stage_progress("probe", len(jobs), progress)
         for note in notes:
@@ -170,6 +172,65 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
         bar.close()
     return ProbeReport(probed=probed, skipped=skipped, seconds=time.perf_counter() - start,
                        failed=failed, reprobed=reprobed, untrained=untrained, notes=notes)
+
+
+def _probe_state(path, suite: str, transform: str) -> tuple[dict, dict]:
+    """{mid: done} and {mid: source sha256} of a probe group; empty if there is none yet."""
+    group = store.probe_group(suite, transform)
+    if not store.group_exists(path, group, committed=False):
+        return {}, {}
+    ds = store.open_probes(path, suite, transform, committed=False)
+    mids = [str(m) for m in ds[dims.MID].values]
+    return (dict(zip(mids, np.asarray(ds[dims.DONE].values, dtype=bool).tolist())),
+            dict(zip(mids, [str(s) for s in ds[store.SOURCE].values])))
+
+
+def _preflight(pipeline, jobs: dict, rows: dict) -> None:
+    """InputError, before anything is written, for a checkpoint that is missing, truncated
+    or replaced (its sha256 differs from the one recorded at training), or a model that
+    cannot take a suite's images."""
+    from ml4ml.zoo.training import load_checkpoint, verify_checkpoint
+
+    for mid in jobs:
+        verify_checkpoint(*rows[mid])
+    suites = {s.name: s for s in pipeline.suites}
+    tried = set()
+    for mid, todo in jobs.items():
+        checkpoint, sha256 = rows[mid]
+        for suite_name, _ in todo:
+            arch = pipeline.recipe(mid).arch if mid in pipeline.mids else mid
+            if (arch, suite_name) in tried:
+                continue
+            tried.add((arch, suite_name))
+            model, recipe = load_checkpoint(checkpoint, sha256=sha256 or None)
+            suite = load_probe_suite(pipeline, suites[suite_name])
+            _check_model_takes(model, recipe, suite, checkpoint)
+
+
+def _check_model_takes(model, recipe, suite, checkpoint) -> None:
+    import torch
+
+    from ml4ml.errors import InputError
+
+    x = suite.images[:1]
+    if recipe.normalize is not None:
+        mean, std = (torch.as_tensor(v, dtype=x.dtype).reshape(1, -1, 1, 1)
+                     for v in recipe.normalize)
+        x = (x - mean) / std
+    with torch.inference_mode():
+        try:
+            logits = model(x)
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"model {recipe.mid!r} ({recipe.arch}) cannot take the images of "
+                             f"suite {suite.name!r}, shape {tuple(x.shape[1:])} (channel, "
+                             f"height, width): {first}", file=checkpoint, field="suites",
+                             hint="probe a model on a suite of the shape it was trained on") \
+                from None
+    if logits.dim() != 2 or logits.shape[1] < suite.n_classes:
+        raise InputError(f"model {recipe.mid!r} has {tuple(logits.shape)} outputs for one image; "
+                         f"suite {suite.name!r} has {suite.n_classes} classes", file=checkpoint,
+                         field="suites")
 
 
 def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, device: str = "cpu",

@@ -16,6 +16,7 @@ from ml4ml.store.lock import holder, writing  # noqa: F401
 from ml4ml.store.models import add_models, model_ids, read_models, update_models  # noqa: F401
 from ml4ml.store.probes import (DIGEST, ERROR, SOURCE, check_compatible,  # noqa: F401
                                 finish_probes, init_probes, open_probes, probe_digest,
+                                probe_layout,
                                 write_probe, write_probe_data, write_probe_failure)
 from ml4ml.store.rows import (PROBE_DIGEST, RowWrites, append_measures,  # noqa: F401
                               clear_done, prepare_rows)
@@ -24,6 +25,6 @@ __all__ = list(_groups_all) + [
     "is_url", "commit", "recover", "holder", "writing", "add_models", "model_ids",
     "read_models", "update_models", "DIGEST", "ERROR", "SOURCE", "check_compatible",
     "clear_done", "init_probes", "open_probes", "probe_digest", "write_probe",
-    "write_probe_data", "finish_probes", "write_probe_failure", "PROBE_DIGEST", "RowWrites",
+    "write_probe_data", "finish_probes", "probe_layout", "write_probe_failure", "PROBE_DIGEST", "RowWrites",
     "append_measures", "prepare_rows",
 ]

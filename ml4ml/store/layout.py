@@ -48,7 +48,15 @@ def quiet():
 
 
 def commit(path) -> None:
-    """Make the store's current layout the committed one (one atomic root write)."""
+    """Make the store's current layout the committed one (one atomic root write).
+
+    Only the holder of the store's writer lock commits (``store.writing``).
+    """
+    from ml4ml.store.lock import is_held
+
+    if not is_held(path):
+        raise StoreError("a layout change needs the store's writer lock", file=path,
+                         hint="wrap the writes in 'with ml4ml.store.writing(path):'")
     with quiet():
         zarr.consolidate_metadata(zarr_store(path))
 

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from ml4ml.errors import StoreError
 from ml4ml.store.backend import is_url, local_root
 
-__all__ = ["writing", "holder", "LOCK_NAME", "STALE_AFTER_S"]
+__all__ = ["writing", "holder", "is_held", "LOCK_NAME", "STALE_AFTER_S"]
 
 LOCK_NAME = ".ml4ml-writer"
 STALE_AFTER_S = 60.0
@@ -87,6 +87,12 @@ def writing(path, command: str = "ml4ml", *, wait: float = 0.0, recover: bool = 
         with _guard:
             del _held[key]
         release()
+
+
+def is_held(path) -> bool:
+    """Whether this process holds the store's writer lock."""
+    with _guard:
+        return _key(path) in _held
 
 
 def holder(path) -> dict | None:

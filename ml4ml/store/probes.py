@@ -25,7 +25,7 @@ from ml4ml.store.groups import (check_unique, group_exists, mid_positions, open_
 from ml4ml.store.layout import commit, quiet
 from ml4ml.store.rows import clear_done
 
-__all__ = ["init_probes", "write_probe", "write_probe_data", "finish_probes",
+__all__ = ["init_probes", "probe_layout", "write_probe", "write_probe_data", "finish_probes",
            "write_probe_failure", "open_probes", "check_compatible", "probe_digest",
            "SOURCE", "DIGEST", "ERROR"]
 
@@ -43,7 +43,7 @@ LINEAGE_ATTRS = {
 }
 
 
-def _layout(template: xr.Dataset, mids, precision, suite: str, transform: str) -> xr.Dataset:
+def probe_layout(template: xr.Dataset, mids, precision, suite: str, transform: str) -> xr.Dataset:
     """The group's dataset for ``mids``: lazy (never computed) per-model variables."""
     n = len(mids)
     variables = {}
@@ -94,7 +94,7 @@ def init_probes(path, suite: str, transform: str, template: xr.Dataset, mids) ->
                 extend_rows(zarr_group(path, group), new)
             commit(path)
         return new
-    layout = _layout(template, mids, precision, suite, transform)
+    layout = probe_layout(template, mids, precision, suite, transform)
     with quiet():
         layout_group(zarr_group(path), group, layout)
     commit(path)

@@ -130,13 +130,15 @@ def invalidate_downstream(path, mids) -> None:
             store.clear_done(path, f"{prefix}/{suite}/{transform}", list(mids))
 
 
-def train_pipeline(pipeline, *, client=None, force: bool = False, device: str | None = None,
-                   progress: bool = True) -> TrainReport:
+def train_pipeline(pipeline, *, client=None, force: bool = False, changed_only: bool = False,
+                   device: str | None = None, progress: bool = True) -> TrainReport:
     """Train every model of ``pipeline`` not yet trained (all with ``force``).
 
     A model is redone when it is not trained, its checkpoint file is gone, or ``force``.
-    Retraining (``force``, or a recipe changed with ``force``) clears the model's later
-    results (probes, matrices, measures), so every later stage redoes it. A model whose
+    A model whose recipe in the spec differs from the stored one is an error, unless
+    ``force`` (every model is retrained) or ``changed_only`` (exactly those are). Retraining
+    clears the model's later results (probes, matrices, measures), so every later stage
+    redoes it, and only it. A model whose
     trained weights are not finite is refused: its ``train_error`` says why, the others
     go on. device : where to train (default: the spec's ``[probe] device``).
     """
@@ -147,23 +149,25 @@ def train_pipeline(pipeline, *, client=None, force: bool = False, device: str | 
     path = pipeline.store
     with store.writing(path, f"ml4ml train {pipeline.file}") as notes:
         table = register_zoo(pipeline)
-        changed = _recipe_changes(pipeline, table)
-        if changed and not force:
-            mid, (name, old, new) = next(iter(changed.items()))
+        trained = dict(zip(table[dims.MID].values.tolist(),
+                           table[TRAINED].values.astype(bool).tolist()))
+        changed = _recipe_changes(pipeline, table)  # untrained ones just take the new recipe
+        conflicts = {m: why for m, why in changed.items() if trained.get(m)}
+        if conflicts and not (force or changed_only):
+            mid, (name, old, new) = next(iter(conflicts.items()))
             raise StoreError(
-                f"{len(changed)} model(s) in the store were trained with other recipes than "
+                f"{len(conflicts)} model(s) in the store were trained with other recipes than "
                 f"the spec's, e.g. model {mid!r} field '{name}': store {old!r}, spec {new!r}",
                 file=pipeline.file, field=f"zoo ({mid}.{name})",
-                hint="rerun with --force to retrain them, or use a new store path")
+                hint="rerun with --changed to retrain exactly them (--force retrains every "
+                     "model), or use a new store path")
         checkpoints = Path(pipeline.checkpoints)
         notes += [f"removed orphan temporary checkpoint {name}"
                   for name in remove_orphan_checkpoints(checkpoints)]
-        trained = dict(zip(table[dims.MID].values.tolist(),
-                           table[TRAINED].values.astype(bool).tolist()))
         files = dict(zip(table[dims.MID].values.tolist(),
                          [str(c) for c in table[CHECKPOINT].values]))
-        todo = [r for r in pipeline.recipes if force or not trained.get(r.mid)
-                or not Path(files.get(r.mid, "")).is_file()]
+        todo = [r for r in pipeline.recipes if force or r.mid in changed
+                or not trained.get(r.mid) or not Path(files.get(r.mid, "")).is_file()]
         skipped = [r.mid for r in pipeline.recipes if r not in todo]
         redo = [r.mid for r in todo if trained.get(r.mid) and (force or r.mid in changed)]
         if redo:  # flags first: nothing trained from the old recipe passes as current

@@ -497,6 +497,26 @@ def save_checkpoint(trained_or_model, recipe: Recipe, path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def verify_checkpoint(path, sha256: str | None = None) -> None:
+    """InputError naming the file unless it exists, is not empty and has ``sha256``."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as file:
+            digest = hashlib.file_digest(file, "sha256").hexdigest()
+    except FileNotFoundError:
+        raise InputError("checkpoint file not found", file=path, field="checkpoint",
+                         hint="retrain the model ('ml4ml train' redoes a missing checkpoint)") \
+            from None
+    except OSError as exc:
+        raise InputError(f"cannot read checkpoint: {exc.strerror}", file=path,
+                         field="checkpoint") from None
+    if sha256 and digest != str(sha256).lower():
+        raise InputError(f"checkpoint sha256 {digest[:12]}... differs from the one recorded at "
+                         f"training ({str(sha256)[:12]}...): the file was truncated or replaced",
+                         file=path, field="checkpoint_sha256",
+                         hint="retrain the model with 'ml4ml train --force'")
+
+
 def load_checkpoint(path, *, sha256: str | None = None) -> tuple[nn.Module, Recipe]:
     """Read a checkpoint written by ``save_checkpoint``: ``(model, recipe)``.
 

@@ -1,0 +1,56 @@
+"""Assess stage: assessors that tell invariant models from variant ones, and their protocol.
+
+Modules: ``estimators`` (the assessors and baselines as scikit-learn estimators:
+``L2LinearThreshold``, ``FeatureThreshold``, ``make_assessor``, ``make_baseline`` and the
+name registries ``ASSESSORS``, ``BASELINES``), ``protocol`` (``run_protocol``: the paper's
+three-fold protocol with hold-out models, metrics and permutation importances as one
+``xarray.Dataset``), ``compare`` (``summary``, ``compare`` with the Nadeau-Bengio corrected
+resampled t-test, ``top_features``). Pure functions and estimators, no IO.
+
+``ml4ml.assess.compare`` is the *function*: importing the module ``compare.py`` would bind
+the package attribute to the module, so the package keeps the function of that name
+instead (read the module with ``from ml4ml.assess.compare import ...``).
+"""
+
+import sys
+import types
+
+from ml4ml._lazy import lazy_exports
+
+__all__ = ["L2LinearThreshold", "FeatureThreshold", "ASSESSORS", "BASELINES", "METHODS",
+           "make_assessor", "make_baseline", "make_method", "method_kind", "run_protocol",
+           "permutation_drops", "binary_metrics", "fold_assignment", "FOLD_NAMES", "summary",
+           "compare", "top_features", "nadeau_bengio_ttest"]
+
+__getattr__ = lazy_exports(__name__, {
+    "L2LinearThreshold": "ml4ml.assess.estimators",
+    "FeatureThreshold": "ml4ml.assess.estimators",
+    "ASSESSORS": "ml4ml.assess.estimators",
+    "BASELINES": "ml4ml.assess.estimators",
+    "METHODS": "ml4ml.assess.estimators",
+    "make_assessor": "ml4ml.assess.estimators",
+    "make_baseline": "ml4ml.assess.estimators",
+    "make_method": "ml4ml.assess.estimators",
+    "method_kind": "ml4ml.assess.estimators",
+    "run_protocol": "ml4ml.assess.protocol",
+    "permutation_drops": "ml4ml.assess.protocol",
+    "binary_metrics": "ml4ml.assess.protocol",
+    "fold_assignment": "ml4ml.assess.protocol",
+    "FOLD_NAMES": "ml4ml.assess.protocol",
+    "summary": "ml4ml.assess.compare",
+    "compare": "ml4ml.assess.compare",
+    "top_features": "ml4ml.assess.compare",
+    "nadeau_bengio_ttest": "ml4ml.assess.compare",
+})
+
+
+class _AssessPackage(types.ModuleType):
+    """Keeps ``compare`` the function when the import system binds the submodule ``compare``."""
+
+    def __setattr__(self, name, value):
+        if name == "compare" and isinstance(value, types.ModuleType):
+            value = value.compare
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _AssessPackage

@@ -1,0 +1,267 @@
+"""Kill a small pipeline after its k-th store write, for every k; resume; compare.
+
+Run by tests/test_crash.py as ``python crash_harness.py WORKDIR SIGNAL [STAGES]``, in a
+process of its own. It imports everything first and never computes before forking, so
+each child forks from a clean process (no OpenMP threads yet). For each k = 1 .. W
+(W: the writes of an uninterrupted run, counted by a first run):
+
+1. a child runs train, probe and measure into a fresh store with
+   ``ML4ML_FAULT_AFTER_WRITES=k`` and dies (SIGKILL) or gets a Ctrl-C (INT) right after its
+   k-th write of a store key or checkpoint file;
+2. the rows finished at that moment are recorded (their done flags and the bytes of
+   their chunk files);
+3. a second child runs the same stages again with no fault: it must finish;
+4. the store is compared with the uninterrupted run's, array by array, bitwise (NaN
+   equal to NaN), except wall-clock seconds and checkpoint paths; every row finished at
+   the crash must still be done, with the same chunk bytes.
+
+Writes a JSON report to WORKDIR/report.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SPEC = """
+name = "crash"
+[store]
+path = "db.zarr"
+[suites.digits]
+n_samples = 12
+[transforms.rotation]
+grid = [-2, 2, 5]
+[zoo]
+arch = "cnn5"
+epochs = 1
+n_train = 48
+batch_size = 24
+augmentation = "rotation"
+aug_range = 10
+[[zoo.models]]
+mid = "m001"
+[[zoo.models]]
+mid = "t001"
+holdout = true
+seed = 1
+[probe]
+batch_size = 64
+"""
+
+# values that may differ between runs without the data differing
+VOLATILE = {"models/train_seconds", "models/checkpoint"}
+
+
+def run_stages(folder: Path, stages: str) -> None:
+    from ml4ml.config import load_pipeline
+    from ml4ml.measure.stage import measure_store
+    from ml4ml.probe.stage import probe_pipeline
+    from ml4ml.zoo.stage import train_pipeline
+
+    pipeline = load_pipeline(folder / "crash.toml")
+    if "t" in stages:
+        train_pipeline(pipeline, progress=False)
+    if "p" in stages:
+        probe_pipeline(pipeline, progress=False)
+    if "m" in stages:
+        measure_store(pipeline.store, progress=False)
+
+
+def in_child(function, *args, env=None) -> tuple[int, object]:
+    """Run ``function(*args)`` in a forked child; return (exit status, what it returned)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read)
+        code = 0
+        try:
+            if env:
+                os.environ.update(env)
+            from ml4ml.store import backend
+
+            backend._WRITES["count"] = 0
+            value = function(*args)
+            payload = json.dumps({"value": value, "writes": backend.writes_done()})
+        except KeyboardInterrupt:
+            payload, code = json.dumps({"interrupted": True}), 130
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            payload, code = json.dumps({"error": f"{type(exc).__name__}: {exc}"}), 1
+        with os.fdopen(write, "w") as stream:
+            stream.write(payload)
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as stream:
+        payload = stream.read()
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status), None
+    return os.WEXITSTATUS(status), json.loads(payload) if payload else None
+
+
+def fresh(folder: Path) -> Path:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    (folder / "crash.toml").write_text(SPEC)
+    return folder
+
+
+def snapshot(path: Path) -> dict:
+    """{group/array: values} of every committed array, plus {file: bytes} of every chunk."""
+    import xarray as xr
+
+    from ml4ml.store.layout import committed_nodes
+
+    arrays, files = {}, {}
+    nodes = committed_nodes(str(path)) or {}
+    groups = sorted(p for p, m in nodes.items()
+                    if m.get("node_type") == "group" and any(
+                        q.startswith(p + "/") and q.count("/") == p.count("/") + 1 and
+                        nodes[q].get("node_type") == "array" for q in nodes))
+    for group in groups:
+        ds = xr.open_zarr(str(path), group=group).load()
+        for name, var in ds.variables.items():
+            arrays[f"{group}/{name}"] = var.values
+    for file in path.rglob("*"):
+        if file.is_file() and "/c/" in str(file.relative_to(path)) + "/":
+            files[str(file.relative_to(path))] = file.read_bytes()
+    return {"arrays": arrays, "files": files}
+
+
+def done_rows(path: Path) -> dict:
+    """{group: [mids done]} and {"models": [mids trained]} at this moment."""
+    import xarray as xr
+
+    from ml4ml.store.layout import committed_nodes
+
+    nodes = committed_nodes(str(path)) or {}
+    out = {}
+    for node in nodes:
+        for flag in ("done", "trained"):
+            if node.endswith("/" + flag):
+                group = node[: -len(flag) - 1]
+                ds = xr.open_zarr(str(path), group=group)
+                mids = [str(m) for m in ds["mid"].values]
+                out[group] = [m for m, f in zip(mids, ds[flag].values) if f]
+    return out
+
+
+def same(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype.kind != b.dtype.kind:
+        return False
+    if a.dtype.kind == "f":
+        return bool(np.array_equal(a, b, equal_nan=True))
+    return bool(np.array_equal(a.astype(object) if a.dtype.kind == "T" else a,
+                               b.astype(object) if b.dtype.kind == "T" else b))
+
+
+def compare(reference: dict, got: dict) -> list[str]:
+    problems = []
+    for name, values in reference["arrays"].items():
+        if name in VOLATILE:
+            continue
+        if name not in got["arrays"]:
+            problems.append(f"{name} missing")
+        elif not same(values, got["arrays"][name]):
+            problems.append(f"{name} differs")
+    extra = sorted(set(got["arrays"]) - set(reference["arrays"]))
+    if extra:
+        problems.append(f"extra arrays {extra[:3]}")
+    return problems
+
+
+def main(workdir: str, signal_name: str, stages: str = "tpm") -> int:
+    import ml4ml.config  # noqa: F401  (import everything before forking)
+    import ml4ml.measure.stage  # noqa: F401
+    import ml4ml.probe.stage  # noqa: F401
+    import ml4ml.zoo.stage  # noqa: F401
+
+    work = Path(workdir)
+    started = time.monotonic()
+    reference_dir = fresh(work / "reference")
+    status, result = in_child(run_stages, reference_dir, stages)
+    assert status == 0, result
+    total = result["writes"]
+    reference = snapshot(reference_dir / "db.zarr")
+    report = {"writes": total, "signal": signal_name, "failures": [], "killed": 0,
+              "finished_rows_checked": 0}
+    env_signal = {"KILL": "KILL", "INT": "INT"}[signal_name]
+    for k in range(1, total + 1):
+        folder = fresh(work / "run")
+        status, result = in_child(run_stages, folder, stages,
+                                  env={"ML4ML_FAULT_AFTER_WRITES": str(k),
+                                       "ML4ML_FAULT_SIGNAL": env_signal})
+        expected = -signal.SIGKILL if signal_name == "KILL" else 130
+        if status != expected:
+            report["failures"].append(f"k={k}: crash run ended with {status}: {result}")
+            continue
+        report["killed"] += 1
+        store_path = folder / "db.zarr"
+        finished = done_rows(store_path) if (store_path / "zarr.json").exists() else {}
+        before = snapshot(store_path) if finished else {"files": {}}
+        status, result = in_child(run_stages, folder, stages)
+        if status != 0:
+            report["failures"].append(f"k={k}: resume failed: {result}")
+            continue
+        got = snapshot(store_path)
+        for problem in compare(reference, got):
+            report["failures"].append(f"k={k}: {problem}")
+        after = done_rows(store_path)
+        report["finished_rows_checked"] += sum(len(m) for m in finished.values())
+        for problem in untouched(before, got, finished, after):
+            report["failures"].append(f"k={k}: {problem}")
+    report["seconds"] = time.monotonic() - started
+    (work / "report.json").write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def untouched(before: dict, after: dict, finished: dict, done_after: dict) -> list[str]:
+    """Problems with the rows finished at the crash: still done, same values, same chunks."""
+    problems = []
+    for group, mids in finished.items():
+        if not mids:
+            continue
+        old_mids = [str(m) for m in before["arrays"][f"{group}/mid"]]
+        new_mids = [str(m) for m in after["arrays"][f"{group}/mid"]]
+        for mid in mids:
+            if mid not in done_after.get(group, []):
+                problems.append(f"{group}/{mid} was done, is not now")
+        for name, values in before["arrays"].items():
+            if not name.startswith(group + "/") or name.count("/") != group.count("/") + 1:
+                continue
+            if name in VOLATILE or name.endswith("/mid") or values.ndim == 0:
+                continue
+            if f"{group}/mid" not in before["arrays"] or values.shape[:1] != (len(old_mids),):
+                continue
+            for mid in mids:
+                a = values[old_mids.index(mid)]
+                b = after["arrays"][name][new_mids.index(mid)]
+                if not same(a, b):
+                    problems.append(f"{name}[{mid}] of a finished row changed")
+        # large per-model chunks (one model per chunk) of finished rows: the same bytes
+        for file, data in before["files"].items():
+            array, _, index = file.partition("/c/")
+            if array.rsplit("/", 1)[0] != group or group == "models":
+                continue
+            if array.rsplit("/", 1)[1] in SMALL:
+                continue
+            row = index.split("/")[0]
+            if row.isdigit() and int(row) < len(old_mids) and old_mids[int(row)] in mids \
+                    and after["files"].get(file) != data:
+                problems.append(f"{file} of finished row {old_mids[int(row)]} was rewritten")
+    return problems
+
+
+SMALL = {"done", "trained", "digest", "probe_digest", "source_sha256", "error", "layer_name",
+         "mid"}
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))

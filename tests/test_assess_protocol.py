@@ -1,0 +1,371 @@
+"""The assessor protocol: folds, determinism, metrics, importances, the honest comparison."""
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from scipy import stats
+from sklearn.dummy import DummyClassifier
+from sklearn.inspection import permutation_importance
+from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
+from sklearn.tree import DecisionTreeClassifier
+
+from ml4ml.assess import (ASSESSORS, BASELINES, binary_metrics, compare, fold_assignment,
+                          make_assessor, nadeau_bengio_ttest, run_protocol,
+                          summary, top_features)
+from ml4ml.assess.estimators import FeatureThreshold
+from ml4ml.errors import InputError
+
+
+def _database(n=46, n_holdout=15, p=6, seed=0, label=None):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.uniform(-1, 1, size=(n, p)), columns=[f"f{i}" for i in range(p)],
+                     index=pd.Index([f"t{i}" if i < n_holdout else f"m{i}" for i in range(n)],
+                                    name="mid"))
+    y = (X["f3"] > 0).astype(int).to_numpy() if label is None else label(X, rng)
+    holdout = np.arange(n) < n_holdout
+    return X, y, holdout
+
+
+@pytest.fixture(scope="module")
+def small():
+    X, y, holdout = _database()
+    methods = ["decision_tree", "logistic", "linear", "baseline_best_feature",
+               "baseline_majority"]
+    return X, y, holdout, run_protocol(X, y, holdout, methods=methods, repeats=2, seed=3)
+
+
+def _fold_rows(results, repeat, fold):
+    return results["test_fold"].values[repeat] == fold
+
+
+def test_fold_structure(small):
+    X, y, holdout, results = small
+    folds = results["test_fold"].values
+    assert folds.shape == (2, 46)
+    assert (folds[:, holdout] == 0).all()  # hold-out models are always fold 0
+    regular = folds[:, ~holdout]
+    assert set(np.unique(regular)) == {1, 2}  # each regular model tested exactly once
+    np.testing.assert_array_equal((regular == 1).sum(axis=1), [16, 16])
+    np.testing.assert_array_equal((regular == 2).sum(axis=1), [15, 15])
+    np.testing.assert_array_equal(results["n_test"].values, [[15, 16, 15], [15, 16, 15]])
+    np.testing.assert_array_equal(results["n_train"].values, 46 - results["n_test"].values)
+    assert not np.array_equal(regular[0], regular[1])  # a new split per repeat
+    # the documented seeding: default_rng([seed, repeat]).permutation of the regular models
+    shuffled = np.random.default_rng([3, 1]).permutation(np.flatnonzero(~holdout))
+    assert (folds[1, shuffled[:16]] == 1).all() and (folds[1, shuffled[16:]] == 2).all()
+    np.testing.assert_array_equal(fold_assignment(holdout, 2, 3), folds)
+    assert list(results["fold_name"].values) == ["holdout", "regular_a", "regular_b"]
+    assert list(results["method_kind"].values) == ["assessor"] * 3 + ["baseline"] * 2
+
+
+def test_layout_and_attrs(small):
+    X, y, holdout, results = small
+    for name in ("accuracy", "f1", "kappa", "fallback"):
+        assert results[name].dims == ("repeat", "fold", "method")
+    assert results["importance"].dims == ("feature", "method")
+    assert results["importance_std"].dims == ("feature", "method")
+    assert results["n_train"].dims == results["n_test"].dims == ("repeat", "fold")
+    assert list(results["feature"].values) == list(X.columns)
+    assert list(results["mid"].values) == list(X.index)
+    for name in results.variables:
+        assert {"long_name", "description"} <= set(results[name].attrs), name
+    assert (results.attrs["repeats"], results.attrs["seed"]) == (2, 3)
+    assert "hold-out models" in results.attrs["protocol"]
+
+
+def test_deterministic(small):
+    X, y, holdout, results = small
+    again = run_protocol(X, y, holdout, methods=list(results["method"].values), repeats=2,
+                         seed=3)
+    xr.testing.assert_identical(again, results)
+    other = run_protocol(X, y, holdout, methods=["decision_tree"], repeats=2, seed=4,
+                         importance=False)
+    assert not np.array_equal(other["test_fold"].values, results["test_fold"].values)
+
+
+def test_metrics_match_sklearn(small):
+    X, y, holdout, results = small
+    repeat, fold, method = 1, 2, "decision_tree"
+    test = _fold_rows(results, repeat, fold)
+    seed = int(results["model_seed"].values[repeat, fold])
+    model = make_assessor(method, seed).fit(X.to_numpy()[~test], y[~test])
+    predicted = model.predict(X.to_numpy()[test])
+    m = list(results["method"].values).index(method)
+    np.testing.assert_array_equal(results["prediction"].values[repeat, test, m], predicted)
+    one = results.isel(repeat=repeat, fold=fold, method=m)
+    assert float(one["accuracy"]) == accuracy_score(y[test], predicted)
+    assert float(one["f1"]) == pytest.approx(f1_score(y[test], predicted, zero_division=0))
+    assert float(one["kappa"]) == pytest.approx(cohen_kappa_score(y[test], predicted))
+    # every evaluation against sklearn's metrics on the recorded predictions
+    for r in range(2):
+        for f in range(3):
+            rows = _fold_rows(results, r, f)
+            for m, _ in enumerate(results["method"].values):
+                pred = results["prediction"].values[r, rows, m]
+                cell = results.isel(repeat=r, fold=f, method=m)
+                assert float(cell["accuracy"]) == accuracy_score(y[rows], pred)
+                assert float(cell["f1"]) == pytest.approx(f1_score(y[rows], pred,
+                                                                   zero_division=0))
+                with np.errstate(invalid="ignore"):
+                    kappa = cohen_kappa_score(y[rows], pred) if len(set(pred)) > 1 \
+                        or len(set(y[rows])) > 1 else np.nan
+                np.testing.assert_allclose(float(cell["kappa"]), kappa, rtol=1e-12)
+
+
+def test_binary_metrics_edge_cases():
+    truth = np.array([[1, 1, 1, 1], [0, 0, 0, 0], [1, 0, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]])
+    pred = np.array([[1, 1, 1, 1], [0, 0, 0, 0], [0, 1, 0, 1], [1, 0, 0, 0], [0, 0, 0, 0]])
+    accuracy, f1, kappa = binary_metrics(truth, pred)
+    np.testing.assert_array_equal(accuracy, [1.0, 1.0, 0.0, 0.75, 0.0])
+    np.testing.assert_allclose(f1, [1.0, 0.0, 0.0, 2 / 3, 0.0])
+    np.testing.assert_allclose(kappa, [np.nan, np.nan, -1.0, 0.5, 0.0])
+    for t, p, k in zip(truth[2:], pred[2:], kappa[2:]):
+        assert k == pytest.approx(cohen_kappa_score(t, p))
+
+
+def test_importance_equals_sklearn_permutation_importance(small):
+    X, y, holdout, results = small
+    values = X.to_numpy()
+    for method in ("logistic", "decision_tree"):
+        per_fold = []
+        for r in range(2):
+            for f in range(3):
+                test = _fold_rows(results, r, f)
+                model = make_assessor(method, int(results["model_seed"].values[r, f]))
+                model.fit(values[~test], y[~test])
+                reference = permutation_importance(
+                    model, values[test], y[test], scoring="accuracy", n_repeats=5,
+                    random_state=int(results["permutation_seed"].values[r, f]))
+                per_fold.append(reference.importances_mean)
+        got = results["importance"].sel({"method": method}).values
+        np.testing.assert_allclose(got, np.mean(per_fold, axis=0), rtol=0, atol=1e-12)
+        np.testing.assert_allclose(results["importance_std"].sel({"method": method}).values,
+                                   np.std(per_fold, axis=0), rtol=0, atol=1e-12)
+
+
+def test_only_feature_3_matters(small):
+    X, y, holdout, results = small
+    for method in ("decision_tree", "baseline_best_feature"):
+        ranked = top_features(results, method, n=6)
+        assert ranked.index[0] == "f3"
+        assert ranked["importance"].iloc[0] > 0.3
+    # the threshold rule reads f3 only: every other column's importance is exactly 0
+    best = results["importance"].sel({"method": "baseline_best_feature"}).to_series()
+    assert (best.drop("f3") == 0).all()
+    assert (results["importance"].sel({"method": "baseline_majority"}).values == 0).all()
+    assert list(top_features(results, "decision_tree", n=2).columns) == ["importance",
+                                                                         "importance_std"]
+
+
+def test_single_training_class_falls_back():
+    # every regular model is invariant: the hold-out fold trains on one class
+    X, y, holdout = _database(seed=1)
+    y = np.where(holdout, y, 1)
+    methods = ["logistic", "gradient_boosting", "decision_tree", "baseline_majority"]
+    results = run_protocol(X, y, holdout, methods=methods, repeats=1, importance=True)
+    fallback = results["fallback"].values[0]
+    np.testing.assert_array_equal(fallback, [[True, True, False, False],
+                                             [False, False, False, False],
+                                             [False, False, False, False]])
+    hold = _fold_rows(results, 0, 0)
+    assert (results["prediction"].values[0, hold] == 1).all()  # the one class, every method
+    # the fallback fold's importances are 0; the others are scikit-learn's
+    values, expected = X.to_numpy(), []
+    for f in (1, 2):
+        test = _fold_rows(results, 0, f)
+        model = make_assessor("logistic", int(results["model_seed"].values[0, f]))
+        model.fit(values[~test], y[~test])
+        expected.append(permutation_importance(
+            model, values[test], y[test], scoring="accuracy", n_repeats=5,
+            random_state=int(results["permutation_seed"].values[0, f])).importances_mean)
+    np.testing.assert_allclose(results["importance"].sel({"method": "logistic"}).values,
+                               (0 + expected[0] + expected[1]) / 3, rtol=0, atol=1e-12)
+    accuracy = results["accuracy"].values[0, 0]
+    np.testing.assert_allclose(accuracy, y[hold].mean())
+    # truth and prediction constant and equal on a regular fold: kappa undefined -> NaN
+    majority = results.isel(repeat=0, method=3)
+    assert np.isnan(majority["kappa"].values[1:]).all()
+    np.testing.assert_array_equal(majority["f1"].values[1:], [1.0, 1.0])
+
+
+def test_input_errors():
+    X, y, holdout = _database()
+    with pytest.raises(InputError, match="labels must be 0 .* found \\['-1'\\]"):
+        run_protocol(X, np.where(np.arange(46) == 4, -1, y), holdout, methods=["linear"])
+    with pytest.raises(InputError, match="at least 1 hold-out model"):
+        run_protocol(X, y, np.zeros(46, bool), methods=["linear"])
+    with pytest.raises(InputError, match="unknown method 'svm'"):
+        run_protocol(X, y, holdout, methods=["svm"])
+    with pytest.raises(InputError, match="robust_feature=None"):
+        run_protocol(X, y, holdout, methods=["baseline_robust_accuracy"])
+    with pytest.raises(InputError, match="'robust' is not a column of X"):
+        run_protocol(X, y, holdout, methods=["linear"], robust_feature="robust")
+    with pytest.raises(InputError, match="infinite values in columns \\['f2'\\]"):
+        run_protocol(X.assign(f2=np.inf), y, holdout, methods=["linear"])
+    with pytest.raises(InputError, match="repeats must be an int >= 1"):
+        run_protocol(X, y, holdout, methods=["linear"], repeats=0)
+
+
+def test_mid_column_nan_and_aligned_series():
+    X, y, holdout = _database()
+    table = X.reset_index()  # the paper80 shape: column mid, then the features
+    table.loc[4, "f1"] = np.nan
+    series = pd.Series(y, index=X.index)[::-1]  # aligned by model id, not position
+    results = run_protocol(table, series, holdout, methods=["random_forest", "linear"],
+                           repeats=1, importance=False, robust_feature="f3")
+    assert list(results["mid"].values) == list(X.index)
+    np.testing.assert_array_equal(results["label"].values, y)
+    assert np.isfinite(results["accuracy"].values).all()
+    assert results.attrs["robust_feature"] == "f3"
+
+
+def test_robust_baseline_and_custom_methods():
+    X, y, holdout = _database(seed=5)
+    results = run_protocol(X, y, holdout, methods=["baseline_robust_accuracy"], repeats=1,
+                           robust_feature="f0", importance=False)
+    values = X.to_numpy()
+    for f in range(3):  # the rule on f0 (noise), refit by hand per fold
+        test = _fold_rows(results, 0, f)
+        rule = FeatureThreshold(feature=0).fit(values[~test], y[~test])
+        np.testing.assert_array_equal(results["prediction"].values[0, test, 0],
+                                      rule.predict(values[test]))
+    custom = {"baseline_always_one": DummyClassifier(strategy="constant", constant=1),
+              "stump": DecisionTreeClassifier(max_depth=1)}
+    results = run_protocol(X, y, holdout, methods=custom, repeats=2, importance=False)
+    assert list(results["method_kind"].values) == ["baseline", "assessor"]
+    for r in range(2):
+        for f in range(3):
+            assert results["accuracy"].values[r, f, 0] == y[_fold_rows(results, r, f)].mean()
+    assert results["accuracy"].sel({"method": "stump"}).min() > 0.85  # f3 decides the label
+
+
+# --- comparison --------------------------------------------------------------------------
+
+def test_nadeau_bengio_by_hand():
+    d = np.array([0.10, 0.05, 0.20, -0.02, 0.08, 0.11])
+    ratio = 0.5
+    t_hand = d.mean() / np.sqrt((1 / 6 + ratio) * np.var(d, ddof=1))
+    p_hand = 2 * (1 - stats.t.cdf(abs(t_hand), df=5))
+    t, p = nadeau_bengio_ttest(d, ratio)
+    assert t == pytest.approx(t_hand, rel=1e-12)
+    assert p == pytest.approx(p_hand, rel=1e-9)
+    assert nadeau_bengio_ttest(np.zeros(4), 0.5) == (0.0, 1.0)
+    assert nadeau_bengio_ttest(np.full(4, 0.1), 0.5) == (np.inf, 0.0)
+    assert np.isnan(nadeau_bengio_ttest([0.1], 0.5)[1])
+
+
+def _results(accuracy, kappa, names=("tree", "baseline_a", "baseline_b")):
+    accuracy = np.asarray(accuracy, dtype=float)  # (repeat, fold, method)
+    n_test = np.array([[10, 20, 20]] * accuracy.shape[0])
+    return xr.Dataset(
+        {"accuracy": (("repeat", "fold", "method"), accuracy),
+         "f1": (("repeat", "fold", "method"), accuracy),
+         "kappa": (("repeat", "fold", "method"), np.asarray(kappa, dtype=float)),
+         "n_test": (("repeat", "fold"), n_test),
+         "n_train": (("repeat", "fold"), 50 - n_test)},
+        coords={"method": list(names)})
+
+
+def test_compare_by_hand():
+    tree = np.array([[0.9, 0.8, 0.85], [0.95, 0.7, 0.9]])
+    base_a = np.array([[0.6, 0.6, 0.7], [0.65, 0.6, 0.55]])
+    base_b = base_a - 0.1
+    kappa = np.stack([tree, base_a, base_b], axis=-1) - 0.5
+    kappa[1, 2, 1] = np.nan  # undefined kappa: that pair is left out of the kappa test
+    result = compare(_results(np.stack([tree, base_a, base_b], axis=-1), kappa))
+    assert (result["best_assessor"], result["best_baseline"]) == ("tree", "baseline_a")
+    d = (tree - base_a).ravel()
+    ratio = np.mean([10 / 40, 20 / 30, 20 / 30])
+    t = d.mean() / np.sqrt((1 / 6 + ratio) * d.var(ddof=1))
+    assert result["test_train_ratio"] == pytest.approx(ratio)
+    assert result["accuracy_difference"] == pytest.approx(d.mean())
+    assert result["accuracy_p"] == pytest.approx(2 * stats.t.sf(abs(t), 5), rel=1e-9)
+    dk = np.delete(d, 5)
+    tk = dk.mean() / np.sqrt((1 / 5 + ratio) * dk.var(ddof=1))
+    assert result["n_kappa_evaluations"] == 5
+    assert result["kappa_p"] == pytest.approx(2 * stats.t.sf(abs(tk), 4), rel=1e-9)
+    assert result["verdict"] == (f"tree beats baseline_a by {d.mean():.3f} accuracy "
+                                 f"(p = {result['accuracy_p']:.3g})")
+    table = summary(_results(np.stack([tree, base_a, base_b], axis=-1), kappa))
+    assert list(table["kind"]) == ["assessor", "baseline", "baseline"]
+    assert table.loc["tree", "accuracy_sem"] == pytest.approx(tree.std(ddof=1) / np.sqrt(6))
+    assert table.loc["baseline_a", "kappa_mean"] == pytest.approx(np.nanmean(kappa[..., 1]))
+    assert table.loc["tree", "accuracy_min"] == 0.7
+
+
+def test_verdict_when_the_lead_is_not_significant():
+    tree = np.array([[0.80, 0.60, 0.75], [0.62, 0.78, 0.70]])
+    base = np.array([[0.70, 0.72, 0.66], [0.71, 0.64, 0.69]])
+    accuracy = np.stack([tree, base], axis=-1)
+    result = compare(_results(accuracy, accuracy, names=("tree", "baseline_a")))
+    d = (tree - base).ravel()
+    assert result["accuracy_difference"] == pytest.approx(d.mean()) and d.mean() > 0
+    assert result["accuracy_p"] > 0.5
+    assert result["verdict"] == (
+        f"no assessor beats the best baseline significantly: tree {tree.mean():.3f} vs "
+        f"baseline_a {base.mean():.3f} accuracy, difference {d.mean():.3f} "
+        f"(p = {result['accuracy_p']:.3g}, not below 0.05)")
+
+
+def test_compare_needs_both_kinds():
+    accuracy = np.full((1, 3, 2), 0.5)
+    with pytest.raises(InputError, match="no baseline"):
+        compare(_results(accuracy, accuracy, names=("tree", "forest")))
+
+
+def test_assessor_beats_baselines_on_xor():
+    X, y, holdout = _database(n=120, n_holdout=40, p=4, seed=2,
+                              label=lambda X, rng: ((X["f1"] > 0) ^ (X["f3"] > 0)).astype(int)
+                              .to_numpy())
+    methods = ["random_forest", "baseline_best_feature", "baseline_majority"]
+    results = run_protocol(X, y, holdout, methods=methods, repeats=3, seed=0,
+                           importance=False)
+    result = compare(results)
+    best = result["best_assessor"]
+    assert best == "random_forest"
+    assert result["accuracy_assessor"] > 0.8 and result["accuracy_baseline"] < 0.65
+    assert result["accuracy_difference"] > 0.2 and result["kappa_difference"] > 0.4
+    assert result["accuracy_p"] < 1e-3 and result["kappa_p"] < 1e-3
+    assert result["verdict"] == (f"{best} beats {result['best_baseline']} by "
+                                 f"{result['accuracy_difference']:.3f} accuracy "
+                                 f"(p = {result['accuracy_p']:.3g})")
+
+
+def test_no_assessor_beats_a_perfect_feature():
+    X, y, holdout = _database(n=90, n_holdout=30, p=5, seed=4,
+                              label=lambda X, rng: (X["f2"] > 0.1).astype(int).to_numpy())
+    methods = ["linear", "logistic", "baseline_best_feature", "baseline_majority"]
+    results = run_protocol(X, y, holdout, methods=methods, repeats=3, seed=0,
+                           importance=False)
+    result = compare(results)
+    assert result["best_baseline"] == "baseline_best_feature"
+    assert result["accuracy_baseline"] > result["accuracy_assessor"]
+    assert result["verdict"].startswith("no assessor beats the best baseline")
+    assert result["best_assessor"] in result["verdict"]
+    assert f"p = {result['accuracy_p']:.3g}" in result["verdict"]
+
+
+def test_paper_scale_timing():
+    """150 models x 80 features, every method, 10 repeats, importances: time printed."""
+    rng = np.random.default_rng(0)
+    columns = [f"f{i}" for i in range(80)]
+    X = pd.DataFrame(rng.normal(size=(150, 80)), columns=columns)
+    y = ((X["f3"] + 0.5 * X["f7"] + 0.3 * rng.normal(size=150)) > 0).astype(int).to_numpy()
+    X.iloc[5, 10] = np.nan
+    holdout = np.arange(150) < 50
+    start = time.perf_counter()
+    results = run_protocol(X, y, holdout, methods=list(ASSESSORS + BASELINES), repeats=10,
+                           seed=0, robust_feature="f3")
+    elapsed = time.perf_counter() - start
+    print(f"\nrun_protocol, 150 models x 80 features, {len(ASSESSORS)} assessors + "
+          f"{len(BASELINES)} baselines, 10 repeats x 3 folds, importance: {elapsed:.1f} s")
+    assert results["accuracy"].shape == (10, 3, 9)
+    assert np.isfinite(results["accuracy"].values).all()
+    for method in ("random_forest", "gradient_boosting", "baseline_best_feature"):
+        assert top_features(results, method, n=1).index[0] == "f3"
+    table = summary(results)
+    assert table.loc["baseline_majority", "accuracy_mean"] < 0.6
+    assert table.loc["gradient_boosting", "accuracy_mean"] > 0.75

@@ -1,0 +1,124 @@
+"""One writer per store: real processes hold, lose and contend for the writer lock."""
+
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+import xarray as xr
+from click.testing import CliRunner
+
+from ml4ml import store
+from ml4ml.cli import cli
+from ml4ml.errors import StoreError
+from test_store import one_probe
+
+HOLDER = """
+import sys, time
+from ml4ml import store
+with store.writing(sys.argv[1], "holder-test"):
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+@pytest.fixture
+def path(tmp_path):
+    path = str(tmp_path / "s.zarr")
+    with store.writing(path):
+        store.create_store(path)
+        store.init_probes(path, "d", "rotation", one_probe(), ["m1"])
+        store.write_probe(path, "d", "rotation", "m1", one_probe())
+    return path
+
+
+def hold(path, seconds):
+    process = subprocess.Popen([sys.executable, "-c", HOLDER, path, str(seconds)],
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "holding"
+    return process
+
+
+def test_a_second_writer_is_refused_at_once_naming_the_holder(path):
+    holder = hold(path, 30)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreError) as raised:
+            with store.writing(path, "second"):
+                pass
+        assert time.monotonic() - started < 2.0
+        message = str(raised.value)
+        assert f"another process is writing this store: pid {holder.pid} on " \
+               f"{socket.gethostname()} ('holder-test') since 20" in message
+        assert store.holder(path)["pid"] == holder.pid
+        # the command line says the same, in one line, exit 1
+        result = CliRunner().invoke(cli, ["measure", path, "-q"])
+        assert result.exit_code == 1 and result.output.count("\n") == 1
+        assert f"pid {holder.pid}" in result.output and "Traceback" not in result.output
+        # readers are never blocked
+        ds = xr.open_zarr(path, group="probes/d/rotation")
+        assert ds["done"].values.tolist() == [True]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_killed_writers_lock_is_taken_over_and_said_so(path):
+    holder = hold(path, 60)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert store.holder(path) is None  # the kernel dropped it with the process
+    with store.writing(path, "next") as notes:
+        assert notes[0].startswith(f"took over a stale writer lock left by pid {holder.pid} on "
+                                   f"{socket.gethostname()} ('holder-test') since 20")
+    with store.writing(path, "after") as notes:  # a clean release leaves nothing stale
+        assert notes == []
+
+
+def test_a_waiting_writer_goes_on_once_the_holder_is_done(path):
+    holder = hold(path, 1.0)
+    started = time.monotonic()
+    with store.writing(path, "patient", wait=20) as notes:
+        waited = time.monotonic() - started
+    holder.wait()
+    assert 0.3 < waited < 15 and notes == []
+
+
+def test_the_lock_is_reentrant_within_a_process(path):
+    with store.writing(path, "outer"):
+        with store.writing(path, "inner"):
+            assert store.lock.is_held(path)
+        assert store.lock.is_held(path)
+    assert not store.lock.is_held(path)
+
+
+def test_a_read_only_store_is_one_clear_line(path, tmp_path):
+    """Without root's override: the command runs without CAP_DAC_OVERRIDE when root."""
+    for root, folders, files in os.walk(path):
+        for name in folders + files:
+            full = os.path.join(root, name)
+            os.chmod(full, os.stat(full).st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    os.chmod(path, 0o555)
+    before = sorted(os.listdir(path))
+    command = [shutil.which("ml4ml") or "ml4ml", "measure", path, "-q"]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: cannot drop root's override")
+        command = [setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--"] + command
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+        assert f"error: {path}: the store is read-only here: cannot take its writer lock" \
+               in result.stderr
+        assert sorted(os.listdir(path)) == before
+    finally:
+        for root, folders, files in os.walk(path):
+            os.chmod(root, 0o755)
+        os.chmod(path, 0o755)
