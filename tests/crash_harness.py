@@ -1,16 +1,17 @@
 """Kill a small pipeline after its k-th store write, for every k; resume; compare.
 
-Run by tests/test_crash.py as ``python crash_harness.py WORKDIR SIGNAL [STAGES]``, in a
-process of its own. It imports everything first and never computes before forking, so
-each child forks from a clean process (no OpenMP threads yet). For each k = 1 .. W
-(W: the writes of an uninterrupted run, counted by a first run):
+Run by tests/test_crash.py as ``python crash_harness.py WORKDIR SIGNAL STAGE``, in a
+process of its own. It imports everything first and never computes or opens a store before
+forking, so each child forks from a clean process (no OpenMP or zarr threads yet).
+STAGE is ``train``, ``probe`` or ``measure``: a base store is built up to that stage, and
+for each k = 1 .. W (W: the writes of an uninterrupted run of the stage, counted by a
+first run), on a copy of the base store:
 
-1. a child runs train, probe and measure into a fresh store with
-   ``ML4ML_FAULT_AFTER_WRITES=k`` and dies (SIGKILL) or gets a Ctrl-C (INT) right after its
-   k-th write of a store key or checkpoint file;
+1. a child runs the stage with ``ML4ML_FAULT_AFTER_WRITES=k`` and dies (SIGKILL) or gets a
+   Ctrl-C (INT) right after its k-th write of a store key or checkpoint file;
 2. the rows finished at that moment are recorded (their done flags and the bytes of
    their chunk files);
-3. a second child runs the same stages again with no fault: it must finish;
+3. a second child runs the same stage again with no fault: it must finish;
 4. the store is compared with the uninterrupted run's, array by array, bitwise (NaN
    equal to NaN), except wall-clock seconds and checkpoint paths; every row finished at
    the crash must still be done, with the same chunk bytes.
@@ -112,43 +113,40 @@ def fresh(folder: Path) -> Path:
     return folder
 
 
-def snapshot(path: Path) -> dict:
-    """{group/array: values} of every committed array, plus {file: bytes} of every chunk."""
-    import xarray as xr
-
+def _groups(path: Path) -> list[str]:
+    """The committed groups that hold arrays."""
     from ml4ml.store.layout import committed_nodes
 
-    arrays, files = {}, {}
     nodes = committed_nodes(str(path)) or {}
-    groups = sorted(p for p, m in nodes.items()
-                    if m.get("node_type") == "group" and any(
-                        q.startswith(p + "/") and q.count("/") == p.count("/") + 1 and
-                        nodes[q].get("node_type") == "array" for q in nodes))
-    for group in groups:
-        ds = xr.open_zarr(str(path), group=group).load()
+    return sorted({node.rsplit("/", 1)[0] for node, m in nodes.items()
+                   if m.get("node_type") == "array" and "/" in node})
+
+
+def snapshot(path: Path) -> dict:
+    """{group/array: values} of every committed array, plus {file: bytes} of every chunk."""
+    from ml4ml.store.groups import read_group
+
+    arrays, files = {}, {}
+    for group in _groups(path):
+        ds = read_group(str(path), group)
         for name, var in ds.variables.items():
             arrays[f"{group}/{name}"] = var.values
     for file in path.rglob("*"):
-        if file.is_file() and "/c/" in str(file.relative_to(path)) + "/":
+        if file.is_file() and "/c/" in "/" + str(file.relative_to(path)):
             files[str(file.relative_to(path))] = file.read_bytes()
     return {"arrays": arrays, "files": files}
 
 
 def done_rows(path: Path) -> dict:
-    """{group: [mids done]} and {"models": [mids trained]} at this moment."""
-    import xarray as xr
+    """{group: [mids done]} (``trained`` for the models table) at this moment."""
+    from ml4ml.store.groups import read_group
 
-    from ml4ml.store.layout import committed_nodes
-
-    nodes = committed_nodes(str(path)) or {}
     out = {}
-    for node in nodes:
-        for flag in ("done", "trained"):
-            if node.endswith("/" + flag):
-                group = node[: -len(flag) - 1]
-                ds = xr.open_zarr(str(path), group=group)
-                mids = [str(m) for m in ds["mid"].values]
-                out[group] = [m for m, f in zip(mids, ds[flag].values) if f]
+    for group in _groups(path):
+        ds = read_group(str(path), group)
+        flag = "trained" if group == "models" else "done"
+        if flag in ds:
+            out[group] = [str(m) for m, f in zip(ds["mid"].values, ds[flag].values) if f]
     return out
 
 
@@ -177,49 +175,129 @@ def compare(reference: dict, got: dict) -> list[str]:
     return problems
 
 
-def main(workdir: str, signal_name: str, stages: str = "tpm") -> int:
-    import ml4ml.config  # noqa: F401  (import everything before forking)
-    import ml4ml.measure.stage  # noqa: F401
-    import ml4ml.probe.stage  # noqa: F401
-    import ml4ml.zoo.stage  # noqa: F401
+def _save(obj, file: Path) -> None:
+    import pickle
 
+    file.write_bytes(pickle.dumps(obj))
+
+
+def _load(file: Path):
+    import pickle
+
+    return pickle.loads(file.read_bytes())
+
+
+def _reference_snapshot(store_path: Path, out: Path) -> int:
+    _save(snapshot(store_path), out)
+    return 0
+
+
+STAGES = {"train": ("", "t"), "probe": ("t", "p"), "measure": ("tp", "m")}
+PRELOAD = ("torch", "torch._dynamo", "torch.optim", "torchvision", "sklearn.datasets",
+           "sklearn.model_selection", "dask.array", "dask.diagnostics", "xarray", "zarr",
+           "ml4ml.config", "ml4ml.zoo.stage", "ml4ml.zoo.training", "ml4ml.zoo.architectures",
+           "ml4ml.probe.stage", "ml4ml.probe.responses", "ml4ml.data.suites",
+           "ml4ml.measure.stage", "ml4ml.measure.measures", "ml4ml.measure.matrices",
+           "ml4ml.store", "ml4ml.store.layout", "ml4ml.progress", "distributed")
+
+
+def _resume_and_compare(folder: Path, stage: str, reference: Path) -> dict:
+    """In a fresh child: the rows finished at the crash, the resumed run, the comparison."""
+    store_path = folder / "db.zarr"
+    finished = done_rows(store_path) if (store_path / "zarr.json").exists() else {}
+    before = snapshot(store_path) if finished else {"arrays": {}, "files": {}}
+    run_stages(folder, stage)
+    got = snapshot(store_path)
+    problems = compare(_load(reference), got)
+    problems += untouched(before, got, finished, done_rows(store_path))
+    return {"finished": sum(len(m) for m in finished.values()), "problems": problems}
+
+
+def one_k(k: int, base: Path, work: Path, reference: Path, stage: str, signal_name: str):
+    """Crash the stage after write k on a copy of ``base``, resume, compare; -> report."""
+    folder = work / f"run{k}"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(base, folder)
+    out = {"k": k, "problems": [], "finished": 0}
+    status, result = in_child(run_stages, folder, stage,
+                              env={"ML4ML_FAULT_AFTER_WRITES": str(k),
+                                   "ML4ML_FAULT_SIGNAL": signal_name})
+    expected = -signal.SIGKILL if signal_name == "KILL" else 130
+    if status != expected:
+        out["problems"].append(f"crash run ended with {status}: {result}")
+        return out
+    status, result = in_child(_resume_and_compare, folder, stage, reference)
+    if status != 0:
+        out["problems"].append(f"resume failed: {result}")
+        return out
+    out.update(result["value"])
+    shutil.rmtree(folder, ignore_errors=True)
+    return out
+
+
+def main(workdir: str, signal_name: str, stage: str, workers: str = "2") -> int:
+    """The parent never opens a store itself: zarr starts an event-loop thread on first
+    use, and a child forked after that would wait on a thread it does not have."""
+    import importlib
+
+    for module in PRELOAD:  # imported once, before any fork: children start at once
+        importlib.import_module(module)
+    before_stage, stages = STAGES[stage]
     work = Path(workdir)
     started = time.monotonic()
-    reference_dir = fresh(work / "reference")
+    base = fresh(work / "base")
+    if before_stage:
+        status, result = in_child(run_stages, base, before_stage)
+        assert status == 0, result
+    reference_dir = work / "reference"
+    shutil.rmtree(reference_dir, ignore_errors=True)
+    shutil.copytree(base, reference_dir)
     status, result = in_child(run_stages, reference_dir, stages)
     assert status == 0, result
     total = result["writes"]
-    reference = snapshot(reference_dir / "db.zarr")
-    report = {"writes": total, "signal": signal_name, "failures": [], "killed": 0,
-              "finished_rows_checked": 0}
-    env_signal = {"KILL": "KILL", "INT": "INT"}[signal_name]
-    for k in range(1, total + 1):
-        folder = fresh(work / "run")
-        status, result = in_child(run_stages, folder, stages,
-                                  env={"ML4ML_FAULT_AFTER_WRITES": str(k),
-                                       "ML4ML_FAULT_SIGNAL": env_signal})
-        expected = -signal.SIGKILL if signal_name == "KILL" else 130
-        if status != expected:
-            report["failures"].append(f"k={k}: crash run ended with {status}: {result}")
+    reference = work / "reference.pkl"
+    status, result = in_child(_reference_snapshot, reference_dir / "db.zarr", reference)
+    assert status == 0, result
+    report = {"stage": stage, "writes": total, "signal": signal_name, "failures": [],
+              "killed": 0, "finished_rows_checked": 0}
+    pending = list(range(1, total + 1))
+    running = {}
+    while pending or running:
+        while pending and len(running) < int(workers):
+            k = pending.pop(0)
+            running[k] = _start(one_k, k, base, work, reference, stages, signal_name)
+        pid, status = os.wait()
+        k = next(k for k, (p, _) in running.items() if p == pid)
+        _, read = running.pop(k)
+        with os.fdopen(read) as stream:
+            result = json.loads(stream.read() or "{}")
+        if not result:
+            report["failures"].append(f"k={k}: the runner died ({status})")
             continue
         report["killed"] += 1
-        store_path = folder / "db.zarr"
-        finished = done_rows(store_path) if (store_path / "zarr.json").exists() else {}
-        before = snapshot(store_path) if finished else {"files": {}}
-        status, result = in_child(run_stages, folder, stages)
-        if status != 0:
-            report["failures"].append(f"k={k}: resume failed: {result}")
-            continue
-        got = snapshot(store_path)
-        for problem in compare(reference, got):
-            report["failures"].append(f"k={k}: {problem}")
-        after = done_rows(store_path)
-        report["finished_rows_checked"] += sum(len(m) for m in finished.values())
-        for problem in untouched(before, got, finished, after):
-            report["failures"].append(f"k={k}: {problem}")
+        report["finished_rows_checked"] += result["finished"]
+        report["failures"] += [f"k={k}: {p}" for p in result["problems"]]
     report["seconds"] = time.monotonic() - started
     (work / "report.json").write_text(json.dumps(report, indent=1))
     return 0
+
+
+def _start(function, *args):
+    """Fork a runner that writes ``function(*args)`` as JSON to a pipe; (pid, read end)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        try:
+            payload = json.dumps(function(*args))
+        except BaseException as exc:  # noqa: BLE001
+            payload = json.dumps({"k": args[0], "problems": [f"runner: {exc!r}"],
+                                  "finished": 0})
+        with os.fdopen(write, "w") as stream:
+            stream.write(payload)
+        os._exit(0)
+    os.close(write)
+    return pid, read
 
 
 def untouched(before: dict, after: dict, finished: dict, done_after: dict) -> list[str]:

@@ -28,6 +28,8 @@ just another suite name. ``register_suite`` adds a user loader.
 
 from __future__ import annotations
 
+import functools
+
 import gzip
 import os
 import pickle
@@ -64,6 +66,13 @@ DIGITS_SIZE = 28
 
 
 def _load_digits(split: str, root=None, download=False):
+    images, labels, n_classes = _digits_split(split)
+    return images.clone(), labels.clone(), n_classes  # callers may modify their copy
+
+
+@functools.lru_cache(maxsize=2)
+def _digits_split(split: str):
+    """The embedded digits, made once per process (bundled with scikit-learn)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

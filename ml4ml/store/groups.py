@@ -31,7 +31,7 @@ __all__ = [
     "SCHEMA_VERSION", "SCHEMA_ATTR", "PRECISION_ATTR", "PRECISIONS", "MODELS_GROUP",
     "probe_group", "matrices_group", "measures_group", "labels_group", "assess_group",
     "create_store", "store_exists", "store_attrs", "store_precision", "group_exists",
-    "list_groups", "open_group", "zarr_group", "done_mids",
+    "list_groups", "open_group", "read_group", "zarr_group", "done_mids",
 ]
 
 SCHEMA_VERSION = 2
@@ -75,19 +75,28 @@ def create_store(path, *, precision: str = "float32") -> dict:
     if store_exists(path):
         return store_attrs(path)
     _refuse_non_store(path)
-    with quiet():
-        try:
-            root = zarr.open_group(zarr_store(path), mode="a", zarr_format=3,
-                                   use_consolidated=False)
-        except Exception as exc:  # unreachable URL, not a folder ...
-            raise StoreError(f"cannot create a store here: {exc}", file=path) from exc
-        root.attrs.update({
-            SCHEMA_ATTR: SCHEMA_VERSION, PRECISION_ATTR: precision,
-            "description": "ml4ml model database: probes, variance matrices, measures, "
-                           "labels and assessors of many models (ML4ML, arXiv 2109.12926)",
-            "measures_documentation": DOCS,
-        })
-    commit(path)
+    from ml4ml.store.lock import is_held
+
+    if not is_held(path):
+        raise StoreError("creating a store needs its writer lock", file=path,
+                         hint="wrap the writes in 'with ml4ml.store.writing(path):'")
+    attrs = {
+        SCHEMA_ATTR: SCHEMA_VERSION, PRECISION_ATTR: precision,
+        "description": "ml4ml model database: probes, variance matrices, measures, labels "
+                       "and assessors of many models (ML4ML, arXiv 2109.12926)",
+        "measures_documentation": DOCS,
+    }
+    # the root document in its final form, committed (empty), in ONE atomic write: a store
+    # exists whole or not at all
+    root = {"zarr_format": 3, "node_type": "group", "attributes": attrs,
+            "consolidated_metadata": {"kind": "inline", "must_understand": False,
+                                      "metadata": {}}}
+    try:
+        from ml4ml.store.layout import METADATA_KEY, _write_json
+
+        _write_json(zarr_store(path), METADATA_KEY, root)
+    except (OSError, ValueError) as exc:  # unreachable URL, not a folder ...
+        raise StoreError(f"cannot create a store here: {exc}", file=path) from exc
     return store_attrs(path)
 
 
@@ -207,6 +216,44 @@ def open_group(path, group: str, *, committed: bool = True) -> xr.Dataset:
     with quiet():
         return xr.open_zarr(zarr_store(path, read_only=True), group=group,
                             consolidated=committed)
+
+
+def read_group(path, group: str, *, committed: bool = True) -> xr.Dataset:
+    """Load a small group whole, every array read at once (the models table, labels).
+
+    The same dataset ``open_group(...).load()`` gives, in one round of concurrent reads
+    rather than one read after another.
+    """
+    import asyncio
+
+    from zarr.api import asynchronous
+
+    store_attrs(path)
+    if not group_exists(path, group, committed=committed):
+        raise StoreError(f"the store has no group '{group}'", file=path)
+
+    async def load():
+        root = await asynchronous.open_group(zarr_store(path, read_only=True), mode="r",
+                                             use_consolidated=True if committed else False)
+        node = await root.getitem(group)
+        arrays = [(name, array) async for name, array in node.arrays()]
+        values = await asyncio.gather(*(array.getitem(...) for _, array in arrays))
+        return dict(node.attrs), [(name, array.metadata, value)
+                                  for (name, array), value in zip(arrays, values)]
+
+    from zarr.core.sync import sync
+
+    with quiet():
+        attrs, arrays = sync(load())
+    variables = {}
+    for name, metadata, value in arrays:
+        value = np.asarray(value)
+        if value.dtype.kind == "T":
+            value = value.astype(object)
+        variables[name] = xr.Variable(tuple(metadata.dimension_names or ()), value,
+                                      dict(metadata.attributes))
+    ds = xr.Dataset(variables, attrs=attrs)
+    return xr.decode_cf(ds, mask_and_scale=False)
 
 
 def done_mids(ds: xr.Dataset, flag: str = dims.DONE) -> list[str]:

@@ -14,7 +14,7 @@ import xarray as xr
 from ml4ml import dims
 from ml4ml.store.arrays import ROW_CHUNK, extend_rows, fill_value, layout_group, missing, zarr_dtype
 from ml4ml.store.groups import (MODELS_GROUP, check_unique, group_exists, mid_positions,
-                                open_group, store_attrs, zarr_group)
+                                read_group, store_attrs, zarr_group)
 from ml4ml.store.layout import commit, quiet
 
 __all__ = ["read_models", "add_models", "update_models", "model_ids"]
@@ -25,7 +25,7 @@ def read_models(path, *, committed: bool = True) -> xr.Dataset:
     store_attrs(path)
     if not group_exists(path, MODELS_GROUP, committed=committed):
         return xr.Dataset(coords={dims.MID: np.array([], dtype=object)})
-    table = open_group(path, MODELS_GROUP, committed=committed).load()
+    table = read_group(path, MODELS_GROUP, committed=committed)
     return table.assign_coords({dims.MID: table[dims.MID].values.astype(object)})
 
 
