@@ -165,8 +165,14 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
     # 2. rows of models not measured from their current probes (every name of the group)
     if todo:
         selected = probes.sel({dims.MID: todo})
-        lazy = measure_database(selected, measures=names)
-        matrices = variance_matrices(selected)
+        about = {"suite": suite, "transform": transform,
+                 "units": str(probes.attrs.get("units", "")),
+                 "measures_documentation": "docs/measures.md"}
+        lazy = measure_database(selected, measures=names).assign_attrs(
+            title=f"measures of every model's variance matrices, suite '{suite}', "
+                  f"'{transform}'", **about)
+        matrices = variance_matrices(selected).assign_attrs(
+            title=f"variance matrices of every model, suite '{suite}', '{transform}'", **about)
         x_rows = store.prepare_rows(path, x_group, matrices, todo)
         m_rows = store.prepare_rows(path, m_group, lazy, todo)
         lineage = {store.PROBE_DIGEST: np.array([digest[m] for m in todo], dtype=object)}

@@ -48,11 +48,12 @@ def probe_template(params, transform: str, labels, n_classes: int, n_layers: int
     ds = xr.Dataset(
         {
             dims.PROB: ((dims.AUG_PARAM, dims.SAMPLE, dims.CLASS),
-                        da.zeros((P, n, n_classes), np.float32)),
-            dims.PREDICTION: ((dims.AUG_PARAM, dims.SAMPLE), da.zeros((P, n), np.int64)),
-            dims.CONFIDENCE: ((dims.AUG_PARAM, dims.SAMPLE), da.zeros((P, n), np.float32)),
+                        da.zeros((P, n, n_classes), dtype=np.float32)),
+            dims.PREDICTION: ((dims.AUG_PARAM, dims.SAMPLE), da.zeros((P, n), dtype=np.int64)),
+            dims.CONFIDENCE: ((dims.AUG_PARAM, dims.SAMPLE),
+                              da.zeros((P, n), dtype=np.float32)),
             dims.ACT: ((dims.AUG_PARAM, dims.SAMPLE, dims.LAYER, dims.STAT),
-                       da.zeros((P, n, n_layers, len(dims.STATS)), np.float32)),
+                       da.zeros((P, n, n_layers, len(dims.STATS)), dtype=np.float32)),
             dims.LAYER_NAME: ((dims.LAYER,), np.full(n_layers, "", dtype=object)),
         },
         coords={

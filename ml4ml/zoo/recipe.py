@@ -100,3 +100,37 @@ class Recipe:
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+# CF-style (long_name, description) of every recipe field, as the models table stores them
+FIELD_ATTRS = {
+    "mid": ("model id", "hold-out ids start with 't'"),
+    "arch": ("architecture", "cnn5, vgg13bn, resnet, torchvision:<name> or "
+             "module:<package.module>:<Class>"),
+    "train_suite": ("training suite", "the suite whose train split trains the model"),
+    "augmentation": ("training augmentation", "none, rotation, scaling or brightness"),
+    "aug_range": ("augmentation range", "+- degrees for rotation, a in 1 +- a for scaling and "
+                  "brightness"),
+    "epochs": ("epochs", "passes over the training set"),
+    "lr": ("learning rate", "the optimiser's learning rate"),
+    "batch_size": ("batch size", "training images per optimiser step"),
+    "optimizer": ("optimiser", "adam or sgd (momentum 0.9)"),
+    "pretrained": ("pretrained weights", "local weights file the model starts from; empty "
+                   "for none"),
+    "fgsm_epsilon": ("adversarial epsilon", "FGSM adversarial training when > 0"),
+    "normalize_mean": ("normalisation mean", "per-channel input mean, a JSON list"),
+    "normalize_std": ("normalisation std", "per-channel input std, a JSON list"),
+    "anomaly": ("anomaly code", "the paper's training anomaly: 0 none, 1 ordered batches, 2 "
+                "noise images, 3 class imbalance, 4 class-ordered, 5 training subset, 6 "
+                "impaired augmentation, 7 wrong labels, 8 test leakage"),
+    "anomaly_name": ("anomaly", "name of the anomaly code"),
+    "anomaly_fraction": ("anomaly fraction", "share of images or labels the anomaly affects "
+                         "(kept ratio for 3 and 5)"),
+    "anomaly_class": ("anomaly class", "the class anomaly 3 thins out"),
+    "anomaly_removed": ("removed augmentation intervals", "JSON list of [low, high] intervals "
+                        "anomaly 6 removes from the augmentation range"),
+    "seed": ("seed", "every random draw of the training run"),
+    "holdout": ("hold-out", "a hold-out model (always its own fold when assessing)"),
+    "partition": ("partition", "the paper's partition the model belongs to"),
+    "n_train": ("training subset size", "0: the whole training split"),
+}

@@ -19,7 +19,7 @@ import xarray as xr
 
 from ml4ml import dims, store
 from ml4ml.errors import StoreError
-from ml4ml.zoo.recipe import Recipe
+from ml4ml.zoo.recipe import FIELD_ATTRS, Recipe
 
 TUPLE_FIELDS = ("normalize_mean", "normalize_std", "anomaly_removed")
 TRAINED = "trained"
@@ -29,6 +29,16 @@ TEST_ACCURACY = "test_accuracy"
 TRAIN_SECONDS = "train_seconds"
 N_TRAIN_IMAGES = "n_train_images"
 TRAIN_ERROR = "train_error"
+OUTCOME_ATTRS = {
+    TRAINED: ("trained", "true once the model's checkpoint and outcome are written"),
+    TRAIN_ERROR: ("training error", "why training was refused; empty when it was not"),
+    CHECKPOINT: ("checkpoint", "path of the model's checkpoint file"),
+    SHA256: ("checkpoint sha256", "sha256 of the checkpoint file as written"),
+    TEST_ACCURACY: ("clean test accuracy", "accuracy on the train suite's test split"),
+    TRAIN_SECONDS: ("training time", "seconds the training took"),
+    N_TRAIN_IMAGES: ("training images", "size of the training set after n_train and the "
+                     "anomaly"),
+}
 
 
 @dataclass
@@ -70,7 +80,11 @@ def recipe_table(recipes) -> xr.Dataset:
     data[TRAIN_SECONDS] = ((dims.MID,), np.full(n, np.nan))
     data[N_TRAIN_IMAGES] = ((dims.MID,), np.full(n, -1, dtype=np.int64))
     mids = np.array([r.mid for r in recipes], dtype=object)
-    return xr.Dataset(data, coords={dims.MID: mids})
+    table = xr.Dataset(data, coords={dims.MID: mids})
+    for name, (long_name, description) in {**FIELD_ATTRS, **OUTCOME_ATTRS}.items():
+        if name in table.variables:
+            table[name].attrs.update(long_name=long_name, description=description)
+    return table
 
 
 def recipe_from_row(row: xr.Dataset) -> Recipe:
