@@ -93,12 +93,15 @@ class _Problems:
             self.items.append(item)
 
     def raise_if_any(self) -> None:
-        if self.items:
-            n = len(self.items)
-            head = f"{n} problem{'s' if n > 1 else ''} in pipeline spec:\n  "
-            err = SpecError(head + "\n  ".join(self.items), file=self.file)
-            err.problems = list(self.items)
-            raise err
+        if not self.items:
+            return
+        if len(self.items) == 1:  # one clear line: file, field, why
+            err = SpecError(self.items[0].split(": ", 1)[1], file=self.file)
+        else:
+            err = SpecError(f"{len(self.items)} problems in pipeline spec:\n  "
+                            + "\n  ".join(self.items), file=self.file)
+        err.problems = list(self.items)
+        raise err
 
 
 TOP_KEYS = {"name", "description", "store", "data", "suites", "transforms", "zoo", "probe",

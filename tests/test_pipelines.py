@@ -9,6 +9,7 @@ import pytest
 import xarray as xr
 
 from ml4ml import dims, store
+from independent import assert_stored_as_recomputed
 from ml4ml.config import load_pipeline, shrink_pipeline
 from ml4ml.measure.stage import measure_store, store_features
 from ml4ml.probe.stage import probe_pipeline
@@ -42,6 +43,8 @@ def test_paper_partition_wiring(tmp_path, name, writer, suite, transform):
     assert np.isfinite(probes[dims.ACT].values).all()
     table = store_features(p.store, transform)
     assert table.shape == (3, 81) and table["mid"].tolist() == p.mids
+    # the numbers: stored probes and features equal an independent recomputation
+    assert_stored_as_recomputed(p, [p.mids[0], p.mids[-1]], table, transform=transform)
     models = store.read_models(p.store)
     assert set(models["arch"].values) == {full.recipes[0].arch}
     assert set(models["partition"].values) == {name.split("-")[1]}

@@ -99,9 +99,6 @@ def numpy_statistics(z: np.ndarray) -> np.ndarray:
                      mu.max(-1), mu.std(-1), top.mean(-1), top.std(-1)], axis=-1)
 
 
-EXACTNESS = {}
-
-
 @pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_probabilities_match_per_image_torchvision_loop(model, suite, name):
     images, labels = suite
@@ -109,8 +106,7 @@ def test_probabilities_match_per_image_torchvision_loop(model, suite, name):
     ds = probe_model(model, images, labels, name, grid, batch_size=200)
     expected, _ = reference_probe(model, images, labels, transform_one, grid)
     diff = float(np.abs(ds[dims.PROB].values - expected).max())
-    EXACTNESS[name] = diff
-    assert diff <= 1e-5
+    assert diff <= 1e-5, f"max |prob - torchvision loop| = {diff:.2e}"
     np.testing.assert_array_equal(ds[dims.PREDICTION].values, expected.argmax(-1))
     assert len(np.unique(ds[dims.PREDICTION].values)) > 3  # the model does discriminate
     assert not np.allclose(expected[0], expected[len(grid) // 2])  # the transform matters
@@ -494,13 +490,6 @@ def test_bad_user_transform_output_is_refused(model, suite):
                                          r"channel, height, width\) = \(3, 4, 1, 28, 28\); "
                                          r"found \(4, 1, 28, 28\)"):
         _call(model, suite, transform=bad)
-
-
-def test_report_exactness():
-    """Print the largest probability difference per family (run with -s to see it)."""
-    if EXACTNESS:
-        print("\nmax |prob - torchvision loop|:",
-              {k: f"{v:.2e}" for k, v in sorted(EXACTNESS.items())})
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -7,6 +7,8 @@ from click.testing import CliRunner
 
 from ml4ml import dims, store
 from ml4ml.cli import cli
+from ml4ml.config import load_pipeline
+from independent import assert_stored_as_recomputed
 
 SPEC = """
 name = "tiny"
@@ -65,6 +67,8 @@ def test_run_end_to_end_then_resume(spec, tmp_path):
     table = pd.read_csv(csv)
     assert table.shape == (3, 81) and table["mid"].tolist() == ["m001", "m002", "t001"]
     assert table.columns[17] == "conv2_max_sstv"  # CNN5's last two convs: conv2, conv3
+    # the numbers: stored probes and the CSV equal an independent recomputation
+    assert_stored_as_recomputed(load_pipeline(spec), ["m001", "m002", "t001"], table)
     again = run("run", spec, "-q")
     assert "train: 0 trained, 3 already" in again.output
     assert "probe: 0 probed, 3 already" in again.output

@@ -282,6 +282,11 @@ def store_features(path, transform: str, *, suite=None, set: str = "paper80",
     store.store_attrs(path)
     groups = store.list_groups(path, "measures")
     pairs = [(s, t) for s, t in groups if t == transform and (suite is None or s == suite)]
+    if not pairs and suite is not None and any(t == transform for _, t in groups):
+        suites = sorted(s for s, t in groups if t == transform)
+        raise InputError(f"no measures for suite {suite!r} and transform {transform!r}; "
+                         f"{transform!r} is measured on: {', '.join(suites)}", file=path,
+                         field="--suite")
     if not pairs:
         have = sorted({t for _, t in groups})
         if have:

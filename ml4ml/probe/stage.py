@@ -101,9 +101,10 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
     start = time.perf_counter()
     path = pipeline.store
     with store.writing(path, f"ml4ml probe {pipeline.file}") as notes:
-        if not store.store_exists(path):
+        if not store.store_exists(path) and not store.has_root(path):
             raise StoreError("the store has no models yet", file=path,
                              hint=f"run 'ml4ml train {pipeline.file}' first")
+        store.store_attrs(path)  # a malformed store: its own clear line
         table = store.read_models(path)
         if table.sizes.get(dims.MID, 0) == 0:
             raise StoreError("the store has no models yet", file=path,

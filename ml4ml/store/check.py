@@ -51,7 +51,8 @@ def check_store(path) -> list[Problem]:
     try:
         store_attrs(path)
     except StoreError as exc:
-        return [Problem("/", exc.message, exc.hint or "this store cannot be checked further")]
+        what = f"field '{exc.field}': {exc.message}" if exc.field else exc.message
+        return [Problem("/", what, exc.hint or "this store cannot be checked further")]
     problems = _layout_problems(path)
     if any(p.repair == "" and "missing" in p.what for p in problems):
         return problems

@@ -30,7 +30,7 @@ from ml4ml.store.layout import commit, quiet
 __all__ = [
     "SCHEMA_VERSION", "SCHEMA_ATTR", "PRECISION_ATTR", "PRECISIONS", "MODELS_GROUP",
     "probe_group", "matrices_group", "measures_group", "labels_group", "assess_group",
-    "create_store", "store_exists", "store_attrs", "store_precision", "group_exists",
+    "create_store", "store_exists", "has_root", "store_attrs", "store_precision", "group_exists",
     "list_groups", "open_group", "read_group", "zarr_group", "done_mids",
 ]
 
@@ -107,8 +107,21 @@ def _refuse_non_store(path) -> None:
             raise StoreError("is a file, not a store folder", file=path,
                              hint="give the path of a store folder (e.g. stores/db.zarr)")
         if root.is_dir() and any(p.name != ".ml4ml-writer" for p in root.iterdir()):
-            raise StoreError("exists and is not an ml4ml store (no schema version attribute)",
-                             file=path, hint="choose a new path")
+            raise StoreError("exists and is not an ml4ml store: the root has no schema "
+                             "version attribute", file=path, field=SCHEMA_ATTR,
+                             hint="choose a new path")
+
+
+def has_root(path) -> bool:
+    """Whether ``path`` holds a root Zarr document (a store, valid or not)."""
+    root = local_root(path)
+    if root is not None:
+        return (root / "zarr.json").is_file()
+    try:
+        _root_attrs(path)
+    except StoreError:
+        return False
+    return True
 
 
 def store_exists(path) -> bool:

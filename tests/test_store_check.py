@@ -1,0 +1,146 @@
+"""``ml4ml store check`` finds each kind of damage; ``store repair`` mends what is safe."""
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from click.testing import CliRunner
+
+import golden
+from ml4ml import store
+from ml4ml.cli import cli
+from ml4ml.store import arrays
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    path = tmp_path_factory.mktemp("check") / "ref.zarr"
+    for mid, case in (("m1", "small2"), ("m2", "small2"), ("t1", "small2")):
+        assert run("import-legacy", path, "--mid", mid, "--results", golden.results(case),
+                   "--act", golden.act(case)).exit_code == 0
+    assert run("measure", path, "-q").exit_code == 0
+    return path
+
+
+@pytest.fixture
+def path(measured, tmp_path):
+    copy = tmp_path / "ref.zarr"
+    shutil.copytree(measured, copy)
+    return copy
+
+
+def files_of(path, group, row):
+    """{file: sha256} of a row's large chunks (one model per chunk) in a group."""
+    out = {}
+    for name in ("act", "confidence", "prediction"):
+        for file in sorted(Path(path, group, name, "c", str(row)).rglob("*")):
+            if file.is_file():
+                out[str(file)] = hashlib.sha256(file.read_bytes()).hexdigest()
+    assert out
+    return out
+
+
+def check(path):
+    result = run("store", "check", path)
+    return result.exit_code, result.output
+
+
+def test_a_sound_store_checks_ok(path):
+    assert check(path) == (0, f"{path}: ok\n")
+
+
+def test_uncommitted_layout_is_found_and_rolled_back(path):
+    with store.writing(str(path)):
+        pass
+    arrays.extend_rows(store.zarr_group(str(path), "probes/legacy/rotation"), ["m9"])
+    code, out = check(path)
+    assert code == 1 and "a layout change was never committed (0 new, 9 changed node(s)" in out
+    assert "run 'ml4ml store repair'" in out
+    result = run("store", "repair", path)
+    assert result.exit_code == 0 and "mended /: a layout change was never committed" in \
+        result.output
+    assert check(path) == (0, f"{path}: ok\n")
+
+
+def damage_act(path, mid_row, value):
+    group = store.zarr_group(str(path), "probes/legacy/rotation")
+    chunk = group["act"][mid_row:mid_row + 1]
+    chunk[0, 0, 0, 0, 0] = value
+    group["act"][mid_row:mid_row + 1] = chunk
+
+
+def test_damaged_and_altered_rows_lose_their_done_flag_and_nothing_else(path):
+    damage_act(path, 0, np.nan)  # m1: a NaN in a done row
+    damage_act(path, 1, 1234.5)  # m2: a finite value, but not what was written
+    untouched = files_of(path, "probes/legacy/rotation", 2)
+    code, out = check(path)
+    assert code == 1
+    assert "1 done model(s) hold missing or non-finite values, e.g. m1 in 'act'" in out
+    assert "1 done model(s) no longer match the checksum recorded when they were written, " \
+           "e.g. m2" in out
+    result = run("store", "repair", path)
+    assert result.exit_code == 0, result.output
+    probes = store.open_probes(str(path), "legacy", "rotation")
+    assert store.done_mids(probes) == ["t1"]
+    assert files_of(path, "probes/legacy/rotation", 2) == untouched  # t1 never touched
+    # the measures computed from the damaged rows are stale now, and said so
+    code, out = check(path)
+    assert code == 1 and "measures/legacy/rotation: 2 done row(s) were computed from other " \
+                         "probe data than the store holds now" in out
+    assert run("store", "repair", path).exit_code == 0
+    assert store.done_mids(store.open_group(str(path), "measures/legacy/rotation")) == ["t1"]
+    assert check(path) == (0, f"{path}: ok\n")
+
+
+def test_a_probe_from_another_checkpoint_is_stale(path):
+    with store.writing(str(path)):
+        store.update_models(str(path), xr.Dataset(
+            {"checkpoint_sha256": ("mid", np.array(["0" * 64], dtype=object))},
+            coords={"mid": ["m2"]}))
+    code, out = check(path)
+    assert code == 1 and "1 done model(s) were probed from another checkpoint than the " \
+                         "model's now, e.g. m2" in out
+
+
+def test_duplicates_and_missing_nodes_are_reported_not_papered_over(path):
+    with store.writing(str(path)):
+        group = store.zarr_group(str(path), "probes/legacy/rotation")
+        mids = group["mid"][:]
+        mids[2] = "m1"
+        group["mid"][:] = mids
+    code, out = check(path)
+    assert code == 1 and "probes/legacy/rotation: model id(s) ['m1'] appear more than once" in out
+    result = run("store", "repair", path)
+    assert result.exit_code == 1 and "left probes/legacy/rotation: model id(s) ['m1']" in \
+        result.output
+    shutil.rmtree(Path(path, "matrices/legacy/rotation/matrix"))
+    code, out = check(path)
+    assert code == 1 and "matrices/legacy/rotation/matrix: listed in the committed layout " \
+                         "but missing" in out
+
+
+def test_leftover_temporary_files_are_deleted(path):
+    leftover = Path(path, "probes/legacy/rotation/act/c/0/0/0/0/0.4f2a.partial")
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_bytes(b"half a chunk")
+    code, out = check(path)
+    assert code == 1 and "1 temporary file(s) of an interrupted write" in out
+    assert run("store", "repair", path).exit_code == 0
+    assert not leftover.exists() and check(path) == (0, f"{path}: ok\n")
+
+
+def test_a_bad_chunk_layout_is_reported(path):
+    with store.writing(str(path)):
+        group = store.zarr_group(str(path), "probes/legacy/rotation")
+        group.create_array("extra", shape=(3, 4), chunks=(2, 4), dtype="f8",
+                           dimension_names=["mid", "x"], fill_value=np.nan)
+        store.commit(str(path))
+    code, out = check(path)
+    assert code == 1 and "probes/legacy/rotation/extra: chunks [2, 4] for shape [3, 4]" in out
