@@ -189,3 +189,14 @@ def test_reimported_responses_are_measured_again(tmp_path):
     np.testing.assert_allclose(second.sel(confidence).values, 0.5 * first.sel(confidence).values,
                                rtol=1e-9)
     assert not np.allclose(second.sel(confidence).values, first.sel(confidence).values)
+
+
+def test_orphan_temporary_checkpoints_are_removed_and_said_so(folder):
+    orphan = folder / "db.zarr.checkpoints" / ".tmp-abc123.pt"
+    orphan.write_bytes(b"half a checkpoint")
+    result = run("train", folder / "spec.toml")
+    assert result.exit_code == 0, result.output
+    assert not orphan.exists()
+    assert "removed orphan temporary checkpoint .tmp-abc123.pt" in result.stderr
+    assert sorted(p.name for p in (folder / "db.zarr.checkpoints").iterdir()) == \
+        ["m001.pt", "m002.pt", "t001.pt"]
