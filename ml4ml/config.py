@@ -20,8 +20,11 @@ from ml4ml.errors import SpecError
 from ml4ml.zoo.recipe import ANOMALIES, AUGMENTATIONS, OPTIMIZERS, Recipe
 
 BUILTIN_ARCHS = ("cnn5", "vgg13bn", "resnet")
+# where ``run`` takes labels from: the recipe proxy, the labels in the store (the current
+# source, e.g. merged expert ratings), or a label file (a path, relative to the spec)
 LABEL_SOURCES = ("recipe", "store")
-ASSESSORS = ("decision_tree", "random_forest", "adaboost", "linear")
+ASSESSORS = ("decision_tree", "random_forest", "adaboost", "linear", "logistic",
+             "gradient_boosting")
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class Pipeline:
     recipes: tuple  # of Recipe
     probe: ProbeSpec = field(default_factory=ProbeSpec)
     assess: AssessSpec = field(default_factory=AssessSpec)
+    workers: int | None = None  # [cluster] workers: a LocalCluster when no option says else
 
     @property
     def mids(self) -> list[str]:
@@ -105,6 +109,7 @@ class _Problems:
 
 
 TOP_KEYS = {"name", "description", "store", "data", "suites", "transforms", "zoo", "probe",
+            "cluster",
             "assess"}
 RECIPE_FIELDS = set(Recipe.field_names())
 
@@ -146,11 +151,13 @@ def load_pipeline(path) -> Pipeline:
     transforms = _transforms(raw, problems)
     recipes = _zoo(raw, problems)
     probe = _probe(raw, problems)
-    assess = _assess(raw, transforms, suites, problems)
+    workers = _cluster(raw, problems)
+    assess = _assess(raw, transforms, suites, problems, base)
     problems.raise_if_any()
     return Pipeline(file=path, name=str(name), store=store, precision=precision,
                     checkpoints=checkpoints, data_root=data_root, suites=tuple(suites),
-                    transforms=transforms, recipes=tuple(recipes), probe=probe, assess=assess)
+                    transforms=transforms, recipes=tuple(recipes), probe=probe, assess=assess,
+                    workers=workers)
 
 
 # ----------------------------------------------------------------------------- parts
@@ -229,6 +236,26 @@ def _transforms(raw, problems) -> dict:
     return out
 
 
+def _cluster(raw, problems) -> int | None:
+    """``[cluster] workers``: N, or "auto" (one per core; in process on one core)."""
+    import os
+
+    tab = _table(raw, "cluster", problems)
+    _unknown_keys(tab, {"workers"}, "cluster.", problems)
+    workers = tab.get("workers")
+    if workers is None:
+        return None
+    if workers == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+            (os.cpu_count() or 1)
+        return cores if cores > 1 else None
+    if not _is_int(workers) or workers < 1:
+        problems.add("cluster.workers", f"expected a positive integer or \"auto\", got "
+                     f"{workers!r}")
+        return None
+    return workers
+
+
 def _probe(raw, problems) -> ProbeSpec:
     tab = _table(raw, "probe", problems)
     _unknown_keys(tab, {"layers", "batch_size", "device", "fgsm_epsilon"}, "probe.", problems)
@@ -249,7 +276,7 @@ def _probe(raw, problems) -> ProbeSpec:
                      fgsm_epsilon=float(eps) if _is_num(eps) else 0.0)
 
 
-def _assess(raw, transforms, suites, problems) -> AssessSpec:
+def _assess(raw, transforms, suites, problems, base=None) -> AssessSpec:
     tab = _table(raw, "assess", problems)
     _unknown_keys(tab, {f.name for f in fields(AssessSpec)}, "assess.", problems)
     default_transform = next(iter(transforms), "rotation")
@@ -277,9 +304,16 @@ def _assess(raw, transforms, suites, problems) -> AssessSpec:
     if spec.transform not in transforms and transforms:
         problems.add("assess.transform", f"{spec.transform!r} is not one of the pipeline's "
                      f"transforms ({', '.join(transforms)})")
-    if spec.label_source not in LABEL_SOURCES:
-        problems.add("assess.label_source", f"expected one of {LABEL_SOURCES}, got "
-                     f"{spec.label_source!r}")
+    if not isinstance(spec.label_source, str) or not spec.label_source:
+        problems.add("assess.label_source", f"expected 'recipe', 'store' or a label file, "
+                     f"got {spec.label_source!r}")
+    elif spec.label_source not in LABEL_SOURCES:
+        file = Path(_resolve(spec.label_source, base or Path(".")))
+        if not file.is_file():
+            problems.add("assess.label_source", f"expected 'recipe', 'store' or a label "
+                         f"file; no file {str(file)!r}")
+        else:
+            spec = replace(spec, label_source=str(file))
     if spec.suite and spec.suite not in [s.name for s in suites]:
         problems.add("assess.suite", f"{spec.suite!r} is not one of the pipeline's suites")
     return spec

@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 from ml4ml import dims, store
-from ml4ml.measure.features import paper80
+from ml4ml.measure.feature_sets import paper80
 from ml4ml.measure.measures import measure_database
 from ml4ml.probe.responses import probe_model
 from ml4ml.probe.stage import load_probe_suite

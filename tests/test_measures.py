@@ -9,7 +9,7 @@ import xarray as xr
 
 from ml4ml import dims
 from ml4ml.errors import InputError
-from ml4ml.measure.features import FEATURE_SETS, features, paper80
+from ml4ml.measure.feature_sets import FEATURE_SETS, features, paper80
 from ml4ml.measure.measures import (
     PAPER_MEASURES,
     accuracy,

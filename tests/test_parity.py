@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ml4ml import dims
-from ml4ml.measure.features import paper80
+from ml4ml.measure.feature_sets import paper80
 from ml4ml.store.legacy import read_legacy
 from ml4ml.measure.measures import measure_database
 

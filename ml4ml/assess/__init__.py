@@ -4,16 +4,10 @@ Modules: ``estimators`` (the assessors and baselines as scikit-learn estimators:
 ``L2LinearThreshold``, ``FeatureThreshold``, ``make_assessor``, ``make_baseline`` and the
 name registries ``ASSESSORS``, ``BASELINES``), ``protocol`` (``run_protocol``: the paper's
 three-fold protocol with hold-out models, metrics and permutation importances as one
-``xarray.Dataset``), ``compare`` (``summary``, ``compare`` with the Nadeau-Bengio corrected
-resampled t-test, ``top_features``). Pure functions and estimators, no IO.
-
-``ml4ml.assess.compare`` is the *function*: importing the module ``compare.py`` would bind
-the package attribute to the module, so the package keeps the function of that name
-instead (read the module with ``from ml4ml.assess.compare import ...``).
+``xarray.Dataset``), ``comparison`` (``summary``, ``compare`` with the Nadeau-Bengio
+corrected resampled t-test, ``top_features``), ``labels`` (labels per transform and
+source: files, recipe proxies, expert raters), ``stage`` (the protocol over a store).
 """
-
-import sys
-import types
 
 from ml4ml._lazy import lazy_exports
 
@@ -37,20 +31,9 @@ __getattr__ = lazy_exports(__name__, {
     "binary_metrics": "ml4ml.assess.protocol",
     "fold_assignment": "ml4ml.assess.protocol",
     "FOLD_NAMES": "ml4ml.assess.protocol",
-    "summary": "ml4ml.assess.compare",
-    "compare": "ml4ml.assess.compare",
-    "top_features": "ml4ml.assess.compare",
-    "nadeau_bengio_ttest": "ml4ml.assess.compare",
+    "summary": "ml4ml.assess.comparison",
+    "compare": "ml4ml.assess.comparison",
+    "top_features": "ml4ml.assess.comparison",
+    "nadeau_bengio_ttest": "ml4ml.assess.comparison",
 })
 
-
-class _AssessPackage(types.ModuleType):
-    """Keeps ``compare`` the function when the import system binds the submodule ``compare``."""
-
-    def __setattr__(self, name, value):
-        if name == "compare" and isinstance(value, types.ModuleType):
-            value = value.compare
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _AssessPackage

@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from ml4ml import __version__
+from ml4ml.cli.assess import assess, label
 from ml4ml.cli.common import CONTEXT
+from ml4ml.cli.report import plot, report
 from ml4ml.cli.run import run
 from ml4ml.cli.stages import features, import_legacy, measure, probe, train, validate
 from ml4ml.cli.store import store_group
@@ -26,12 +28,16 @@ def cli():
       ml4ml probe    pipelines/demo-digits.toml   responses over the grids -> store
       ml4ml measure  stores/demo-digits.zarr      variance matrices + measures
       ml4ml features stores/demo-digits.zarr --transform rotation -o features.csv
+      ml4ml label    stores/demo-digits.zarr --transform rotation --from recipe
+      ml4ml assess   stores/demo-digits.zarr --transform rotation   assessors vs baselines
+      ml4ml report   stores/demo-digits.zarr -o stores/demo-digits.report   index.html
       ml4ml run      pipelines/demo-digits.toml   all of the above
       ml4ml store check stores/demo-digits.zarr   find (and 'store repair': mend) damage
     """
 
 
-for command in (validate, train, probe, measure, features, import_legacy, run, store_group):
+for command in (validate, train, probe, measure, features, import_legacy, label, assess,
+                report, plot, run, store_group):
     cli.add_command(command)
 
 

@@ -46,6 +46,16 @@ def cluster_options(func):
     return func
 
 
+def pipeline_cluster(pipeline, workers, scheduler):
+    """The dask client of a pipeline command: --workers/--scheduler, else the spec's
+    ``[cluster] workers``, else in process."""
+    from ml4ml.cluster import dask_client
+
+    if workers is None and scheduler is None:
+        workers = pipeline.workers
+    return dask_client(workers, scheduler)
+
+
 def device_option(func):
     return click.option("--device", default=None, metavar="DEVICE",
                         help="cpu, cuda or cuda:N (default: the spec's [probe] device).")(func)

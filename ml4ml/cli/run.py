@@ -2,42 +2,185 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from ml4ml.cli.common import CONTEXT, cluster_options, device_option, quiet_option, user_errors
+from ml4ml.cli.common import (CONTEXT, cluster_options, device_option, pipeline_cluster,
+                              quiet_option, refused, user_errors)
 
 
 @click.command(context_settings=CONTEXT)
 @click.argument("pipeline", type=click.Path(dir_okay=False))
+@click.option("--store", "store_path", metavar="PATH",
+              help="Store to use instead of the spec's [store] path (a folder or URL).")
+@click.option("--report", "report_dir", metavar="DIR",
+              help="Folder of the report (default: beside the store, STORE.report).")
 @cluster_options
 @device_option
+@click.option("--force", is_flag=True, help="Redo every stage for every model.")
 @quiet_option
 @user_errors
-def run(pipeline, workers, scheduler, device, quiet):
-    """Train, probe, measure, and write the features CSV.
+def run(pipeline, store_path, report_dir, workers, scheduler, device, force, quiet):
+    """Train, probe, measure, label, assess and report: the whole pipeline.
 
-    PIPELINE is a spec file, e.g. pipelines/demo-digits.toml.
+    \b
+    ml4ml run pipelines/demo-digits.toml
+    ml4ml run pipelines/demo-digits.toml --store stores/other.zarr --workers 2
+
+    Every stage resumes: a rerun after an interruption finishes the rest and redoes
+    nothing that was done. The closing summary names every output.
     """
-    from ml4ml.cluster import dask_client
     from ml4ml.config import load_pipeline
-    from ml4ml.measure.stage import measure_store, store_features
+    from ml4ml.measure.stage import measure_store
     from ml4ml.probe.stage import probe_pipeline
     from ml4ml.zoo.stage import train_pipeline
 
     p = load_pipeline(pipeline)
-    with dask_client(workers, scheduler) as client:
-        t = train_pipeline(p, client=client, device=device, progress=not quiet)
-        click.echo(f"train: {len(t.trained)} trained, {len(t.skipped)} already ({t.seconds:.1f} s)")
-        pr = probe_pipeline(p, client=client, device=device, progress=not quiet)
-        click.echo(f"probe: {len(pr.probed)} probed, {pr.skipped} already ({pr.seconds:.1f} s)")
-        for report in measure_store(p.store, progress=not quiet):
-            click.echo(f"measure: {report.summary()}")
+    if store_path:
+        p = replace(p, store=store_path,
+                    checkpoints=Path(str(store_path).rstrip("/") + ".checkpoints")
+                    if "://" not in str(store_path) else p.checkpoints)
+    progress = not quiet
+    lines = []
+
+    def say(line):
+        lines.append(line)
+        click.echo(line)
+
+    with pipeline_cluster(p, workers, scheduler) as client:
+        t = train_pipeline(p, client=client, device=device, force=force, progress=progress)
+        say(f"train: {len(t.trained)} trained, {len(t.skipped)} already ({t.seconds:.1f} s)")
+        pr = probe_pipeline(p, client=client, device=device, force=force, progress=progress)
+        say(f"probe: {len(pr.probed)} probed, {pr.skipped} already ({pr.seconds:.1f} s)")
+        reports = measure_store(p.store, force=force, progress=progress)
+        for report in reports:
+            say(f"measure: {report.summary()}")
+    outputs = _after_measures(p, force, progress, say, report_dir)
+    failed = {**t.failed, **{"/".join(k): v for k, v in pr.failed.items()}}
+    _summary(p, outputs, failed)
+    refused(p.file, failed, "training or probing")
+
+
+def _local_outputs(p) -> tuple[Path, Path]:
+    """Where the features CSV and the report go: beside a local store, else here."""
+    name = f"{p.assess.transform}.{p.assess.features}.csv"
+    if "://" in str(p.store):
+        stem = Path(str(p.store).rstrip("/")).name
+        return Path.cwd() / f"{stem}.{name}", Path.cwd() / f"{stem}.report"
+    return Path(str(p.store).rstrip("/") + f".{name}"), Path(str(p.store).rstrip("/") + ".report")
+
+
+def _after_measures(p, force, progress, say, report_dir=None) -> dict:
+    from ml4ml.assess.stage import assess_store, feature_table, label_store, stored_labels
+    from ml4ml.report.stage import report_store
+
+    transform = p.assess.transform
     suite = p.assess.suite or p.suites[0].name
-    table = store_features(p.store, p.assess.transform, suite=suite, set=p.assess.features,
-                           split=p.assess.split)
-    out = Path(str(p.store).rstrip("/") + f".{p.assess.transform}.{p.assess.features}.csv")
-    if "://" not in str(p.store):
-        table.to_csv(out, index=False)
-        click.echo(f"features: {len(table)} model(s) -> {out}")
+    csv, default_report = _local_outputs(p)
+    report_dir = Path(report_dir) if report_dir else default_report
+    table, unmeasured = feature_table(p.store, transform, suite=suite, set=p.assess.features,
+                                      split=p.assess.split)
+    table.drop(columns=["holdout", "partition", "robust_accuracy"]).to_csv(csv, index=False)
+    say(f"features: {len(table)} model(s) -> {csv}"
+        + (f" ({len(unmeasured)} without measures)" if unmeasured else ""))
+    # labels: from the spec's source, rewritten only when they would change
+    source = p.assess.label_source
+    if source == "store":
+        name, labels = stored_labels(p.store, transform)
+        say(f"label: the store's labels '{name}' ({sum(v >= 0 for v in labels.values())} "
+            "model(s))")
+    else:
+        current = None
+        try:
+            current = stored_labels(p.store, transform, "recipe" if source == "recipe"
+                                    else "file")[1]
+        except Exception:  # noqa: BLE001 - no labels yet
+            current = None
+        from ml4ml import store as store_module
+        from ml4ml.assess.labels import read_label_file, recipe_labels
+
+        if source == "recipe":
+            import numpy as np
+
+            wanted = recipe_labels(store_module.read_models(p.store), transform,
+                                   np.asarray(p.transforms[transform]))
+        else:
+            wanted = read_label_file(source, transform, store_module.model_ids(p.store))
+        if force or current is None or any(current.get(m, -1) != v for m, v in wanted.items()):
+            result = label_store(p.store, transform, source, grid=p.transforms[transform])
+            values = list(result["labels"].values())
+            say(f"label: {values.count(1)} invariant, {values.count(0)} variant"
+                + (f", {values.count(-1)} unknown" if -1 in values else "")
+                + f" ({result['source']})")
+        else:
+            say(f"label: {'recipe' if source == 'recipe' else 'file'} labels already current")
+    report = assess_store(p.store, transform, suite=suite, assessors=p.assess.assessors,
+                          repeats=p.assess.repeats, set=p.assess.features,
+                          split=p.assess.split, progress=progress, skip_current=not force)
+    if report is None:
+        say("assess: results already current (same features, labels and settings)")
+    else:
+        say(f"assess: {report.n_models} labelled model(s), {report.seconds:.1f} s: "
+            f"{report.comparison['verdict']}")
+    if not force and report is None and _report_current(report_dir, p.store, len(table)):
+        say(f"report: already current ({report_dir / 'index.html'})")
+        index = report_dir / "index.html"
+    else:
+        made = report_store(p.store, report_dir, transform=transform, suite=suite,
+                            progress=progress)
+        say(f"report: {made.n_models} model(s), {made.n_figures} figures "
+            f"({made.seconds:.1f} s)")
+        index = made.index
+    return {"csv": csv, "report": index, "assess": report, "table": table}
+
+
+def _report_current(folder: Path, store_path, n_models: int) -> bool:
+    """Whether the report in ``folder`` was made from the store's present assessment."""
+    import json
+
+    from ml4ml import store
+
+    try:
+        made = json.loads((folder / "report.json").read_text())
+    except (OSError, ValueError):
+        return False
+    ds = store.open_group(store_path, store.assess_group(made.get("transform", "")))
+    return (made.get("models") == n_models and (folder / "index.html").is_file()
+            and made.get("assess_inputs") == ds.attrs.get("inputs_digest"))
+
+
+def _summary(p, outputs, failed) -> None:
+    import numpy as np
+
+    from ml4ml import store
+
+    ds = store.open_group(p.store, store.assess_group(p.assess.transform)).load()
+    mids = [str(m) for m in ds["mid"].values]
+    predicted = np.asarray(ds["predicted"].values)
+    variant = [m for m, v in zip(mids, predicted) if v == 0]
+    comparison = {key: float(ds[f"comparison_{key}"].values) for key in
+                  ("accuracy_difference", "accuracy_p", "kappa_difference", "kappa_p",
+                   "accuracy_assessor", "accuracy_baseline")}
+    n_models = len(store.model_ids(p.store))
+    click.echo("")
+    click.echo(f"store:    {p.store} ({n_models} models, {len(mids)} measured)")
+    click.echo(f"verdict:  {ds.attrs['verdict']}")
+    click.echo(f"          best assessor {ds.attrs['chosen_assessor']} accuracy "
+               f"{comparison['accuracy_assessor']:.3f} against best baseline "
+               f"{ds.attrs['best_baseline']} {comparison['accuracy_baseline']:.3f}: "
+               f"{comparison['accuracy_difference']:+.3f} (p = {comparison['accuracy_p']:.3g}),"
+               f" kappa {comparison['kappa_difference']:+.3f} "
+               f"(p = {comparison['kappa_p']:.3g})")
+    click.echo(f"variant:  {len(variant)} of {len(mids)} models judged variant by "
+               f"{ds.attrs['chosen_assessor']}"
+               + (f": {', '.join(variant[:12])}{' ...' if len(variant) > 12 else ''}"
+                  if variant else ""))
+    click.echo(f"features: {outputs['csv']}")
+    click.echo(f"report:   {outputs['report']}  (open it in a browser)")
+    click.echo(f"next:     ml4ml assess {p.store} --transform {p.assess.transform} --predict "
+               f"MID...   judges any model with the stored assessor")
+    if failed:
+        click.echo(f"refused:  {len(failed)} model(s): "
+                   + ", ".join(f"{k} ({v})" for k, v in list(failed.items())[:3]))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from ml4ml.cli.common import (CONTEXT, cluster_options, device_option, import_plugin,
-                              output_file, quiet_option, refused, user_errors)
+                              output_file, pipeline_cluster, quiet_option, refused,
+                              user_errors)
 
 
 @click.command(context_settings=CONTEXT)
@@ -46,7 +47,7 @@ def train(pipeline, workers, scheduler, device, force, changed_only, quiet):
     from ml4ml.zoo.stage import train_pipeline
 
     p = load_pipeline(pipeline)
-    with dask_client(workers, scheduler) as client:
+    with pipeline_cluster(p, workers, scheduler) as client:
         report = train_pipeline(p, client=client, force=force, changed_only=changed_only,
                                 device=device, progress=not quiet)
     retrained = f" ({len(report.retrained)} retrained)" if report.retrained else ""
@@ -74,7 +75,7 @@ def probe(pipeline, workers, scheduler, device, force, quiet):
     from ml4ml.probe.stage import probe_pipeline
 
     p = load_pipeline(pipeline)
-    with dask_client(workers, scheduler) as client:
+    with pipeline_cluster(p, workers, scheduler) as client:
         report = probe_pipeline(p, client=client, device=device, force=force,
                                 progress=not quiet)
     click.echo(f"probed {len(report.probed)} (model, suite, transform), {report.skipped} "
@@ -122,20 +123,51 @@ def measure(store_path, suite, transform, measures, plugins, force, workers, sch
               help="Feature set.")
 @click.option("--split", default="correct", show_default=True,
               type=click.Choice(["all", "correct", "incorrect"]), help="Sample split.")
+@click.option("--level", "levels", multiple=True, metavar="LEVEL",
+              help="Select levels instead of a set: confidence, or <layer>_<stat> such as "
+                   "conv3_max (repeatable).")
+@click.option("--stat", "stats", multiple=True, metavar="STAT",
+              help="Select the layer levels of these statistics (repeatable).")
+@click.option("--interval", "intervals", multiple=True, type=int, metavar="K",
+              help="Select nested intervals (0 = the full grid; repeatable).")
+@click.option("--measure", "names", multiple=True, metavar="NAME",
+              help="Select measures (repeatable).")
+@click.option("--with-labels", "labels", is_flag=False, flag_value="current", default=None,
+              metavar="[SOURCE]", help="Add holdout, partition and the label (the current "
+              "labels, or SOURCE's).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="CSV file to write, e.g. features.csv.")
 @user_errors
-def features(store_path, transform, suite, feature_set, split, output):
-    """Write assessor features to CSV, one row per model.
+def features(store_path, transform, suite, feature_set, split, levels, stats, intervals,
+             names, labels, output):
+    """Write assessor features to CSV, one row per measured model.
 
-    Columns: mid, then the feature set's features in order (paper80: docs/measures.md).
+    Columns: mid, then the feature set's features in order (paper80: docs/measures.md),
+    or any selection of level, statistic, interval and measure. Models without measures
+    are listed on stderr.
     """
-    from ml4ml.measure.stage import store_features
-
     output = output_file(output)
-    table = store_features(store_path, transform, suite=suite, set=feature_set, split=split)
+    selected = {key: list(value) for key, value in (("levels", levels), ("stats", stats),
+                                                    ("intervals", intervals),
+                                                    ("names", names)) if value}
+    if selected:
+        selected.setdefault("intervals", [0])
+    from ml4ml.assess.stage import feature_table
+
+    table, unmeasured = feature_table(store_path, transform, suite=suite, set=feature_set,
+                                      split=split, selected=selected,
+                                      labels=True if labels == "current" else labels)
+    extra = 4  # holdout, partition, label, robust_accuracy
+    if not labels:
+        table = table.drop(columns=["holdout", "partition", "robust_accuracy"])
+        extra = 0
     table.to_csv(output, index=False)
-    click.echo(f"wrote {len(table)} model(s) x {table.shape[1] - 1} features to {output}")
+    click.echo(f"wrote {len(table)} model(s) x {table.shape[1] - 1 - extra} features to "
+               f"{output}")
+    if unmeasured:
+        click.echo(f"not written (no measures for {transform}): {len(unmeasured)} model(s): "
+                   f"{', '.join(unmeasured[:10])}{' ...' if len(unmeasured) > 10 else ''}",
+                   err=True)
 
 
 @click.command("import-legacy", context_settings=CONTEXT)

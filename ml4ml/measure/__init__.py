@@ -20,8 +20,8 @@ __getattr__ = lazy_exports(__name__, {
     "register_measure": "ml4ml.measure.measures",
     "unregister_measure": "ml4ml.measure.measures",
     "registered_measures": "ml4ml.measure.measures",
-    "features": "ml4ml.measure.features",
-    "paper80": "ml4ml.measure.features",
+    "features": "ml4ml.measure.feature_sets",
+    "paper80": "ml4ml.measure.feature_sets",
     "measure_store": "ml4ml.measure.stage",
     "store_features": "ml4ml.measure.stage",
 })

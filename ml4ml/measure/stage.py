@@ -269,13 +269,17 @@ def open_measures(path, suite: str, transform: str) -> xr.Dataset:
 
 
 def store_features(path, transform: str, *, suite=None, set: str = "paper80",
-                   split: str = "correct") -> pd.DataFrame:
-    """One row per measured model: ``mid`` then the feature set's columns, in order."""
-    from ml4ml.measure.features import FEATURE_SETS, features
+                   split: str = "correct", **selected) -> pd.DataFrame:
+    """One row per measured model: ``mid`` then the feature set's columns, in order.
 
-    if set not in FEATURE_SETS:
-        raise InputError(f"unknown feature set {set!r}; known: {', '.join(FEATURE_SETS)}",
-                         field="--set")
+    selected : keywords of ``feature_sets.selection`` (levels, stats, intervals, names),
+        for any selection of the measures instead of a named set.
+    """
+    from ml4ml.measure.feature_sets import FEATURE_SETS, features
+
+    if set not in FEATURE_SETS and set != "selection":
+        raise InputError(f"unknown feature set {set!r}; known: {', '.join(FEATURE_SETS)}, "
+                         f"selection", field="--set")
     if split not in dims.SPLITS:
         raise InputError(f"unknown split {split!r}; expected one of {dims.SPLITS}",
                          field="--split")
@@ -302,4 +306,4 @@ def store_features(path, transform: str, *, suite=None, set: str = "paper80",
                          file=path, field="--suite")
     ds = open_measures(path, *pairs[0])
     ds = ds.sel({dims.MID: store.done_mids(ds)}).load()
-    return features(ds, set=set, split=split)
+    return features(ds, set=set, split=split, **selected)

@@ -53,8 +53,10 @@ def fill_value(dtype):
         return np.nan
     if dtype.kind == "b":
         return False
-    if dtype.kind in "iu":
+    if dtype.kind == "i":
         return -1
+    if dtype.kind == "u":  # bytes (a stored assessor): no value stands for "missing"
+        return 0
     raise TypeError(f"no fill value for dtype {dtype}")
 
 

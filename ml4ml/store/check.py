@@ -139,9 +139,13 @@ def _chunk_problems(committed: dict) -> list[Problem]:
         shape = metadata["shape"]
         axis = names.index(dims.MID)
         name = node.rsplit("/", 1)[-1]
-        table = name in ROW_TABLE_VARIABLES or name == dims.MID or node.startswith(MODELS_GROUP)
+        # tables written by the driver alone: the models table, labels and assess groups
+        table_group = node.split("/")[0] in (MODELS_GROUP, "labels", "assess")
+        table = name in ROW_TABLE_VARIABLES or name == dims.MID or table_group
         expected = ROW_CHUNK if table else 1
-        others_whole = all(c >= s for k, (c, s) in enumerate(zip(chunks, shape)) if k != axis)
+        # expert ratings: one chunk row per rater (raters write their own rows)
+        others_whole = all(c >= s or (names[k] == "rater" and c == 1)
+                           for k, (c, s) in enumerate(zip(chunks, shape)) if k != axis)
         if chunks[axis] != expected or not others_whole:
             out.append(Problem(node, f"chunks {chunks} for shape {shape}; expected "
                                f"{expected} row(s) per chunk along mid and whole chunks "

@@ -31,7 +31,7 @@ __all__ = [
     "SCHEMA_VERSION", "SCHEMA_ATTR", "PRECISION_ATTR", "PRECISIONS", "MODELS_GROUP",
     "probe_group", "matrices_group", "measures_group", "labels_group", "assess_group",
     "create_store", "store_exists", "has_root", "store_attrs", "store_precision", "group_exists",
-    "list_groups", "open_group", "read_group", "zarr_group", "done_mids",
+    "list_groups", "open_group", "read_group", "replace_group", "zarr_group", "done_mids",
 ]
 
 SCHEMA_VERSION = 2
@@ -267,6 +267,25 @@ def read_group(path, group: str, *, committed: bool = True) -> xr.Dataset:
                                       dict(metadata.attributes))
     ds = xr.Dataset(variables, attrs=attrs)
     return xr.decode_cf(ds, mask_and_scale=False)
+
+
+def replace_group(path, group: str, ds: xr.Dataset) -> None:
+    """Replace ``group`` by ``ds``, written whole (a small result group such as assess/...).
+
+    The old group is removed and that committed, then the new one is written and
+    committed: a crash in between leaves the group absent (its stage writes it again),
+    never half old and half new. The caller holds the store's lock.
+    """
+    from ml4ml.store.arrays import ROW_CHUNK, layout_group
+    from ml4ml.store.layout import _delete_node
+
+    if group_exists(path, group, committed=False):
+        with quiet():
+            _delete_node(zarr_store(path), group)
+        commit(path)
+    with quiet():
+        layout_group(zarr_group(path), group, ds, mid_chunk=ROW_CHUNK, write="all")
+    commit(path)
 
 
 def done_mids(ds: xr.Dataset, flag: str = dims.DONE) -> list[str]:

@@ -1,0 +1,226 @@
+"""Report stage: a store -> one static ``index.html`` with PNG figures (no server needed).
+
+``report_store`` reads the models table, the labels, the measures, the matrices and the
+assessment of one transform, draws the figures (``report.figures``) and writes the page
+(``report.page``) into a fresh folder that then replaces the old one, so a report is never
+half written. ``plot_model`` draws one model's strip of matrices.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ml4ml import dims, store
+from ml4ml.errors import InputError, StoreError
+
+__all__ = ["report_store", "plot_model", "model_figures", "ReportResult", "strip_levels"]
+
+
+@dataclass
+class ReportResult:
+    folder: Path
+    index: Path
+    n_models: int
+    n_figures: int
+    seconds: float
+
+
+def _pick_group(path, transform=None, suite=None) -> tuple[str, str]:
+    pairs = store.list_groups(path, "measures")
+    if not pairs:
+        raise StoreError("the store has no measures to report yet", file=path,
+                         hint=f"run 'ml4ml measure {path}' first")
+    chosen = [(s, t) for s, t in pairs if (transform is None or t == transform)
+              and (suite is None or s == suite)]
+    if not chosen:
+        have = ", ".join(f"{s}/{t}" for s, t in pairs)
+        raise InputError(f"no measures for suite {suite!r} and transform {transform!r}; the "
+                         f"store has {have}", file=path, field="--transform")
+    return chosen[0]
+
+
+def strip_levels(layer_names) -> tuple[list[str], list[str]]:
+    """Levels and titles of a strip: the confidence and the paper80 layer statistics."""
+    from ml4ml.measure.feature_sets import PAPER80_STATS, _feature_layer_name
+
+    n_layers = len(layer_names)
+    levels, titles = [dims.CONFIDENCE_LEVEL], ["confidence"]
+    for index in range(max(n_layers - 2, 0), n_layers):
+        for stat in PAPER80_STATS:
+            levels.append(dims.layer_level(index, stat))
+            titles.append(f"{_feature_layer_name(layer_names[index])} {stat}")
+    return levels, titles
+
+
+def _matrices(path, suite, transform, split):
+    ds = store.open_group(path, store.matrices_group(suite, transform))
+    done = store.done_mids(ds)
+    ds = ds.sel({dims.MID: done})
+    layer_names = [str(n) for n in np.asarray(ds[dims.LAYER_NAME].values)[0]] if done else []
+    levels, titles = strip_levels(layer_names)
+    matrix = ds[dims.MATRIX].sel({dims.LEVEL: levels, dims.SPLIT: split, dims.KIND: "l2"})
+    values = np.asarray(matrix.transpose(dims.MID, dims.LEVEL, ...).values)
+    params = np.asarray(ds[dims.AUG_PARAM_I].values)
+    units = str(ds[dims.AUG_PARAM_I].attrs.get("units", ""))
+    return done, values, titles, params, units
+
+
+def model_figures(path, folder, *, transform=None, suite=None, split="all", vmax=None,
+                  mids=None) -> dict:
+    """Draw every (or ``mids``') model's strip into ``folder``; {mid: file name}."""
+    from ml4ml.report.figures import MatrixStrips, shared_scale
+
+    suite, transform = _pick_group(path, transform, suite)
+    done, values, titles, params, units = _matrices(path, suite, transform, split)
+    scale = shared_scale(values, vmax)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    strips = MatrixStrips(titles, params, scale, units=units)
+    try:
+        for k, mid in enumerate(done):
+            if mids is not None and mid not in mids:
+                continue
+            name = f"{mid}.png"
+            strips.draw(folder / name, values[k])
+            out[mid] = name
+    finally:
+        strips.close()
+    return out
+
+
+def plot_model(path, mid: str, file, *, transform=None, suite=None, split="all", vmax=None):
+    """One model's strip of variance matrices, on the store's shared colour scale."""
+    from ml4ml.report.figures import matrix_strip, shared_scale
+
+    suite, transform = _pick_group(path, transform, suite)
+    done, values, titles, params, units = _matrices(path, suite, transform, split)
+    if mid not in done:
+        raise InputError(f"model {mid!r} has no matrices for {suite}/{transform}; measured: "
+                         f"{', '.join(done[:8])}{' ...' if len(done) > 8 else ''}",
+                         file=path, field="--mid")
+    scale = shared_scale(values, vmax)
+    matrix_strip(file, values[done.index(mid)], titles, params, scale,
+                 caption=f"{mid}: variance matrices ({split} samples, {suite}/{transform})",
+                 units=units, size=2.4, dpi=100)
+
+
+def report_store(path, folder, *, transform=None, suite=None, split="all", vmax=None,
+                 progress: bool = False) -> ReportResult:
+    """Write the report of ``transform`` (default: the first measured) to ``folder``."""
+    from ml4ml.progress import progress as stage_progress
+    from ml4ml.report import page
+    from ml4ml.report.figures import MatrixStrips, accuracy_curves, importance_bars, \
+        shared_scale
+
+    started = time.perf_counter()
+    store.store_attrs(path)
+    suite, transform = _pick_group(path, transform, suite)
+    folder = Path(folder)
+    work = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "models").mkdir(parents=True)
+    models = store.read_models(path)
+    done, values, titles, params, units = _matrices(path, suite, transform, split)
+    measures = store.open_group(path, store.measures_group(suite, transform))
+    accuracy = np.asarray(measures["accuracy"].sel({dims.MID: done}).values)
+    robust = np.asarray(measures["robust_accuracy"].sel({dims.MID: done, dims.INTERVAL: 0})
+                        .values)
+    labels, label_source = _labels(path, transform, done)
+    assessment = _assessment(path, transform, done)
+    bar = stage_progress("report", len(done) + 3, progress, unit="figure")
+    scale = shared_scale(values, vmax)
+    strips = MatrixStrips(titles, params, scale, units=units)
+    try:
+        for k, mid in enumerate(done):
+            strips.draw(work / "models" / f"{mid}.png", values[k])
+            bar.advance(mid)
+    finally:
+        strips.close()
+    accuracy_curves(work / "accuracy.png", params, accuracy, labels, units=units,
+                    title=f"accuracy of every model under {transform} ({suite})")
+    bar.advance("accuracy")
+    figures = len(done) + 1
+    if assessment is not None and assessment["top"]:
+        names, importance, std = zip(*assessment["top"])
+        importance_bars(work / "importance.png", list(names), importance, std,
+                        title=f"top features of {assessment['chosen']}")
+        figures += 1
+    bar.advance("importance")
+    context = {
+        "path": str(path), "suite": suite, "transform": transform, "split": split,
+        "units": units, "params": [float(params[0]), float(params[-1]), len(params)],
+        "scale": dict(zip(titles, [float(v) for v in scale])), "label_source": label_source,
+        "mids": done, "labels": labels, "robust": robust, "assessment": assessment,
+        "models": models, "accuracy": accuracy, "titles": titles,
+    }
+    (work / "index.html").write_text(page.render(context))
+    (work / "report.json").write_text(json.dumps({
+        "store": str(path), "suite": suite, "transform": transform, "models": len(done),
+        "assess_inputs": assessment["digest"] if assessment else "",
+        "label_source": label_source, "written": time.time()}, indent=1))
+    bar.advance("page")
+    bar.close()
+    if folder.exists():
+        shutil.rmtree(folder)
+    work.rename(folder)  # whole, at once
+    return ReportResult(folder=folder, index=folder / "index.html", n_models=len(done),
+                        n_figures=figures, seconds=time.perf_counter() - started)
+
+
+def _labels(path, transform, mids) -> tuple[np.ndarray, str]:
+    from ml4ml.assess.stage import stored_labels
+
+    try:
+        source, by_mid = stored_labels(path, transform)
+    except (StoreError, InputError):
+        return np.full(len(mids), -1), ""
+    return np.array([by_mid.get(m, -1) for m in mids]), source
+
+
+def _assessment(path, transform, mids) -> dict | None:
+    group = store.assess_group(transform)
+    if not store.group_exists(path, group):
+        return None
+    ds = store.open_group(path, group).load()
+    chosen = str(ds.attrs["chosen_assessor"])
+    methods = [str(m) for m in ds["method"].values]
+    rows = []
+    for k, method in enumerate(methods):
+        rows.append({"method": method, "kind": str(ds["method_kind"].values[k]),
+                     **{name: float(ds[f"summary_{name}"].values[k]) for name in
+                        ("accuracy_mean", "accuracy_min", "accuracy_max", "accuracy_sem",
+                         "f1_mean", "kappa_mean")}})
+    importance = ds["importance"].sel({"method": chosen})
+    std = ds["importance_std"].sel({"method": chosen})
+    top = [(str(f), float(importance.sel({"feature": f}).values),
+            float(std.sel({"feature": f}).values)) for f in ds["top_feature"].values]
+    position = {str(m): k for k, m in enumerate(ds[dims.MID].values)}
+    score = np.array([float(ds["score"].values[position[m]]) if m in position else np.nan
+                      for m in mids])
+    predicted = np.array([int(ds["predicted"].values[position[m]]) if m in position else -1
+                          for m in mids])
+    # out-of-fold: the chosen assessor's majority test-fold prediction over the repeats
+    oof = np.full(len(mids), -1)
+    if "prediction" in ds:
+        votes = ds["prediction"].sel({"method": chosen}).values  # (repeat, mid)
+        tested = votes >= 0
+        ones = ((votes == 1) & tested).sum(axis=0)
+        counts = tested.sum(axis=0)
+        for m, k in position.items():
+            if m in mids and counts[k]:
+                oof[mids.index(m)] = int(ones[k] * 2 >= counts[k])
+    return {"chosen": chosen, "rows": rows, "verdict": str(ds.attrs.get("verdict", "")),
+            "comparison": {key: float(ds[f"comparison_{key}"].values) for key in
+                           ("accuracy_difference", "accuracy_p", "kappa_difference",
+                            "kappa_p", "accuracy_assessor", "accuracy_baseline")},
+            "best_baseline": str(ds.attrs.get("best_baseline", "")), "top": top,
+            "score": score, "predicted": predicted, "out_of_fold": oof,
+            "repeats": int(ds.attrs.get("repeats", 0)),
+            "digest": str(ds.attrs.get("inputs_digest", ""))}

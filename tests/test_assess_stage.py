@@ -1,0 +1,254 @@
+"""Labels in the store, the assess command, the stored assessor, and the demo's design."""
+
+import gzip
+import hashlib
+import io
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from click.testing import CliRunner
+
+import golden
+from ml4ml import store
+from ml4ml.cli import cli
+
+DEMO = Path(__file__).resolve().parents[1] / "pipelines" / "demo-digits.toml"
+MIDS = ["m1", "m2", "m3", "m4", "m5", "m6", "t1", "t2", "t3"]
+INVARIANT = {"m1", "m3", "m5", "t1", "t3"}
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def digest(path) -> str:
+    h = hashlib.sha256()
+    for root, _, files in sorted(os.walk(path)):
+        for name in sorted(files):
+            file = Path(root) / name
+            h.update(str(file.relative_to(path)).encode())
+            h.update(file.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    """Nine imported models whose confidence drifts with the parameter unless 'invariant'."""
+    folder = tmp_path_factory.mktemp("assess")
+    results = np.load(io.BytesIO(gzip.open(golden.results("small1")).read()))
+    path = folder / "db.zarr"
+    rng = np.random.default_rng(0)
+    params = results[:, 0, 4]
+    for k, mid in enumerate(MIDS):
+        mine = results.copy()
+        if mid not in INVARIANT:  # less sure away from the identity
+            mine[..., 3] *= (1 - 0.02 * np.abs(params) * (1 + 0.1 * k))[:, None]
+        mine[..., 3] = np.clip(mine[..., 3] * (1 + 0.01 * rng.standard_normal(
+            mine.shape[:2])), 0, 1)
+        file = folder / f"{mid}_results.npy"
+        np.save(file, mine)
+        result = run("import-legacy", path, "--mid", mid, "--results", file, "--act",
+                     golden.act("small1"))
+        assert result.exit_code == 0, result.output
+    assert run("measure", path, "-q").exit_code == 0
+    labels = folder / "labels.csv"
+    labels.write_text("mid,label\n" + "".join(f"{m},{int(m in INVARIANT)}\n" for m in MIDS))
+    return folder
+
+
+@pytest.fixture
+def folder(measured, tmp_path):
+    import shutil
+
+    shutil.copytree(measured / "db.zarr", tmp_path / "db.zarr")
+    shutil.copy(measured / "labels.csv", tmp_path / "labels.csv")
+    return tmp_path
+
+
+def test_labels_are_stored_per_transform_and_source_and_refusals_write_nothing(folder):
+    path = folder / "db.zarr"
+    before = digest(path)
+    bad = folder / "bad.csv"
+    bad.write_text("mid,label\nm1,1\nm1,0\n")
+    result = run("label", path, "--transform", "rotation", "--from", bad)
+    assert result.exit_code == 1 and "field 'line 3': model 'm1' is labelled twice" in \
+        result.output
+    assert digest(path) == before and not (path / "labels").exists()
+    result = run("label", path, "--transform", "rotation", "--from", folder / "labels.csv")
+    assert result.exit_code == 0, result.output
+    assert "labelled 9 model(s) for rotation" in result.output
+    assert "5 invariant, 4 variant; source 'file'" in result.output
+    ds = xr.open_zarr(path, group="labels/rotation").load()
+    assert ds.attrs["current_source"] == "file" and ds.attrs["transform"] == "rotation"
+    assert ds["label"].sel(source="file").values.tolist() == \
+        [int(m in INVARIANT) for m in MIDS]
+    assert "labels.csv (sha256 " in str(ds["source_description"].sel(source="file").values)
+    assert np.issubdtype(ds["written_at"].dtype, np.datetime64)
+    # the recipe proxy: imported models have no recipe, so unknown, and it becomes current
+    result = run("label", path, "--transform", "rotation", "--from", "recipe")
+    assert "labelled 0 model(s)" in result.output and "9 unknown" in result.output
+    shown = run("label", path, "--transform", "rotation", "--show").output.splitlines()
+    assert shown[0].split() == ["mid", "file", "recipe*"]
+    assert shown[1].split() == ["m1", "1", "-"] and shown[2].split() == ["m2", "0", "-"]
+
+
+def test_assess_writes_the_protocol_the_comparison_and_the_assessor(folder):
+    path = folder / "db.zarr"
+    assert run("label", path, "--transform", "rotation", "--from",
+               folder / "labels.csv").exit_code == 0
+    result = run("assess", path, "--transform", "rotation", "--repeats", "4", "-q")
+    assert result.exit_code == 0, result.output
+    assert "assess rotation: 9 labelled model(s) (labels 'file'), 12 evaluations" in \
+        result.output
+    for method in ("decision_tree", "random_forest", "adaboost", "linear", "logistic",
+                   "gradient_boosting", "baseline_robust_accuracy", "baseline_best_feature",
+                   "baseline_majority"):
+        assert f"\n  {method} " in result.output
+    assert "verdict: " in result.output and "Nadeau-Bengio" in result.output
+    ds = xr.open_zarr(path, group="assess/rotation").load()
+    for name in ("accuracy", "f1", "kappa"):
+        assert ds[name].dims == ("repeat", "fold", "method")
+        assert ds[name].shape == (4, 3, 9)
+    assert ds["importance"].dims == ("feature", "method")
+    assert ds["feature"].values.tolist()[-1] == "robust_accuracy"
+    assert ds["method"].values.tolist()[-3:] == ["baseline_robust_accuracy",
+                                                "baseline_best_feature", "baseline_majority"]
+    assert ds["fold_name"].values.tolist() == ["holdout", "regular_a", "regular_b"]
+    # the hold-out models are always the hold-out fold
+    test_fold = ds["test_fold"].sel(mid=["t1", "t2", "t3"]).values
+    assert (test_fold == 0).all()
+    # the summary agrees with the per-fold numbers
+    mean = ds["accuracy"].mean(("repeat", "fold")).values
+    np.testing.assert_allclose(ds["summary_accuracy_mean"].values, mean, rtol=1e-12)
+    assert ds.attrs["label_source"] == "file" and ds.attrs["verdict"] in result.output
+    assert float(ds["comparison_accuracy_difference"]) == pytest.approx(
+        float(ds["summary_accuracy_mean"].sel({"method": ds.attrs["chosen_assessor"]}))
+        - float(ds["summary_accuracy_mean"].sel({"method": ds.attrs["best_baseline"]})))
+    # a rerun gives the same table
+    again = run("assess", path, "--transform", "rotation", "--repeats", "4", "-q")
+    table = [line for line in result.output.splitlines() if line.startswith("  ")]
+    assert [line for line in again.output.splitlines() if line.startswith("  ")] == table
+    xr.testing.assert_identical(
+        xr.open_zarr(path, group="assess/rotation").load().drop_vars("assessor"),
+        ds.drop_vars("assessor"))
+
+
+def test_the_stored_assessor_judges_models_and_refuses_other_features(folder):
+    from ml4ml.assess.stage import load_assessor
+
+    path = folder / "db.zarr"
+    assert run("label", path, "--transform", "rotation", "--from",
+               folder / "labels.csv").exit_code == 0
+    assert run("assess", path, "--transform", "rotation", "--repeats", "2", "-q").exit_code == 0
+    estimator, features, method = load_assessor(str(path), "rotation")
+    assert len(features) == 81 and features[0] == "confidence_sstv"
+    result = run("assess", path, "--transform", "rotation", "--predict", "m1", "m2")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("m1: ") and lines[1].startswith("m2: ") and method in lines[0]
+    ds = xr.open_zarr(path, group="assess/rotation").load()
+    predicted = dict(zip(ds["mid"].values.tolist(), ds["predicted"].values.tolist()))
+    assert ("invariant" in lines[0]) == (predicted["m1"] == 1)
+    # an assessor fit on other features is refused
+    with store.writing(str(path)):
+        group = store.zarr_group(str(path), "assess/rotation")
+        group["assessor"].attrs["features"] = '["confidence_mean"]'
+        store.commit(str(path))
+    result = run("assess", path, "--transform", "rotation", "--predict", "m1")
+    assert result.exit_code == 1 and "fit on other features than the store's" in result.output
+
+
+def test_an_assessor_holding_foreign_code_is_never_loaded(folder):
+    import skops.io
+
+    from ml4ml.assess.stage import load_assessor
+    from ml4ml.errors import StoreError
+
+    path = folder / "db.zarr"
+    assert run("label", path, "--transform", "rotation", "--from",
+               folder / "labels.csv").exit_code == 0
+    assert run("assess", path, "--transform", "rotation", "--repeats", "2", "-q").exit_code == 0
+    foreign = skops.io.dumps(Counter({"a": 1}))  # a type outside sklearn/numpy/ml4ml
+    with store.writing(str(path)):
+        group = store.zarr_group(str(path), "assess/rotation")
+        attrs = dict(group["assessor"].attrs)
+        del group["assessor"]
+        array = group.create_array("assessor", shape=(len(foreign),), dtype="u1",
+                                   dimension_names=["byte"], attributes=attrs)
+        array[:] = np.frombuffer(foreign, dtype=np.uint8)
+        store.commit(str(path))
+    with pytest.raises(StoreError, match=r"types ml4ml does not trust: \['collections.Counter'\]"):
+        load_assessor(str(path), "rotation")
+
+
+def test_assess_uses_the_last_written_labels_or_the_named_source(folder):
+    path = folder / "db.zarr"
+    flipped = folder / "flipped.csv"
+    flipped.write_text("mid,label\n" + "".join(f"{m},{int(m not in INVARIANT)}\n"
+                                               for m in MIDS))
+    run("label", path, "--transform", "rotation", "--from", folder / "labels.csv")
+    run("label", path, "--transform", "rotation", "--from", flipped, "--as", "flipped")
+    result = run("assess", path, "--transform", "rotation", "--repeats", "2", "-q")
+    assert "(labels 'flipped')" in result.output
+    ds = xr.open_zarr(path, group="assess/rotation").load()
+    assert ds["label"].sel(mid="m1").item() == 0
+    result = run("assess", path, "--transform", "rotation", "--repeats", "2", "--labels",
+                 "file", "-q")
+    assert "(labels 'file')" in result.output
+    assert xr.open_zarr(path, group="assess/rotation").load()["label"].sel(mid="m1").item() == 1
+    result = run("assess", path, "--transform", "rotation", "--labels", "nope", "-q")
+    assert result.exit_code == 1 and "unknown label source 'nope'; the store has file, " \
+                                      "flipped" in result.output
+
+
+def test_features_with_labels_and_models_without_measures(folder):
+    path = folder / "db.zarr"
+    run("label", path, "--transform", "rotation", "--from", folder / "labels.csv")
+    out = folder / "f.csv"
+    result = run("features", path, "--transform", "rotation", "--with-labels", "-o", out)
+    assert result.exit_code == 0, result.output
+    import pandas as pd
+
+    table = pd.read_csv(out)
+    assert list(table.columns[:5]) == ["mid", "holdout", "partition", "label",
+                                       "robust_accuracy"]
+    assert table["holdout"].tolist() == [m.startswith("t") for m in MIDS]
+    assert table["label"].tolist() == [int(m in INVARIANT) for m in MIDS]
+    # a model imported but not measured is reported, not dropped silently
+    results = golden.results("small1")
+    assert run("import-legacy", path, "--mid", "m7", "--results", results, "--act",
+               golden.act("small1")).exit_code == 0
+    result = run("features", path, "--transform", "rotation", "-o", out)
+    assert "not written (no measures for rotation): 1 model(s): m7" in result.output
+    selection = run("features", path, "--transform", "rotation", "--level", "confidence",
+                    "--interval", "0", "--interval", "3", "--measure", "mean", "-o", out)
+    assert selection.exit_code == 0, selection.output
+    assert list(pd.read_csv(out).columns) == ["mid", "confidence_mean", "confidence_mean_k3"]
+
+
+def test_the_demo_is_a_balanced_test_bed_by_its_spec_alone():
+    from ml4ml.assess.labels import recipe_labels
+    from ml4ml.config import load_pipeline
+    from ml4ml.zoo.stage import recipe_table
+
+    p = load_pipeline(DEMO)
+    regular = [r for r in p.recipes if not r.holdout]
+    holdout = [r for r in p.recipes if r.holdout]
+    assert (len(regular), len(holdout)) == (100, 50)
+    grid = p.transforms["rotation"]
+    assert grid[0] == -45 and grid[-1] == 45 and len(grid) == 31
+    labels = recipe_labels(recipe_table(p.recipes), "rotation", grid)
+    share = np.mean(list(labels.values()))
+    assert 0.35 <= share <= 0.65
+    assert sum(r.anomaly == 4 for r in p.recipes) / len(p.recipes) <= 0.05
+    # balanced: every (augmentation range, anomaly) cell of the main grid has as many models
+    cells = Counter((r.aug_range, r.anomaly, r.lr) for r in regular if r.anomaly not in (4, 6))
+    assert len(set(cells.values())) == 1 and len(cells) == 32
+    # one-sided holes inside the tested range, and test leakage
+    holes = [r.anomaly_removed for r in p.recipes if r.anomaly == 6]
+    assert holes and all(len(h) == 1 and 0 < h[0][0] < 45 for h in holes)
+    assert sum(r.anomaly == 8 for r in p.recipes) >= 12
