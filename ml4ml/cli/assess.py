@@ -238,3 +238,48 @@ def print_assessment(report) -> str:
     lines.append(f"  top features of {report.chosen} (permutation importance): {top}")
     return "\n".join(lines)
 
+
+@click.command("label-ui", context_settings=CONTEXT)
+@click.argument("store_path", metavar="STORE")
+@click.option("--transform", required=True, help="Transform to label, e.g. rotation.")
+@click.option("--rater", required=True, metavar="NAME", help="Your name as a rater.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port to listen on (0: any free port).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind (127.0.0.1: this machine only).")
+@click.option("--suite", help="Suite (default: the first measured for the transform).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of every rater's random order.")
+@user_errors
+def label_ui(store_path, transform, rater, port, host, suite, seed):
+    """Serve the labelling page: label models in the browser, saved as you go.
+
+    \b
+    ml4ml label-ui stores/demo-digits.zarr --transform rotation --rater ann
+
+    One model at a time (its variance matrices and accuracy, nothing about its recipe or
+    other raters), keys i / v / s and arrows; every label is written to the store at once.
+    Merge raters with 'ml4ml label STORE --transform T --agreement --merge majority'.
+    """
+    import socket
+
+    import uvicorn
+
+    from ml4ml.labelling.app import create_app
+
+    app = create_app(store_path, transform, rater, suite=suite, seed=seed)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        from ml4ml.errors import InputError
+
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                         field="--port", hint="choose another port, or --port 0") from None
+    bound = sock.getsockname()[1]
+    click.echo(f"labelling {transform} as {rater}: http://{host}:{bound}/?rater={rater} "
+               f"(Ctrl-C stops; every label is already saved)", err=False)
+    config = uvicorn.Config(app, log_level="warning")
+    uvicorn.Server(config).run(sockets=[sock])
+

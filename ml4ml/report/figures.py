@@ -113,7 +113,7 @@ class MatrixStrips:
             rgb = self.lut[index.astype(np.uint8)]
             rgb[~np.isfinite(matrix)] = self.bad
             picture[rows_slice, cols_slice] = rgb[np.ix_(rows, cols)]
-        Image.fromarray(picture).save(file, compress_level=3)
+        Image.fromarray(picture).save(file, format="PNG", compress_level=3)
 
     def close(self) -> None:
         pass

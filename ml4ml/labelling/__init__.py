@@ -1,0 +1,14 @@
+"""The labelling page: experts label models in a browser, straight into the store.
+
+Modules: ``app`` (the Starlette app and its HTTP API), ``page`` (the page itself).
+Run it with ``ml4ml label-ui STORE --transform T --rater NAME``.
+"""
+
+from ml4ml._lazy import lazy_exports
+
+__all__ = ["create_app", "LabellingState"]
+
+__getattr__ = lazy_exports(__name__, {
+    "create_app": "ml4ml.labelling.app",
+    "LabellingState": "ml4ml.labelling.app",
+})

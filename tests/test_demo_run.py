@@ -1,0 +1,210 @@
+"""``ml4ml run`` end to end on the demo pipeline, reduced in size; its report in Chromium;
+progress on a terminal and in a log."""
+
+import os
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from click.testing import CliRunner
+
+import browser
+from ml4ml.cli import cli
+
+DEMO = Path(__file__).resolve().parents[1] / "pipelines" / "demo-digits.toml"
+
+
+def reduced_demo(folder: Path) -> Path:
+    """The demo spec with fewer models, epochs, images and repeats; the same design."""
+    text = DEMO.read_text()
+    text = text.replace('path = "../stores/demo-digits.zarr"', 'path = "demo.zarr"')
+    text = text.replace('workers = "auto"', "workers = 1")
+    text = text.replace('[suites.digits]\nsplit = "test"', '[suites.digits]\nsplit = "test"\n'
+                        "n_samples = 90")
+    text = text.replace("epochs = 10", "epochs = 2\nn_train = 240")
+    text = text.replace("seed = [0, 1, 2]", "seed = [0]").replace("seed = [4, 5]", "seed = [4]")
+    text = text.replace("repeats = 10", "repeats = 3")
+    spec = folder / "demo.toml"
+    spec.write_text(text)
+    return spec
+
+
+class Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.cards, self.tables, self.open = [], 0, 0, []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if tag == "div" and attrs.get("class") == "card":
+            self.cards += 1
+        if tag == "table":
+            self.tables += 1
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo")
+    spec = reduced_demo(folder)
+    result = CliRunner().invoke(cli, ["run", str(spec), "-q"])
+    assert result.exit_code == 0, result.output
+    return folder, spec, result
+
+
+def test_the_reduced_demo_runs_end_to_end_and_names_every_output(demo):
+    folder, spec, result = demo
+    out = result.output
+    store = folder / "demo.zarr"
+    assert "train: 62 trained, 0 already" in out and "probe: 62 probed" in out
+    assert "measure: digits/rotation: measured 62 model(s)" in out
+    assert re.search(r"label: \d+ invariant, \d+ variant \(recipe\)", out)
+    assert f"store:    {store} (62 models, 62 measured)" in out
+    ds = xr.open_zarr(store, group="assess/rotation").load()
+    assert f"verdict:  {ds.attrs['verdict']}" in out
+    variant = int((ds["predicted"].values == 0).sum())
+    assert f"variant:  {variant} of 62 models judged variant by {ds.attrs['chosen_assessor']}" \
+        in out
+    csv = folder / "demo.zarr.rotation.paper80.csv"
+    index = folder / "demo.zarr.report" / "index.html"
+    assert f"features: {csv}" in out and f"report:   {index}" in out
+    assert csv.is_file() and index.is_file()
+    # the numbers: the best assessor against the best baseline, as stored
+    difference = float(ds["comparison_accuracy_difference"])
+    assert f"{difference:+.3f} (p = {float(ds['comparison_accuracy_p']):.3g})" in out
+
+
+def test_a_rerun_redoes_nothing(demo):
+    folder, spec, _ = demo
+    result = CliRunner().invoke(cli, ["run", str(spec), "-q"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "train: 0 trained, 62 already" in out and "probe: 0 probed, 62 already" in out
+    assert "measured 0 model(s), 62 already measured" in out
+    assert "label: recipe labels already current" in out
+    assert "assess: results already current" in out and "report: already current" in out
+
+
+def test_the_report_parses_links_only_images_that_exist_and_shows_the_numbers(demo):
+    folder, _, _ = demo
+    index = folder / "demo.zarr.report" / "index.html"
+    page = Page()
+    page.feed(index.read_text())
+    assert page.cards == 62 and page.tables >= 2
+    assert len(page.images) == 62 + 2  # strips, accuracy, importance
+    for src in page.images:
+        assert (index.parent / src).is_file(), src
+    ds = xr.open_zarr(folder / "demo.zarr", group="assess/rotation").load()
+    html = index.read_text()
+    for method, accuracy in zip(ds["method"].values, ds["summary_accuracy_mean"].values):
+        assert re.search(rf"<td>{method}</td><td>\w+</td><td>{accuracy:.3f}</td>", html), method
+    assert ds.attrs["verdict"] in html
+    # the gallery is sorted by the assessor's score
+    order = re.findall(r"<div class='card' id='([^']+)'>", html)
+    score = dict(zip(ds["mid"].values.tolist(), ds["score"].values.tolist()))
+    scores = [score[m] for m in order]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_the_report_opens_in_headless_chromium(demo, tmp_path):
+    folder, _, _ = demo
+    index = folder / "demo.zarr.report" / "index.html"
+    with browser.page(viewport=(1200, 1600)) as page:
+        page.goto(index.resolve().as_uri())
+        page.wait_for_function("Array.from(document.images).slice(0, 2)"
+                               ".every(i => i.complete && i.naturalWidth > 0)", timeout=20000)
+        card = page.locator(".card img").first  # loaded lazily, once scrolled to
+        card.scroll_into_view_if_needed()
+        page.wait_for_function("(() => { const i = document.querySelector('.card img'); "
+                               "return i.complete && i.naturalWidth > 300; })()",
+                               timeout=20000)
+        page.evaluate("window.scrollTo(0, 0)")
+        shot = tmp_path / "report.png"
+        page.screenshot(path=str(shot))
+    browser.assert_not_blank(shot)
+
+
+def test_plot_draws_one_models_strip(demo, tmp_path):
+    folder, _, _ = demo
+    out = tmp_path / "m001.png"
+    result = CliRunner().invoke(cli, ["plot", str(folder / "demo.zarr"), "--mid", "m001", "-o",
+                                      str(out)])
+    assert result.exit_code == 0, result.output
+    from PIL import Image
+
+    image = Image.open(out)
+    assert image.size[0] > 3 * image.size[1] > 300  # a strip of five matrices
+    browser.assert_not_blank(out)
+    result = CliRunner().invoke(cli, ["plot", str(folder / "demo.zarr"), "--mid", "zz", "-o",
+                                      str(out)])
+    assert result.exit_code == 1 and "model 'zz' has no matrices" in result.output
+
+
+SMALL = """
+name = "small"
+[store]
+path = "db.zarr"
+[suites.digits]
+n_samples = 30
+[transforms.rotation]
+grid = [-10, 10, 5]
+[zoo]
+arch = "cnn5"
+epochs = 1
+n_train = 64
+[[zoo.grids]]
+seed = [0, 1, 2]
+"""
+
+
+def test_progress_in_a_log_is_plain_lines_and_q_silences_it(tmp_path):
+    (tmp_path / "spec.toml").write_text(SMALL)
+    result = subprocess.run([sys.executable, "-m", "ml4ml", "train", "spec.toml"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "\x1b[" not in result.stderr and "\r" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == "train: 3 model(s) to do"
+    assert re.match(r"train: 3/3 model\(s\) in \d+ s, about 0 s left \(m003, acc=", lines[-1])
+    quiet = subprocess.run([sys.executable, "-m", "ml4ml", "probe", "spec.toml", "-q"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_progress_on_a_terminal_is_one_bar_with_the_model_and_an_eta(tmp_path):
+    import pty
+
+    (tmp_path / "spec.toml").write_text(SMALL)
+    import fcntl
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 120, 0, 0))
+    process = subprocess.Popen([sys.executable, "-m", "ml4ml", "train", "spec.toml"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=follower,
+                               stdin=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    process.wait(300)
+    os.close(leader)
+    text = b"".join(chunks).decode(errors="replace")
+    assert process.returncode == 0, text
+    assert "\r" in text  # a bar redrawn in place, not lines
+    assert re.search(r"train m00[123]", text)  # the current model in its description
+    assert re.search(r"<\d\d:\d\d", text)  # tqdm's time left
+    assert text.count("train: 3 model(s) to do") == 0
