@@ -64,7 +64,7 @@ class Pipeline:
     name: str
     store: str
     precision: str
-    checkpoints: Path
+    checkpoints: Path | str  # a local folder, or a URL prefix beside a store at a URL
     data_root: Path | None
     suites: tuple  # of SuiteSpec
     transforms: dict  # name -> np.ndarray grid (P,)
@@ -140,8 +140,8 @@ def load_pipeline(path) -> Pipeline:
     if precision not in ("float32", "float64"):
         problems.add("store.precision", f"expected 'float32' or 'float64', got {precision!r}")
     checkpoints = store_tab.get("checkpoints")
-    checkpoints = (Path(_resolve(checkpoints, base)) if isinstance(checkpoints, str)
-                   else Path(str(store).rstrip("/") + ".checkpoints"))
+    checkpoints = _checkpoints(_resolve(checkpoints, base) if isinstance(checkpoints, str)
+                               else str(store).rstrip("/") + ".checkpoints")
 
     data_tab = _table(raw, "data", problems)
     _unknown_keys(data_tab, {"root"}, "data.", problems)
@@ -603,6 +603,11 @@ def _resolve(value: str, base: Path) -> str:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
+def _checkpoints(value: str):
+    """A local checkpoint folder as a Path; a URL (beside a store at a URL) as it is."""
+    return value if "://" in value else Path(value)
+
+
 def shrink_pipeline(pipeline: Pipeline, *, store: str, data_root=None, n_models: int = 3,
                     epochs: int = 1, n_train: int = 0, n_samples: int | None = None,
                     checkpoints=None) -> Pipeline:
@@ -617,4 +622,5 @@ def shrink_pipeline(pipeline: Pipeline, *, store: str, data_root=None, n_models:
     suites = tuple(replace(s, n_samples=n_samples or s.n_samples) for s in pipeline.suites)
     return replace(pipeline, store=store, recipes=recipes, suites=suites,
                    data_root=Path(data_root) if data_root is not None else pipeline.data_root,
-                   checkpoints=Path(checkpoints or str(store).rstrip("/") + ".checkpoints"))
+                   checkpoints=_checkpoints(str(checkpoints or str(store).rstrip("/")
+                                                + ".checkpoints")))

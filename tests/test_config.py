@@ -36,16 +36,20 @@ def write(tmp_path, text, name="p.toml"):
 
 def test_demo_pipeline():
     p = load_pipeline(PIPELINES / "demo-digits.toml")
-    assert len(p.recipes) == 42
+    assert len(p.recipes) == 150
     holdout = [r for r in p.recipes if r.holdout]
-    assert len(holdout) == 14 and all(r.mid.startswith("t") for r in holdout)
+    assert len(holdout) == 50 and all(r.mid.startswith("t") for r in holdout)
     assert {r.arch for r in p.recipes} == {"cnn5"}
     ranges = {r.aug_range for r in p.recipes}
-    assert min(ranges) == 0 and max(ranges) == 45
-    assert len({r.anomaly for r in p.recipes}) >= 4
+    assert min(ranges) == 0 and max(ranges) == 60
+    assert {r.anomaly for r in p.recipes} == set(range(9))
     assert len({r.epochs for r in p.recipes}) > 1 and len({r.lr for r in p.recipes}) > 1
-    np.testing.assert_array_equal(p.transforms["rotation"], np.arange(-15, 16))
+    np.testing.assert_array_equal(p.transforms["rotation"], np.arange(-45, 46, 3))
     assert p.store.endswith("stores/demo-digits.zarr")
+    assert p.workers == (None if len(__import__("os").sched_getaffinity(0)) == 1 else
+                         len(__import__("os").sched_getaffinity(0)))
+    assert p.assess.assessors == ("decision_tree", "random_forest", "adaboost", "linear",
+                                  "logistic", "gradient_boosting")
 
 
 @pytest.mark.parametrize("name,arch,transform,grid", [

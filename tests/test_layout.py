@@ -30,12 +30,21 @@ def plain(path, group):
 
 def test_every_commit_leaves_the_layout_equal_to_the_committed_one(path):
     assert layout.committed_nodes(path) == layout.actual_nodes(path)
+    # the incremental commit of one group writes what zarr's full consolidation writes
+    import json
+
+    incremental = json.loads(open(f"{path}/zarr.json").read())
+    with store.writing(path):
+        store.commit(path)
+    assert json.loads(open(f"{path}/zarr.json").read()) == incremental
     nodes = layout.committed_nodes(path)
     assert {"", "probes", "probes/d", "probes/d/rotation", "probes/d/rotation/act"} <= set(nodes)
 
 
 def test_an_uncommitted_extension_is_invisible_then_rolled_back(path):
     before = plain(path, "probes/d/rotation").load()
+    with store.writing(path, recover=False):
+        layout.begin(path, "probes/d/rotation")
     arrays.extend_rows(store.zarr_group(path, "probes/d/rotation"), ["m3", "m4"])
     # as if the writer died here: the arrays are longer, the commit is not
     assert store.zarr_group(path, "probes/d/rotation")[dims.ACT].shape[0] == 4
@@ -59,6 +68,8 @@ def test_an_uncommitted_extension_is_invisible_then_rolled_back(path):
 
 def test_an_uncommitted_group_is_invisible_then_removed(path):
     ds = store.probe_layout(one_probe(P=3), ["m1"], np.float32, "d", "scaling")
+    with store.writing(path, recover=False):
+        layout.begin(path, "probes/d/scaling")
     arrays.layout_group(store.zarr_group(path), "probes/d/scaling", ds)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -77,5 +88,5 @@ def test_a_missing_committed_node_is_damage_never_papered_over(path):
     shutil.rmtree(f"{path}/probes/d/rotation/act")
     with pytest.raises(StoreError, match=r"damaged: 1 committed node\(s\) are missing, e.g. "
                                          r"'probes/d/rotation/act'"):
-        with store.writing(path):
-            pass
+        with store.writing(path, recover=False):
+            store.recover(path, full=True)

@@ -23,9 +23,13 @@ from ml4ml import dims, store
 from ml4ml.errors import InputError, StoreError
 
 __all__ = ["label_store", "feature_table", "assess_store", "predict", "AssessReport",
-           "load_assessor", "ROBUST", "SKOPS_TRUSTED"]
+           "load_assessor", "ProtocolNotPossible", "ROBUST", "SKOPS_TRUSTED"]
 
 ROBUST = "robust_accuracy"
+
+
+class ProtocolNotPossible(InputError):
+    """Too few labelled models, or only one kind of label: no protocol to run."""
 # the only types a stored assessor may hold: ml4ml's own estimators, and types of
 # scikit-learn, numpy and scipy (which skops loads as data, never by running their
 # pickled code); anything else is refused, so a store written by someone else never runs
@@ -229,11 +233,11 @@ def assess_store(path, transform: str, *, suite=None, labels: str | None = None,
     labelled = table[table["label"] >= 0]
     unlabelled = [str(m) for m in table.loc[table["label"] < 0, dims.MID]]
     if labelled["holdout"].sum() < 1 or (~labelled["holdout"]).sum() < 2:
-        raise InputError(f"the protocol needs at least 1 hold-out and 2 regular labelled, "
+        raise ProtocolNotPossible(f"the protocol needs at least 1 hold-out and 2 regular labelled, "
                          f"measured models; found {int(labelled['holdout'].sum())} and "
                          f"{int((~labelled['holdout']).sum())}", file=path, field="labels")
     if labelled["label"].nunique() < 2:
-        raise InputError(f"every labelled model has label {int(labelled['label'].iloc[0])} "
+        raise ProtocolNotPossible(f"every labelled model has label {int(labelled['label'].iloc[0])} "
                          f"({source}): an assessor needs both kinds", file=path,
                          field="labels")
     X = labelled.set_index(dims.MID)[feature_columns + [ROBUST]]

@@ -39,9 +39,10 @@ def run(pipeline, store_path, report_dir, workers, scheduler, device, force, qui
 
     p = load_pipeline(pipeline)
     if store_path:
+        from ml4ml.config import _checkpoints
+
         p = replace(p, store=store_path,
-                    checkpoints=Path(str(store_path).rstrip("/") + ".checkpoints")
-                    if "://" not in str(store_path) else p.checkpoints)
+                    checkpoints=_checkpoints(str(store_path).rstrip("/") + ".checkpoints"))
     progress = not quiet
     lines = []
 
@@ -116,15 +117,25 @@ def _after_measures(p, force, progress, say, report_dir=None) -> dict:
                 + f" ({result['source']})")
         else:
             say(f"label: {'recipe' if source == 'recipe' else 'file'} labels already current")
-    report = assess_store(p.store, transform, suite=suite, assessors=p.assess.assessors,
-                          repeats=p.assess.repeats, set=p.assess.features,
-                          split=p.assess.split, progress=progress, skip_current=not force)
-    if report is None:
-        say("assess: results already current (same features, labels and settings)")
+    from ml4ml.assess.stage import ProtocolNotPossible
+
+    skipped = ""
+    try:
+        report = assess_store(p.store, transform, suite=suite, assessors=p.assess.assessors,
+                              repeats=p.assess.repeats, set=p.assess.features,
+                              split=p.assess.split, progress=progress,
+                              skip_current=not force)
+    except ProtocolNotPossible as exc:  # too few models or one kind of label: the rest stands
+        report, skipped = None, exc.message
+        say(f"assess: skipped: {skipped}")
     else:
-        say(f"assess: {report.n_models} labelled model(s), {report.seconds:.1f} s: "
-            f"{report.comparison['verdict']}")
-    if not force and report is None and _report_current(report_dir, p.store, len(table)):
+        if report is None:
+            say("assess: results already current (same features, labels and settings)")
+        else:
+            say(f"assess: {report.n_models} labelled model(s), {report.seconds:.1f} s: "
+                f"{report.comparison['verdict']}")
+    if not force and report is None and not skipped and \
+            _report_current(report_dir, p.store, len(table)):
         say(f"report: already current ({report_dir / 'index.html'})")
         index = report_dir / "index.html"
     else:
@@ -133,7 +144,8 @@ def _after_measures(p, force, progress, say, report_dir=None) -> dict:
         say(f"report: {made.n_models} model(s), {made.n_figures} figures "
             f"({made.seconds:.1f} s)")
         index = made.index
-    return {"csv": csv, "report": index, "assess": report, "table": table}
+    return {"csv": csv, "report": index, "assess": report, "table": table,
+            "skipped": skipped}
 
 
 def _report_current(folder: Path, store_path, n_models: int) -> bool:
@@ -156,6 +168,17 @@ def _summary(p, outputs, failed) -> None:
 
     from ml4ml import store
 
+    n_models = len(store.model_ids(p.store))
+    if outputs["skipped"]:
+        click.echo("")
+        click.echo(f"store:    {p.store} ({n_models} models, {len(outputs['table'])} measured)")
+        click.echo(f"verdict:  no assessment: {outputs['skipped']}")
+        click.echo(f"features: {outputs['csv']}")
+        click.echo(f"report:   {outputs['report']}  (open it in a browser)")
+        if failed:
+            click.echo(f"refused:  {len(failed)} model(s): "
+                       + ", ".join(f"{k} ({v})" for k, v in list(failed.items())[:3]))
+        return
     ds = store.open_group(p.store, store.assess_group(p.assess.transform)).load()
     mids = [str(m) for m in ds["mid"].values]
     predicted = np.asarray(ds["predicted"].values)
@@ -163,7 +186,6 @@ def _summary(p, outputs, failed) -> None:
     comparison = {key: float(ds[f"comparison_{key}"].values) for key in
                   ("accuracy_difference", "accuracy_p", "kappa_difference", "kappa_p",
                    "accuracy_assessor", "accuracy_baseline")}
-    n_models = len(store.model_ids(p.store))
     click.echo("")
     click.echo(f"store:    {p.store} ({n_models} models, {len(mids)} measured)")
     click.echo(f"verdict:  {ds.attrs['verdict']}")

@@ -97,9 +97,9 @@ def measure_store(path, *, suite=None, transform=None, measures=None, force=Fals
 def _stored_rows(path, group) -> tuple[dict, dict, list]:
     """A derived group's {mid: probe digest} of done rows, of every row written once, and
     its measure names."""
-    if not store.group_exists(path, group, committed=False):
+    if not store.group_exists(path, group):
         return {}, {}, []
-    ds = store.open_group(path, group, committed=False)
+    ds = store.open_group(path, group)
     done = np.asarray(ds[dims.DONE].values, dtype=bool)
     mids = [str(m) for m in ds[dims.MID].values]
     digests = [str(d) for d in ds[store.PROBE_DIGEST].values]
@@ -114,7 +114,7 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
     from ml4ml.measure.measures import measure_database, measure_matrices, registered_measures
 
     start = time.perf_counter()
-    probes = store.open_probes(path, suite, transform, committed=False)
+    probes = store.open_probes(path, suite, transform)
     done = store.done_mids(probes)
     digest = dict(zip([str(m) for m in probes[dims.MID].values],
                       [str(d) for d in probes[store.DIGEST].values]))
@@ -153,9 +153,9 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
     added = []
     new_names = [m for m in wanted if m not in have_names]
     if have_names and new_names:
-        old = store.open_group(path, m_group, committed=False)
+        old = store.open_group(path, m_group)
         old_mids = [str(m) for m in old[dims.MID].values]
-        stored = store.open_group(path, x_group, committed=False)
+        stored = store.open_group(path, x_group)
         with _single_threaded_blas():
             value = _compute(measure_matrices(stored.sel({dims.MID: old_mids}), new_names))
         store.append_measures(path, m_group, value)

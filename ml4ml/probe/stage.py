@@ -179,9 +179,9 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
 def _probe_state(path, suite: str, transform: str) -> tuple[dict, dict]:
     """{mid: done} and {mid: source sha256} of a probe group; empty if there is none yet."""
     group = store.probe_group(suite, transform)
-    if not store.group_exists(path, group, committed=False):
+    if not store.group_exists(path, group):
         return {}, {}
-    ds = store.open_probes(path, suite, transform, committed=False)
+    ds = store.open_probes(path, suite, transform)
     mids = [str(m) for m in ds[dims.MID].values]
     return (dict(zip(mids, np.asarray(ds[dims.DONE].values, dtype=bool).tolist())),
             dict(zip(mids, [str(s) for s in ds[store.SOURCE].values])))

@@ -118,7 +118,8 @@ def storage_options(url: str) -> dict:
     """fsspec options for ``url``: for ``s3://``, the standard AWS environment settings."""
     if not str(url).startswith("s3://"):
         return {}
-    options: dict = {}
+    # one GET per key: s3fs otherwise asks for each object's size first (a HEAD)
+    options: dict = {"max_concurrency": 1}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         options["endpoint_url"] = endpoint

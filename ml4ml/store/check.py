@@ -88,7 +88,7 @@ def repair_store(path) -> tuple[list[Problem], list[Problem]]:
         problems = check_store(path)
         mended, left = [], []
         if any(p.repair == "rollback" for p in problems):
-            layout.recover(path)
+            layout.recover(path, full=True)
             mended += [p for p in problems if p.repair == "rollback"]
             problems = check_store(path)
         for problem in problems:

@@ -144,7 +144,7 @@ def _root_attrs(path) -> dict:
     try:
         with quiet():
             group = zarr.open_group(zarr_store(path, read_only=True), mode="r",
-                                    use_consolidated=False)
+                                    use_consolidated=False, zarr_format=3)
     except Exception as exc:
         raise StoreError("no ml4ml store here", file=path,
                          hint="create one with 'ml4ml train', 'ml4ml probe' or "
@@ -182,11 +182,21 @@ def store_precision(path) -> np.dtype:
     return np.dtype(store_attrs(path)[PRECISION_ATTR])
 
 
-def zarr_group(path, group: str = "", *, mode: str = "r+") -> zarr.Group:
-    """The zarr group at ``group`` as it is now (not the committed view): for writers."""
+def zarr_group(path, group: str = "", *, mode: str = "r+",
+               committed: bool = False) -> zarr.Group:
+    """The zarr group at ``group``, for writers.
+
+    committed : read its arrays' metadata from the committed layout (one read of the root,
+        no read per array): for writing data into a layout no change is pending on. False:
+        the metadata as it is now (a layout being changed).
+    """
+    store = zarr_store(path, read_only=mode == "r")
     with quiet():
-        return zarr.open_group(zarr_store(path, read_only=mode == "r"), path=group, mode=mode,
-                               use_consolidated=False)
+        if committed:
+            root = zarr.open_group(store, mode=mode, use_consolidated=True, zarr_format=3)
+            return root[group] if group else root
+        return zarr.open_group(store, path=group, mode=mode, use_consolidated=False,
+                               zarr_format=3)
 
 
 def group_exists(path, group: str, *, committed: bool = True) -> bool:
@@ -279,13 +289,17 @@ def replace_group(path, group: str, ds: xr.Dataset) -> None:
     from ml4ml.store.arrays import ROW_CHUNK, layout_group
     from ml4ml.store.layout import _delete_node
 
-    if group_exists(path, group, committed=False):
+    from ml4ml.store.layout import begin
+
+    if group_exists(path, group):
+        begin(path, group)
         with quiet():
             _delete_node(zarr_store(path), group)
-        commit(path)
+        commit(path, group)
+    begin(path, group)
     with quiet():
         layout_group(zarr_group(path), group, ds, mid_chunk=ROW_CHUNK, write="all")
-    commit(path)
+    commit(path, group)
 
 
 def done_mids(ds: xr.Dataset, flag: str = dims.DONE) -> list[str]:

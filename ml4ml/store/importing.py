@@ -44,8 +44,8 @@ def import_legacy(path, mid: str, results, act, *, transform: str = "rotation",
     if exists:
         groups.store_attrs(path)
     with writing(path, f"ml4ml import-legacy {mid}"):
-        if exists and groups.group_exists(path, group, committed=False):
-            existing = probes.open_probes(path, suite, transform, committed=False)
+        if exists and groups.group_exists(path, group):
+            existing = probes.open_probes(path, suite, transform)
             probes.check_compatible(existing, probe, path, group)
             if mid in groups.done_mids(existing) and not force:
                 raise StoreError(f"model {mid!r} is already in '{group}'", file=path,

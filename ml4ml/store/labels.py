@@ -26,7 +26,7 @@ from ml4ml import dims
 from ml4ml.errors import StoreError
 from ml4ml.store.arrays import ROW_CHUNK, extend_dim, extend_rows, layout_group
 from ml4ml.store.groups import group_exists, labels_group, read_group, zarr_group
-from ml4ml.store.layout import commit, quiet
+from ml4ml.store.layout import begin, commit, quiet
 from ml4ml.store.models import model_ids
 
 __all__ = ["SOURCE", "RATER", "UNKNOWN", "write_labels", "read_labels", "write_rating",
@@ -66,7 +66,8 @@ def _ensure(path, transform: str, *, source: str | None = None, rater: str | Non
         raise StoreError("the store has no models to label yet", file=path,
                          hint="train, probe or import models first")
     with quiet():
-        if not group_exists(path, group, committed=False):
+        if not group_exists(path, group):
+            begin(path, group)
             n = len(mids)
             sources = [source] if source else []
             raters = [rater] if rater else []
@@ -83,25 +84,27 @@ def _ensure(path, transform: str, *, source: str | None = None, rater: str | Non
                        "title": f"labels of every model for '{transform}'"})
             layout_group(zarr_group(path), group, _describe(ds), mid_chunk=ROW_CHUNK,
                          write="all")
-            commit(path)
-            return zarr_group(path, group)
+            commit(path, group)
+            return zarr_group(path, group, committed=True)
         zgroup = zarr_group(path, group)
-        changed = False
         have = [str(m) for m in zgroup[dims.MID][:].tolist()]
         new = [m for m in mids if m not in set(have)]
+        new_source = source and source not in [str(s) for s in zgroup[SOURCE][:].tolist()]
+        new_rater = rater and rater not in [str(r) for r in zgroup[RATER][:].tolist()]
+        if not (new or new_source or new_rater):
+            return zarr_group(path, group, committed=True)
+        begin(path, group)
         if new:
             extend_rows(zgroup, new, fill_fixed={
                 "label": np.full((len(new), zgroup["label"].shape[1]), UNKNOWN, np.int8)})
-            changed = True
-        if source and source not in [str(s) for s in zgroup[SOURCE][:].tolist()]:
+            zgroup = zarr_group(path, group)
+        if new_source:
             extend_dim(zgroup, SOURCE, [source])
-            changed = True
-        if rater and rater not in [str(r) for r in zgroup[RATER][:].tolist()]:
+            zgroup = zarr_group(path, group)
+        if new_rater:
             extend_dim(zgroup, RATER, [rater])
-            changed = True
-        if changed:
-            commit(path)
-        return zarr_group(path, group)
+        commit(path, group)
+        return zarr_group(path, group, committed=True)
 
 
 def write_labels(path, transform: str, source: str, labels: dict, description: str) -> None:
@@ -129,8 +132,9 @@ def write_labels(path, transform: str, source: str, labels: dict, description: s
                 current = current.astype(object)
             current[column] = value
             target[...] = current
+        begin(path, labels_group(transform))
         zgroup.attrs["current_source"] = source
-    commit(path)
+    commit(path, labels_group(transform))
 
 
 def write_rating(path, transform: str, rater: str, mid: str, label: int) -> float:

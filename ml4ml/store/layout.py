@@ -28,7 +28,7 @@ from zarr.core.sync import sync
 from ml4ml.errors import StoreError
 from ml4ml.store.backend import zarr_store
 
-__all__ = ["commit", "committed_nodes", "actual_nodes", "recover", "quiet"]
+__all__ = ["begin", "commit", "committed_nodes", "actual_nodes", "recover", "quiet"]
 
 METADATA_KEY = "zarr.json"
 
@@ -47,9 +47,34 @@ def quiet():
         yield
 
 
-def commit(path) -> None:
+PENDING_KEY = ".ml4ml-pending"
+
+
+def begin(path, group: str) -> None:
+    """Say that ``group``'s layout is about to change (a marker the next writer reads).
+
+    Every layout change runs between ``begin(path, group)`` and ``commit(path, group)``;
+    a writer that dies in between leaves the marker, and the next writer's ``recover``
+    rolls back exactly that group (without it, recovery has nothing to look at).
+    """
+    from ml4ml.store.lock import is_held
+
+    if not is_held(path):
+        raise StoreError("a layout change needs the store's writer lock", file=path,
+                         hint="wrap the writes in 'with ml4ml.store.writing(path):'")
+    store = zarr_store(path)
+    pending = _read_json(store, PENDING_KEY) or {"groups": []}
+    if group not in pending["groups"]:
+        pending["groups"].append(group)
+        _write_json(store, PENDING_KEY, pending)
+
+
+def commit(path, group: str | None = None) -> None:
     """Make the store's current layout the committed one (one atomic root write).
 
+    group : the group whose layout changed (since ``begin``): only its nodes are read
+        again and replaced in the committed layout, and its marker is cleared. None:
+        every node is read again (zarr's ``consolidate_metadata``).
     Only the holder of the store's writer lock commits (``store.writing``).
     """
     from ml4ml.store.lock import is_held
@@ -57,8 +82,58 @@ def commit(path) -> None:
     if not is_held(path):
         raise StoreError("a layout change needs the store's writer lock", file=path,
                          hint="wrap the writes in 'with ml4ml.store.writing(path):'")
-    with quiet():
-        zarr.consolidate_metadata(zarr_store(path))
+    if str(path).startswith("s3://"):
+        from ml4ml.store.object_lock import lost
+
+        if lost(str(path)):
+            raise StoreError("this process lost the store's writer lock (it stalled longer "
+                             "than the lock's heartbeat allows and another writer took over)",
+                             file=path, hint="run the command again")
+    store = zarr_store(path)
+    if group is None:
+        with quiet():
+            zarr.consolidate_metadata(store)
+    else:
+        _commit_group(store, group)
+    pending = _read_json(store, PENDING_KEY)
+    if pending is not None:
+        rest = [g for g in pending["groups"] if g != group] if group else []
+        if rest:
+            _write_json(store, PENDING_KEY, {"groups": rest})
+        else:
+            sync(store.delete(PENDING_KEY))
+
+
+def _commit_group(store, group: str) -> None:
+    """Replace ``group``'s subtree in the root's consolidated metadata by what is stored."""
+    root = _read_json(store, METADATA_KEY)
+    consolidated = root.get("consolidated_metadata") or {"kind": "inline",
+                                                           "must_understand": False,
+                                                           "metadata": {}}
+    flat = {}
+    _flatten(consolidated.get("metadata", {}), "", flat)
+    flat = {p: m for p, m in flat.items() if p != group and not p.startswith(group + "/")}
+    node = _read_json(store, _key(group))
+    if node is not None:
+        found = {group: _without_consolidated(node)}
+        _walk(store, group, found)
+        parts = group.split("/")
+        for depth in range(1, len(parts)):  # ancestors, should they be new too
+            ancestor = "/".join(parts[:depth])
+            if ancestor not in flat:
+                metadata = _read_json(store, _key(ancestor))
+                if metadata is not None:
+                    found[ancestor] = _without_consolidated(metadata)
+        flat.update(found)
+    entries = {}
+    for name, metadata in flat.items():
+        if metadata.get("node_type") == "group":
+            metadata = {**metadata, "consolidated_metadata": {
+                "kind": "inline", "must_understand": False, "metadata": {}}}
+        entries[name] = metadata
+    root = {**_without_consolidated(root), "consolidated_metadata": {
+        "kind": "inline", "must_understand": False, "metadata": entries}}
+    _write_json(store, METADATA_KEY, root)
 
 
 def committed_nodes(path) -> dict[str, dict] | None:
@@ -86,16 +161,39 @@ def actual_nodes(path) -> dict[str, dict]:
     return nodes
 
 
-def recover(path) -> list[str]:
+def recover(path, *, full: bool = False) -> list[str]:
     """Roll back every layout change that was not committed; return what was done.
 
-    Called by a writer holding the store's lock, before it writes anything.
+    Called by a writer holding the store's lock, before it writes anything. Only the
+    groups a marker names (``begin``) are compared with the committed layout, unless
+    ``full`` (every node: ``store repair``).
     """
     committed = committed_nodes(path)
     if committed is None:
         return []
-    actual = actual_nodes(path)
     store = zarr_store(path)
+    pending = _read_json(store, PENDING_KEY)
+    if not full and pending is None:
+        return []
+    if full:
+        actual = actual_nodes(path)
+    else:
+        actual = {"": _without_consolidated(_read_json(store, METADATA_KEY) or {})}
+        for group in pending["groups"]:
+            node = _read_json(store, _key(group))
+            if node is not None:
+                actual[group] = _without_consolidated(node)
+                _walk(store, group, actual)
+            parts = group.split("/")
+            for depth in range(1, len(parts)):
+                ancestor = "/".join(parts[:depth])
+                metadata = _read_json(store, _key(ancestor))
+                if metadata is not None:
+                    actual[ancestor] = _without_consolidated(metadata)
+        names = [g for g in pending["groups"]]
+        committed = {p: m for p, m in committed.items()
+                     if p == "" or any(p == g or p.startswith(g + "/") or
+                                       g.startswith(p + "/") for g in names)}
     actions = []
     missing = sorted(p for p in committed if p not in actual)
     if missing:
@@ -113,6 +211,8 @@ def recover(path) -> list[str]:
         if node in actual and actual[node] != metadata:
             _write_json(store, _key(node), metadata)
             actions.append(f"restored the committed metadata of '{node or '/'}'")
+    if pending is not None:
+        sync(store.delete(PENDING_KEY))
     return actions
 
 

@@ -33,10 +33,18 @@ from ml4ml.store.backend import is_url, local_root
 __all__ = ["writing", "holder", "is_held", "LOCK_NAME", "STALE_AFTER_S"]
 
 LOCK_NAME = ".ml4ml-writer"
+# an object-storage lock whose heartbeat is older than this is stale
 STALE_AFTER_S = 60.0
+
+
+def stale_after() -> float:
+    """Seconds after which an object-storage lock is stale (``ML4ML_LOCK_STALE_AFTER_S``)."""
+    return float(os.environ.get("ML4ML_LOCK_STALE_AFTER_S", STALE_AFTER_S))
 _POLL_S = 0.1
 _held: dict[str, list] = {}  # key -> [depth, release function]
+_locks: dict[str, threading.RLock] = {}  # key -> the process's own lock (threads take turns)
 _guard = threading.Lock()
+_THREAD_WAIT_S = 120.0
 
 
 def _now() -> str:
@@ -55,38 +63,48 @@ def _describe(info: dict) -> str:
 
 @contextmanager
 def writing(path, command: str = "ml4ml", *, wait: float = 0.0, recover: bool = True):
-    """Hold the single-writer lock of the store at ``path`` (re-entrant in a process).
+    """Hold the single-writer lock of the store at ``path`` (re-entrant in a thread).
 
     command : what the holder is doing, shown to a refused writer.
     wait : seconds to wait for another writer to finish before refusing.
     recover : roll back uncommitted layout changes when the lock is first taken.
     Yields a list of notes (a stale lock taken over, layout changes rolled back).
+
+    Threads of one process take turns (the labelling page saves from several); another
+    process is refused at once, or after ``wait`` seconds.
     """
     key = _key(path)
     with _guard:
-        entry = _held.get(key)
-        if entry is not None:
-            entry[0] += 1
-    if entry is not None:
+        local = _locks.setdefault(key, threading.RLock())
+    if not local.acquire(timeout=max(wait, _THREAD_WAIT_S)):
+        raise StoreError("another thread of this process is writing this store", file=path)
+    try:
+        with _guard:
+            entry = _held.get(key)
+            if entry is not None:
+                entry[0] += 1
+        if entry is not None:  # this thread holds it already
+            try:
+                yield []
+            finally:
+                with _guard:
+                    entry[0] -= 1
+            return
+        release, notes = _acquire(path, command, wait)
+        with _guard:
+            _held[key] = [1, release]
         try:
-            yield []
+            if recover:
+                from ml4ml.store.layout import recover as roll_back
+
+                notes += roll_back(path)
+            yield notes
         finally:
             with _guard:
-                entry[0] -= 1
-        return
-    release, notes = _acquire(path, command, wait)
-    with _guard:
-        _held[key] = [1, release]
-    try:
-        if recover:
-            from ml4ml.store.layout import recover as roll_back
-
-            notes += roll_back(path)
-        yield notes
+                del _held[key]
+            release()
     finally:
-        with _guard:
-            del _held[key]
-        release()
+        local.release()
 
 
 def is_held(path) -> bool:
@@ -208,7 +226,7 @@ def _url_holder(url: str) -> dict | None:
     from ml4ml.store.object_lock import read_lock
 
     info = read_lock(url)
-    if info and time.time() - float(info.get("heartbeat", 0)) > STALE_AFTER_S:
+    if info and time.time() - float(info.get("heartbeat", 0)) > stale_after():
         return None
     return info
 
@@ -235,4 +253,4 @@ def _acquire_url(url: str, command: str, wait: float):
         return release, []
     from ml4ml.store.object_lock import acquire_object_lock
 
-    return acquire_object_lock(url, _description(command), wait, STALE_AFTER_S, _describe)
+    return acquire_object_lock(url, _description(command), wait, stale_after(), _describe)

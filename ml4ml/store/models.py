@@ -15,7 +15,7 @@ from ml4ml import dims
 from ml4ml.store.arrays import ROW_CHUNK, extend_rows, fill_value, layout_group, missing, zarr_dtype
 from ml4ml.store.groups import (MODELS_GROUP, check_unique, group_exists, mid_positions,
                                 read_group, store_attrs, zarr_group)
-from ml4ml.store.layout import commit, quiet
+from ml4ml.store.layout import begin, commit, quiet
 
 __all__ = ["read_models", "add_models", "update_models", "model_ids"]
 
@@ -42,12 +42,13 @@ def add_models(path, table: xr.Dataset) -> list[str]:
     The caller holds the store's lock.
     """
     check_unique(table[dims.MID].values.tolist(), path)
-    existing = read_models(path, committed=False)
+    existing = read_models(path)
     have = set(existing[dims.MID].values.tolist())
     new_ids = [str(m) for m in table[dims.MID].values.tolist() if str(m) not in have]
     if not new_ids:
         return []
     new = _for_storage(table.sel({dims.MID: new_ids}))
+    begin(path, MODELS_GROUP)
     with quiet():
         if existing.sizes.get(dims.MID, 0) == 0:
             layout_group(zarr_group(path), MODELS_GROUP, new, mid_chunk=ROW_CHUNK, write="all")
@@ -65,7 +66,7 @@ def add_models(path, table: xr.Dataset) -> list[str]:
                 else:
                     values[name] = missing(array.dtype, (len(new_ids),) + array.shape[1:])
             extend_rows(group, new_ids, fill_fixed=values)
-    commit(path)
+    commit(path, MODELS_GROUP)
     return new_ids
 
 
@@ -78,16 +79,19 @@ def update_models(path, rows: xr.Dataset, *, last=()) -> None:
     The caller holds the store's lock.
     """
     rows = _for_storage(rows)
-    group = zarr_group(path, MODELS_GROUP)
+    group = zarr_group(path, MODELS_GROUP, committed=True)
     n = group[dims.MID].shape[0]
     index = np.asarray(mid_positions(group, rows[dims.MID].values.tolist(), path,
                                      MODELS_GROUP), dtype=np.int64)
     extra = [v for v in rows.data_vars if v not in set(group.array_keys())]
     with quiet():
         if extra:
+            begin(path, MODELS_GROUP)
+            actual = zarr_group(path, MODELS_GROUP)
             for name in extra:
-                _create_variable(group, name, rows[name], n)
-            commit(path)
+                _create_variable(actual, name, rows[name], n)
+            commit(path, MODELS_GROUP)
+            group = zarr_group(path, MODELS_GROUP, committed=True)
         order = [v for v in rows.data_vars if v not in last] + [v for v in last if v in rows]
         for name in order:
             array = group[name]

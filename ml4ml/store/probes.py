@@ -22,7 +22,7 @@ from ml4ml.errors import InputError, StoreError
 from ml4ml.store.arrays import extend_rows, layout_group, write_rows, write_table_rows
 from ml4ml.store.groups import (check_unique, group_exists, mid_positions, open_group,
                                 probe_group, store_precision, zarr_group)
-from ml4ml.store.layout import commit, quiet
+from ml4ml.store.layout import begin, commit, quiet
 from ml4ml.store.rows import clear_done
 
 __all__ = ["init_probes", "probe_layout", "write_probe", "write_probe_data", "finish_probes",
@@ -84,20 +84,22 @@ def init_probes(path, suite: str, transform: str, template: xr.Dataset, mids) ->
     mids = [str(m) for m in mids]
     check_unique(mids, path)
     precision = store_precision(path)
-    if group_exists(path, group, committed=False):
-        existing = open_group(path, group, committed=False)
+    if group_exists(path, group):
+        existing = open_group(path, group)
         check_compatible(existing, template, path, group)
         have = set(str(m) for m in existing[dims.MID].values)
         new = [m for m in mids if m not in have]
         if new:
+            begin(path, group)
             with quiet():
                 extend_rows(zarr_group(path, group), new)
-            commit(path)
+            commit(path, group)
         return new
     layout = probe_layout(template, mids, precision, suite, transform)
+    begin(path, group)
     with quiet():
         layout_group(zarr_group(path), group, layout)
-    commit(path)
+    commit(path, group)
     return mids
 
 
@@ -152,10 +154,10 @@ def write_probe_data(path, suite: str, transform: str, mid: str, probe: xr.Datas
     Returns {"mid", "digest", "layer_name"}.
     """
     group = probe_group(suite, transform)
-    if not group_exists(path, group, committed=False):
+    if not group_exists(path, group):
         raise StoreError(f"the store has no group '{group}'", file=path)
     with quiet():
-        zgroup = zarr_group(path, group)
+        zgroup = zarr_group(path, group, committed=True)
     coords = xr.Dataset(coords={name: (zgroup[name].metadata.dimension_names, zgroup[name][:])
                                 for name in (dims.MID, dims.AUG_PARAM, dims.SAMPLE, dims.LABEL)
                                 if name in zgroup})
@@ -181,7 +183,7 @@ def finish_probes(path, suite: str, transform: str, results, source_sha256: dict
         return
     group = probe_group(suite, transform)
     with quiet():
-        zgroup = zarr_group(path, group)
+        zgroup = zarr_group(path, group, committed=True)
         mids = [r["mid"] for r in results]
         rows = mid_positions(zgroup, mids, path, group)
         values = {
@@ -212,7 +214,7 @@ def write_probe_failure(path, suite: str, transform: str, mid: str, message: str
     """Record why a model's responses were refused (its ``done`` flag cleared). Driver only."""
     group = probe_group(suite, transform)
     with quiet():
-        zgroup = zarr_group(path, group)
+        zgroup = zarr_group(path, group, committed=True)
         (row,) = mid_positions(zgroup, [mid], path, group)
         write_table_rows(zgroup, [row], {ERROR: np.array([message], dtype=object)},
                          flag=dims.DONE, flag_value=False)

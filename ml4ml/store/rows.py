@@ -20,7 +20,7 @@ from ml4ml.errors import StoreError
 from ml4ml.store.arrays import (ROW_TABLE_VARIABLES, extend_dim, extend_rows, layout_group,
                                 set_flags, write_table_rows)
 from ml4ml.store.groups import group_exists, mid_positions, zarr_group
-from ml4ml.store.layout import commit, quiet
+from ml4ml.store.layout import begin, commit, quiet
 
 __all__ = ["prepare_rows", "RowWrites", "append_measures", "clear_done", "PROBE_DIGEST"]
 
@@ -52,17 +52,19 @@ def prepare_rows(path, group: str, ds: xr.Dataset, mids) -> list[int]:
     """
     mids = [str(m) for m in mids]
     with quiet():
-        if not group_exists(path, group, committed=False):
+        if not group_exists(path, group):
+            begin(path, group)
             layout_group(zarr_group(path), group, _layout(ds, mids))
-            commit(path)
+            commit(path, group)
         else:
             zgroup = zarr_group(path, group)
             have = set(str(m) for m in zgroup[dims.MID][:].tolist())
             new = [m for m in mids if m not in have]
             if new:
+                begin(path, group)
                 extend_rows(zgroup, new)
-                commit(path)
-        zgroup = zarr_group(path, group)
+                commit(path, group)
+        zgroup = zarr_group(path, group, committed=True)
         rows = mid_positions(zgroup, mids, path, group)
         done = np.asarray(zgroup[dims.DONE][:], dtype=bool)
         redo = sorted(r for r in rows if done[r])
@@ -101,7 +103,7 @@ class RowWrites:
         for name in small:  # small per-model values: computed now, written with the flags
             self.table[name] = ds[name].transpose(dims.MID, ...).values
         with quiet():
-            zgroup = zarr_group(path, group)
+            zgroup = zarr_group(path, group, committed=True)
         arrays = {name: zgroup[name] for name in large}
         columns = []
         for name in large:
@@ -133,7 +135,7 @@ class RowWrites:
         take = [position[m] for m in mids]
         values = {name: np.asarray(column)[take] for name, column in self.table.items()}
         with quiet():
-            zgroup = zarr_group(self.path, self.group)
+            zgroup = zarr_group(self.path, self.group, committed=True)
             write_table_rows(zgroup, [self.rows[m] for m in mids], values, flag=dims.DONE)
 
 
@@ -150,6 +152,7 @@ def append_measures(path, group: str, value: xr.DataArray) -> None:
             raise StoreError("the models to append measures for differ from the group's",
                              file=path, field=f"{group}/{dims.MID}")
         names = [str(m) for m in value[dims.MEASURE].values]
+        begin(path, group)
         start = extend_dim(zgroup, dims.MEASURE, names)
         target = zgroup[dims.VALUE]
         order = list(target.metadata.dimension_names)
@@ -157,7 +160,7 @@ def append_measures(path, group: str, value: xr.DataArray) -> None:
         index = [slice(None)] * target.ndim
         index[order.index(dims.MEASURE)] = slice(start, start + len(names))
         target[tuple(index)] = data
-    commit(path)
+    commit(path, group)
 
 
 def clear_done(path, group: str, mids) -> list[str]:
@@ -165,10 +168,10 @@ def clear_done(path, group: str, mids) -> list[str]:
 
     Run before a model's rows are overwritten, and for rows whose inputs changed.
     """
-    if not group_exists(path, group, committed=False):
+    if not group_exists(path, group):
         return []
     with quiet():
-        zgroup = zarr_group(path, group)
+        zgroup = zarr_group(path, group, committed=True)
         have = {str(m): k for k, m in enumerate(zgroup[dims.MID][:].tolist())}
         done = np.asarray(zgroup[dims.DONE][:], dtype=bool)
         cleared = [m for m in dict.fromkeys(str(m) for m in mids) if m in have and done[have[m]]]

@@ -109,7 +109,7 @@ def register_zoo(pipeline) -> xr.Dataset:
     """
     store.create_store(pipeline.store, precision=pipeline.precision)
     store.add_models(pipeline.store, recipe_table(pipeline.recipes))
-    return store.read_models(pipeline.store, committed=False)
+    return store.read_models(pipeline.store)
 
 
 def _recipe_changes(pipeline, table) -> dict:
@@ -144,6 +144,12 @@ def invalidate_downstream(path, mids) -> None:
             store.clear_done(path, f"{prefix}/{suite}/{transform}", list(mids))
 
 
+def checkpoint_exists(path) -> bool:
+    from ml4ml.zoo.training import checkpoint_exists as exists
+
+    return exists(path)
+
+
 def train_pipeline(pipeline, *, client=None, force: bool = False, changed_only: bool = False,
                    device: str | None = None, progress: bool = True) -> TrainReport:
     """Train every model of ``pipeline`` not yet trained (all with ``force``).
@@ -175,13 +181,14 @@ def train_pipeline(pipeline, *, client=None, force: bool = False, changed_only: 
                 file=pipeline.file, field=f"zoo ({mid}.{name})",
                 hint="rerun with --changed to retrain exactly them (--force retrains every "
                      "model), or use a new store path")
-        checkpoints = Path(pipeline.checkpoints)
-        notes += [f"removed orphan temporary checkpoint {name}"
-                  for name in remove_orphan_checkpoints(checkpoints)]
+        checkpoints = str(pipeline.checkpoints)
+        if "://" not in checkpoints:
+            notes += [f"removed orphan temporary checkpoint {name}"
+                      for name in remove_orphan_checkpoints(checkpoints)]
         files = dict(zip(table[dims.MID].values.tolist(),
                          [str(c) for c in table[CHECKPOINT].values]))
         todo = [r for r in pipeline.recipes if force or r.mid in changed
-                or not trained.get(r.mid) or not Path(files.get(r.mid, "")).is_file()]
+                or not trained.get(r.mid) or not checkpoint_exists(files.get(r.mid, ""))]
         skipped = [r.mid for r in pipeline.recipes if r not in todo]
         redo = [r.mid for r in todo if trained.get(r.mid) and (force or r.mid in changed)]
         if redo:  # flags first: nothing trained from the old recipe passes as current
@@ -190,7 +197,8 @@ def train_pipeline(pipeline, *, client=None, force: bool = False, changed_only: 
         if changed:
             store.update_models(path, recipe_table(
                 [r for r in pipeline.recipes if r.mid in changed]))
-        checkpoints.mkdir(parents=True, exist_ok=True)
+        if "://" not in checkpoints:
+            Path(checkpoints).mkdir(parents=True, exist_ok=True)
         data_root = None if pipeline.data_root is None else str(pipeline.data_root)
         bar = stage_progress("train", len(todo), progress)
         for note in notes:
@@ -222,7 +230,7 @@ def train_one(recipe: Recipe, checkpoint_dir, data_root=None, device="cpu") -> d
     import torch
 
     from ml4ml.cluster import prepare_dask_worker, torch_threads
-    from ml4ml.zoo.training import save_checkpoint, train_model
+    from ml4ml.zoo.training import checkpoint_path, save_checkpoint, train_model
 
     prepare_dask_worker()
     with torch_threads(1):
@@ -233,7 +241,7 @@ def train_one(recipe: Recipe, checkpoint_dir, data_root=None, device="cpu") -> d
         what = f"weights {bad[:3]}" if bad else "test accuracy"
         return {"mid": recipe.mid, "error": f"training produced non-finite {what} "
                 f"(lr {recipe.lr:g} too high?)"}
-    path = Path(checkpoint_dir) / f"{recipe.mid}.pt"
+    path = checkpoint_path(checkpoint_dir, recipe.mid)
     sha = save_checkpoint(result, recipe, path)
     return {"mid": recipe.mid, CHECKPOINT: str(path), SHA256: sha,
             TEST_ACCURACY: float(result.test_accuracy), TRAIN_SECONDS: float(result.seconds),
@@ -248,7 +256,7 @@ def _run_all(todo, checkpoints, data_root, device, client):
         return
     from distributed import as_completed
 
-    futures = [client.submit(train_one, r, str(checkpoints), data_root, device,
+    futures = [client.submit(train_one, r, checkpoints, data_root, device,
                              key=f"train-{r.mid}-{time.time_ns()}", pure=False) for r in todo]
     for future in as_completed(futures):
         yield future.result()

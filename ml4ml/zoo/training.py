@@ -479,6 +479,13 @@ def save_checkpoint(trained_or_model, recipe: Recipe, path) -> str:
     torch.save(payload, buffer)
     data = buffer.getvalue()
     path = os.fspath(path)
+    if "://" in path:  # object storage: one PUT is atomic
+        import fsspec
+
+        with fsspec.open(path, "wb", **_storage_options(path)) as file:
+            file.write(data)
+        fault_point()
+        return hashlib.sha256(data).hexdigest()
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
@@ -497,11 +504,46 @@ def save_checkpoint(trained_or_model, recipe: Recipe, path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _storage_options(url: str) -> dict:
+    from ml4ml.store.backend import storage_options
+
+    return storage_options(url)
+
+
+def _open_read(path: str):
+    """A checkpoint file opened for reading: a local path or any fsspec URL."""
+    if "://" in path:
+        import fsspec
+
+        return fsspec.open(path, "rb", **_storage_options(path)).open()
+    return open(path, "rb")
+
+
+def checkpoint_exists(path) -> bool:
+    """Whether a checkpoint file (local or at an fsspec URL) exists."""
+    path = os.fspath(path)
+    if not path:
+        return False
+    if "://" in path:
+        import fsspec
+
+        fs, inner = fsspec.core.url_to_fs(path, **_storage_options(path))
+        return fs.isfile(inner)
+    return os.path.isfile(path)
+
+
+def checkpoint_path(folder, mid: str) -> str:
+    """The checkpoint file of model ``mid`` in ``folder`` (a local folder or a URL prefix)."""
+    folder = os.fspath(folder)
+    return f"{folder.rstrip('/')}/{mid}.pt" if "://" in folder else os.path.join(folder,
+                                                                                f"{mid}.pt")
+
+
 def verify_checkpoint(path, sha256: str | None = None) -> None:
     """InputError naming the file unless it exists, is not empty and has ``sha256``."""
     path = os.fspath(path)
     try:
-        with open(path, "rb") as file:
+        with _open_read(path) as file:
             digest = hashlib.file_digest(file, "sha256").hexdigest()
     except FileNotFoundError:
         raise InputError("checkpoint file not found", file=path, field="checkpoint",
@@ -527,7 +569,7 @@ def load_checkpoint(path, *, sha256: str | None = None) -> tuple[nn.Module, Reci
     """
     path = os.fspath(path)
     try:
-        with open(path, "rb") as file:
+        with _open_read(path) as file:
             data = file.read()
     except FileNotFoundError as exc:
         raise InputError("checkpoint file not found", file=path, field="checkpoint") from exc
