@@ -57,10 +57,44 @@ batch_size = 64
 """
 
 # values that may differ between runs without the data differing
-VOLATILE = {"models/train_seconds", "models/checkpoint"}
+VOLATILE = {"models/train_seconds", "models/checkpoint", "labels/rotation/written_at"}
+
+
+def canonical_skops(blob: bytes) -> tuple:
+    """A skops file with its object ids made canonical.
+
+    skops names the members that hold arrays, and tags every node, after ``id()`` of the
+    objects, and stamps the members with the time: two runs give other bytes for the same
+    estimator. Numbering the ids in their order of first mention in ``schema.json`` leaves
+    the content to compare, bit for bit."""
+    import io
+    import re
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(bytes(blob))) as z:
+        members = {info.filename: z.read(info) for info in z.infolist()}
+    schema = members.pop("schema.json").decode()
+    ids = re.compile(r'(?<="__id__": )\d+|(?<=")\d+(?=\.npy")')
+    number = {}
+    schema = ids.sub(lambda m: str(number.setdefault(m.group(), len(number))), schema)
+    order = [f"{i}.npy" for i in number if f"{i}.npy" in members]
+    return schema, [members[name] for name in order], len(members) - len(order)
+
+
+# the assess stage needs both kinds of label and a hold-out fold: two more models
+ASSESS_MODELS = """
+[[zoo.models]]
+mid = "m002"
+aug_range = 0
+seed = 2
+[[zoo.models]]
+mid = "m003"
+seed = 3
+"""
 
 
 def run_stages(folder: Path, stages: str) -> None:
+    from ml4ml.assess.stage import assess_store, label_store
     from ml4ml.config import load_pipeline
     from ml4ml.measure.stage import measure_store
     from ml4ml.probe.stage import probe_pipeline
@@ -73,6 +107,11 @@ def run_stages(folder: Path, stages: str) -> None:
         probe_pipeline(pipeline, progress=False)
     if "m" in stages:
         measure_store(pipeline.store, progress=False)
+    if "l" in stages:
+        label_store(pipeline.store, "rotation", "recipe")
+    if "a" in stages:
+        assess_store(pipeline.store, "rotation", repeats=2, assessors=["decision_tree"],
+                     skip_current=True)
 
 
 def in_child(function, *args, env=None) -> tuple[int, object]:
@@ -106,10 +145,10 @@ def in_child(function, *args, env=None) -> tuple[int, object]:
     return os.WEXITSTATUS(status), json.loads(payload) if payload else None
 
 
-def fresh(folder: Path) -> Path:
+def fresh(folder: Path, spec: str = SPEC) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    (folder / "crash.toml").write_text(SPEC)
+    (folder / "crash.toml").write_text(spec)
     return folder
 
 
@@ -131,6 +170,8 @@ def snapshot(path: Path) -> dict:
         ds = read_group(str(path), group)
         for name, var in ds.variables.items():
             arrays[f"{group}/{name}"] = var.values
+            if group.startswith("assess/") and name == "assessor":
+                arrays[f"{group}/{name}"] = canonical_skops(var.values.tobytes())
     for file in path.rglob("*"):
         if file.is_file() and "/c/" in "/" + str(file.relative_to(path)):
             files[str(file.relative_to(path))] = file.read_bytes()
@@ -151,6 +192,8 @@ def done_rows(path: Path) -> dict:
 
 
 def same(a, b) -> bool:
+    if isinstance(a, tuple):
+        return a == b
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape or a.dtype.kind != b.dtype.kind:
         return False
@@ -192,13 +235,16 @@ def _reference_snapshot(store_path: Path, out: Path) -> int:
     return 0
 
 
-STAGES = {"train": ("", "t"), "probe": ("t", "p"), "measure": ("tp", "m")}
+STAGES = {"train": ("", "t"), "probe": ("t", "p"), "measure": ("tp", "m"),
+          "assess": ("tpm", "la")}
 PRELOAD = ("torch", "torch._dynamo", "torch.optim", "torchvision", "sklearn.datasets",
            "sklearn.model_selection", "dask.array", "dask.diagnostics", "xarray", "zarr",
            "ml4ml.config", "ml4ml.zoo.stage", "ml4ml.zoo.training", "ml4ml.zoo.architectures",
            "ml4ml.probe.stage", "ml4ml.probe.responses", "ml4ml.data.suites",
            "ml4ml.measure.stage", "ml4ml.measure.measures", "ml4ml.measure.matrices",
-           "ml4ml.store", "ml4ml.store.layout", "ml4ml.progress", "distributed")
+           "ml4ml.store", "ml4ml.store.layout", "ml4ml.progress", "distributed",
+           "ml4ml.assess.stage", "ml4ml.assess.protocol", "ml4ml.assess.estimators",
+           "sklearn.ensemble", "sklearn.tree", "skops.io")
 
 
 def _resume_and_compare(folder: Path, stage: str, reference: Path) -> dict:
@@ -245,7 +291,7 @@ def main(workdir: str, signal_name: str, stage: str, workers: str = "2") -> int:
     before_stage, stages = STAGES[stage]
     work = Path(workdir)
     started = time.monotonic()
-    base = fresh(work / "base")
+    base = fresh(work / "base", SPEC + ASSESS_MODELS if stage == "assess" else SPEC)
     if before_stage:
         status, result = in_child(run_stages, base, before_stage)
         assert status == 0, result

@@ -37,6 +37,7 @@ class MeasureReport:
     seconds: float
     remeasured: dict = field(default_factory=dict)  # mid -> why its old rows were redone
     notes: list = field(default_factory=list)
+    tasks: int = 0  # tasks in the graph of the rows measured now (before optimisation)
 
     def summary(self) -> str:
         parts = [f"{self.suite}/{self.transform}: measured {len(self.measured)} model(s)"]
@@ -163,6 +164,7 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
         names = have_names + new_names
 
     # 2. rows of models not measured from their current probes (every name of the group)
+    tasks = 0
     if todo:
         selected = probes.sel({dims.MID: todo})
         about = {"suite": suite, "transform": transform,
@@ -178,10 +180,11 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
         lineage = {store.PROBE_DIGEST: np.array([digest[m] for m in todo], dtype=object)}
         writes = [store.RowWrites(path, x_group, matrices, todo, x_rows, lineage),
                   store.RowWrites(path, m_group, lazy, todo, m_rows, lineage)]
-        _compute_rows(writes, todo, progress, f"measure {suite}/{transform}")
+        tasks = _compute_rows(writes, todo, progress, f"measure {suite}/{transform}")
     return MeasureReport(suite=suite, transform=transform, measured=list(todo),
                          added_measures=added, skipped=len(done) - len(todo),
-                         seconds=time.perf_counter() - start, remeasured=remeasured)
+                         seconds=time.perf_counter() - start, remeasured=remeasured,
+                         tasks=tasks)
 
 
 def _single_threaded_blas():
@@ -198,14 +201,21 @@ def _compute(lazy):
 FLUSH_EVERY_S = 1.0
 
 
-def _compute_rows(writes: list, mids: list, enabled: bool, stage: str) -> None:
+def _graph_size(collections) -> int:
+    """Tasks in the merged graph of ``collections`` (shared tasks counted once)."""
+    from dask.base import collections_to_expr
+
+    return len(collections_to_expr(collections, optimize_graph=False).__dask_graph__())
+
+
+def _compute_rows(writes: list, mids: list, enabled: bool, stage: str) -> int:
     """Compute every group's row tasks in one graph; finish rows as their tasks complete.
 
     As a model's row task in a group completes, the driver writes that row's lineage and
     then its ``done`` flag (in batches, at most ``FLUSH_EVERY_S`` apart); a model counts
     as measured once its rows in every group are done.
     On a distributed cluster the futures are followed as they finish; in process, a
-    dask callback does the same.
+    dask callback does the same. Returns the number of tasks in the graph.
     """
     from ml4ml.progress import progress
 
@@ -238,6 +248,7 @@ def _compute_rows(writes: list, mids: list, enabled: bool, stage: str) -> None:
             pending[index] = []
 
     tasks = [task for rows in writes for task in rows.tasks]
+    n_tasks = _graph_size(tasks)
     try:
         from distributed import as_completed, get_client
 
@@ -261,6 +272,7 @@ def _compute_rows(writes: list, mids: list, enabled: bool, stage: str) -> None:
                 dask.compute(*tasks)
         flush()
     bar.close()
+    return n_tasks
 
 
 def open_measures(path, suite: str, transform: str) -> xr.Dataset:

@@ -22,9 +22,12 @@ reads them for every model, so ``act``, ``confidence`` and the matrices are stor
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.core.sync import sync
 from zarr.codecs import ZstdCodec
 
 from ml4ml import dims
@@ -120,19 +123,31 @@ def layout_group(parent: zarr.Group, name: str, ds: xr.Dataset, *, mid_chunk: in
     if group_coords:
         attrs["coordinates"] = " ".join(group_coords)
     group = parent.create_group(name, overwrite=True, attributes=_plain(attrs))
+    arrays = []
     for vname, var in ds.variables.items():
         var_attrs = dict(var.attrs)
         if vname in per_var:
             var_attrs["coordinates"] = per_var[vname]
-        array = group.create_array(
-            vname, shape=var.shape, dtype=zarr_dtype(var.dtype),
-            chunks=_chunks(vname, var, mid_chunk), fill_value=fill_value(var.dtype),
-            dimension_names=list(var.dims), attributes=_plain(var_attrs),
-            compressors=_compressors(vname, var.dtype))
-        if write == "all" or dims.MID not in var.dims or vname == dims.MID:
-            if var.size:
-                array[...] = _as_written(np.asarray(var.values))
+        spec = dict(shape=var.shape, dtype=zarr_dtype(var.dtype),
+                    chunks=_chunks(vname, var, mid_chunk), fill_value=fill_value(var.dtype),
+                    dimension_names=list(var.dims), attributes=_plain(var_attrs),
+                    compressors=_compressors(vname, var.dtype))
+        written = write == "all" or dims.MID not in var.dims or vname == dims.MID
+        values = _as_written(np.asarray(var.values)) if written and var.size else None
+        arrays.append((vname, spec, values))
+    sync(_create_arrays(group._async_group, arrays))
     return group
+
+
+async def _create_arrays(group, arrays) -> None:
+    """Every array's metadata and values at once: a store's latency is paid once, not
+    once per key (a group of 40 arrays on object storage is 80 round trips in series)."""
+    async def one(name, spec, values):
+        array = await group.create_array(name, **spec)
+        if values is not None:
+            await array.setitem(Ellipsis, values)
+
+    await asyncio.gather(*(one(*a) for a in arrays))
 
 
 def extend_rows(group: zarr.Group, new_mids, *, fill_fixed=None) -> int:
@@ -143,14 +158,7 @@ def extend_rows(group: zarr.Group, new_mids, *, fill_fixed=None) -> int:
     """
     start = group[dims.MID].shape[0]
     stop = start + len(new_mids)
-    for name, array in group.arrays():
-        names = array.metadata.dimension_names or ()
-        if dims.MID not in names:
-            continue
-        axis = list(names).index(dims.MID)
-        shape = list(array.shape)
-        shape[axis] = stop
-        array.resize(tuple(shape))
+    _resize_along(group, dims.MID, stop)
     group[dims.MID][start:stop] = np.asarray(list(new_mids), dtype=object)  # resized now
     for name, values in (fill_fixed or {}).items():
         group[name][start:stop] = _as_written(np.asarray(values))
@@ -161,15 +169,25 @@ def extend_dim(group: zarr.Group, dim: str, labels) -> int:
     """Grow every array along ``dim`` by ``labels`` (written into the ``dim`` coordinate)."""
     start = group[dim].shape[0]
     stop = start + len(labels)
-    for name, array in group.arrays():
-        names = list(array.metadata.dimension_names or ())
-        if dim not in names:
-            continue
-        shape = list(array.shape)
-        shape[names.index(dim)] = stop
-        array.resize(tuple(shape))
+    _resize_along(group, dim, stop)
     group[dim][start:stop] = _as_written(np.asarray(list(labels)))  # resized now
     return start
+
+
+def _resize_along(group: zarr.Group, dim: str, stop: int) -> None:
+    """Every array along ``dim`` resized to ``stop`` there, all metadata writes at once."""
+    resizes = []
+    for _, array in group.arrays():
+        names = list(array.metadata.dimension_names or ())
+        if dim in names:
+            shape = list(array.shape)
+            shape[names.index(dim)] = stop
+            resizes.append(array._async_array.resize(tuple(shape)))
+
+    async def gathered():
+        await asyncio.gather(*resizes)
+
+    sync(gathered())
 
 
 def write_rows(group: zarr.Group, rows, values: dict, *, flag: str | None = None) -> None:

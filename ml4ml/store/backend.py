@@ -36,11 +36,14 @@ def is_url(path) -> bool:
 
 
 def local_root(path) -> Path | None:
-    """The folder of a local store (``file://`` URLs included), or None for other URLs."""
+    """The absolute folder of a local store (``file://`` URLs included), or None for other
+    URLs. Absolute, so the workers of a cluster, started elsewhere, open the same folder."""
     text = str(path)
     if text.startswith("file://"):
-        return Path(text[len("file://"):])
-    return None if is_url(text) else Path(text)
+        text = text[len("file://"):]
+    elif is_url(text):
+        return None
+    return Path(os.path.abspath(text))
 
 
 def writes_done() -> int:

@@ -1,0 +1,122 @@
+"""`ml4ml probe/measure --scheduler tcp://...` against a `dask scheduler` and two
+`dask worker` processes started as a user would start them by hand (README, "Scale out")."""
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from ml4ml import dims, store
+
+SPEC = """
+name = "existing"
+[store]
+path = "db.zarr"
+[suites.digits]
+n_samples = 40
+[transforms.rotation]
+grid = [-10, 10, 5]
+[zoo]
+arch = "cnn5"
+epochs = 1
+n_train = 96
+batch_size = 32
+augmentation = "rotation"
+[[zoo.grids]]
+aug_range = [0, 20]
+seed = [0, 1]
+"""
+
+
+
+def ml4ml(*args, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "ml4ml", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def scheduler(tmp_path):
+    """tcp://127.0.0.1:PORT of a `dask scheduler` with two single-thread `dask worker`s."""
+    dask_cli = shutil.which("dask") or pytest.fail("the `dask` command is not installed")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    logs = tmp_path / "dask-logs"
+    logs.mkdir()
+    port = address.rsplit(":", 1)[1]
+    processes = [subprocess.Popen([dask_cli, "scheduler", "--host", "127.0.0.1", "--port",
+                                   port, "--no-dashboard"],
+                                  stdout=open(logs / "scheduler.log", "w"),
+                                  stderr=subprocess.STDOUT)]
+    processes += [subprocess.Popen([dask_cli, "worker", address, "--nthreads", "1",
+                                    "--nworkers", "1", "--no-dashboard", "--name", f"w{i}"],
+                                   stdout=open(logs / f"worker{i}.log", "w"),
+                                   stderr=subprocess.STDOUT) for i in range(2)]
+    try:
+        from distributed import Client
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with Client(address, timeout="5s") as client:
+                    client.wait_for_workers(2, timeout=60)
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield address
+    finally:
+        for p in processes[::-1]:
+            p.terminate()
+        for p in processes[::-1]:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_probe_and_measure_on_a_scheduler_started_by_hand_equal_a_serial_run(tmp_path,
+                                                                            scheduler):
+    serial, cluster = tmp_path / "serial", tmp_path / "cluster"
+    serial.mkdir()
+    (serial / "spec.toml").write_text(SPEC)
+    result = ml4ml("train", "spec.toml", "-q", cwd=serial)
+    assert result.returncode == 0, result.stderr
+    shutil.copytree(serial, cluster)  # the same checkpoints: only the scheduler differs
+
+    for folder, extra in ((serial, []), (cluster, ["--scheduler", scheduler])):
+        result = ml4ml("probe", "spec.toml", *extra, cwd=folder)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "probed 4 (model, suite, transform)" in result.stdout, result.stdout
+        result = ml4ml("measure", "db.zarr", *extra, cwd=folder)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "measured 4 model(s)" in result.stdout, result.stdout
+
+    # the workers really did the work: the scheduler knows the tasks they ran
+    from distributed import Client
+
+    with Client(scheduler, timeout="10s") as client:
+        ran = client.run_on_scheduler(
+            lambda dask_scheduler: sorted({str(k) for k in dask_scheduler.task_prefixes}))
+    assert "probe" in ran, " ".join(ran)  # probe_one tasks
+    assert "write" in ran, " ".join(ran)  # the measure stage's row writes
+
+    a = store.open_probes(str(serial / "db.zarr"), "digits", "rotation").load()
+    b = store.open_probes(str(cluster / "db.zarr"), "digits", "rotation").load()
+    assert a[dims.DONE].values.all() and b[dims.DONE].values.all()
+    for name in (dims.PROB, dims.ACT, dims.PREDICTION, dims.CONFIDENCE, store.DIGEST):
+        assert np.array_equal(a[name].values, b[name].values), name
+    ma = store.open_group(str(serial / "db.zarr"), "measures/digits/rotation").load()
+    mb = store.open_group(str(cluster / "db.zarr"), "measures/digits/rotation").load()
+    np.testing.assert_allclose(mb["value"].values, ma["value"].values, rtol=1e-12, atol=0,
+                               equal_nan=True)
+    assert np.isfinite(ma["value"].values).mean() > 0.5
