@@ -90,3 +90,20 @@ def test_a_missing_committed_node_is_damage_never_papered_over(path):
                                          r"'probes/d/rotation/act'"):
         with store.writing(path, recover=False):
             store.recover(path, full=True)
+
+
+def test_groups_committed_one_by_one_in_any_order_open_cleanly(path):
+    """zarr's reader needs a parent's children side by side in the committed document;
+    groups of two suites committed in turn (probes, then matrices) once broke it."""
+    with store.writing(path):
+        store.init_probes(path, "e", "rotation", one_probe(), ["m1"])
+        store.init_probes(path, "d", "scaling", one_probe(P=3), ["m1"])
+        store.init_probes(path, "a", "rotation", one_probe(), ["m1"])
+    groups = ["probes/d/rotation", "probes/e/rotation", "probes/d/scaling", "probes/a/rotation"]
+    for group in groups:
+        assert plain(path, group)[dims.MID].values.tolist()[0] == "m1"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tree = xr.open_datatree(path, engine="zarr")
+    assert sorted(tree["probes"].children) == ["a", "d", "e"]
+    assert sorted(tree["probes/d"].children) == ["rotation", "scaling"]

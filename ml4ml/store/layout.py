@@ -126,7 +126,9 @@ def _commit_group(store, group: str) -> None:
                     found[ancestor] = _without_consolidated(metadata)
         flat.update(found)
     entries = {}
-    for name, metadata in flat.items():
+    # sorted by path: zarr's reader groups a parent's children with itertools.groupby
+    # after a sort by depth only, so children of one parent must lie next to each other
+    for name, metadata in sorted(flat.items()):
         if metadata.get("node_type") == "group":
             metadata = {**metadata, "consolidated_metadata": {
                 "kind": "inline", "must_understand": False, "metadata": {}}}
