@@ -7,8 +7,8 @@ then, on a fresh LocalCluster (default 2 single-thread worker processes), times
 
 - seconds per model (wall time / N): linear growth means this stays flat;
 - the graph's size in tasks, and tasks per model;
-- each worker's peak resident memory (``ru_maxrss`` of a worker process that did
-  nothing else), against the bound stated in the README.
+- each worker's peak resident memory (``VmHWM`` of a worker process that did nothing
+  else), against the bound stated in the README.
 
 Then the incremental costs on the largest store: 10 models added and measured (the cost
 of 10 models, not of N); 10 models whose rows are interleaved with finished ones (every
@@ -107,9 +107,13 @@ def mark_done(path: Path, mids: list[str]) -> None:
 
 
 def _peak_rss_mib() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """This process's peak resident memory (``VmHWM``, MiB). Not ``ru_maxrss``: Linux keeps
+    that across exec, so a worker would report the peak of the process that spawned it."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def measure_on_cluster(path: Path, workers: int) -> dict:

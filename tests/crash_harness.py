@@ -286,8 +286,14 @@ def main(workdir: str, signal_name: str, stage: str, workers: str = "2") -> int:
     use, and a child forked after that would wait on a thread it does not have."""
     import importlib
 
+    # Ctrl-C raises KeyboardInterrupt, as in a terminal, even when this process was started
+    # with SIGINT ignored (a background job of a non-interactive shell)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for module in PRELOAD:  # imported once, before any fork: children start at once
         importlib.import_module(module)
+    import gc
+
+    gc.freeze()  # the collector then never touches these objects: children copy fewer pages
     before_stage, stages = STAGES[stage]
     work = Path(workdir)
     started = time.monotonic()

@@ -1,6 +1,5 @@
 """The assessor protocol: folds, determinism, metrics, importances, the honest comparison."""
 
-import time
 
 import numpy as np
 import pandas as pd
@@ -348,21 +347,18 @@ def test_no_assessor_beats_a_perfect_feature():
     assert f"p = {result['accuracy_p']:.3g}" in result["verdict"]
 
 
-def test_paper_scale_timing():
-    """150 models x 80 features, every method, 10 repeats, importances: time printed."""
+def test_paper_scale_protocol_finds_the_signal():
+    """150 models x 80 features, every method, importances: the informative feature wins.
+    (Its speed at 10 repeats is a benchmark's business, not a test's.)"""
     rng = np.random.default_rng(0)
     columns = [f"f{i}" for i in range(80)]
     X = pd.DataFrame(rng.normal(size=(150, 80)), columns=columns)
     y = ((X["f3"] + 0.5 * X["f7"] + 0.3 * rng.normal(size=150)) > 0).astype(int).to_numpy()
     X.iloc[5, 10] = np.nan
     holdout = np.arange(150) < 50
-    start = time.perf_counter()
-    results = run_protocol(X, y, holdout, methods=list(ASSESSORS + BASELINES), repeats=10,
+    results = run_protocol(X, y, holdout, methods=list(ASSESSORS + BASELINES), repeats=3,
                            seed=0, robust_feature="f3")
-    elapsed = time.perf_counter() - start
-    print(f"\nrun_protocol, 150 models x 80 features, {len(ASSESSORS)} assessors + "
-          f"{len(BASELINES)} baselines, 10 repeats x 3 folds, importance: {elapsed:.1f} s")
-    assert results["accuracy"].shape == (10, 3, 9)
+    assert results["accuracy"].shape == (3, 3, 9)
     assert np.isfinite(results["accuracy"].values).all()
     for method in ("random_forest", "gradient_boosting", "baseline_best_feature"):
         assert top_features(results, method, n=1).index[0] == "f3"
