@@ -82,3 +82,25 @@ def test_a_rerun_with_the_same_settings_is_bitwise_identical(stores):
                           equal_nan=True)
     assert np.array_equal(matrices(path).matrix_subset.values,
                           first_matrices.matrix_subset.values, equal_nan=True)
+
+
+def test_measuring_in_batches_writes_the_same_store(stores, monkeypatch):
+    """Asserts bitwise identity: a database measured a model per graph (three batches, the
+    groups laid out by the first and extended by the others) equals one graph."""
+    from ml4ml.measure import stage
+
+    whole, batched = stores("whole.zarr"), stores("batched.zarr")
+    with dask.config.set(scheduler="threads", num_workers=1):
+        measure_store(str(whole))
+        monkeypatch.setattr(stage, "BATCH", 1)
+        (report,) = measure_store(str(batched))
+    assert report.measured == ["m1", "m2", "t1"] and report.tasks > 0
+    for group in ("measures/legacy/rotation", "matrices/legacy/rotation"):
+        a = store.open_group(str(whole), group).load()
+        b = store.open_group(str(batched), group).load()
+        assert list(a.data_vars) == list(b.data_vars)
+        for name in a.variables:
+            assert np.array_equal(a[name].values, b[name].values,
+                                  equal_nan=a[name].dtype.kind == "f"), (group, name)
+    assert store.done_mids(store.open_group(str(batched), "measures/legacy/rotation")) == \
+        ["m1", "m2", "t1"]

@@ -163,24 +163,32 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
         added = new_names
         names = have_names + new_names
 
-    # 2. rows of models not measured from their current probes (every name of the group)
+    # 2. rows of models not measured from their current probes (every name of the group),
+    #    BATCH models per graph: the graph and each worker's memory stay bounded
     tasks = 0
     if todo:
-        selected = probes.sel({dims.MID: todo})
+        from ml4ml.progress import progress as stage_progress
+
         about = {"suite": suite, "transform": transform,
                  "units": str(probes.attrs.get("units", "")),
                  "measures_documentation": "docs/measures.md"}
-        lazy = measure_database(selected, measures=names).assign_attrs(
-            title=f"measures of every model's variance matrices, suite '{suite}', "
-                  f"'{transform}'", **about)
-        matrices = variance_matrices(selected).assign_attrs(
-            title=f"variance matrices of every model, suite '{suite}', '{transform}'", **about)
-        x_rows = store.prepare_rows(path, x_group, matrices, todo)
-        m_rows = store.prepare_rows(path, m_group, lazy, todo)
-        lineage = {store.PROBE_DIGEST: np.array([digest[m] for m in todo], dtype=object)}
-        writes = [store.RowWrites(path, x_group, matrices, todo, x_rows, lineage),
-                  store.RowWrites(path, m_group, lazy, todo, m_rows, lineage)]
-        tasks = _compute_rows(writes, todo, progress, f"measure {suite}/{transform}")
+        bar = stage_progress(f"measure {suite}/{transform}", len(todo), progress)
+        for first in range(0, len(todo), BATCH):
+            batch = todo[first:first + BATCH]
+            selected = probes.sel({dims.MID: batch})
+            lazy = measure_database(selected, measures=names).assign_attrs(
+                title=f"measures of every model's variance matrices, suite '{suite}', "
+                      f"'{transform}'", **about)
+            matrices = variance_matrices(selected).assign_attrs(
+                title=f"variance matrices of every model, suite '{suite}', '{transform}'",
+                **about)
+            x_rows = store.prepare_rows(path, x_group, matrices, batch)
+            m_rows = store.prepare_rows(path, m_group, lazy, batch)
+            lineage = {store.PROBE_DIGEST: np.array([digest[m] for m in batch], dtype=object)}
+            writes = [store.RowWrites(path, x_group, matrices, batch, x_rows, lineage),
+                      store.RowWrites(path, m_group, lazy, batch, m_rows, lineage)]
+            tasks += _compute_rows(writes, bar)
+        bar.close()
     return MeasureReport(suite=suite, transform=transform, measured=list(todo),
                          added_measures=added, skipped=len(done) - len(todo),
                          seconds=time.perf_counter() - start, remeasured=remeasured,
@@ -199,16 +207,22 @@ def _compute(lazy):
 
 
 FLUSH_EVERY_S = 1.0
+# models per graph: large enough that dask keeps both cores busy, small enough that the
+# graph and each worker's memory do not grow with the database (benchmarks/scale.py)
+BATCH = 200
 
 
 def _graph_size(collections) -> int:
-    """Tasks in the merged graph of ``collections`` (shared tasks counted once)."""
+    """Tasks that run for ``collections``: their merged graph culled to what they need
+    (a batch's graph names every chunk of the probe group; only its models' are read)."""
     from dask.base import collections_to_expr
+    from dask.optimization import cull
 
-    return len(collections_to_expr(collections, optimize_graph=False).__dask_graph__())
+    graph = dict(collections_to_expr(collections, optimize_graph=False).__dask_graph__())
+    return len(cull(graph, [c.key for c in collections])[0])
 
 
-def _compute_rows(writes: list, mids: list, enabled: bool, stage: str) -> int:
+def _compute_rows(writes: list, bar) -> int:
     """Compute every group's row tasks in one graph; finish rows as their tasks complete.
 
     As a model's row task in a group completes, the driver writes that row's lineage and
@@ -217,9 +231,6 @@ def _compute_rows(writes: list, mids: list, enabled: bool, stage: str) -> int:
     On a distributed cluster the futures are followed as they finish; in process, a
     dask callback does the same. Returns the number of tasks in the graph.
     """
-    from ml4ml.progress import progress
-
-    bar = progress(stage, len(mids), enabled)
     owner = {}
     for index, rows in enumerate(writes):
         for key, mid in rows.keys.items():
@@ -271,7 +282,6 @@ def _compute_rows(writes: list, mids: list, enabled: bool, stage: str) -> int:
             with _Rows():
                 dask.compute(*tasks)
         flush()
-    bar.close()
     return n_tasks
 
 
