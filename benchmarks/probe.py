@@ -14,6 +14,13 @@ throttled machine slows both), next to the ratio of the best times.
     python benchmarks/probe.py                       # CPU, both models
     python benchmarks/probe.py --device cuda --images 2048
     python benchmarks/probe.py --models cnn5 --params 31 --images 512 --repeats 5
+    python benchmarks/probe.py --models cnn5 --workers 2
+
+``--workers N`` compares the probe in N dask workers (a LocalCluster of N single-thread
+processes, as ``ml4ml probe --workers N`` runs it) with N plain processes of one torch
+thread each, all N running at once in both cases: the probe's throughput per core in a
+worker against that in a plain process (goal: within 10%). The two are run alternately
+``--rounds`` times.
 """
 
 from __future__ import annotations
@@ -165,6 +172,68 @@ def run(name: str, args) -> dict:
     return result
 
 
+def timed_probes(name: str, n_images: int, n_params: int, batch_size: int, repeats: int,
+                 threads: int = 1) -> list[float]:
+    """Seconds of each of ``repeats`` probes (after a warm-up) of model ``name``, run the
+    way the probe stage runs a model in a worker (``prepare_dask_worker``, ``threads``)."""
+    from ml4ml.cluster import prepare_dask_worker, torch_threads
+
+    prepare_dask_worker()  # a no-op in a plain process
+    with torch_threads(threads):
+        torch.manual_seed(0)
+        model, shape = build(name)
+        model.eval()
+        transform = get_transform("rotation")
+        grid = validate_grid(transform, np.linspace(-15.0, 15.0, n_params))
+        images, labels = test_images(shape, n_images)
+        device = torch.device("cpu")
+        time_probe(model, images, labels, transform, grid, batch_size, device)
+        return [time_probe(model, images, labels, transform, grid, batch_size, device)
+                for _ in range(repeats)]
+
+
+def _in_process(queue, *args):
+    queue.put(timed_probes(*args))
+
+
+def run_workers(name: str, args) -> dict:
+    """Per-core probe throughput: N dask workers against N plain processes, both at once."""
+    import multiprocessing
+
+    from dask.distributed import Client, LocalCluster
+
+    n_images = args.images or (512 if name == "cnn5" else 64)
+    job = (name, n_images, args.params, args.batch_size, args.repeats)
+    n_inputs = n_images * args.params
+    context = multiprocessing.get_context("spawn")
+    plain, worker = [], []
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        addresses = list(client.scheduler_info()["workers"])
+        for round_ in range(args.rounds):
+            queue = context.Queue()
+            processes = [context.Process(target=_in_process, args=(queue, *job))
+                         for _ in range(args.workers)]
+            for p in processes:
+                p.start()
+            seconds = [queue.get() for _ in processes]
+            for p in processes:
+                p.join()
+            plain.append(n_inputs / np.median(seconds))
+            futures = [client.submit(timed_probes, *job, workers=[a], pure=False,
+                                     key=f"timed-probes-{round_}-{i}")
+                       for i, a in enumerate(addresses)]
+            worker.append(n_inputs / np.median(client.gather(futures)))
+            print(f"round {round_ + 1}: per core, plain process {plain[-1]:8.0f}/s, dask "
+                  f"worker {worker[-1]:8.0f}/s ({worker[-1] / plain[-1]:.3f})", flush=True)
+    ratio = float(np.median(np.array(worker) / np.array(plain)))
+    print(f"{name}: {args.workers} at once, 1 thread each, {n_images} images x "
+          f"{args.params}: per-core throughput in a dask worker / in a plain process = "
+          f"{ratio:.3f} (median of {args.rounds} rounds; goal >= 0.90)", flush=True)
+    return {"model": name, "workers": args.workers, "plain_per_s": float(np.median(plain)),
+            "worker_per_s": float(np.median(worker)), "ratio": ratio}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="e.g. cpu, cuda, cuda:1")
@@ -176,7 +245,12 @@ def main(argv=None):
     parser.add_argument("--models", default="cnn5,vgg13bn", help="comma-separated")
     parser.add_argument("--repeats", type=int, default=9, help="timed pairs")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="compare N dask workers with N plain processes (1 thread each)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --workers: rounds")
     args = parser.parse_args(argv)
+    if args.workers:
+        return [run_workers(name, args) for name in args.models.split(",")]
     torch.set_num_threads(args.threads)
     return [run(name, args) for name in args.models.split(",")]
 

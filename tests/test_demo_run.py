@@ -208,3 +208,54 @@ def test_progress_on_a_terminal_is_one_bar_with_the_model_and_an_eta(tmp_path):
     assert re.search(r"train m00[123]", text)  # the current model in its description
     assert re.search(r"<\d\d:\d\d", text)  # tqdm's time left
     assert text.count("train: 3 model(s) to do") == 0
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_examples(section: str) -> str:
+    """The python code blocks of one section (``## ...``) of the README, joined."""
+    text = README.read_text()
+    start = text.index(f"\n## {section}\n")
+    end = text.find("\n## ", start + 1)
+    return "\n".join(re.findall(r"```python\n(.*?)```", text[start:end], flags=re.S))
+
+
+def test_the_readmes_xarray_examples_run_on_the_demo_store(demo):
+    """The README's "Query the store with xarray" examples, as written, on the reduced demo;
+    each result checked against a computation of its own on the arrays."""
+    folder, _, _ = demo
+    code = readme_examples("Query the store with xarray")
+    assert code.count('path = "stores/demo-digits.zarr"') == 1
+    namespace = {}
+    exec(code.replace("stores/demo-digits.zarr", str(folder / "demo.zarr")), namespace)
+    path = folder / "demo.zarr"
+    models = xr.open_zarr(path, group="models").load()
+    measures = xr.open_zarr(path, group="measures/digits/rotation").load()
+    mids = measures["mid"].values.tolist()
+    holdout = models["holdout"].sel(mid=mids).values
+    accuracy = measures["accuracy"].values
+    curves = namespace["curves"]
+    assert curves.dims == ("holdout", "aug_param") and curves.shape == (2, 31)
+    np.testing.assert_allclose(curves.sel(holdout=True).values, accuracy[holdout].mean(0))
+    np.testing.assert_allclose(curves.sel(holdout=False).values, accuracy[~holdout].mean(0))
+    grad = measures["value"].sel(level="confidence", split="correct", interval=0,
+                                 measure="grad_v_std").values
+    ranges = models["aug_range"].sel(mid=mids).values
+    by_range = namespace["by_range"]
+    assert sorted(by_range["aug_range"].values.tolist()) == sorted(set(ranges.tolist()))
+    for value in set(ranges.tolist()):
+        np.testing.assert_allclose(by_range.sel(aug_range=value).values,
+                                   np.nanmedian(grad[ranges == value]))
+    robust = measures["robust_accuracy"].sel(interval=0).values
+    assert namespace["fragile_mids"] == [m for m, r in zip(mids, robust) if r < 0.5]
+    probes = xr.open_zarr(path, group="probes/digits/rotation").load()
+    np.testing.assert_allclose(namespace["mean_confidence"].values,
+                               probes["confidence"].values.astype(np.float64).mean(-1),
+                               rtol=1e-6)
+    stored = xr.open_zarr(path, group="labels/rotation").load()
+    assert namespace["labels"].values.tolist() == stored["label"].sel(source="recipe").values.tolist()
+    table = namespace["table"]
+    assessed = xr.open_zarr(path, group="assess/rotation").load()
+    assert sorted(table.index) == sorted(assessed["method"].values.tolist())
+    assert table.iloc[-1] == assessed["accuracy"].mean(["repeat", "fold"]).max()
