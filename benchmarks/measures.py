@@ -204,7 +204,6 @@ def run_store(n_models: int, folder, codec: str) -> None:
     for n in (small, large):
         path = folder / f"store-{codec}-{n}.zarr"
         shutil.rmtree(path, ignore_errors=True)
-        start = time.perf_counter()
         for seed in range(1, n + 1):
             results_file, act_file = _write_reference_files(files, seed)
             t0 = time.perf_counter()

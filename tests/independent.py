@@ -6,7 +6,6 @@ paper80 row: no store, no stage code in between.
 """
 
 import numpy as np
-import xarray as xr
 
 from ml4ml import dims, store
 from ml4ml.measure.feature_sets import paper80

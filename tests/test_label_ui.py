@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -16,7 +15,6 @@ from starlette.testclient import TestClient
 
 import browser
 import golden
-from ml4ml import store
 from ml4ml.cli import cli
 from ml4ml.labelling.app import create_app
 from ml4ml.store.labels import read_labels

@@ -42,7 +42,6 @@ def train(pipeline, workers, scheduler, device, force, changed_only, quiet):
 
     PIPELINE is a spec file, e.g. pipelines/demo-digits.toml; checkpoints go beside the store.
     """
-    from ml4ml.cluster import dask_client
     from ml4ml.config import load_pipeline
     from ml4ml.zoo.stage import train_pipeline
 
@@ -70,7 +69,6 @@ def probe(pipeline, workers, scheduler, device, force, quiet):
     Every trained model of PIPELINE x its suites x its transforms; done models are skipped,
     models whose checkpoint changed are probed again.
     """
-    from ml4ml.cluster import dask_client
     from ml4ml.config import load_pipeline
     from ml4ml.probe.stage import probe_pipeline
 

@@ -21,7 +21,6 @@ a 4xx JSON ``{"error": ...}`` and change nothing; image paths name models, never
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import io
 import json

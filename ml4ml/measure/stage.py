@@ -111,8 +111,7 @@ def _stored_rows(path, group) -> tuple[dict, dict, list]:
 
 
 def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureReport:
-    from ml4ml.measure.matrices import variance_matrices
-    from ml4ml.measure.measures import measure_database, measure_matrices, registered_measures
+    from ml4ml.measure.measures import measure_matrices, registered_measures
 
     start = time.perf_counter()
     probes = store.open_probes(path, suite, transform)
@@ -173,26 +172,42 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
                  "units": str(probes.attrs.get("units", "")),
                  "measures_documentation": "docs/measures.md"}
         bar = stage_progress(f"measure {suite}/{transform}", len(todo), progress)
-        for first in range(0, len(todo), BATCH):
-            batch = todo[first:first + BATCH]
-            selected = probes.sel({dims.MID: batch})
-            lazy = measure_database(selected, measures=names).assign_attrs(
-                title=f"measures of every model's variance matrices, suite '{suite}', "
-                      f"'{transform}'", **about)
-            matrices = variance_matrices(selected).assign_attrs(
-                title=f"variance matrices of every model, suite '{suite}', '{transform}'",
-                **about)
-            x_rows = store.prepare_rows(path, x_group, matrices, batch)
-            m_rows = store.prepare_rows(path, m_group, lazy, batch)
-            lineage = {store.PROBE_DIGEST: np.array([digest[m] for m in batch], dtype=object)}
-            writes = [store.RowWrites(path, x_group, matrices, batch, x_rows, lineage),
-                      store.RowWrites(path, m_group, lazy, batch, m_rows, lineage)]
-            tasks += _compute_rows(writes, bar)
-        bar.close()
+        try:
+            tasks = _measure_batches(path, probes, todo, names, digest, about, bar)
+        finally:
+            bar.close()
     return MeasureReport(suite=suite, transform=transform, measured=list(todo),
                          added_measures=added, skipped=len(done) - len(todo),
                          seconds=time.perf_counter() - start, remeasured=remeasured,
                          tasks=tasks)
+
+
+def _measure_batches(path, probes, todo, names, digest, about, bar) -> int:
+    """Lay out, compute and write the rows of ``todo``, ``BATCH`` models per graph; the
+    number of tasks that ran."""
+    from ml4ml.measure.matrices import variance_matrices
+    from ml4ml.measure.measures import measure_database
+
+    suite, transform = about["suite"], about["transform"]
+    x_group = store.matrices_group(suite, transform)
+    m_group = store.measures_group(suite, transform)
+    tasks = 0
+    for first in range(0, len(todo), BATCH):
+        batch = todo[first:first + BATCH]
+        selected = probes.sel({dims.MID: batch})
+        lazy = measure_database(selected, measures=names).assign_attrs(
+            title=f"measures of every model's variance matrices, suite '{suite}', "
+                  f"'{transform}'", **about)
+        matrices = variance_matrices(selected).assign_attrs(
+            title=f"variance matrices of every model, suite '{suite}', '{transform}'",
+            **about)
+        x_rows = store.prepare_rows(path, x_group, matrices, batch)
+        m_rows = store.prepare_rows(path, m_group, lazy, batch)
+        lineage = {store.PROBE_DIGEST: np.array([digest[m] for m in batch], dtype=object)}
+        writes = [store.RowWrites(path, x_group, matrices, batch, x_rows, lineage),
+                  store.RowWrites(path, m_group, lazy, batch, m_rows, lineage)]
+        tasks += _compute_rows(writes, bar)
+    return tasks
 
 
 def _single_threaded_blas():

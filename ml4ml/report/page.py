@@ -143,7 +143,7 @@ def _gallery(c: dict) -> str:
         order = list(range(len(mids)))
         intro = "in store order (no assessment yet)"
     scale = ", ".join(f"{escape(t)} 0..{v:.3g}" for t, v in c["scale"].items())
-    out = [f"<h2>Gallery: every model's variance matrices</h2>",
+    out = ["<h2>Gallery: every model's variance matrices</h2>",
            f"<p class='meta'>{intro}. One colour scale per matrix across models "
            f"({c['split']} samples, l2): {scale}.</p><div class='gallery'>"]
     models = c["models"]

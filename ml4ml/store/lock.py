@@ -28,7 +28,7 @@ import time
 from contextlib import contextmanager
 
 from ml4ml.errors import StoreError
-from ml4ml.store.backend import is_url, local_root
+from ml4ml.store.backend import local_root
 
 __all__ = ["writing", "holder", "is_held", "LOCK_NAME", "STALE_AFTER_S"]
 

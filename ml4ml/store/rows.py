@@ -4,9 +4,9 @@
 written, as one committed layout change, and clears the ``done`` flag of those being
 redone. ``RowWrites`` turns a lazy dataset into one dask task per model that writes that
 model's large variables; as tasks complete, the driver writes their small values (lineage)
-and then their ``done`` flags. All tasks of a command are computed together, so variance
-matrices shared by two groups are built once. ``append_measures`` adds new names along ``measure`` for every row in one committed
-change.
+and then their ``done`` flags. The tasks of a batch of models are computed together, so
+variance matrices shared by two groups are built once. ``append_measures`` adds new names
+along ``measure`` for every row in one committed change.
 """
 
 from __future__ import annotations
