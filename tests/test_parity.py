@@ -1,7 +1,7 @@
 """Parity with the reference implementation on the golden cases (relative error <= 1e-6).
 
 The small cases are in the checkout (tests/data/golden); the large ones beside it are an
-extra, skipped when absent (tests/golden.py).
+extra, tested when they are there (tests/golden.py).
 
 Each case is read from the reference's own files with ``read_legacy``, measured through
 ``variance_matrices`` and ``measure_database``, and every number the reference computed
