@@ -107,7 +107,10 @@ def run_stages(folder: Path, stages: str) -> None:
     if "p" in stages:
         probe_pipeline(pipeline, progress=False)
     if "m" in stages:
-        measure_store(pipeline.store, progress=False)
+        from ml4ml.measure import stage
+
+        stage.BATCH = 1  # a model per graph: the later batches extend the groups the first
+        measure_store(pipeline.store, progress=False)  # laid out, and are crashed too
     if "l" in stages:
         label_store(pipeline.store, "rotation", "recipe")
     if "a" in stages:
