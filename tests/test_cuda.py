@@ -4,14 +4,13 @@ Skipped (with the reason) on machines without CUDA; it runs on any CI runner wit
 """
 
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from ml4ml import dims, store
+from processes import ml4ml
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 
@@ -33,19 +32,14 @@ aug_range = [0, 30]
 """
 
 
-def ml4ml(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "ml4ml", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
-
-
 def test_probe_on_cuda_matches_the_cpu(tmp_path):
     cpu, gpu = tmp_path / "cpu", tmp_path / "gpu"
     cpu.mkdir()
     (cpu / "spec.toml").write_text(SPEC)
-    assert ml4ml("train", "spec.toml", "-q", cwd=cpu).returncode == 0
+    assert ml4ml("train", "spec.toml", "-q", cwd=cpu, timeout=600).returncode == 0
     shutil.copytree(cpu, gpu)
     for folder, device in ((cpu, "cpu"), (gpu, "cuda")):
-        result = ml4ml("probe", "spec.toml", "--device", device, "-q", cwd=folder)
+        result = ml4ml("probe", "spec.toml", "--device", device, "-q", cwd=folder, timeout=600)
         assert result.returncode == 0, result.stderr
     a = store.open_probes(str(cpu / "db.zarr"), "digits", "rotation").load()
     b = store.open_probes(str(gpu / "db.zarr"), "digits", "rotation").load()

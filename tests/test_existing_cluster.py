@@ -4,13 +4,13 @@
 import shutil
 import socket
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
 from ml4ml import dims, store
+from processes import ml4ml
 
 SPEC = """
 name = "existing"
@@ -31,11 +31,6 @@ aug_range = [0, 20]
 seed = [0, 1]
 """
 
-
-
-def ml4ml(*args, cwd=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "ml4ml", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def free_port() -> int:

@@ -173,7 +173,8 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
                  "measures_documentation": "docs/measures.md"}
         bar = stage_progress(f"measure {suite}/{transform}", len(todo), progress)
         try:
-            tasks = _measure_batches(path, probes, todo, names, digest, about, bar)
+            tasks = _measure_batches(path, (x_group, m_group), probes, todo, names, digest,
+                                     about, bar)
         finally:
             bar.close()
     return MeasureReport(suite=suite, transform=transform, measured=list(todo),
@@ -182,15 +183,14 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
                          tasks=tasks)
 
 
-def _measure_batches(path, probes, todo, names, digest, about, bar) -> int:
-    """Lay out, compute and write the rows of ``todo``, ``BATCH`` models per graph; the
-    number of tasks that ran."""
+def _measure_batches(path, groups, probes, todo, names, digest, about, bar) -> int:
+    """Lay out, compute and write the rows of ``todo`` in ``groups`` (matrices, measures),
+    ``BATCH`` models per graph; the number of tasks that ran."""
     from ml4ml.measure.matrices import variance_matrices
     from ml4ml.measure.measures import measure_database
 
     suite, transform = about["suite"], about["transform"]
-    x_group = store.matrices_group(suite, transform)
-    m_group = store.measures_group(suite, transform)
+    x_group, m_group = groups
     tasks = 0
     for first in range(0, len(todo), BATCH):
         batch = todo[first:first + BATCH]
