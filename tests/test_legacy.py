@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
+import io
+import json
 
 import numpy as np
 import pytest
 
+import golden
 from ml4ml import dims
 from ml4ml.errors import InputError
 from ml4ml.store.legacy import read_legacy
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 
 
 def _reference_arrays(params=(-2.0, -1.0, 0.0, 1.0, 2.0), n_samples=4, layers=(8, 9), seed=0):
@@ -98,15 +99,22 @@ def test_scaling_units_and_identity(tmp_path):
     np.testing.assert_allclose(probe[dims.AUG_PARAM].values, [0.8, 0.9, 1.0, 1.1, 1.2])
 
 
-@pytest.mark.skipif(not GOLDEN.is_dir(), reason=f"golden vectors not found at {GOLDEN}")
-def test_reads_golden_case():
-    probe = read_legacy(GOLDEN / "case3_results.npy.gz", GOLDEN / "case3_actoverall.npy.gz")
+@pytest.mark.parametrize("case", golden.cases())
+def test_reads_golden_case(case):
+    """The reference's own files of every golden case, against their raw columns."""
+    expected = json.loads(golden.expected(case).read_text())
+    results = np.load(io.BytesIO(gzip.open(golden.results(case)).read()))
+    act = np.load(io.BytesIO(gzip.open(golden.act(case)).read()))
+    probe = read_legacy(golden.results(case), golden.act(case))
     assert dict(probe.sizes) == {
-        dims.AUG_PARAM: 21, dims.SAMPLE: 800, dims.LAYER: 2, dims.STAT: 8, dims.CLASS: 10
+        dims.AUG_PARAM: expected["n_params"], dims.SAMPLE: expected["n_samples"],
+        dims.LAYER: 2, dims.STAT: 8, dims.CLASS: 10
     }
     np.testing.assert_array_equal(probe[dims.CLASS].values, np.arange(10))
-    np.testing.assert_array_equal(probe[dims.AUG_PARAM].values, np.arange(-10.0, 11.0))
-    assert list(probe[dims.LAYER_NAME].values) == ["conv8", "conv9"]
+    np.testing.assert_array_equal(probe[dims.AUG_PARAM].values, results[:, 0, 4])
+    assert list(probe[dims.LAYER_NAME].values) == [f"conv{int(n)}" for n in act[0, 0, :, 3]]
+    np.testing.assert_array_equal(probe[dims.CONFIDENCE].values, results[..., 3])
+    np.testing.assert_array_equal(probe[dims.ACT].values, act[..., 4:12])
 
 
 def _raises(tmp_path, results, act, match, field, which="results", **kwargs):
