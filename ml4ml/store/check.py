@@ -221,7 +221,8 @@ def _chunk_damage(path, group, scans, committed) -> tuple[list[Problem], set]:
             if _is_damage(kind, name, scan, index, rows, done, scans, evidence):
                 chunks.append((index, "missing", ""))
         for index, state, why in chunks:
-            entry = found.setdefault((name, state), [set(), [], why])
+            entry = found.setdefault((name, state), [set(), [], why, 0])
+            entry[3] += 1
             rows = set(scan.rows(index)) if scan.along_mid else set(range(n))
             if state == "missing" and name == flag:  # only the rows that were complete
                 rows = {r for r in rows if scan.values is None or
@@ -232,12 +233,12 @@ def _chunk_damage(path, group, scans, committed) -> tuple[list[Problem], set]:
                 entry[1].append(scan.keys[index].replace(f"/{flag}/c", f"/{evidence}/c", 1))
     problems, hurt = [], set()
     mids = ids.values if ids is not None and ids.values is not None else np.array([])
-    for (name, state), (rows, keys, why) in sorted(found.items()):
+    for (name, state), (rows, keys, why, count) in sorted(found.items()):
         hurt |= rows
         held = [str(mids[r]) if r not in lost and r < len(mids) else f"row {r}"
                 for r in sorted(rows)]
         whole = not scans[name].along_mid or name == dims.MID
-        what = (f"{len(keys)} chunk(s) of '{name}' "
+        what = (f"{count} chunk(s) of '{name}' "
                 + (f"cannot be read (truncated or corrupt: {why})" if state == "unreadable"
                    else "are missing (written once, now gone)")
                 + (f", holding the model ids of rows {_listed([str(r) for r in sorted(rows)])}"
