@@ -1,14 +1,17 @@
 """``ml4ml store check`` and ``store repair``: find what is wrong with a store, mend what is safe.
 
 ``check_store`` lists every problem it finds, each with where it is, what is wrong and how
-to mend it: the schema; uncommitted or missing layout; the chunk layout; duplicate model
-ids; ``done`` flags against the data (a done probe row holds no NaN or -1, and its
+to mend it: the schema; uncommitted or missing layout; the chunk layout; every chunk of
+every group, read once (``store.chunks``): a truncated, corrupt or missing one is named
+with its group, variable and the model ids it holds, a missing one counting as damage
+only where a complete (``done``) row must have written it; duplicate model ids; ``done`` flags against the data (a done probe row holds no NaN or -1, and its
 responses still hash to the digest recorded when they were written); lineage (a probe made
 from another checkpoint than the model's; a matrices or measures row computed from other
 probe data); temporary files a killed writer left. ``repair_store`` mends what can be
 mended without touching a finished model: it rolls back uncommitted layout, clears the
 ``done`` flag of rows whose data is missing, damaged or stale (the next run of their stage
-redoes them), and deletes temporary files.
+redoes them), first deleting unreadable chunks (they read as the fill value then), and
+deletes temporary files.
 """
 
 from __future__ import annotations
