@@ -174,3 +174,51 @@ def test_one_writer_holds_in_s3_too_and_a_dead_ones_lock_goes_stale(s3):
     with store.writing(url, "next", wait=20) as notes:
         assert notes[0].startswith(f"took over a stale writer lock left by pid {holder.pid}")
     assert store.holder(url) is None  # released: the lock object is gone
+
+
+SKEWED_HOLDER = """
+import sys, time
+from ml4ml import store
+from ml4ml.store import object_lock
+skew = float(sys.argv[2])
+object_lock._clock = lambda: time.time() + skew  # this writer's clock runs off by skew
+with store.writing(sys.argv[1], "skewed-holder"):
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("skew", [120.0, -120.0])
+def test_lock_staleness_is_judged_by_the_object_stores_clock_not_a_writers(s3, monkeypatch,
+                                                                           skew):
+    """Holder and taker with clocks 240 s apart, both ways: the live lock is never taken
+    over, the dead one is, once the object store's clock says it is stale."""
+    import time
+
+    from ml4ml.errors import StoreError
+    from ml4ml.store import object_lock
+
+    monkeypatch.setenv("ML4ML_LOCK_STALE_AFTER_S", "6")
+    monkeypatch.setattr(object_lock, "_clock", lambda: time.time() - skew)
+    url = f"{s3}/skewed.zarr"
+    holder = subprocess.Popen([sys.executable, "-c", SKEWED_HOLDER, url, str(skew)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "holding"
+    try:
+        info = store.holder(url)
+        assert info["pid"] == holder.pid
+        assert abs(info["heartbeat"] - (time.time() + skew)) < 60  # its clock is off
+        # live (heartbeating): refused after waiting twice its staleness time
+        with pytest.raises(StoreError, match=rf"another process is writing this store: pid "
+                                             rf"{holder.pid} on .* \('skewed-holder'\)"):
+            with store.writing(url, "second", wait=12):
+                pass
+        assert store.holder(url)["pid"] == holder.pid
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # dead: its heartbeat stops, the store's clock ages the lock past 6 s, it is taken over
+    with store.writing(url, "next", wait=60) as notes:
+        assert notes[0].startswith(f"took over a stale writer lock left by pid {holder.pid}")
+        assert store.holder(url)["command"] == "next"
+    assert store.holder(url) is None

@@ -1,14 +1,17 @@
 """``ml4ml store check`` and ``store repair``: find what is wrong with a store, mend what is safe.
 
 ``check_store`` lists every problem it finds, each with where it is, what is wrong and how
-to mend it: the schema; uncommitted or missing layout; the chunk layout; duplicate model
-ids; ``done`` flags against the data (a done probe row holds no NaN or -1, and its
+to mend it: the schema; uncommitted or missing layout; the chunk layout; every chunk of
+every group, read once (``store.chunks``): a truncated, corrupt or missing one is named
+with its group, variable and the model ids it holds, a missing one counting as damage
+only where a complete (``done``) row must have written it; duplicate model ids; ``done`` flags against the data (a done probe row holds no NaN or -1, and its
 responses still hash to the digest recorded when they were written); lineage (a probe made
 from another checkpoint than the model's; a matrices or measures row computed from other
 probe data); temporary files a killed writer left. ``repair_store`` mends what can be
 mended without touching a finished model: it rolls back uncommitted layout, clears the
 ``done`` flag of rows whose data is missing, damaged or stale (the next run of their stage
-redoes them), and deletes temporary files.
+redoes them), first deleting unreadable chunks (they read as the fill value then), and
+deletes temporary files.
 """
 
 from __future__ import annotations
@@ -23,12 +26,16 @@ from ml4ml.errors import StoreError
 from ml4ml.store import layout
 from ml4ml.store.arrays import ROW_CHUNK, ROW_TABLE_VARIABLES
 from ml4ml.store.backend import local_root
+from ml4ml.store.chunks import scan_group
 from ml4ml.store.groups import (MODELS_GROUP, list_groups, matrices_group, measures_group,
                                 probe_group, store_attrs, zarr_group)
 from ml4ml.store.probes import DIGEST, RESPONSES, SOURCE, probe_digest
 from ml4ml.store.rows import PROBE_DIGEST, clear_done
 
 __all__ = ["Problem", "check_store", "repair_store"]
+
+TRAINED = "trained"  # the models table's flag (ml4ml.zoo.stage)
+CHECKPOINT_SHA = "checkpoint_sha256"
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,8 @@ class Problem:
     repair: str = ""  # "rollback", "clear", "delete" or "" (repair cannot mend it)
     mids: tuple = ()  # rows a "clear" repair clears
     files: tuple = ()  # files a "delete" repair removes
+    flag: str = dims.DONE  # the flag a "clear" repair clears ("": none)
+    chunks: tuple = ()  # store keys of unreadable chunks a "clear" repair deletes first
 
     def line(self) -> str:
         return f"{self.where}: {self.what} -> {self.mend}"
@@ -58,21 +67,28 @@ def check_store(path) -> list[Problem]:
         return problems
     committed = layout.committed_nodes(path) or {}
     problems += _chunk_problems(committed)
-    models = _read_group(path, MODELS_GROUP)
-    if models is not None:
+    # every chunk of every group read once: damaged rows are listed here and left out of
+    # the row checks below (their values are unknown)
+    scans, hurt = {}, {}
+    for group in _data_groups(committed):
+        scans[group] = scan_group(path, group, keep=KEEP)
+        found, hurt[group] = _chunk_damage(path, group, scans[group], committed)
+        problems += found
+    models = scans.get(MODELS_GROUP)
+    if models is not None and dims.MID in models:
         problems += _duplicates(MODELS_GROUP, models)
     for suite, transform in list_groups(path, "probes"):
         group = probe_group(suite, transform)
-        probes = _read_group(path, group)
-        if probes is None:
+        probes = scans.get(group)
+        if probes is None or dims.MID not in probes:
             continue
         problems += _duplicates(group, probes)
-        problems += _probe_rows(path, group, probes, models)
+        problems += _probe_rows(path, group, probes, hurt[group], models)
         for derived in (matrices_group(suite, transform), measures_group(suite, transform)):
-            rows = _read_group(path, derived)
-            if rows is not None:
+            rows = scans.get(derived)
+            if rows is not None and dims.MID in rows:
                 problems += _duplicates(derived, rows)
-                problems += _derived_rows(derived, rows, probes)
+                problems += _derived_rows(derived, rows, hurt[derived], probes, hurt[group])
     problems += _leftover_files(path)
     return problems
 
@@ -80,8 +96,13 @@ def check_store(path) -> list[Problem]:
 def repair_store(path) -> tuple[list[Problem], list[Problem]]:
     """Mend what can be mended safely; return (mended, left) problems.
 
-    Holds the store's writer lock; never touches a finished model's data.
+    Holds the store's writer lock; never touches a finished model's data. Unreadable
+    chunks are deleted (they read as the fill value then) before the flags of the models
+    they held are cleared, so the stage that wrote them writes them again.
     """
+    from zarr.core.sync import sync
+
+    from ml4ml.store.backend import zarr_store
     from ml4ml.store.lock import writing
 
     with writing(path, "ml4ml store repair", recover=False):
@@ -91,9 +112,14 @@ def repair_store(path) -> tuple[list[Problem], list[Problem]]:
             layout.recover(path, full=True)
             mended += [p for p in problems if p.repair == "rollback"]
             problems = check_store(path)
+        store = zarr_store(path)
+        for problem in problems:  # first every unreadable chunk, then the flags
+            for key in problem.chunks if problem.repair == "clear" else ():
+                sync(store.delete(key))
         for problem in problems:
             if problem.repair == "clear":
-                clear_done(path, problem.where, list(problem.mids))
+                if problem.mids and problem.flag:
+                    clear_done(path, problem.where, list(problem.mids), flag=problem.flag)
                 mended.append(problem)
             elif problem.repair == "delete":
                 for file in problem.files:
@@ -154,19 +180,196 @@ def _chunk_problems(committed: dict) -> list[Problem]:
     return out
 
 
-def _read_group(path, group):
-    try:
-        return zarr_group(path, group, mode="r")
-    except Exception:
-        return None
+# ------------------------------------------------------------------- damaged chunks
+# the small arrays the row checks read, kept whole by the chunk scan
+KEEP = frozenset({dims.MID, dims.DONE, TRAINED, DIGEST, SOURCE, PROBE_DIGEST, CHECKPOINT_SHA,
+                  "source", "source_description", "rater", "method", "method_kind"})
+# per kind of group: the flag that says a model's row is complete, and the array whose
+# value a complete row always holds (it tells a lost flag chunk from one never written)
+FLAGS = {MODELS_GROUP: (TRAINED, CHECKPOINT_SHA), "probes": (dims.DONE, DIGEST),
+         "matrices": (dims.DONE, PROBE_DIGEST), "measures": (dims.DONE, PROBE_DIGEST)}
+# arrays along mid whose chunks may be missing for a complete row (they may hold nothing
+# but the fill value, and Zarr writes no chunk then); every other one is written for it
+OPTIONAL = {"probes": {"error"}, "matrices": set(), "measures": set()}
+# models: the recipe and outcome values every trained model has
+MODELS_REQUIRED = {"arch", "epochs", "lr", "batch_size", "checkpoint", CHECKPOINT_SHA,
+                   "test_accuracy"}
+# groups without flags: the arrays that are never all fill (a missing chunk is damage)
+LABELS_REQUIRED = {dims.MID, "source", "source_description", "written_at", "rater"}
+ASSESS_REQUIRED = {dims.MID, "predicted", "method", "method_kind", "feature", "repeat",
+                   "fold", "accuracy", "assessor"}
 
 
-def _mids(zgroup) -> list[str]:
-    return [str(m) for m in zgroup[dims.MID][:].tolist()]
+def _data_groups(committed: dict) -> list[str]:
+    """The committed groups that hold arrays (models, probes/s/t, ..., assess/t)."""
+    return sorted({node.rsplit("/", 1)[0] for node, meta in committed.items()
+                   if meta.get("node_type") == "array" and "/" in node})
 
 
-def _duplicates(group: str, zgroup) -> list[Problem]:
-    mids = _mids(zgroup)
+def _chunk_damage(path, group, scans, committed) -> tuple[list[Problem], set]:
+    """Problems of the unreadable and missing chunks of ``group``; the rows they hurt."""
+    kind = group.split("/")[0]
+    flag, evidence = FLAGS.get(kind, (None, None))
+    ids = scans.get(dims.MID)
+    n = ids.shape[0] if ids is not None else 0
+    lost = ids.bad_rows() if ids is not None else set()
+    done = set()
+    if flag and flag in scans:
+        done = set(np.flatnonzero(np.asarray(scans[flag].values, dtype=bool)).tolist())
+    found = {}  # (name, state) -> [rows, keys, why]
+    for name, scan in scans.items():
+        chunks = [(index, "unreadable", scan.damaged[index]) for index in scan.damaged]
+        for index in scan.missing:
+            rows = set(scan.rows(index)) if scan.along_mid else set(range(n))
+            if _is_damage(kind, name, scan, index, rows, done, scans, evidence):
+                chunks.append((index, "missing", ""))
+        for index, state, why in chunks:
+            entry = found.setdefault((name, state), [set(), [], why, 0])
+            entry[3] += 1
+            rows = set(scan.rows(index)) if scan.along_mid else set(range(n))
+            if state == "missing" and name == flag:  # only the rows that were complete
+                rows = {r for r in rows if scan.values is None or
+                        _written(scans[evidence].values[r] if evidence in scans else "")}
+            entry[0] |= rows
+            entry[1].append(scan.keys[index])
+            if state == "missing" and name == flag:  # its evidence goes too: never done
+                entry[1].append(scan.keys[index].replace(f"/{flag}/c", f"/{evidence}/c", 1))
+    problems, hurt = [], set()
+    mids = ids.values if ids is not None and ids.values is not None else np.array([])
+    for (name, state), (rows, keys, why, count) in sorted(found.items()):
+        hurt |= rows
+        held = [str(mids[r]) if r not in lost and r < len(mids) else f"row {r}"
+                for r in sorted(rows)]
+        whole = not scans[name].along_mid or name == dims.MID
+        what = (f"{count} chunk(s) of '{name}' "
+                + (f"cannot be read (truncated or corrupt: {why})" if state == "unreadable"
+                   else "are missing (written once, now gone)")
+                + (f", holding the model ids of rows {_listed([str(r) for r in sorted(rows)])}"
+                   if name == dims.MID else f", holding model(s) {_listed(held)}"
+                   if not whole else f" (every model of the group: {_listed(held)})"))
+        problems.append(_mend(path, group, kind, name, what, rows, keys, held,
+                              lost or whole, flag, scans, committed))
+    return problems, hurt
+
+
+def _is_damage(kind, name, scan, index, rows, done, scans, evidence) -> bool:
+    """Whether the missing chunk ``index`` of ``name`` lost data (else: never written)."""
+    if not rows and scan.along_mid:
+        return False
+    if name == dims.MID:
+        return True
+    flag = FLAGS.get(kind, (None, None))[0]
+    if name == flag:  # a lost flag chunk: complete rows hold their evidence value
+        if evidence not in scans or scans[evidence].values is None:
+            return False
+        return any(_written(scans[evidence].values[r]) for r in rows)
+    if kind == MODELS_GROUP:
+        return (not scan.along_mid) or (name in MODELS_REQUIRED and bool(rows & done))
+    if kind in OPTIONAL:
+        return (not scan.along_mid) or (name not in OPTIONAL[kind] and bool(rows & done))
+    required = LABELS_REQUIRED if kind == "labels" else ASSESS_REQUIRED
+    return name in required
+
+
+def _written(value) -> bool:
+    return value not in ("", None) and not (isinstance(value, float) and np.isnan(value))
+
+
+def _listed(names, most=20) -> str:
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def _mend(path, group, kind, name, what, rows, keys, held, whole, flag, scans,
+          committed) -> Problem:
+    """The Problem of one array's damaged chunks, with the command that mends them."""
+    parts = group.split("/")
+    mids = tuple(h for h in held if not h.startswith("row "))
+    repair = f"run 'ml4ml store repair {path}', then "
+    if kind == "assess":
+        attrs = committed.get(group, {}).get("attributes", {})
+        return Problem(group, what, "rerun the assessment, which writes the group anew: "
+                       f"'{_assess_command(path, parts[1], attrs, scans)}'")
+    if whole:
+        return Problem(group, what, "the group's layout or model ids are lost: rebuild it "
+                       "(rerun its stage into a new store)")
+    if kind == "labels":
+        return Problem(group, what, "run 'ml4ml store repair "
+                       f"{path}' (it deletes them), then "
+                       + _relabel(path, parts[1], name, keys, scans),
+                       repair="clear", flag="", chunks=tuple(keys), mids=mids)
+    if kind == "probes":
+        sources = scans[SOURCE].values if SOURCE in scans else None
+        if sources is not None and all(str(sources[r]) == "legacy" for r in rows):
+            again = (f"'ml4ml import-legacy {path} --mid MID --suite {parts[1]} --transform "
+                     f"{parts[2]} --force --results FILE --act FILE' for each of them")
+        else:
+            again = ("'ml4ml probe SPEC' with this store's pipeline spec (it probes exactly "
+                     "the models repair cleared)")
+    elif kind in ("matrices", "measures"):
+        again = f"'ml4ml measure {path} --suite {parts[1]} --transform {parts[2]}'"
+    else:
+        again = ("'ml4ml train SPEC' with this store's pipeline spec (it retrains exactly "
+                 "them; 'ml4ml probe SPEC' then redoes their probes if a checkpoint differs)")
+    return Problem(group, what, repair + again, repair="clear", mids=mids, flag=flag,
+                   chunks=tuple(keys))
+
+
+def _relabel(path, transform, name, keys, scans) -> str:
+    """The commands that write the labels or ratings of lost chunks again."""
+    scan = scans[name]
+    axis_name = "source" if "source" in scan.dims else "rater"
+    axis = scan.dims.index(axis_name)
+    index = {tuple(int(i) for i in k.rsplit("/c/", 1)[1].split("/")) for k in keys}
+    names = scans[axis_name].values if axis_name in scans else None
+    commands = []
+    for position in sorted({i[axis] for i in index}):
+        value = str(names[position]) if names is not None else "?"
+        if axis_name == "rater":
+            commands.append(f"'ml4ml label-ui {path} --transform {transform} --rater {value}' "
+                            "(the lost ratings are given again)")
+        elif value == "recipe":
+            commands.append(f"'ml4ml label {path} --transform {transform} --from recipe'")
+        elif value == "expert":
+            commands.append(f"'ml4ml label {path} --transform {transform} --merge majority'")
+        else:
+            described = scans["source_description"].values
+            commands.append(f"'ml4ml label {path} --transform {transform} --from FILE --as "
+                            f"{value}' (FILE: {described[position] if described is not None else '?'})")
+    return " and ".join(commands)
+
+
+def _assess_command(path, transform, attrs, scans) -> str:
+    command = f"ml4ml assess {path} --transform {transform}"
+    if attrs.get("suite"):
+        command += f" --suite {attrs['suite']}"
+    if attrs.get("label_source"):
+        command += f" --labels {attrs['label_source']}"
+    if "repeats" in attrs:
+        command += f" --repeats {attrs['repeats']}"
+    if "seed" in attrs:
+        command += f" --seed {attrs['seed']}"
+    methods, kinds = scans.get("method"), scans.get("method_kind")
+    if methods is not None and kinds is not None and not (methods.damaged or kinds.damaged):
+        chosen = [str(m) for m, k in zip(methods.values, kinds.values) if str(k) == "assessor"]
+        if chosen and len(chosen) < 6:
+            command += "".join(f" --assessor {m}" for m in chosen)
+    return command
+
+
+# ------------------------------------------------------------------------ row checks
+def _values(scans, name):
+    scan = scans.get(name)
+    return None if scan is None else scan.values
+
+
+def _mids(scans) -> list[str]:
+    return [str(m) for m in scans[dims.MID].values.tolist()]
+
+
+def _duplicates(group: str, scans) -> list[Problem]:
+    lost = scans[dims.MID].bad_rows()
+    mids = [m for k, m in enumerate(_mids(scans)) if k not in lost]
     seen, twice = set(), []
     for m in mids:
         if m in seen:
@@ -178,13 +381,21 @@ def _duplicates(group: str, zgroup) -> list[Problem]:
                     "rebuild this group (rerun its stage with --force into a new store)")]
 
 
-def _probe_rows(path, group, zgroup, models) -> list[Problem]:
+def _done(scans, hurt) -> np.ndarray:
+    """The done flags, False for rows of damaged chunks (listed on their own)."""
+    done = np.asarray(scans[dims.DONE].values, dtype=bool).copy()
+    done[list(hurt)] = False
+    return done
+
+
+def _probe_rows(path, group, scans, hurt, models) -> list[Problem]:
     out = []
-    mids = _mids(zgroup)
-    done = np.asarray(zgroup[dims.DONE][:], dtype=bool)
-    recorded = [str(d) for d in zgroup[DIGEST][:].tolist()]
-    source = [str(s) for s in zgroup[SOURCE][:].tolist()]
+    mids = _mids(scans)
+    done = _done(scans, hurt)
+    recorded = [str(d) for d in scans[DIGEST].values.tolist()]
+    source = [str(s) for s in scans[SOURCE].values.tolist()]
     damaged, altered = [], []
+    zgroup = zarr_group(path, group, mode="r", committed=True)
     arrays = {name: zgroup[name] for name in RESPONSES if name in zgroup}
     for row in np.flatnonzero(done):
         values = {name: array[int(row)] for name, array in arrays.items()}
@@ -207,8 +418,10 @@ def _probe_rows(path, group, zgroup, models) -> list[Problem]:
                            f"recorded when they were written, e.g. {altered[0]}",
                            "run 'ml4ml store repair' to clear their done flags, then "
                            "'ml4ml probe' again", repair="clear", mids=tuple(altered)))
-    if models is not None and "checkpoint_sha256" in models:
-        model_sha = dict(zip(_mids(models), [str(s) for s in models["checkpoint_sha256"][:]]))
+    sha = _values(models, CHECKPOINT_SHA) if models is not None else None
+    if sha is not None and dims.MID in models:
+        model_sha = {m: str(s) for k, (m, s) in enumerate(zip(_mids(models), sha.tolist()))
+                     if k not in models[CHECKPOINT_SHA].bad_rows()}
         stale = [m for m, ok, s in zip(mids, done, source)
                  if ok and model_sha.get(m) and s != model_sha[m]]
         if stale:
@@ -220,14 +433,16 @@ def _probe_rows(path, group, zgroup, models) -> list[Problem]:
     return out
 
 
-def _derived_rows(group, zgroup, probes) -> list[Problem]:
-    mids = _mids(zgroup)
-    done = np.asarray(zgroup[dims.DONE][:], dtype=bool)
-    digests = [str(d) for d in zgroup[PROBE_DIGEST][:].tolist()]
-    probe_done = dict(zip(_mids(probes), np.asarray(probes[dims.DONE][:], dtype=bool)))
-    probe_digests = dict(zip(_mids(probes), [str(d) for d in probes[DIGEST][:].tolist()]))
+def _derived_rows(group, scans, hurt, probes, probes_hurt) -> list[Problem]:
+    mids = _mids(scans)
+    done = _done(scans, hurt)
+    digests = [str(d) for d in scans[PROBE_DIGEST].values.tolist()]
+    probe_done = dict(zip(_mids(probes), _done(probes, set())))
+    probe_digests = dict(zip(_mids(probes), [str(d) for d in probes[DIGEST].values.tolist()]))
+    unknown = {m for k, m in enumerate(_mids(probes)) if k in probes_hurt}
     stale = [m for m, ok, d in zip(mids, done, digests)
-             if ok and (not probe_done.get(m) or probe_digests.get(m) != d)]
+             if ok and m not in unknown
+             and (not probe_done.get(m) or probe_digests.get(m) != d)]
     if not stale:
         return []
     return [Problem(group, f"{len(stale)} done row(s) were computed from other probe data "

@@ -9,7 +9,8 @@ On a local disk the lock is ``fcntl.flock`` on ``STORE/.ml4ml-writer``, a lock t
 drops when its process dies, so a killed writer never blocks the next one: the holder's
 description it left in the file marks the lock as stale, and the next writer says that it
 took it over. On object storage (``s3://``) the lock is an object created only if absent
-and refreshed while held; one older than ``STALE_AFTER_S`` is stale (README, "Object
+and refreshed while held; one not refreshed for ``STALE_AFTER_S`` seconds by the object
+store's clock is stale (README, "Object
 storage", says what that guarantees). Within one process the lock is re-entrant, and the
 dask workers of the holder's run write their own regions without it.
 
@@ -226,7 +227,7 @@ def _url_holder(url: str) -> dict | None:
     from ml4ml.store.object_lock import read_lock
 
     info = read_lock(url)
-    if info and time.time() - float(info.get("heartbeat", 0)) > stale_after():
+    if info and info["age_s"] > stale_after():  # by the object store's clock
         return None
     return info
 

@@ -3,10 +3,19 @@ absent and kept alive by a heartbeat.
 
 ``STORE/.ml4ml-writer`` is PUT with ``If-None-Match: *``: exactly one writer creates it.
 While it holds the lock, a thread rewrites it every ``stale_after / 4`` seconds with
-``If-Match`` on its own ETag (a heartbeat). A lock whose heartbeat is older than
-``stale_after`` is stale (its writer died or lost the network); the next writer replaces
-it with ``If-Match`` on the stale ETag, so of two writers taking over the same stale lock
-exactly one succeeds. Releasing deletes it with ``If-Match`` too. A writer whose heartbeat
+``If-Match`` on its own ETag (a heartbeat). A lock not rewritten for ``stale_after``
+seconds is stale (its writer died or lost the network); the next writer replaces it with
+``If-Match`` on the stale ETag, so of two writers taking over the same stale lock exactly
+one succeeds.
+
+Staleness is judged by the object store's clock alone, never a writer's: the lock's age
+is the ``Date`` header of the response that read it (the server's time now) minus the
+object's ``LastModified`` (the server's time of the last heartbeat). Both are stamped by
+the server (AWS S3, MinIO and moto send both, to the second), so a writer whose clock
+runs minutes fast or slow neither takes over a live lock nor waits forever on a dead
+one; ages are exact to about a second, far below ``stale_after``. The holder's own time
+(``heartbeat`` in the object) is kept for people only. This process's clock is read
+through ``_clock`` alone. Releasing deletes it with ``If-Match`` too. A writer whose heartbeat
 fails (someone took over its lock after it stalled longer than ``stale_after``) marks the
 lock lost, and its next layout commit is refused.
 
@@ -21,6 +30,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from email.utils import parsedate_to_datetime
 
 from ml4ml.errors import StoreError
 
@@ -46,25 +56,44 @@ def _client_and_key(url: str):
     return client, bucket, key
 
 
+def _clock() -> float:
+    """This process's clock (seconds since 1970), written into the lock for people."""
+    return time.time()
+
+
+def _age(response) -> float:
+    """Seconds since the lock object was last written, by the object store's clock."""
+    date = response["ResponseMetadata"]["HTTPHeaders"]["date"]
+    return (parsedate_to_datetime(date) - response["LastModified"]).total_seconds()
+
+
 def _code(exc) -> str:
     return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
 def read_lock(url: str) -> dict | None:
-    """The lock object's holder description, or None when there is none."""
+    """The lock object's holder description with its ``age_s`` (seconds since its last
+    heartbeat, by the object store's clock), or None when there is none."""
     client, bucket, key = _client_and_key(url)
     try:
-        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        response = client.get_object(Bucket=bucket, Key=key)
+        body = response["Body"].read()
     except client.exceptions.NoSuchKey:
         return None
     except Exception as exc:  # noqa: BLE001 - botocore errors
         if _code(exc) in ("NoSuchKey", "404"):
             return None
         raise
+    return {**_holder(body), "age_s": _age(response)}
+
+
+def _holder(body: bytes) -> dict:
     try:
-        return json.loads(body)
+        info = json.loads(body)
     except ValueError:
-        return {"pid": "?", "host": "?", "command": "unreadable lock object", "heartbeat": 0}
+        info = None
+    return info if isinstance(info, dict) else {"pid": "?", "host": "?",
+                                                  "command": "unreadable lock object"}
 
 
 def lost(url: str) -> bool:
@@ -79,7 +108,7 @@ def acquire_object_lock(url: str, description: dict, wait: float, stale_after: f
     deadline = time.monotonic() + wait
     notes = []
     while True:
-        body = json.dumps({**description, "heartbeat": time.time()}).encode()
+        body = json.dumps({**description, "heartbeat": _clock()}).encode()
         try:
             etag = client.put_object(Bucket=bucket, Key=key, Body=body,
                                      IfNoneMatch="*")["ETag"]
@@ -90,10 +119,14 @@ def acquire_object_lock(url: str, description: dict, wait: float, stale_after: f
                     from None
         try:
             head = client.get_object(Bucket=bucket, Key=key)
-            holder, old = json.loads(head["Body"].read()), head["ETag"]
+            raw, old, age = head["Body"].read(), head["ETag"], _age(head)
         except Exception:  # noqa: BLE001 - released in between: try again
+            if time.monotonic() >= deadline:
+                raise StoreError("cannot read the store's writer lock", file=url) from None
+            time.sleep(0.2)
             continue
-        if time.time() - float(holder.get("heartbeat", 0)) > stale_after:
+        holder = _holder(raw)
+        if age > stale_after:  # by the object store's clock, not ours nor the holder's
             try:
                 etag = client.put_object(Bucket=bucket, Key=key, Body=body, IfMatch=old)["ETag"]
                 notes.append(f"took over a stale writer lock left by {describe(holder)}")
@@ -113,7 +146,7 @@ def acquire_object_lock(url: str, description: dict, wait: float, stale_after: f
 
     def heartbeat():
         while not stop.wait(stale_after / 4):
-            body = json.dumps({**description, "heartbeat": time.time()}).encode()
+            body = json.dumps({**description, "heartbeat": _clock()}).encode()
             try:
                 state["etag"] = client.put_object(Bucket=bucket, Key=key, Body=body,
                                                   IfMatch=state["etag"])["ETag"]

@@ -163,17 +163,18 @@ def append_measures(path, group: str, value: xr.DataArray) -> None:
     commit(path, group)
 
 
-def clear_done(path, group: str, mids) -> list[str]:
+def clear_done(path, group: str, mids, *, flag: str = dims.DONE) -> list[str]:
     """Clear the ``done`` flag of those of ``mids`` that are done in ``group``; return them.
 
     Run before a model's rows are overwritten, and for rows whose inputs changed.
+    flag : the flag to clear (``trained`` in the models table).
     """
     if not group_exists(path, group):
         return []
     with quiet():
         zgroup = zarr_group(path, group, committed=True)
         have = {str(m): k for k, m in enumerate(zgroup[dims.MID][:].tolist())}
-        done = np.asarray(zgroup[dims.DONE][:], dtype=bool)
+        done = np.asarray(zgroup[flag][:], dtype=bool)
         cleared = [m for m in dict.fromkeys(str(m) for m in mids) if m in have and done[have[m]]]
-        set_flags(zgroup, dims.DONE, [have[m] for m in cleared], False)
+        set_flags(zgroup, flag, [have[m] for m in cleared], False)
     return cleared
