@@ -4,6 +4,7 @@
 import shutil
 import socket
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -42,16 +43,18 @@ def free_port() -> int:
 @pytest.fixture
 def scheduler(tmp_path):
     """tcp://127.0.0.1:PORT of a `dask scheduler` with two single-thread `dask worker`s."""
-    dask_cli = shutil.which("dask") or pytest.fail("the `dask` command is not installed")
+    # `dask scheduler` / `dask worker` as a user types them, from this interpreter's dask
+    # (not whichever `dask` is first on PATH)
+    dask_cli = [sys.executable, "-m", "dask"]
     address = f"tcp://127.0.0.1:{free_port()}"
     logs = tmp_path / "dask-logs"
     logs.mkdir()
     port = address.rsplit(":", 1)[1]
-    processes = [subprocess.Popen([dask_cli, "scheduler", "--host", "127.0.0.1", "--port",
+    processes = [subprocess.Popen([*dask_cli, "scheduler", "--host", "127.0.0.1", "--port",
                                    port, "--no-dashboard"],
                                   stdout=open(logs / "scheduler.log", "w"),
                                   stderr=subprocess.STDOUT)]
-    processes += [subprocess.Popen([dask_cli, "worker", address, "--nthreads", "1",
+    processes += [subprocess.Popen([*dask_cli, "worker", address, "--nthreads", "1",
                                     "--nworkers", "1", "--no-dashboard", "--name", f"w{i}"],
                                    stdout=open(logs / f"worker{i}.log", "w"),
                                    stderr=subprocess.STDOUT) for i in range(2)]

@@ -14,6 +14,7 @@ Fault injection (``ML4ML_FAULT_AFTER_WRITES``): the crash tests set it to ``k`` 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import signal
 from pathlib import Path
@@ -22,8 +23,10 @@ import numpy as np
 from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import FsspecStore, LocalStore
 
+from ml4ml.errors import StoreError
+
 __all__ = ["zarr_store", "is_url", "local_root", "fault_point", "FAULT_AFTER_ENV",
-           "FAULT_SIGNAL_ENV", "writes_done"]
+           "FAULT_SIGNAL_ENV", "writes_done", "require_s3"]
 
 FAULT_AFTER_ENV = "ML4ML_FAULT_AFTER_WRITES"
 FAULT_SIGNAL_ENV = "ML4ML_FAULT_SIGNAL"
@@ -117,10 +120,23 @@ def _read_into_numpy(path: Path) -> np.ndarray:
     return data[:read]
 
 
+def require_s3(url) -> None:
+    """For an ``s3://`` URL: the packages of the ``s3`` extra are installed, or one clear
+    line naming the extra (s3fs reads and writes the store, boto3 holds its writer lock)."""
+    if not str(url).startswith("s3://"):
+        return
+    missing = [name for name in ("s3fs", "boto3") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise StoreError(f"an s3:// store needs the s3 extra, and {' and '.join(missing)} "
+                         f"{'is' if len(missing) == 1 else 'are'} not installed", file=url,
+                         hint="pip install 'ml4ml[s3]'")
+
+
 def storage_options(url: str) -> dict:
     """fsspec options for ``url``: for ``s3://``, the standard AWS environment settings."""
     if not str(url).startswith("s3://"):
         return {}
+    require_s3(url)
     # one GET per key: s3fs otherwise asks for each object's size first (a HEAD)
     options: dict = {"max_concurrency": 1}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")

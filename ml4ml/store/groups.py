@@ -141,10 +141,10 @@ def _root_attrs(path) -> dict:
     if root is not None and root.exists() and not root.is_dir():
         raise StoreError("is a file, not a store folder", file=path,
                          hint="give the path of a store folder (e.g. stores/db.zarr)")
+    store = zarr_store(path, read_only=True)  # its own error (an s3:// URL without s3fs)
     try:
         with quiet():
-            group = zarr.open_group(zarr_store(path, read_only=True), mode="r",
-                                    use_consolidated=False, zarr_format=3)
+            group = zarr.open_group(store, mode="r", use_consolidated=False, zarr_format=3)
     except Exception as exc:
         raise StoreError("no ml4ml store here", file=path,
                          hint="create one with 'ml4ml train', 'ml4ml probe' or "

@@ -41,9 +41,10 @@ _lost: set = set()
 
 
 def _client_and_key(url: str):
-    import boto3
+    from ml4ml.store.backend import require_s3, storage_options
 
-    from ml4ml.store.backend import storage_options
+    require_s3(url)  # one clear line without the s3 extra
+    import boto3
 
     if not url.startswith("s3://"):
         raise StoreError("a writer lock on this kind of URL is not supported; use a local "
