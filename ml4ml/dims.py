@@ -41,6 +41,10 @@ SPLIT = "split"
 KIND = "kind"
 INTERVAL = "interval"
 MEASURE = "measure"
+# the assess group's methods (assessors and baselines); not "method", a keyword of
+# xarray's .sel / .interp
+ESTIMATOR = "estimator"
+ESTIMATOR_KIND = "method_kind"
 
 # variables and coordinates
 PREDICTION = "prediction"

@@ -102,7 +102,7 @@ def test_the_report_parses_links_only_images_that_exist_and_shows_the_numbers(de
         assert (index.parent / src).is_file(), src
     ds = xr.open_zarr(folder / "demo.zarr", group="assess/rotation").load()
     html = index.read_text()
-    for method, accuracy in zip(ds["method"].values, ds["summary_accuracy_mean"].values):
+    for method, accuracy in zip(ds["estimator"].values, ds["summary_accuracy_mean"].values):
         assert re.search(rf"<td>{method}</td><td>\w+</td><td>{accuracy:.3f}</td>", html), method
     assert ds.attrs["verdict"] in html
     # the gallery is sorted by the assessor's score
@@ -257,5 +257,5 @@ def test_the_readmes_xarray_examples_run_on_the_demo_store(demo):
     assert namespace["labels"].values.tolist() == stored["label"].sel(source="recipe").values.tolist()
     table = namespace["table"]
     assessed = xr.open_zarr(path, group="assess/rotation").load()
-    assert sorted(table.index) == sorted(assessed["method"].values.tolist())
+    assert sorted(table.index) == sorted(assessed["estimator"].values.tolist())
     assert table.iloc[-1] == assessed["accuracy"].mean(["repeat", "fold"]).max()

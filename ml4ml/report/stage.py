@@ -189,16 +189,20 @@ def _assessment(path, transform, mids) -> dict | None:
     if not store.group_exists(path, group):
         return None
     ds = store.open_group(path, group).load()
+    if dims.ESTIMATOR not in ds.dims:
+        raise StoreError(f"'{group}' has the old layout (dim 'method', renamed "
+                         f"'{dims.ESTIMATOR}')", file=path, field=f"{group}/method",
+                         hint=f"run 'ml4ml store check {path}' to see how to upgrade it")
     chosen = str(ds.attrs["chosen_assessor"])
-    methods = [str(m) for m in ds["method"].values]
+    methods = [str(m) for m in ds[dims.ESTIMATOR].values]
     rows = []
     for k, method in enumerate(methods):
-        rows.append({"method": method, "kind": str(ds["method_kind"].values[k]),
+        rows.append({"method": method, "kind": str(ds[dims.ESTIMATOR_KIND].values[k]),
                      **{name: float(ds[f"summary_{name}"].values[k]) for name in
                         ("accuracy_mean", "accuracy_min", "accuracy_max", "accuracy_sem",
                          "f1_mean", "kappa_mean")}})
-    importance = ds["importance"].sel({"method": chosen})
-    std = ds["importance_std"].sel({"method": chosen})
+    importance = ds["importance"].sel({dims.ESTIMATOR: chosen})
+    std = ds["importance_std"].sel({dims.ESTIMATOR: chosen})
     top = [(str(f), float(importance.sel({"feature": f}).values),
             float(std.sel({"feature": f}).values)) for f in ds["top_feature"].values]
     position = {str(m): k for k, m in enumerate(ds[dims.MID].values)}
@@ -209,7 +213,7 @@ def _assessment(path, transform, mids) -> dict | None:
     # out-of-fold: the chosen assessor's majority test-fold prediction over the repeats
     oof = np.full(len(mids), -1)
     if "prediction" in ds:
-        votes = ds["prediction"].sel({"method": chosen}).values  # (repeat, mid)
+        votes = ds["prediction"].sel({dims.ESTIMATOR: chosen}).values  # (repeat, mid)
         tested = votes >= 0
         ones = ((votes == 1) & tested).sum(axis=0)
         counts = tested.sum(axis=0)
