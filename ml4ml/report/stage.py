@@ -45,25 +45,22 @@ def _pick_group(path, transform=None, suite=None) -> tuple[str, str]:
     return chosen[0]
 
 
-def strip_levels(layer_names) -> tuple[list[str], list[str]]:
-    """Levels and titles of a strip: the confidence and the paper80 layer statistics."""
-    from ml4ml.measure.feature_sets import PAPER80_STATS, _feature_layer_name
+def strip_levels(levels) -> tuple[list[str], list[str]]:
+    """Levels and titles of a strip, from a group's ``level`` coordinate: the confidence
+    and the paper80 statistics of the last two layers; each title is its level's label."""
+    from ml4ml.measure.feature_sets import PAPER80_STATS
 
-    n_layers = len(layer_names)
-    levels, titles = [dims.CONFIDENCE_LEVEL], ["confidence"]
-    for index in range(max(n_layers - 2, 0), n_layers):
-        for stat in PAPER80_STATS:
-            levels.append(dims.layer_level(index, stat))
-            titles.append(f"{_feature_layer_name(layer_names[index])} {stat}")
-    return levels, titles
+    chosen = [dims.CONFIDENCE_LEVEL] + [
+        dims.layer_level(prefix, stat) for prefix in dims.prefixes_of_levels(levels)[-2:]
+        for stat in PAPER80_STATS]
+    return chosen, list(chosen)
 
 
 def _matrices(path, suite, transform, split):
     ds = store.open_group(path, store.matrices_group(suite, transform))
     done = store.done_mids(ds)
     ds = ds.sel({dims.MID: done})
-    layer_names = [str(n) for n in np.asarray(ds[dims.LAYER_NAME].values)[0]] if done else []
-    levels, titles = strip_levels(layer_names)
+    levels, titles = strip_levels(ds[dims.LEVEL].values)
     matrix = ds[dims.MATRIX].sel({dims.LEVEL: levels, dims.SPLIT: split, dims.KIND: "l2"})
     values = np.asarray(matrix.transpose(dims.MID, dims.LEVEL, ...).values)
     params = np.asarray(ds[dims.AUG_PARAM_I].values)
