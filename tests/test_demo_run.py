@@ -16,22 +16,7 @@ from click.testing import CliRunner
 import browser
 from ml4ml.cli import cli
 
-DEMO = Path(__file__).resolve().parents[1] / "pipelines" / "demo-digits.toml"
-
-
-def reduced_demo(folder: Path) -> Path:
-    """The demo spec with fewer models, epochs, images and repeats; the same design."""
-    text = DEMO.read_text()
-    text = text.replace('path = "../stores/demo-digits.zarr"', 'path = "demo.zarr"')
-    text = text.replace('workers = "auto"', "workers = 1")
-    text = text.replace('[suites.digits]\nsplit = "test"', '[suites.digits]\nsplit = "test"\n'
-                        "n_samples = 90")
-    text = text.replace("epochs = 10", "epochs = 2\nn_train = 240")
-    text = text.replace("seed = [0, 1, 2]", "seed = [0]").replace("seed = [4, 5]", "seed = [4]")
-    text = text.replace("repeats = 10", "repeats = 3")
-    spec = folder / "demo.toml"
-    spec.write_text(text)
-    return spec
+from conftest import DEMO, reduced_demo  # noqa: F401 - reduced_demo: used by others
 
 
 class Page(HTMLParser):
@@ -50,12 +35,8 @@ class Page(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("demo")
-    spec = reduced_demo(folder)
-    result = CliRunner().invoke(cli, ["run", str(spec), "-q"])
-    assert result.exit_code == 0, result.output
-    return folder, spec, result
+def demo(demo_run):
+    return demo_run
 
 
 def test_the_reduced_demo_runs_end_to_end_and_names_every_output(demo):

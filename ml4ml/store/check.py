@@ -74,6 +74,7 @@ def check_store(path) -> list[Problem]:
                 problems += _duplicates(derived, rows)
                 problems += _derived_rows(derived, rows, probes)
     problems += _leftover_files(path)
+    problems += _old_layout(path, committed)
     return problems
 
 
@@ -151,6 +152,38 @@ def _chunk_problems(committed: dict) -> list[Problem]:
                                f"{expected} row(s) per chunk along mid and whole chunks "
                                f"elsewhere", "rebuild this group: its writers could share "
                                "chunks"))
+    return out
+
+
+def _old_layout(path, committed: dict) -> list[Problem]:
+    """Groups in the layout of earlier ml4ml versions, each with the command that rewrites
+    it: an assess group whose dim is 'method' (now 'estimator'), matrices and measures
+    whose levels are named layer<i>_<stat> (now after the layers' modules)."""
+    out = []
+    for node, metadata in sorted(committed.items()):
+        parts = node.split("/")
+        if metadata.get("node_type") != "array" or len(parts) < 2:
+            continue
+        if parts[0] == "assess" and len(parts) == 3 and parts[2] == "method":
+            out.append(Problem(f"assess/{parts[1]}", f"dim 'method' is the old name of "
+                               f"'{dims.ESTIMATOR}'", f"run 'ml4ml assess {path} --transform "
+                               f"{parts[1]} --force' to rewrite it"))
+        if parts[0] in ("matrices", "measures") and len(parts) == 4 and parts[3] == dims.LEVEL:
+            group = "/".join(parts[:3])
+            zgroup = _read_group(path, group)
+            if zgroup is None or dims.LAYER_NAME not in zgroup:
+                continue
+            levels = [str(v) for v in zgroup[dims.LEVEL][:].tolist()]
+            done = np.asarray(zgroup[dims.DONE][:], dtype=bool)
+            names = np.asarray(zgroup[dims.LAYER_NAME][:], dtype=object)[done]
+            if not len(names):
+                continue
+            expected = dims.level_names(dims.layer_prefixes(names))
+            if levels != expected:
+                out.append(Problem(group, f"levels named {levels[1]}, ... (before levels "
+                                   f"took the layers' module names, {expected[1]}, ...)",
+                                   f"run 'ml4ml measure {path} --force' to measure every "
+                                   f"model again"))
     return out
 
 
