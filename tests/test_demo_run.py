@@ -240,3 +240,10 @@ def test_the_readmes_xarray_examples_run_on_the_demo_store(demo):
     assessed = xr.open_zarr(path, group="assess/rotation").load()
     assert sorted(table.index) == sorted(assessed["estimator"].values.tolist())
     assert table.iloc[-1] == assessed["accuracy"].mean(["repeat", "fold"]).max()
+    k = assessed["estimator"].values.tolist().index("random_forest")
+    np.testing.assert_array_equal(namespace["forest"].values, assessed["accuracy"].values[..., k])
+    conv3 = measures["value"].sel(level="conv3_max", split="correct").values
+    m = measures["measure"].values.tolist().index("mean")
+    np.testing.assert_array_equal(namespace["conv3"].values, conv3[..., m])
+    wide = models["aug_range"].values == 45
+    assert namespace["wide"]["mid"].values.tolist() == models["mid"].values[wide].tolist()
