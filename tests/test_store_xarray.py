@@ -195,3 +195,18 @@ def test_an_old_layout_store_gets_one_line_saying_how_to_upgrade(store, tmp_path
     assert report.exit_code == 1 and "has the old layout" in report.output
     measure = CliRunner().invoke(cli, ["measure", str(old)])
     assert measure.exit_code == 1 and "store check" in measure.output
+
+
+def test_a_string_longer_than_its_array_is_refused_and_an_error_text_is_cut():
+    from ml4ml.errors import StoreError
+    from ml4ml.store.arrays import fit, string_width, zarr_dtype
+
+    assert zarr_dtype(object, "mid", ["m001"]) == np.dtype("<U256")
+    assert zarr_dtype(object, "arch", ["x" * 300]) == np.dtype("<U300")
+    assert string_width("error") == 2048
+    four = np.empty(0, dtype="<U4")
+    assert fit(four, ["ab", None], "arch").tolist() == ["ab", ""]
+    with pytest.raises(StoreError, match="'abcdef'... has 6 characters; the array holds at "
+                                         "most 4"):
+        fit(four, ["abcdef"], "arch")
+    assert fit(four, ["abcdef"], "error").tolist() == ["abc…"]

@@ -224,6 +224,13 @@ def extend_dim(group: zarr.Group, dim: str, labels) -> int:
 
 def _resize_along(group: zarr.Group, dim: str, stop: int) -> None:
     """Every array along ``dim`` resized to ``stop`` there, all metadata writes at once."""
+    from ml4ml.store.layout import quiet  # zarr's notice about fixed-width strings
+
+    with quiet():
+        _resize_arrays(group, dim, stop)
+
+
+def _resize_arrays(group: zarr.Group, dim: str, stop: int) -> None:
     resizes = []
     for _, array in group.arrays():
         names = list(array.metadata.dimension_names or ())
