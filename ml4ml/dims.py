@@ -17,7 +17,7 @@ matrices dataset
     matrix        (mid, level, split, kind, aug_param_i, aug_param_j)  float64
     matrix_subset (mid, level, split, aug_param_i, aug_param_j)        float64  L2 matrix
                   of the seeded 90% sample subset (for ``sstv``)
-    coords: level ("confidence", "layer0_mean", ...), split, kind, aug_param_i/j
+    coords: level ("confidence", "conv2_mean", ...: dims.level_names), split, kind, aug_param_i/j
 
 measures dataset
     value            (mid, level, split, interval, measure)  float64
@@ -41,6 +41,10 @@ SPLIT = "split"
 KIND = "kind"
 INTERVAL = "interval"
 MEASURE = "measure"
+# the assess group's methods (assessors and baselines); not "method", a keyword of
+# xarray's .sel / .interp
+ESTIMATOR = "estimator"
+ESTIMATOR_KIND = "method_kind"
 
 # variables and coordinates
 PREDICTION = "prediction"
@@ -61,13 +65,51 @@ STATS = ("mean", "std", "max", "min", "mean_max", "mean_std", "max_mean", "max_s
 SPLITS = ("all", "correct", "incorrect")
 # variance-matrix kinds; every paper measure uses "l2"
 KINDS = ("l2", "cosine", "corrcoef")
-# level label of the confidence response; layer levels are f"layer{i}_{stat}"
+# level label of the confidence response; a layer's levels are f"{layer}_{stat}", where
+# layer is the recorded module's name (``layer_prefix``), e.g. "conv3_max"
 CONFIDENCE_LEVEL = "confidence"
 
 
-def layer_level(layer_index: int, stat: str) -> str:
-    """Level label of one layer statistic, e.g. ``layer_level(1, "max") == "layer1_max"``."""
-    return f"layer{layer_index}_{stat}"
+def layer_prefix(name, index: int) -> str:
+    """The name a recorded layer goes by in levels, feature columns, the report and the
+    labelling page: its module name with "." replaced by "_" ("conv3", "features_10");
+    ``layer<index>`` for a layer without a name (or whose models disagree on it)."""
+    name = str(name or "").replace(".", "_")
+    return name or f"layer{index}"
+
+
+def layer_level(prefix: str, stat: str) -> str:
+    """Level label of one layer statistic, e.g. ``layer_level("conv3", "max") == "conv3_max"``."""
+    return f"{prefix}_{stat}"
+
+
+def layer_prefixes(layer_names) -> list[str]:
+    """One prefix per recorded layer from ``layer_name`` values (layer,) or (model, layer):
+    the models' common module name at each position, ``layer<i>`` where they differ."""
+    import numpy as np
+
+    values = np.asarray(layer_names, dtype=object)
+    values = values.reshape(-1, values.shape[-1]) if values.ndim else values.reshape(1, 1)
+    out = []
+    for index in range(values.shape[-1]):
+        names = {layer_prefix(name, index) for name in values[:, index]}
+        out.append(names.pop() if len(names) == 1 else f"layer{index}")
+    if len(set(out)) != len(out):  # two positions of one name: positions tell them apart
+        out = [f"layer{index}" for index in range(len(out))]
+    return out
+
+
+def level_names(prefixes) -> list[str]:
+    """Every level of a matrices / measures group: the confidence, then each layer's
+    statistics in ``STATS`` order, e.g. ``["confidence", "conv2_mean", ..., "conv3_max_std"]``."""
+    return [CONFIDENCE_LEVEL] + [layer_level(p, stat) for p in prefixes for stat in STATS]
+
+
+def prefixes_of_levels(levels) -> list[str]:
+    """The layer prefixes of a ``level`` coordinate made by ``level_names``."""
+    levels = [str(level) for level in levels if str(level) != CONFIDENCE_LEVEL]
+    first = f"_{STATS[0]}"
+    return [level[:-len(first)] for level in levels[::len(STATS)]]
 
 
 # CF-style attributes of every variable and coordinate the stages write: name ->
@@ -85,7 +127,7 @@ DESCRIPTIONS = {
     LAYER: ("recorded layer", "position of the recorded layer; its module name is layer_name"),
     STAT: ("layer statistic", f"the eight per-sample statistics of a layer output ({DOCS})"),
     LEVEL: ("response", "the model response a matrix is built from: the confidence, or "
-            "layer<i>_<stat>"),
+            "<layer>_<stat> (the recorded module's name, e.g. conv3_max)"),
     SPLIT: ("sample split", "all samples, or those the model classifies correctly / "
             "incorrectly at the identity"),
     KIND: ("matrix kind", "l2 (every paper measure), cosine, corrcoef"),
@@ -115,10 +157,18 @@ DESCRIPTIONS = {
 }
 
 
+# units of the variables whose units are not the transformation's (``aug_param`` and the
+# matrices' axes carry those); on each variable, never on a group
+UNITS = {HALF_WIDTH: "grid steps"}
+
+
 def describe(ds):
-    """A copy of ``ds`` with ``long_name`` and ``description`` on every variable it knows."""
+    """A copy of ``ds`` with ``long_name`` and ``description`` (and ``units`` where
+    ``UNITS`` has them) on every variable it knows."""
     ds = ds.copy(deep=False)
     for name, var in ds.variables.items():
+        if name in UNITS:
+            var.attrs.setdefault("units", UNITS[name])
         if name in DESCRIPTIONS:
             long_name, description = DESCRIPTIONS[name]
             var.attrs.setdefault("long_name", long_name)

@@ -63,9 +63,9 @@ def test_fold_structure(small):
 def test_layout_and_attrs(small):
     X, y, holdout, results = small
     for name in ("accuracy", "f1", "kappa", "fallback"):
-        assert results[name].dims == ("repeat", "fold", "method")
-    assert results["importance"].dims == ("feature", "method")
-    assert results["importance_std"].dims == ("feature", "method")
+        assert results[name].dims == ("repeat", "fold", "estimator")
+    assert results["importance"].dims == ("feature", "estimator")
+    assert results["importance_std"].dims == ("feature", "estimator")
     assert results["n_train"].dims == results["n_test"].dims == ("repeat", "fold")
     assert list(results["feature"].values) == list(X.columns)
     assert list(results["mid"].values) == list(X.index)
@@ -77,7 +77,7 @@ def test_layout_and_attrs(small):
 
 def test_deterministic(small):
     X, y, holdout, results = small
-    again = run_protocol(X, y, holdout, methods=list(results["method"].values), repeats=2,
+    again = run_protocol(X, y, holdout, methods=list(results["estimator"].values), repeats=2,
                          seed=3)
     xr.testing.assert_identical(again, results)
     other = run_protocol(X, y, holdout, methods=["decision_tree"], repeats=2, seed=4,
@@ -92,9 +92,9 @@ def test_metrics_match_sklearn(small):
     seed = int(results["model_seed"].values[repeat, fold])
     model = make_assessor(method, seed).fit(X.to_numpy()[~test], y[~test])
     predicted = model.predict(X.to_numpy()[test])
-    m = list(results["method"].values).index(method)
+    m = list(results["estimator"].values).index(method)
     np.testing.assert_array_equal(results["prediction"].values[repeat, test, m], predicted)
-    one = results.isel(repeat=repeat, fold=fold, method=m)
+    one = results.isel(repeat=repeat, fold=fold, estimator=m)
     assert float(one["accuracy"]) == accuracy_score(y[test], predicted)
     assert float(one["f1"]) == pytest.approx(f1_score(y[test], predicted, zero_division=0))
     assert float(one["kappa"]) == pytest.approx(cohen_kappa_score(y[test], predicted))
@@ -102,9 +102,9 @@ def test_metrics_match_sklearn(small):
     for r in range(2):
         for f in range(3):
             rows = _fold_rows(results, r, f)
-            for m, _ in enumerate(results["method"].values):
+            for m, _ in enumerate(results["estimator"].values):
                 pred = results["prediction"].values[r, rows, m]
-                cell = results.isel(repeat=r, fold=f, method=m)
+                cell = results.isel(repeat=r, fold=f, estimator=m)
                 assert float(cell["accuracy"]) == accuracy_score(y[rows], pred)
                 assert float(cell["f1"]) == pytest.approx(f1_score(y[rows], pred,
                                                                    zero_division=0))
@@ -139,9 +139,9 @@ def test_importance_equals_sklearn_permutation_importance(small):
                     model, values[test], y[test], scoring="accuracy", n_repeats=5,
                     random_state=int(results["permutation_seed"].values[r, f]))
                 per_fold.append(reference.importances_mean)
-        got = results["importance"].sel({"method": method}).values
+        got = results["importance"].sel({"estimator": method}).values
         np.testing.assert_allclose(got, np.mean(per_fold, axis=0), rtol=0, atol=1e-12)
-        np.testing.assert_allclose(results["importance_std"].sel({"method": method}).values,
+        np.testing.assert_allclose(results["importance_std"].sel({"estimator": method}).values,
                                    np.std(per_fold, axis=0), rtol=0, atol=1e-12)
 
 
@@ -152,9 +152,9 @@ def test_only_feature_3_matters(small):
         assert ranked.index[0] == "f3"
         assert ranked["importance"].iloc[0] > 0.3
     # the threshold rule reads f3 only: every other column's importance is exactly 0
-    best = results["importance"].sel({"method": "baseline_best_feature"}).to_series()
+    best = results["importance"].sel({"estimator": "baseline_best_feature"}).to_series()
     assert (best.drop("f3") == 0).all()
-    assert (results["importance"].sel({"method": "baseline_majority"}).values == 0).all()
+    assert (results["importance"].sel({"estimator": "baseline_majority"}).values == 0).all()
     assert list(top_features(results, "decision_tree", n=2).columns) == ["importance",
                                                                          "importance_std"]
 
@@ -180,12 +180,12 @@ def test_single_training_class_falls_back():
         expected.append(permutation_importance(
             model, values[test], y[test], scoring="accuracy", n_repeats=5,
             random_state=int(results["permutation_seed"].values[0, f])).importances_mean)
-    np.testing.assert_allclose(results["importance"].sel({"method": "logistic"}).values,
+    np.testing.assert_allclose(results["importance"].sel({"estimator": "logistic"}).values,
                                (0 + expected[0] + expected[1]) / 3, rtol=0, atol=1e-12)
     accuracy = results["accuracy"].values[0, 0]
     np.testing.assert_allclose(accuracy, y[hold].mean())
     # truth and prediction constant and equal on a regular fold: kappa undefined -> NaN
-    majority = results.isel(repeat=0, method=3)
+    majority = results.isel(repeat=0, estimator=3)
     assert np.isnan(majority["kappa"].values[1:]).all()
     np.testing.assert_array_equal(majority["f1"].values[1:], [1.0, 1.0])
 
@@ -238,7 +238,7 @@ def test_robust_baseline_and_custom_methods():
     for r in range(2):
         for f in range(3):
             assert results["accuracy"].values[r, f, 0] == y[_fold_rows(results, r, f)].mean()
-    assert results["accuracy"].sel({"method": "stump"}).min() > 0.85  # f3 decides the label
+    assert results["accuracy"].sel({"estimator": "stump"}).min() > 0.85  # f3 decides the label
 
 
 # --- comparison --------------------------------------------------------------------------
@@ -260,12 +260,12 @@ def _results(accuracy, kappa, names=("tree", "baseline_a", "baseline_b")):
     accuracy = np.asarray(accuracy, dtype=float)  # (repeat, fold, method)
     n_test = np.array([[10, 20, 20]] * accuracy.shape[0])
     return xr.Dataset(
-        {"accuracy": (("repeat", "fold", "method"), accuracy),
-         "f1": (("repeat", "fold", "method"), accuracy),
-         "kappa": (("repeat", "fold", "method"), np.asarray(kappa, dtype=float)),
+        {"accuracy": (("repeat", "fold", "estimator"), accuracy),
+         "f1": (("repeat", "fold", "estimator"), accuracy),
+         "kappa": (("repeat", "fold", "estimator"), np.asarray(kappa, dtype=float)),
          "n_test": (("repeat", "fold"), n_test),
          "n_train": (("repeat", "fold"), 50 - n_test)},
-        coords={"method": list(names)})
+        coords={"estimator": list(names)})
 
 
 def test_compare_by_hand():

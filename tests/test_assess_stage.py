@@ -111,11 +111,11 @@ def test_assess_writes_the_protocol_the_comparison_and_the_assessor(folder):
     assert "verdict: " in result.output and "Nadeau-Bengio" in result.output
     ds = xr.open_zarr(path, group="assess/rotation").load()
     for name in ("accuracy", "f1", "kappa"):
-        assert ds[name].dims == ("repeat", "fold", "method")
+        assert ds[name].dims == ("repeat", "fold", "estimator")
         assert ds[name].shape == (4, 3, 9)
-    assert ds["importance"].dims == ("feature", "method")
+    assert ds["importance"].dims == ("feature", "estimator")
     assert ds["feature"].values.tolist()[-1] == "robust_accuracy"
-    assert ds["method"].values.tolist()[-3:] == ["baseline_robust_accuracy",
+    assert ds["estimator"].values.tolist()[-3:] == ["baseline_robust_accuracy",
                                                 "baseline_best_feature", "baseline_majority"]
     assert ds["fold_name"].values.tolist() == ["holdout", "regular_a", "regular_b"]
     # the hold-out models are always the hold-out fold
@@ -126,8 +126,8 @@ def test_assess_writes_the_protocol_the_comparison_and_the_assessor(folder):
     np.testing.assert_allclose(ds["summary_accuracy_mean"].values, mean, rtol=1e-12)
     assert ds.attrs["label_source"] == "file" and ds.attrs["verdict"] in result.output
     assert float(ds["comparison_accuracy_difference"]) == pytest.approx(
-        float(ds["summary_accuracy_mean"].sel({"method": ds.attrs["chosen_assessor"]}))
-        - float(ds["summary_accuracy_mean"].sel({"method": ds.attrs["best_baseline"]})))
+        float(ds["summary_accuracy_mean"].sel({"estimator": ds.attrs["chosen_assessor"]}))
+        - float(ds["summary_accuracy_mean"].sel({"estimator": ds.attrs["best_baseline"]})))
     # a rerun gives the same table
     again = run("assess", path, "--transform", "rotation", "--repeats", "4", "-q")
     table = [line for line in result.output.splitlines() if line.startswith("  ")]

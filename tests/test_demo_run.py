@@ -16,22 +16,7 @@ from click.testing import CliRunner
 import browser
 from ml4ml.cli import cli
 
-DEMO = Path(__file__).resolve().parents[1] / "pipelines" / "demo-digits.toml"
-
-
-def reduced_demo(folder: Path) -> Path:
-    """The demo spec with fewer models, epochs, images and repeats; the same design."""
-    text = DEMO.read_text()
-    text = text.replace('path = "../stores/demo-digits.zarr"', 'path = "demo.zarr"')
-    text = text.replace('workers = "auto"', "workers = 1")
-    text = text.replace('[suites.digits]\nsplit = "test"', '[suites.digits]\nsplit = "test"\n'
-                        "n_samples = 90")
-    text = text.replace("epochs = 10", "epochs = 2\nn_train = 240")
-    text = text.replace("seed = [0, 1, 2]", "seed = [0]").replace("seed = [4, 5]", "seed = [4]")
-    text = text.replace("repeats = 10", "repeats = 3")
-    spec = folder / "demo.toml"
-    spec.write_text(text)
-    return spec
+from conftest import DEMO, reduced_demo  # noqa: F401 - reduced_demo: used by others
 
 
 class Page(HTMLParser):
@@ -50,12 +35,8 @@ class Page(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("demo")
-    spec = reduced_demo(folder)
-    result = CliRunner().invoke(cli, ["run", str(spec), "-q"])
-    assert result.exit_code == 0, result.output
-    return folder, spec, result
+def demo(demo_run):
+    return demo_run
 
 
 def test_the_reduced_demo_runs_end_to_end_and_names_every_output(demo):
@@ -102,7 +83,7 @@ def test_the_report_parses_links_only_images_that_exist_and_shows_the_numbers(de
         assert (index.parent / src).is_file(), src
     ds = xr.open_zarr(folder / "demo.zarr", group="assess/rotation").load()
     html = index.read_text()
-    for method, accuracy in zip(ds["method"].values, ds["summary_accuracy_mean"].values):
+    for method, accuracy in zip(ds["estimator"].values, ds["summary_accuracy_mean"].values):
         assert re.search(rf"<td>{method}</td><td>\w+</td><td>{accuracy:.3f}</td>", html), method
     assert ds.attrs["verdict"] in html
     # the gallery is sorted by the assessor's score
@@ -257,5 +238,12 @@ def test_the_readmes_xarray_examples_run_on_the_demo_store(demo):
     assert namespace["labels"].values.tolist() == stored["label"].sel(source="recipe").values.tolist()
     table = namespace["table"]
     assessed = xr.open_zarr(path, group="assess/rotation").load()
-    assert sorted(table.index) == sorted(assessed["method"].values.tolist())
+    assert sorted(table.index) == sorted(assessed["estimator"].values.tolist())
     assert table.iloc[-1] == assessed["accuracy"].mean(["repeat", "fold"]).max()
+    k = assessed["estimator"].values.tolist().index("random_forest")
+    np.testing.assert_array_equal(namespace["forest"].values, assessed["accuracy"].values[..., k])
+    conv3 = measures["value"].sel(level="conv3_max", split="correct").values
+    m = measures["measure"].values.tolist().index("mean")
+    np.testing.assert_array_equal(namespace["conv3"].values, conv3[..., m])
+    wide = models["aug_range"].values == 45
+    assert namespace["wide"]["mid"].values.tolist() == models["mid"].values[wide].tolist()

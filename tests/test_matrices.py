@@ -72,7 +72,7 @@ def responses(probe, model):
     out = {dims.CONFIDENCE_LEVEL: one[dims.CONFIDENCE].values}
     for layer in range(probe.sizes[dims.LAYER]):
         for stat in dims.STATS:
-            out[dims.layer_level(layer, stat)] = (
+            out[dims.layer_level(f"conv{layer}", stat)] = (
                 one[dims.ACT].isel({dims.LAYER: layer}).sel({dims.STAT: stat}).values
             )
     return out
@@ -131,9 +131,15 @@ def test_layout_coords_and_layer_names():
         dims.MID, dims.LEVEL, dims.SPLIT, dims.AUG_PARAM_I, dims.AUG_PARAM_J
     )
     assert matrices[dims.MATRIX].dtype == np.float64
-    assert list(matrices[dims.LEVEL].values) == matrix_levels(2)
-    assert matrix_levels(2)[:3] == ["confidence", "layer0_mean", "layer0_std"]
-    assert matrix_levels(2)[-1] == "layer1_max_std"
+    # levels are named after the layers' modules (make_probe's "conv0", "conv1")
+    assert list(matrices[dims.LEVEL].values) == matrix_levels(probe)
+    assert matrix_levels(probe)[:3] == ["confidence", "conv0_mean", "conv0_std"]
+    assert matrix_levels(probe)[-1] == "conv1_max_std"
+    assert matrix_levels(probe.drop_vars(dims.LAYER_NAME))[1] == "layer0_mean"
+    mixed = probe.copy()
+    mixed[dims.LAYER_NAME] = mixed[dims.LAYER_NAME].copy(data=[["conv0", "conv1"],
+                                                               ["features.3", "conv1"]])
+    assert matrix_levels(mixed)[1::8] == ["layer0_mean", "conv1_mean"]
     assert list(matrices[dims.SPLIT].values) == list(dims.SPLITS)
     assert list(matrices[dims.KIND].values) == list(dims.KINDS)
     np.testing.assert_array_equal(matrices[dims.AUG_PARAM_I].values, probe[dims.AUG_PARAM].values)

@@ -197,7 +197,7 @@ def test_measures_of_real_variance_matrices_match_loops():
     from ml4ml.measure.matrices import variance_matrices
 
     matrices = variance_matrices(probe).isel({dims.MID: 0})
-    for level in ("confidence", "layer1_max"):
+    for level in ("confidence", "conv9_max"):
         for split in dims.SPLITS:
             where = {dims.LEVEL: level, dims.SPLIT: split}
             expected = loop_all_measures(
@@ -364,7 +364,7 @@ def test_paper80_names_order_and_values():
     assert table.columns[-1] == "conv9_max_mean_grad_d_std"
     value = database[dims.VALUE].sel({dims.SPLIT: "correct", dims.INTERVAL: 0, dims.MID: "m0"})
     assert table.loc[0, "conv9_max_grad_overall"] == value.sel(
-        {dims.LEVEL: "layer1_max", dims.MEASURE: "grad_overall"}).item()
+        {dims.LEVEL: "conv9_max", dims.MEASURE: "grad_overall"}).item()
     assert table.loc[0, "confidence_asymm"] == value.sel(
         {dims.LEVEL: "confidence", dims.MEASURE: "asymm"}).item()
     incorrect = features(database, set="paper80", split="incorrect")

@@ -39,13 +39,16 @@ def golden_case(request):
     return case, database, expected
 
 
-def _reference_entries(expected):
-    """Yield (level, reference measure dict) for the confidence and every layer statistic."""
+def _reference_entries(expected, levels):
+    """Yield (level, reference measure dict) for the confidence and every layer statistic;
+    ``levels``: the database's level coordinate (layers named after their modules)."""
+    prefixes = dims.prefixes_of_levels(levels)
     yield dims.CONFIDENCE_LEVEL, expected["reference"]["confidence"]["l2_dist"]
     layers = [key for key in expected["reference"] if key != "confidence"]  # layer order
     for layer_index, layer in enumerate(layers):
         for stat in dims.STATS:
-            yield dims.layer_level(layer_index, stat), expected["reference"][layer][stat]["l2_dist"]
+            yield (dims.layer_level(prefixes[layer_index], stat),
+                   expected["reference"][layer][stat]["l2_dist"])
 
 
 def _flatten(reference):
@@ -69,7 +72,7 @@ def test_every_reference_number_matches(golden_case):
     assert value.sizes[dims.INTERVAL] == n_intervals
     checked = 0
     worst = 0.0
-    for level, reference in _reference_entries(expected):
+    for level, reference in _reference_entries(expected, database[dims.LEVEL].values):
         for name, split, values in _flatten(reference):
             got = value.sel({dims.LEVEL: level, dims.SPLIT: SPLITS[split], dims.MEASURE: name})
             got = got.values[: len(values)]

@@ -249,7 +249,7 @@ def test_dataset_layout(model, suite):
                                         "long_name": "transformation parameter",
                                         "description": dims.DESCRIPTIONS[dims.AUG_PARAM][1]}
     np.testing.assert_array_equal(ds[dims.LAYER].values, [0, 1])
-    assert ds.attrs == {"transform": "scaling", "units": "factor", "fgsm_epsilon": 0.0}
+    assert ds.attrs == {"transform": "scaling", "fgsm_epsilon": 0.0}  # units: on aug_param
     for name in ds.variables:
         assert ds[name].attrs["long_name"] and ds[name].attrs["description"], name
     assert ds[dims.AUG_PARAM].values[2] == 1.0

@@ -88,8 +88,13 @@ def test_every_group_opens_with_plain_xarray_without_a_warning(built):
         for name, var in ds.variables.items():
             assert var.attrs.get("long_name") and var.attrs.get("description"), (group, name)
         if group != "models":
-            assert {"suite", "transform", "units", "title"} <= set(ds.attrs), group
-            assert ds.attrs["suite"] == "digits" and ds.attrs["units"] == "degrees"
+            assert {"suite", "transform", "title"} <= set(ds.attrs), group
+            assert "units" not in ds.attrs, group  # units live on each variable
+            assert ds.attrs["suite"] == "digits"
+            axes = [n for n in (dims.AUG_PARAM, dims.AUG_PARAM_I, dims.AUG_PARAM_J) if n in ds]
+            assert axes and all(ds[n].attrs["units"] == "degrees" for n in axes), group
+            if dims.HALF_WIDTH in ds:
+                assert ds[dims.HALF_WIDTH].attrs["units"] == "grid steps"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tree = xr.open_datatree(built.store, engine="zarr")

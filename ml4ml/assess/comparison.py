@@ -17,6 +17,7 @@ import pandas as pd
 import xarray as xr
 from scipy import stats
 
+from ml4ml import dims
 from ml4ml.assess.estimators import method_kind
 from ml4ml.errors import InputError
 
@@ -33,14 +34,15 @@ def _require(results, names):
 
 
 def _kinds(results) -> np.ndarray:
-    if "method_kind" in results.coords:
-        return np.asarray(results["method_kind"].values, dtype=object)
-    return np.asarray([method_kind(name) for name in results["method"].values], dtype=object)
+    if dims.ESTIMATOR_KIND in results.coords:
+        return np.asarray(results[dims.ESTIMATOR_KIND].values, dtype=object)
+    return np.asarray([method_kind(name) for name in results[dims.ESTIMATOR].values], dtype=object)
 
 
 def _evaluations(variable: xr.DataArray) -> np.ndarray:
     """(n_evaluations, n_methods): one row per (repeat, fold)."""
-    return variable.transpose(*_EVALUATION, "method").values.reshape(-1, variable.sizes["method"])
+    return variable.transpose(*_EVALUATION, dims.ESTIMATOR).values.reshape(
+        -1, variable.sizes[dims.ESTIMATOR])
 
 
 def summary(results: xr.Dataset) -> pd.DataFrame:
@@ -69,7 +71,7 @@ def summary(results: xr.Dataset) -> pd.DataFrame:
         "f1_mean": _evaluations(results["f1"]).mean(axis=0),
         "kappa_mean": kappa_mean,
         "n_evaluations": n,
-    }, index=pd.Index(np.asarray(results["method"].values, dtype=object), name="method"))
+    }, index=pd.Index(np.asarray(results[dims.ESTIMATOR].values, dtype=object), name=dims.ESTIMATOR))
     return frame
 
 
@@ -130,7 +132,7 @@ def compare(results: xr.Dataset, alpha: float = 0.05) -> dict:
     _require(results, ["accuracy", "kappa", "n_train", "n_test"])
     frame = summary(results)
     assessor, baseline = _best(frame, "assessor"), _best(frame, "baseline")
-    pair = results.sel({"method": [assessor, baseline]})
+    pair = results.sel({dims.ESTIMATOR: [assessor, baseline]})
     accuracy = _evaluations(pair["accuracy"])
     kappa = _evaluations(pair["kappa"])
     ratio = float((results["n_test"] / results["n_train"]).mean())
@@ -183,13 +185,13 @@ def top_features(results: xr.Dataset, method: str, n: int = 10) -> pd.DataFrame:
     sorted by importance (descending; equal importances keep the feature order).
     """
     _require(results, ["importance", "importance_std"])
-    methods = [str(m) for m in results["method"].values]
+    methods = [str(m) for m in results[dims.ESTIMATOR].values]
     if method not in methods:
         raise InputError(f"unknown method {method!r}; the results hold {', '.join(methods)}",
                          field="method")
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise InputError(f"n must be an int >= 1; got {n!r}", field="n")
-    chosen = results[["importance", "importance_std"]].sel({"method": method})
+    chosen = results[["importance", "importance_std"]].sel({dims.ESTIMATOR: method})
     frame = pd.DataFrame({
         "importance": chosen["importance"].values,
         "importance_std": chosen["importance_std"].values,

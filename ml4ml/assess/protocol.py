@@ -61,8 +61,9 @@ _ATTRS = {
     "fold": ("test fold", "index of the fold tested (the other two are trained on)"),
     "fold_name": ("test fold name", "holdout: the hold-out models; regular_a/regular_b: the "
                   "two random halves of the regular models"),
-    "method": ("method", "assessor or baseline name (ml4ml.assess.estimators)"),
-    "method_kind": ("method kind", "assessor (learned from every feature) or baseline"),
+    dims.ESTIMATOR: ("assessor or baseline", "name of the assessor or baseline "
+                     "(ml4ml.assess.estimators)"),
+    dims.ESTIMATOR_KIND: ("method kind", "assessor (learned from every feature) or baseline"),
     "feature": ("feature", "column of the feature table"),
     dims.MID: ("model id", "id of the model in the models table"),
     "accuracy": ("test accuracy", "fraction of the test fold's models classified correctly"),
@@ -365,15 +366,15 @@ def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=N
     Returns
     -------
     xarray.Dataset with
-        accuracy, f1, kappa  (repeat, fold, method)  float64
-        fallback             (repeat, fold, method)  bool
+        accuracy, f1, kappa  (repeat, fold, estimator)  float64
+        fallback             (repeat, fold, estimator)  bool
         n_train, n_test, model_seed, permutation_seed  (repeat, fold)  int64
         test_fold            (repeat, mid)           int8
-        prediction           (repeat, mid, method)   int8
+        prediction           (repeat, mid, estimator)   int8
         label, holdout       (mid,)                  int8, bool
-        importance, importance_std  (feature, method)  float64   if ``importance``
+        importance, importance_std  (feature, estimator)  float64   if ``importance``
         coords repeat (0..R-1), fold (0, 1, 2) with fold_name (holdout, regular_a,
-        regular_b), method with method_kind (assessor/baseline), feature, mid.
+        regular_b), estimator with method_kind (assessor/baseline), feature, mid.
     """
     values, mids, columns = _feature_frame(X)
     labels = _labels(y, mids)
@@ -436,20 +437,20 @@ def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=N
 
 
 _DIMS = {
-    "accuracy": ("repeat", "fold", "method"),
-    "f1": ("repeat", "fold", "method"),
-    "kappa": ("repeat", "fold", "method"),
-    "fallback": ("repeat", "fold", "method"),
+    "accuracy": ("repeat", "fold", dims.ESTIMATOR),
+    "f1": ("repeat", "fold", dims.ESTIMATOR),
+    "kappa": ("repeat", "fold", dims.ESTIMATOR),
+    "fallback": ("repeat", "fold", dims.ESTIMATOR),
     "n_train": ("repeat", "fold"),
     "n_test": ("repeat", "fold"),
     "model_seed": ("repeat", "fold"),
     "permutation_seed": ("repeat", "fold"),
     "test_fold": ("repeat", dims.MID),
-    "prediction": ("repeat", dims.MID, "method"),
+    "prediction": ("repeat", dims.MID, dims.ESTIMATOR),
     dims.LABEL: (dims.MID,),
     "holdout": (dims.MID,),
-    "importance": ("feature", "method"),
-    "importance_std": ("feature", "method"),
+    "importance": ("feature", dims.ESTIMATOR),
+    "importance_std": ("feature", dims.ESTIMATOR),
 }
 
 
@@ -460,8 +461,8 @@ def _dataset(arrays, names, mids, columns, attrs) -> xr.Dataset:
         "repeat": ("repeat", np.arange(attrs["repeats"])),
         "fold": ("fold", np.arange(len(FOLD_NAMES))),
         "fold_name": ("fold", np.asarray(FOLD_NAMES, dtype=object)),
-        "method": ("method", names),
-        "method_kind": ("method", np.asarray([method_kind(n) for n in names], dtype=object)),
+        dims.ESTIMATOR: (dims.ESTIMATOR, names),
+        dims.ESTIMATOR_KIND: (dims.ESTIMATOR, np.asarray([method_kind(n) for n in names], dtype=object)),
         dims.MID: (dims.MID, mids),
     }
     if "importance" in arrays:

@@ -314,8 +314,8 @@ def _assess_dataset(results, table, frame, comparison, top, chosen, predicted, s
         "long_name": "assessor's label", "description": f"the refit {chosen}'s label"})
     for column in ("accuracy_mean", "accuracy_min", "accuracy_max", "accuracy_sem",
                    "f1_mean", "kappa_mean"):
-        ds[f"summary_{column}"] = xr.DataArray(frame.loc[list(ds["method"].values), column]
-                                               .to_numpy(np.float64), dims="method", attrs={
+        ds[f"summary_{column}"] = xr.DataArray(frame.loc[list(ds[dims.ESTIMATOR].values), column]
+                                               .to_numpy(np.float64), dims=dims.ESTIMATOR, attrs={
             "long_name": column.replace("_", " "),
             "description": f"{column.replace('_', ' ')} over the {repeats * 3} evaluations"})
     for key in ("accuracy_difference", "accuracy_p", "kappa_difference", "kappa_p",
@@ -328,7 +328,7 @@ def _assess_dataset(results, table, frame, comparison, top, chosen, predicted, s
     ds["assessor"] = xr.DataArray(np.frombuffer(blob, dtype=np.uint8), dims="byte", attrs={
         "long_name": "refit assessor", "description": f"the {chosen}, refit on every "
         "labelled model, as skops bytes (ml4ml.assess.stage.load_assessor)",
-        "method": chosen, "features": json.dumps(feature_columns + [ROBUST])})
+        "estimator": chosen, "features": json.dumps(feature_columns + [ROBUST])})
     ds["top_feature"] = xr.DataArray(np.asarray(top.index, dtype=object), dims="rank",
                                      attrs={"long_name": "top features",
                                             "description": f"features of highest "
@@ -364,7 +364,8 @@ def load_assessor(path, transform: str):
                          hint="only scikit-learn, numpy and ml4ml types are loaded")
     estimator = skops.io.loads(blob, trusted=list(unknown))
     attrs = ds["assessor"].attrs
-    return estimator, json.loads(attrs["features"]), str(attrs["method"])
+    chosen = attrs.get("estimator", attrs.get("method"))  # "method" in older stores
+    return estimator, json.loads(attrs["features"]), str(chosen)
 
 
 def predict(path, transform: str, mids, *, suite=None) -> pd.DataFrame:

@@ -130,11 +130,19 @@ def apply_to_blocks(block_function, *arrays, core_ndims, out_core_sizes, **kwarg
     )
 
 
-def matrix_levels(n_layers: int) -> list[str]:
-    """Level labels: ``["confidence", "layer0_mean", ..., "layer{L-1}_max_std"]``."""
-    return [dims.CONFIDENCE_LEVEL] + [
-        dims.layer_level(i, stat) for i in range(n_layers) for stat in dims.STATS
-    ]
+def matrix_levels(probe: xr.Dataset) -> list[str]:
+    """Level labels of a probe dataset: ``["confidence", "conv2_mean", ..., "conv3_max_std"]``
+    (``dims.level_names`` of its layers' module names, ``layer<i>`` where it has none).
+
+    ``layer_name`` is small and read at once, even from a dask-backed dataset.
+    """
+    n_layers = probe.sizes[dims.LAYER]
+    if dims.LAYER_NAME not in probe:
+        return dims.level_names([f"layer{i}" for i in range(n_layers)])
+    names = probe[dims.LAYER_NAME].transpose(..., dims.LAYER).data
+    if dask.is_dask_collection(names):
+        names = names.compute(scheduler="sync")  # a few strings; not the responses
+    return dims.level_names(dims.layer_prefixes(np.asarray(names)))
 
 
 def variance_matrices(probe: xr.Dataset) -> xr.Dataset:
@@ -161,8 +169,7 @@ def variance_matrices(probe: xr.Dataset) -> xr.Dataset:
     _check_probe(probe)
     n_params = probe.sizes[dims.AUG_PARAM]
     n_samples = probe.sizes[dims.SAMPLE]
-    n_layers = probe.sizes[dims.LAYER]
-    levels = matrix_levels(n_layers)
+    levels = matrix_levels(probe)
     act = probe[dims.ACT].transpose(..., dims.AUG_PARAM, dims.SAMPLE, dims.LAYER, dims.STAT)
     act = act.sel({dims.STAT: list(dims.STATS)}) if dims.STAT in act.coords else act
     core = [dims.AUG_PARAM, dims.SAMPLE]

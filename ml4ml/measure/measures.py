@@ -194,6 +194,7 @@ def measure_matrices(matrices: xr.Dataset, measures=None) -> xr.DataArray:
     value.attrs.update(long_name=long_name, description=description)
     for name in (dims.INTERVAL, dims.HALF_WIDTH, dims.MEASURE):
         value[name].attrs.update(zip(("long_name", "description"), dims.DESCRIPTIONS[name]))
+    value[dims.HALF_WIDTH].attrs["units"] = dims.UNITS[dims.HALF_WIDTH]
     return value
 
 

@@ -110,6 +110,28 @@ def _stored_rows(path, group) -> tuple[dict, dict, list]:
     return current, written, names
 
 
+def _check_levels(path, groups, probes, force) -> None:
+    """StoreError unless the stored groups label their levels as these probes' layers do
+    (stores written before levels took the layers' module names: ``store check``); with
+    ``force`` such groups are removed, so every model is measured again into new ones."""
+    from ml4ml.measure.matrices import matrix_levels
+
+    if probes is None:
+        return
+    expected = matrix_levels(probes)
+    for group in groups:
+        if not store.group_exists(path, group):
+            continue
+        stored = [str(level) for level in store.open_group(path, group)[dims.LEVEL].values]
+        if stored != expected and force:
+            store.delete_group(path, group)
+        elif stored != expected:
+            raise StoreError(f"'{group}' labels its levels {', '.join(stored[1:3])}, ...; "
+                             f"the probed layers give {', '.join(expected[1:3])}, ...",
+                             file=path, field=f"{group}/{dims.LEVEL}",
+                             hint=f"run 'ml4ml store check {path}' to see how to upgrade it")
+
+
 def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureReport:
     from ml4ml.measure.measures import measure_matrices, registered_measures
 
@@ -120,6 +142,8 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
                       [str(d) for d in probes[store.DIGEST].values]))
     m_group = store.measures_group(suite, transform)
     x_group = store.matrices_group(suite, transform)
+    _check_levels(path, (x_group, m_group), probes.sel({dims.MID: done}) if done else None,
+                  force)
     measured, written, have_names = _stored_rows(path, m_group)
     matrixed, _, _ = _stored_rows(path, x_group)
 
@@ -169,7 +193,6 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
         from ml4ml.progress import progress as stage_progress
 
         about = {"suite": suite, "transform": transform,
-                 "units": str(probes.attrs.get("units", "")),
                  "measures_documentation": "docs/measures.md"}
         bar = stage_progress(f"measure {suite}/{transform}", len(todo), progress)
         try:

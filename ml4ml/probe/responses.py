@@ -621,6 +621,6 @@ def _as_dataset(prob, prediction, confidence, act, layer_names, grid, transform,
         dims.ACT: ((dims.AUG_PARAM, dims.SAMPLE, dims.LAYER, dims.STAT), act.numpy()),
         dims.LAYER_NAME: ((dims.LAYER,), np.array(layer_names, dtype=object)),
     }
-    attrs = {"transform": transform.name, "units": transform.units,
+    attrs = {"transform": transform.name,
              "fgsm_epsilon": float(fgsm_epsilon)}
     return dims.describe(xr.Dataset(data_vars, coords=coords, attrs=attrs))

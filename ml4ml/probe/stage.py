@@ -65,7 +65,7 @@ def probe_template(params, transform: str, labels, n_classes: int, n_layers: int
             dims.STAT: np.array(dims.STATS, dtype=object),
             dims.LAYER: np.arange(n_layers, dtype=np.int64),
         },
-        attrs={"transform": family.name, "units": family.units,
+        attrs={"transform": family.name,
                "fgsm_epsilon": float(fgsm_epsilon)},
     )
     return dims.describe(ds)

@@ -45,25 +45,22 @@ def _pick_group(path, transform=None, suite=None) -> tuple[str, str]:
     return chosen[0]
 
 
-def strip_levels(layer_names) -> tuple[list[str], list[str]]:
-    """Levels and titles of a strip: the confidence and the paper80 layer statistics."""
-    from ml4ml.measure.feature_sets import PAPER80_STATS, _feature_layer_name
+def strip_levels(levels) -> tuple[list[str], list[str]]:
+    """Levels and titles of a strip, from a group's ``level`` coordinate: the confidence
+    and the paper80 statistics of the last two layers; each title is its level's label."""
+    from ml4ml.measure.feature_sets import PAPER80_STATS
 
-    n_layers = len(layer_names)
-    levels, titles = [dims.CONFIDENCE_LEVEL], ["confidence"]
-    for index in range(max(n_layers - 2, 0), n_layers):
-        for stat in PAPER80_STATS:
-            levels.append(dims.layer_level(index, stat))
-            titles.append(f"{_feature_layer_name(layer_names[index])} {stat}")
-    return levels, titles
+    chosen = [dims.CONFIDENCE_LEVEL] + [
+        dims.layer_level(prefix, stat) for prefix in dims.prefixes_of_levels(levels)[-2:]
+        for stat in PAPER80_STATS]
+    return chosen, list(chosen)
 
 
 def _matrices(path, suite, transform, split):
     ds = store.open_group(path, store.matrices_group(suite, transform))
     done = store.done_mids(ds)
     ds = ds.sel({dims.MID: done})
-    layer_names = [str(n) for n in np.asarray(ds[dims.LAYER_NAME].values)[0]] if done else []
-    levels, titles = strip_levels(layer_names)
+    levels, titles = strip_levels(ds[dims.LEVEL].values)
     matrix = ds[dims.MATRIX].sel({dims.LEVEL: levels, dims.SPLIT: split, dims.KIND: "l2"})
     values = np.asarray(matrix.transpose(dims.MID, dims.LEVEL, ...).values)
     params = np.asarray(ds[dims.AUG_PARAM_I].values)
@@ -189,16 +186,20 @@ def _assessment(path, transform, mids) -> dict | None:
     if not store.group_exists(path, group):
         return None
     ds = store.open_group(path, group).load()
+    if dims.ESTIMATOR not in ds.dims:
+        raise StoreError(f"'{group}' has the old layout (dim 'method', renamed "
+                         f"'{dims.ESTIMATOR}')", file=path, field=f"{group}/method",
+                         hint=f"run 'ml4ml store check {path}' to see how to upgrade it")
     chosen = str(ds.attrs["chosen_assessor"])
-    methods = [str(m) for m in ds["method"].values]
+    methods = [str(m) for m in ds[dims.ESTIMATOR].values]
     rows = []
     for k, method in enumerate(methods):
-        rows.append({"method": method, "kind": str(ds["method_kind"].values[k]),
+        rows.append({"method": method, "kind": str(ds[dims.ESTIMATOR_KIND].values[k]),
                      **{name: float(ds[f"summary_{name}"].values[k]) for name in
                         ("accuracy_mean", "accuracy_min", "accuracy_max", "accuracy_sem",
                          "f1_mean", "kappa_mean")}})
-    importance = ds["importance"].sel({"method": chosen})
-    std = ds["importance_std"].sel({"method": chosen})
+    importance = ds["importance"].sel({dims.ESTIMATOR: chosen})
+    std = ds["importance_std"].sel({dims.ESTIMATOR: chosen})
     top = [(str(f), float(importance.sel({"feature": f}).values),
             float(std.sel({"feature": f}).values)) for f in ds["top_feature"].values]
     position = {str(m): k for k, m in enumerate(ds[dims.MID].values)}
@@ -209,7 +210,7 @@ def _assessment(path, transform, mids) -> dict | None:
     # out-of-fold: the chosen assessor's majority test-fold prediction over the repeats
     oof = np.full(len(mids), -1)
     if "prediction" in ds:
-        votes = ds["prediction"].sel({"method": chosen}).values  # (repeat, mid)
+        votes = ds["prediction"].sel({dims.ESTIMATOR: chosen}).values  # (repeat, mid)
         tested = votes >= 0
         ones = ((votes == 1) & tested).sum(axis=0)
         counts = tested.sum(axis=0)

@@ -3,7 +3,13 @@
 xarray reads what is written here with plain ``xr.open_zarr``: each variable is an array
 whose ``dimension_names`` are its dims and whose attributes are its attrs; non-index
 coordinates are listed in the ``coordinates`` attribute of the variables that share their
-dims (CF), or of the group when no variable does. Strings are variable-length UTF-8.
+dims (CF), or of the group when no variable does. Strings are fixed-width unicode
+(``<U{width}``, zarr's ``fixed_length_utf32``): plain xarray reads them as numpy unicode,
+which ``Dataset.where``, ``to_dataframe`` and ``groupby`` handle (zarr's variable-length
+strings read as numpy's StringDType, which ``Dataset.where`` cannot promote). The width
+is ``STRING_WIDTH`` characters (``STRING_WIDTHS`` for long texts) or the longest value
+laid out, whichever is larger; a longer value is refused (``fit``), never cut silently,
+except error texts (``TRUNCATED``), which are cut with a mark.
 
 Every array has a declared fill value that unwritten entries read as: NaN for floats, -1
 for integers, False for flags, "" for strings.
@@ -32,7 +38,7 @@ from zarr.codecs import ZstdCodec
 
 from ml4ml import dims
 
-__all__ = ["fill_value", "missing", "zarr_dtype", "layout_group", "extend_rows", "extend_dim",
+__all__ = ["fill_value", "missing", "zarr_dtype", "fit", "STRING_WIDTH", "STRING_WIDTHS", "layout_group", "extend_rows", "extend_dim",
            "write_rows", "write_table_rows", "set_flags", "ROW_CHUNK", "RAW_VARIABLES",
            "ROW_TABLE_VARIABLES"]
 
@@ -45,6 +51,12 @@ ROW_TABLE_VARIABLES = frozenset({dims.DONE, dims.LAYER_NAME, "source_sha256", "d
 COMPRESSOR = ZstdCodec(level=1)
 # rows per chunk along mid of tables written by the driver alone (models, labels)
 ROW_CHUNK = 1024
+# characters of a string array (fixed-width unicode); long texts get more
+STRING_WIDTH = 256
+STRING_WIDTHS = {"error": 2048, "train_error": 2048, "checkpoint": 4096, "pretrained": 4096,
+                 "source_description": 1024}
+# texts cut to the width (with a mark) rather than refused
+TRUNCATED = frozenset({"error", "train_error"})
 
 
 def fill_value(dtype):
@@ -71,10 +83,45 @@ def missing(dtype, shape) -> np.ndarray:
     return np.full(shape, value, dtype=np.dtype(dtype))
 
 
-def zarr_dtype(dtype):
-    """Strings of any numpy kind become zarr's variable-length string; the rest stay."""
+def zarr_dtype(dtype, name: str = "", values=None):
+    """Strings of any numpy kind become fixed-width unicode of ``string_width(name,
+    values)`` characters; the rest stay."""
     dtype = np.dtype(dtype)
-    return str if dtype.kind in "OUST" else dtype
+    return np.dtype(f"<U{string_width(name, values)}") if dtype.kind in "OUST" else dtype
+
+
+def string_width(name: str, values=None) -> int:
+    """Characters of the string array ``name`` holding ``values`` (at least)."""
+    longest = 0
+    if values is not None and np.size(values):
+        longest = max(len(str(v)) for v in np.asarray(values, dtype=object).ravel())
+    return max(STRING_WIDTHS.get(name, STRING_WIDTH), longest)
+
+
+def fit(array, values, name: str = "") -> np.ndarray:
+    """``values`` as array ``array`` stores them: strings checked against a fixed width
+    (StoreError naming the array if one is longer; error texts cut with a mark), strings
+    into a variable-length array (older stores) as objects."""
+    values = np.asarray(values)
+    kind = np.dtype(array.dtype).kind
+    if kind == "U":
+        width = np.dtype(array.dtype).itemsize // 4
+        name = name or str(getattr(array, "basename", "") or "")
+        strings = np.asarray(values, dtype=object)
+        strings = np.vectorize(lambda v: "" if v is None else str(v), otypes=[object])(strings) \
+            if strings.size else strings
+        long = [s for s in strings.ravel() if len(s) > width]
+        if long and name in TRUNCATED:
+            strings = np.vectorize(lambda s: s if len(s) <= width else s[:width - 1] + "…",
+                                   otypes=[object])(strings)
+        elif long:
+            from ml4ml.errors import StoreError
+
+            raise StoreError(f"value {long[0][:60]!r}... has {len(long[0])} characters; the "
+                             f"array holds at most {width}", field=name,
+                             hint="use a shorter value (e.g. a shorter path or id)")
+        return np.asarray(strings, dtype=array.dtype)
+    return _as_written(values)
 
 
 def _compressors(name: str, dtype):
@@ -128,11 +175,12 @@ def layout_group(parent: zarr.Group, name: str, ds: xr.Dataset, *, mid_chunk: in
         var_attrs = dict(var.attrs)
         if vname in per_var:
             var_attrs["coordinates"] = per_var[vname]
-        spec = dict(shape=var.shape, dtype=zarr_dtype(var.dtype),
+        written = write == "all" or dims.MID not in var.dims or vname == dims.MID
+        spec = dict(shape=var.shape,
+                    dtype=zarr_dtype(var.dtype, vname, var.values if written else None),
                     chunks=_chunks(vname, var, mid_chunk), fill_value=fill_value(var.dtype),
                     dimension_names=list(var.dims), attributes=_plain(var_attrs),
                     compressors=_compressors(vname, var.dtype))
-        written = write == "all" or dims.MID not in var.dims or vname == dims.MID
         values = _as_written(np.asarray(var.values)) if written and var.size else None
         arrays.append((vname, spec, values))
     sync(_create_arrays(group._async_group, arrays))
@@ -159,9 +207,9 @@ def extend_rows(group: zarr.Group, new_mids, *, fill_fixed=None) -> int:
     start = group[dims.MID].shape[0]
     stop = start + len(new_mids)
     _resize_along(group, dims.MID, stop)
-    group[dims.MID][start:stop] = np.asarray(list(new_mids), dtype=object)  # resized now
+    group[dims.MID][start:stop] = fit(group[dims.MID], list(new_mids), dims.MID)  # resized now
     for name, values in (fill_fixed or {}).items():
-        group[name][start:stop] = _as_written(np.asarray(values))
+        group[name][start:stop] = fit(group[name], values, name)
     return start
 
 
@@ -170,12 +218,19 @@ def extend_dim(group: zarr.Group, dim: str, labels) -> int:
     start = group[dim].shape[0]
     stop = start + len(labels)
     _resize_along(group, dim, stop)
-    group[dim][start:stop] = _as_written(np.asarray(list(labels)))  # resized now
+    group[dim][start:stop] = fit(group[dim], list(labels), dim)  # resized now
     return start
 
 
 def _resize_along(group: zarr.Group, dim: str, stop: int) -> None:
     """Every array along ``dim`` resized to ``stop`` there, all metadata writes at once."""
+    from ml4ml.store.layout import quiet  # zarr's notice about fixed-width strings
+
+    with quiet():
+        _resize_arrays(group, dim, stop)
+
+
+def _resize_arrays(group: zarr.Group, dim: str, stop: int) -> None:
     resizes = []
     for _, array in group.arrays():
         names = list(array.metadata.dimension_names or ())
@@ -203,7 +258,7 @@ def write_rows(group: zarr.Group, rows, values: dict, *, flag: str | None = None
     runs = _runs(rows)
     for name, data in values.items():
         array = group[name]
-        data = _as_written(np.asarray(data))
+        data = fit(array, data, name)
         names = list(array.metadata.dimension_names or ())
         axis = names.index(dims.MID)
         for first, (start, stop) in runs:
@@ -239,7 +294,7 @@ def write_table_rows(group: zarr.Group, rows, values: dict, *, flag: str | None 
         if current.dtype.kind == "T":
             current = current.astype(object)
         data = (np.full(rows.size, flag_value, dtype=bool) if name == flag and name not in values
-                else _as_written(np.asarray(values[name])))
+                else fit(array, values[name], name))
         place = [slice(None)] * array.ndim
         place[axis] = rows - lo
         current[tuple(place)] = np.moveaxis(data, 0, axis) if axis else data

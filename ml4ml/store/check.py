@@ -90,6 +90,7 @@ def check_store(path) -> list[Problem]:
                 problems += _duplicates(derived, rows)
                 problems += _derived_rows(derived, rows, hurt[derived], probes, hurt[group])
     problems += _leftover_files(path)
+    problems += _old_layout(path, committed)
     return problems
 
 
@@ -183,7 +184,8 @@ def _chunk_problems(committed: dict) -> list[Problem]:
 # ------------------------------------------------------------------- damaged chunks
 # the small arrays the row checks read, kept whole by the chunk scan
 KEEP = frozenset({dims.MID, dims.DONE, TRAINED, DIGEST, SOURCE, PROBE_DIGEST, CHECKPOINT_SHA,
-                  "source", "source_description", "rater", "method", "method_kind"})
+                  "source", "source_description", "rater", dims.ESTIMATOR,
+                  dims.ESTIMATOR_KIND, "method"})
 # per kind of group: the flag that says a model's row is complete, and the array whose
 # value a complete row always holds (it tells a lost flag chunk from one never written)
 FLAGS = {MODELS_GROUP: (TRAINED, CHECKPOINT_SHA), "probes": (dims.DONE, DIGEST),
@@ -196,8 +198,48 @@ MODELS_REQUIRED = {"arch", "epochs", "lr", "batch_size", "checkpoint", CHECKPOIN
                    "test_accuracy"}
 # groups without flags: the arrays that are never all fill (a missing chunk is damage)
 LABELS_REQUIRED = {dims.MID, "source", "source_description", "written_at", "rater"}
-ASSESS_REQUIRED = {dims.MID, "predicted", "method", "method_kind", "feature", "repeat",
+ASSESS_REQUIRED = {dims.MID, "predicted", dims.ESTIMATOR, dims.ESTIMATOR_KIND, "feature",
+                   "repeat",
                    "fold", "accuracy", "assessor"}
+
+
+def _old_layout(path, committed: dict) -> list[Problem]:
+    """Groups in the layout of earlier ml4ml versions, each with the command that rewrites
+    it: an assess group whose dim is 'method' (now 'estimator'), matrices and measures
+    whose levels are named layer<i>_<stat> (now after the layers' modules)."""
+    out = []
+    for node, metadata in sorted(committed.items()):
+        parts = node.split("/")
+        if metadata.get("node_type") != "array" or len(parts) < 2:
+            continue
+        if parts[0] == "assess" and len(parts) == 3 and parts[2] == "method":
+            out.append(Problem(f"assess/{parts[1]}", f"dim 'method' is the old name of "
+                               f"'{dims.ESTIMATOR}'", f"run 'ml4ml assess {path} --transform "
+                               f"{parts[1]} --force' to rewrite it"))
+        if parts[0] in ("matrices", "measures") and len(parts) == 4 and parts[3] == dims.LEVEL:
+            group = "/".join(parts[:3])
+            zgroup = _read_group(path, group)
+            if zgroup is None or dims.LAYER_NAME not in zgroup:
+                continue
+            levels = [str(v) for v in zgroup[dims.LEVEL][:].tolist()]
+            done = np.asarray(zgroup[dims.DONE][:], dtype=bool)
+            names = np.asarray(zgroup[dims.LAYER_NAME][:], dtype=object)[done]
+            if not len(names):
+                continue
+            expected = dims.level_names(dims.layer_prefixes(names))
+            if levels != expected:
+                out.append(Problem(group, f"levels named {levels[1]}, ... (before levels "
+                                   f"took the layers' module names, {expected[1]}, ...)",
+                                   f"run 'ml4ml measure {path} --force' to measure every "
+                                   f"model again"))
+    return out
+
+
+def _read_group(path, group):
+    try:
+        return zarr_group(path, group, mode="r")
+    except Exception:
+        return None
 
 
 def _data_groups(committed: dict) -> list[str]:
@@ -349,7 +391,7 @@ def _assess_command(path, transform, attrs, scans) -> str:
         command += f" --repeats {attrs['repeats']}"
     if "seed" in attrs:
         command += f" --seed {attrs['seed']}"
-    methods, kinds = scans.get("method"), scans.get("method_kind")
+    methods, kinds = scans.get(dims.ESTIMATOR), scans.get(dims.ESTIMATOR_KIND)
     if methods is not None and kinds is not None and not (methods.damaged or kinds.damaged):
         chosen = [str(m) for m, k in zip(methods.values, kinds.values) if str(k) == "assessor"]
         if chosen and len(chosen) < 6:

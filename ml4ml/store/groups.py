@@ -31,7 +31,7 @@ __all__ = [
     "SCHEMA_VERSION", "SCHEMA_ATTR", "PRECISION_ATTR", "PRECISIONS", "MODELS_GROUP",
     "probe_group", "matrices_group", "measures_group", "labels_group", "assess_group",
     "create_store", "store_exists", "has_root", "store_attrs", "store_precision", "group_exists",
-    "list_groups", "open_group", "read_group", "replace_group", "zarr_group", "done_mids",
+    "list_groups", "open_group", "read_group", "replace_group", "delete_group", "zarr_group", "done_mids",
 ]
 
 SCHEMA_VERSION = 2
@@ -277,6 +277,18 @@ def read_group(path, group: str, *, committed: bool = True) -> xr.Dataset:
                                       dict(metadata.attributes))
     ds = xr.Dataset(variables, attrs=attrs)
     return xr.decode_cf(ds, mask_and_scale=False)
+
+
+def delete_group(path, group: str) -> None:
+    """Remove ``group`` and commit that (its stage writes it again). The caller holds the
+    store's lock."""
+    from ml4ml.store.layout import _delete_node, begin
+
+    if group_exists(path, group):
+        begin(path, group)
+        with quiet():
+            _delete_node(zarr_store(path), group)
+        commit(path, group)
 
 
 def replace_group(path, group: str, ds: xr.Dataset) -> None:

@@ -24,7 +24,7 @@ import xarray as xr
 
 from ml4ml import dims
 from ml4ml.errors import StoreError
-from ml4ml.store.arrays import ROW_CHUNK, extend_dim, extend_rows, layout_group
+from ml4ml.store.arrays import ROW_CHUNK, extend_dim, extend_rows, fit, layout_group
 from ml4ml.store.groups import group_exists, labels_group, read_group, zarr_group
 from ml4ml.store.layout import begin, commit, quiet
 from ml4ml.store.models import model_ids
@@ -130,7 +130,7 @@ def write_labels(path, transform: str, source: str, labels: dict, description: s
             current = target[...]
             if current.dtype.kind == "T":
                 current = current.astype(object)
-            current[column] = value
+            current[column] = fit(target, [value], name)[0]
             target[...] = current
         begin(path, labels_group(transform))
         zgroup.attrs["current_source"] = source

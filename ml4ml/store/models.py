@@ -12,7 +12,8 @@ import numpy as np
 import xarray as xr
 
 from ml4ml import dims
-from ml4ml.store.arrays import ROW_CHUNK, extend_rows, fill_value, layout_group, missing, zarr_dtype
+from ml4ml.store.arrays import (ROW_CHUNK, extend_rows, fill_value, fit, layout_group, missing,
+                                zarr_dtype)
 from ml4ml.store.groups import (MODELS_GROUP, check_unique, group_exists, mid_positions,
                                 read_group, store_attrs, zarr_group)
 from ml4ml.store.layout import begin, commit, quiet
@@ -98,13 +99,14 @@ def update_models(path, rows: xr.Dataset, *, last=()) -> None:
             data = array[...]
             if data.dtype.kind == "T":
                 data = data.astype(object)
-            data[index] = rows[name].values
+            data[index] = fit(array, rows[name].values, name)
             array[...] = data
 
 
 def _create_variable(group, name, like: xr.DataArray, n: int) -> None:
     shape = (n,) + tuple(like.shape[1:])
-    array = group.create_array(name, shape=shape, dtype=zarr_dtype(like.dtype),
+    array = group.create_array(name, shape=shape, dtype=zarr_dtype(like.dtype, name,
+                                                                   like.values),
                                chunks=(ROW_CHUNK,) + tuple(max(s, 1) for s in shape[1:]),
                                fill_value=fill_value(like.dtype),
                                dimension_names=list(like.dims), attributes=dict(like.attrs))

@@ -64,8 +64,8 @@ def probe_layout(template: xr.Dataset, mids, precision, suite: str, transform: s
     if dims.LAYER in template.dims and dims.LAYER not in coords:
         coords[dims.LAYER] = np.arange(template.sizes[dims.LAYER], dtype=np.int64)
     attrs = dict(template.attrs)
+    attrs.pop("units", None)  # units live on aug_param, never on the group
     attrs.update({"suite": suite, "transform": transform,
-                  "units": str(template[dims.AUG_PARAM].attrs.get("units", "")),
                   "title": f"responses of every model on suite '{suite}' under "
                            f"'{transform}'"})
     return dims.describe(xr.Dataset(variables, coords=coords, attrs=attrs))
