@@ -60,7 +60,10 @@ def _local_cluster(workers: int):
     cluster = client = None
     try:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, preload=[__name__])
+                               dashboard_address=None, preload=[__name__],
+                               # its HTTP server (health checks) on any free port: no
+                               # warning when another cluster has 8787
+                               scheduler_kwargs={"dashboard_address": ":0"})
         client = Client(cluster)
     except BaseException:
         _stop_now(client, cluster)

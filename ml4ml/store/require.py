@@ -148,9 +148,9 @@ def _require_root(path) -> None:
     try:
         document = json.loads(metadata.read_bytes())
     except (OSError, ValueError) as exc:
-        raise StoreError(f"the root metadata file is not valid JSON: {exc}",
+        raise StoreError(f"the root document is damaged (not valid JSON: {exc})",
                          file=path, field="zarr.json",
-                         hint=f"run 'ml4ml store check {_quote(path)}'") from None
+                         hint="restore the store, or make it again") from None
     if not isinstance(document, dict) or document.get("node_type") != "group":
         kind = document.get("node_type") if isinstance(document, dict) else None
         raise StoreError(f"a Zarr {kind or 'document'}, not an ml4ml store (whose root is a "
