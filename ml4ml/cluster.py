@@ -34,9 +34,105 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
         return
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}", field="workers")
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with _local_cluster(workers) as client:
         yield client
+
+
+@contextmanager
+def _local_cluster(workers: int):
+    """A LocalCluster whose workers never see Ctrl-C; Ctrl-C stops them at once, silently.
+
+    A terminal's Ctrl-C goes to every process of the foreground group, the workers
+    included: each would print its own KeyboardInterrupt, and the nanny would wait for
+    their running task before killing them, with warnings. So the workers ignore SIGINT
+    (inherited from this process while they start, and set again by ``dask_setup`` in
+    workers a nanny restarts), and SIGINT here first kills them (every store write is
+    atomic, so a killed worker leaves no torn file) and then raises KeyboardInterrupt,
+    which releases the store's lock only once no worker can write any more.
+    """
+    import signal
+    import threading
+
+    from distributed import Client, LocalCluster
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    cluster = client = None
+    try:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, preload=[__name__],
+                               # its HTTP server (health checks) on any free port: no
+                               # warning when another cluster has 8787
+                               scheduler_kwargs={"dashboard_address": ":0"})
+        client = Client(cluster)
+    except BaseException:
+        _stop_now(client, cluster)
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+
+    def interrupted(signum, frame):
+        _kill_workers(cluster)
+        raise KeyboardInterrupt
+
+    if main:
+        previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield client
+    except KeyboardInterrupt:
+        _stop_now(client, cluster)
+        raise
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+    client.close()
+    cluster.close()
+
+
+def dask_setup(worker) -> None:
+    """distributed's preload hook, run in every worker process as it starts: ignore
+    SIGINT (Ctrl-C is the client's to handle; see ``_local_cluster``)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _kill_workers(cluster) -> None:
+    import os
+    import signal
+
+    for nanny in list(getattr(cluster, "workers", {}).values()):
+        pid = getattr(nanny, "pid", None)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:  # gone already
+                pass
+
+
+def _stop_now(client, cluster) -> None:
+    """Close a cluster at once after Ctrl-C, its workers killed and its logs silenced."""
+    import logging
+    import warnings
+
+    if cluster is None:
+        return
+    logging.disable(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _kill_workers(cluster)
+            for closing in (client, cluster):
+                try:
+                    if closing is not None:
+                        closing.close(timeout=5)
+                except BaseException:  # noqa: BLE001 - closing after Ctrl-C: nothing to add
+                    pass
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 # glibc mallopt parameters (malloc.h)

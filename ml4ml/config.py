@@ -117,6 +117,9 @@ RECIPE_FIELDS = set(Recipe.field_names())
 def load_pipeline(path) -> Pipeline:
     """Read and validate a pipeline spec; SpecError listing every problem otherwise."""
     path = Path(path)
+    if path.is_dir():
+        raise SpecError("is a folder, not a pipeline spec file", file=path,
+                        hint="give a TOML file, e.g. pipelines/demo-digits.toml")
     if not path.is_file():
         raise SpecError("no such pipeline spec file", file=path)
     try:

@@ -252,9 +252,9 @@ def test_outputs_into_missing_folders_and_unknown_names_list_what_exists(tmp_pat
                        tmp_path / "nowhere" / "f.csv"), "nowhere/f.csv", "field '-o'",
                    "does not exist")
     one_line_error(run("features", path, "--transform", "scaling", "-o", tmp_path / "f.csv"),
-                   "field '--transform'", "measures for: rotation")
+                   "field '--transform'", "the store has: rotation")
     one_line_error(run("features", path, "--transform", "rotation", "--suite", "nope", "-o",
                        tmp_path / "f.csv"), "field '--suite'", "legacy")
     one_line_error(run("measure", path, "--transform", "scaling"), "field '--transform'",
-                   "legacy/rotation")
+                   "unknown transform 'scaling'; the store has: rotation")
     assert not (tmp_path / "nowhere").exists() and digest(path) == before

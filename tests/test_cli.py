@@ -157,7 +157,7 @@ def test_measure_on_a_local_cluster_equals_in_process(tmp_path):
 def test_user_errors_are_one_line_with_exit_1(tmp_path):
     result = run("measure", tmp_path / "absent.zarr")
     assert result.exit_code == 1 and result.output.startswith("error: ")
-    assert "no ml4ml store" in result.output
+    assert "no store here: the folder does not exist" in result.output
     path = tmp_path / "ref.zarr"
     assert import_case(path, "small2").exit_code == 0
     result = run("measure", path, "--measure", "nope")
@@ -165,4 +165,4 @@ def test_user_errors_are_one_line_with_exit_1(tmp_path):
     result = run("features", path, "--transform", "rotation", "-o", tmp_path / "f.csv")
     assert result.exit_code == 1 and "run 'ml4ml measure" in result.output
     result = run("measure", path, "--suite", "zzz")
-    assert result.exit_code == 1 and "no probe group for suite 'zzz'; it has small2/rotation" in result.output
+    assert result.exit_code == 1 and "unknown suite 'zzz'; the store has: small2" in result.output

@@ -42,11 +42,13 @@ def label(store_path, transform, source, name, show, agreement, merge):
     The labels last written are the ones 'ml4ml assess' uses (or its --labels SOURCE).
     """
     from ml4ml.errors import InputError
+    from ml4ml.store import require_store
 
     actions = sum(bool(a) for a in (source, show, agreement, merge))
     if actions == 0:
         raise InputError("say what to do: --from FILE|recipe, --show, --agreement or --merge",
                          field="--from")
+    require_store(store_path, "probes", transform=transform)
     if source:
         _import(store_path, transform, source, name)
     if agreement:
@@ -188,6 +190,7 @@ def assess(store_path, predict_mids, transform, suite, repeats, seed, labels, as
     and writes it all, the refit assessor included, to the store's assess/<transform>.
     """
     from ml4ml.errors import InputError
+    from ml4ml.store import require_store
 
     if predict_mids and not predict:
         raise InputError(f"model ids {list(predict_mids)} given without --predict",
@@ -197,6 +200,7 @@ def assess(store_path, predict_mids, transform, suite, repeats, seed, labels, as
 
         if not predict_mids:
             raise InputError("--predict needs model ids: --predict MID...", field="--predict")
+        require_store(store_path, "assess", transform=transform, suite=suite)
         table = judge(store_path, transform, list(predict_mids), suite=suite)
         for row in table.itertuples():
             verdict = "invariant" if row.label == 1 else "variant"
@@ -204,6 +208,7 @@ def assess(store_path, predict_mids, transform, suite, repeats, seed, labels, as
         return
     from ml4ml.assess.stage import assess_store
 
+    require_store(store_path, "labels", transform=transform, suite=suite)
     report = assess_store(store_path, transform, suite=suite, labels=labels,
                           assessors=list(assessors) or None, repeats=repeats, seed=seed,
                           progress=not quiet)
@@ -266,7 +271,9 @@ def label_ui(store_path, transform, rater, port, host, suite, seed):
     import uvicorn
 
     from ml4ml.labelling.app import create_app
+    from ml4ml.store import require_store
 
+    require_store(store_path, "measures", transform=transform, suite=suite)
     app = create_app(store_path, transform, rater, suite=suite, seed=seed)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

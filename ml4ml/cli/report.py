@@ -40,7 +40,9 @@ def report(store_path, output, transform, suite, split, vmax, quiet):
     from pathlib import Path
 
     from ml4ml.report.stage import report_store
+    from ml4ml.store import require_store
 
+    require_store(store_path, "measures", transform=transform, suite=suite)
     output_file(Path(output), "-o")  # its parent folder must exist
     result = report_store(store_path, output, transform=transform, suite=suite, split=split,
                           vmax=vmax, progress=not quiet)
@@ -62,7 +64,9 @@ def plot(store_path, mid, output, transform, suite, split, vmax):
     ml4ml plot stores/demo-digits.zarr --mid m001 -o m001.png
     """
     from ml4ml.report.stage import plot_model
+    from ml4ml.store import require_store
 
+    require_store(store_path, "measures", transform=transform, suite=suite)
     output = output_file(output)
     plot_model(store_path, mid, output, transform=transform, suite=suite, split=split,
                vmax=vmax)

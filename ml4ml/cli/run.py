@@ -12,7 +12,7 @@ from ml4ml.cli.common import (CONTEXT, cluster_options, device_option, pipeline_
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("pipeline", type=click.Path(dir_okay=False))
+@click.argument("pipeline")
 @click.option("--store", "store_path", metavar="PATH",
               help="Store to use instead of the spec's [store] path (a folder or URL).")
 @click.option("--report", "report_dir", metavar="DIR",

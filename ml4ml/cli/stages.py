@@ -10,7 +10,7 @@ from ml4ml.cli.common import (CONTEXT, cluster_options, device_option, import_pl
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("pipeline", type=click.Path(dir_okay=False))
+@click.argument("pipeline")
 @user_errors
 def validate(pipeline):
     """Check a pipeline spec and list every problem.
@@ -28,7 +28,7 @@ def validate(pipeline):
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("pipeline", type=click.Path(dir_okay=False))
+@click.argument("pipeline")
 @cluster_options
 @device_option
 @click.option("--force", is_flag=True,
@@ -56,7 +56,7 @@ def train(pipeline, workers, scheduler, device, force, changed_only, quiet):
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("pipeline", type=click.Path(dir_okay=False))
+@click.argument("pipeline")
 @cluster_options
 @device_option
 @click.option("--force", is_flag=True,
@@ -102,7 +102,9 @@ def measure(store_path, suite, transform, measures, plugins, force, workers, sch
     """
     from ml4ml.cluster import dask_client
     from ml4ml.measure.stage import measure_store
+    from ml4ml.store import require_store
 
+    require_store(store_path, "probes", transform=transform, suite=suite)
     for plugin in plugins:
         import_plugin(plugin)
     with dask_client(workers, scheduler):
@@ -144,6 +146,9 @@ def features(store_path, transform, suite, feature_set, split, levels, stats, in
     or any selection of level, statistic, interval and measure. Models without measures
     are listed on stderr.
     """
+    from ml4ml.store import require_store
+
+    require_store(store_path, "measures", transform=transform, suite=suite)
     output = output_file(output)
     selected = {key: list(value) for key, value in (("levels", levels), ("stats", stats),
                                                     ("intervals", intervals),

@@ -23,8 +23,10 @@ def check(store_path):
     Checks the schema, the committed layout, the chunk layout, unique model ids, done
     flags against the data, per-model checksums and lineage.
     """
+    from ml4ml.store import require_store
     from ml4ml.store.check import check_store
 
+    require_store(store_path)
     problems = check_store(store_path)
     if not problems:
         click.echo(f"{store_path}: ok")
@@ -45,8 +47,10 @@ def repair(store_path):
     Rolls back uncommitted layout, clears the done flags of rows whose data is missing,
     damaged or stale (their stage redoes them), deletes temporary files.
     """
+    from ml4ml.store import require_store
     from ml4ml.store.check import repair_store
 
+    require_store(store_path)
     mended, left = repair_store(store_path)
     for problem in mended:
         click.echo(f"mended {problem.where}: {problem.what}")

@@ -40,8 +40,11 @@ def _pick_group(path, transform=None, suite=None) -> tuple[str, str]:
               and (suite is None or s == suite)]
     if not chosen:
         have = ", ".join(f"{s}/{t}" for s, t in pairs)
-        raise InputError(f"no measures for suite {suite!r} and transform {transform!r}; the "
-                         f"store has {have}", file=path, field="--transform")
+        wanted = " and ".join(f"{kind} {name!r}" for kind, name in (("suite", suite),
+                                                                   ("transform", transform))
+                              if name is not None)
+        raise InputError(f"no measures for {wanted}; the store has {have}", file=path,
+                         field="--transform" if transform is not None else "--suite")
     return chosen[0]
 
 

@@ -13,6 +13,7 @@ from ml4ml.store.groups import *  # noqa: F401,F403
 from ml4ml.store.groups import __all__ as _groups_all
 from ml4ml.store.layout import commit, recover  # noqa: F401
 from ml4ml.store.lock import holder, writing  # noqa: F401
+from ml4ml.store.require import require_store  # noqa: F401
 from ml4ml.store.models import add_models, model_ids, read_models, update_models  # noqa: F401
 from ml4ml.store.probes import (DIGEST, ERROR, SOURCE, check_compatible,  # noqa: F401
                                 finish_probes, init_probes, open_probes, probe_digest,
@@ -22,7 +23,7 @@ from ml4ml.store.rows import (PROBE_DIGEST, RowWrites, append_measures,  # noqa:
                               clear_done, prepare_rows)
 
 __all__ = list(_groups_all) + [
-    "is_url", "commit", "recover", "holder", "writing", "add_models", "model_ids",
+    "is_url", "require_store", "commit", "recover", "holder", "writing", "add_models", "model_ids",
     "read_models", "update_models", "DIGEST", "ERROR", "SOURCE", "check_compatible",
     "clear_done", "init_probes", "open_probes", "probe_digest", "write_probe",
     "write_probe_data", "finish_probes", "probe_layout", "write_probe_failure", "PROBE_DIGEST", "RowWrites",

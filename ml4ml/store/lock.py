@@ -91,6 +91,11 @@ def writing(path, command: str = "ml4ml", *, wait: float = 0.0, recover: bool = 
                 with _guard:
                     entry[0] -= 1
             return
+        if local_root(path) is not None:
+            from ml4ml.store.groups import _refuse_non_store, store_exists
+
+            if not store_exists(path):  # never leave a lock file in someone else's folder
+                _refuse_non_store(path)
         release, notes = _acquire(path, command, wait)
         with _guard:
             _held[key] = [1, release]
