@@ -4,6 +4,7 @@ it (group, variable, model ids) with the command that mends it, without a traceb
 original held."""
 
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -161,8 +162,9 @@ def test_a_damaged_chunk_is_listed_repaired_and_redone(copy, built, group, name,
             flags = load(path, group)[flag]
             assert [str(m) for m in flags["mid"].values[~flags.values]] == held
     assert commands
-    for command in commands:  # the mend, as listed (SPEC: the store's pipeline spec)
-        args = command.replace("SPEC", str(spec)).split()[1:]
+    for command in commands:  # the mend, runnable as listed (the store records its spec)
+        assert "PIPELINE" not in command and "SPEC" not in command, command
+        args = shlex.split(command)[1:]
         result = run(*args, "-q") if args[0] in ("train", "probe", "measure", "assess") \
             else run(*args)
         assert result.exit_code == 0, (command, result.output)

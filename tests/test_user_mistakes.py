@@ -254,9 +254,9 @@ def test_an_unknown_suite_or_transform_lists_the_stores(made, tmp_path, case):
 # ----------------------------------------------------------------------------- stage order
 ORDER = {
     # case: (store at, command, the advice it must give)
-    "measure before probe": ("trained", ("measure", "{s}"), "ml4ml probe PIPELINE"),
+    "measure before probe": ("trained", ("measure", "{s}"), "ml4ml probe {spec}"),
     "label before probe": ("trained", ("label", "{s}", "--transform", "rotation", "--from",
-                                       "recipe"), "ml4ml probe PIPELINE"),
+                                       "recipe"), "ml4ml probe {spec}"),
     "probe before train": ("nothing", ("probe", "{spec}", "-q"), "ml4ml train {spec}"),
     "features before measure": ("probed", ("features", "{s}", "--transform", "rotation",
                                            "-o", "{o}/f.csv"), "ml4ml measure {s}"),
@@ -301,9 +301,10 @@ def test_a_stage_run_too_early_names_the_command_to_run_and_that_command_works(m
 
     args = [fill(a) for a in template]
     line = one_line(run(*args), fill(advice))
-    # the advice, as printed (a spec stands in for the PIPELINE placeholder), works ...
+    # the advice, as printed (the store records the spec that created it), works ...
     command = re.search(r"'(ml4ml [^']*)'", line)[1]
-    words = [str(spec) if w == "PIPELINE" else w for w in shlex.split(command)]
+    assert "PIPELINE" not in command
+    words = shlex.split(command)
     done = run(*words[1:])
     assert done.exit_code == 0, (command, done.output)
     if template[0] == "label-ui":
@@ -312,3 +313,21 @@ def test_a_stage_run_too_early_names_the_command_to_run_and_that_command_works(m
     again = run(*args)
     assert again.exit_code == 0 or again.stderr.strip() != line, again.output
     assert "Traceback" not in again.output and again.exit_code != 2
+
+
+def test_the_advice_names_the_recorded_spec_only_while_it_names_this_store(made, tmp_path):
+    """A store moved away from its spec (whose [store] path now names another folder) gets
+    the PIPELINE placeholder, never a command that would probe a different store."""
+    from ml4ml.store import store_attrs
+    from ml4ml.store.require import pipeline_command
+
+    store = made["trained"] / "db.zarr"
+    attrs = store_attrs(store)
+    assert attrs["pipeline"] == "../spec.toml"  # relative to the store's folder
+    spec = made["trained"] / "spec.toml"
+    assert pipeline_command(attrs, "probe", store) == f"ml4ml probe {spec}"
+    moved = tmp_path / "elsewhere.zarr"
+    shutil.copytree(store, moved)
+    assert pipeline_command(store_attrs(moved), "probe", moved) == "ml4ml probe PIPELINE"
+    line = one_line(run("measure", moved), "ml4ml probe PIPELINE")
+    assert "PIPELINE being the spec that trained them" in line

@@ -346,15 +346,27 @@ def _mend(path, group, kind, name, what, rows, keys, held, whole, flag, scans,
             again = (f"'ml4ml import-legacy {path} --mid MID --suite {parts[1]} --transform "
                      f"{parts[2]} --force --results FILE --act FILE' for each of them")
         else:
-            again = ("'ml4ml probe SPEC' with this store's pipeline spec (it probes exactly "
-                     "the models repair cleared)")
+            again = (f"'{_spec_command(path, 'probe')}' (it probes exactly the models "
+                     "repair cleared)")
     elif kind in ("matrices", "measures"):
         again = f"'ml4ml measure {path} --suite {parts[1]} --transform {parts[2]}'"
     else:
-        again = ("'ml4ml train SPEC' with this store's pipeline spec (it retrains exactly "
-                 "them; 'ml4ml probe SPEC' then redoes their probes if a checkpoint differs)")
+        again = (f"'{_spec_command(path, 'train')}' (it retrains exactly them; "
+                 f"'{_spec_command(path, 'probe')}' then redoes their probes if a checkpoint "
+                 "differs)")
     return Problem(group, what, repair + again, repair="clear", mids=mids, flag=flag,
                    chunks=tuple(keys))
+
+
+def _spec_command(path, verb: str) -> str:
+    """``ml4ml VERB SPEC`` with the spec that created the store (``PIPELINE`` where it is
+    not recorded or gone)."""
+    from ml4ml.store.require import pipeline_command
+
+    try:
+        return pipeline_command(store_attrs(path), verb, path)
+    except Exception:  # noqa: BLE001 - a damaged root: the placeholder
+        return f"ml4ml {verb} PIPELINE"
 
 
 def _relabel(path, transform, name, keys, scans) -> str:

@@ -18,6 +18,9 @@ Readers open any group with plain ``xr.open_zarr(path, group=...)``, the whole s
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import xarray as xr
 import zarr
@@ -37,6 +40,7 @@ __all__ = [
 SCHEMA_VERSION = 2
 SCHEMA_ATTR = "ml4ml_schema_version"
 PRECISION_ATTR = "ml4ml_float_dtype"
+PIPELINE_ATTR = "pipeline"  # the spec file that created the store (absolute path)
 PRECISIONS = ("float32", "float64")
 MODELS_GROUP = "models"
 DOCS = "docs/measures.md"
@@ -62,11 +66,14 @@ def assess_group(transform: str) -> str:
     return f"assess/{transform}"
 
 
-def create_store(path, *, precision: str = "float32") -> dict:
+def create_store(path, *, precision: str = "float32", pipeline=None) -> dict:
     """Create an empty store at ``path``, or check an existing one; return its attributes.
 
     precision : float dtype of probe responses, "float32" (default) or "float64" (used for
         imported reference files). An existing store keeps its own.
+    pipeline : the spec file that creates it, recorded as the ``pipeline`` attribute (for a
+        local store, relative to the store's folder, so a folder copied with its spec keeps
+        it), so advice can name the command that probes or trains it again.
     The caller holds the store's lock (``store.writing``).
     """
     if precision not in PRECISIONS:
@@ -86,6 +93,8 @@ def create_store(path, *, precision: str = "float32") -> dict:
                        "and assessors of many models (ML4ML, arXiv 2109.12926)",
         "measures_documentation": DOCS,
     }
+    if pipeline is not None:
+        attrs[PIPELINE_ATTR] = _pipeline_reference(pipeline, path)
     # the root document in its final form, committed (empty), in ONE atomic write: a store
     # exists whole or not at all
     root = {"zarr_format": 3, "node_type": "group", "attributes": attrs,
@@ -110,6 +119,25 @@ def _refuse_non_store(path) -> None:
             raise StoreError("exists and is not an ml4ml store: the root has no schema "
                              "version attribute", file=path, field=SCHEMA_ATTR,
                              hint="choose a new path")
+
+
+def _pipeline_reference(pipeline, path) -> str:
+    spec = Path(pipeline).resolve()
+    root = local_root(path)
+    if root is None:
+        return str(spec)
+    return os.path.relpath(spec, Path(root).resolve())
+
+
+def pipeline_file(attrs: dict, path) -> str | None:
+    """The spec file the store records (``pipeline`` attribute) as a path, or None."""
+    spec = attrs.get(PIPELINE_ATTR)
+    if not spec:
+        return None
+    root = local_root(path)
+    if root is not None and not Path(spec).is_absolute():
+        return str((Path(root) / spec).resolve())
+    return str(spec)
 
 
 def has_root(path) -> bool:

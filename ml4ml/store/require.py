@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
 from ml4ml.errors import InputError, StoreError
-from ml4ml.store.backend import local_root
-from ml4ml.store.groups import SCHEMA_ATTR, store_attrs
+from ml4ml.store.backend import is_url, local_root
+from ml4ml.store.groups import SCHEMA_ATTR, pipeline_file, store_attrs
 
 __all__ = ["require_store", "NEEDS"]
 
@@ -51,8 +52,11 @@ def require_store(path, needs: str = "store", *, transform: str | None = None,
         return attrs
     if not probes:
         raise StoreError("the store has no probes yet", file=path,
-                         hint="probe its models with 'ml4ml probe PIPELINE', PIPELINE being "
-                              "the spec that trained them, or import the reference's files "
+                         hint=f"probe its models with '{pipeline_command(attrs, 'probe', path)}'"
+                              + (", PIPELINE being the spec that trained them"
+                                 if pipeline_command(attrs, "probe", path).endswith("PIPELINE")
+                                 else "")
+                              + ", or import the reference's files "
                               f"with 'ml4ml import-legacy {_quote(path)} --mid MID --results "
                               "FILE --act FILE'")
     labelled = sorted(p.split("/")[1] for p, n in nodes.items()
@@ -86,6 +90,35 @@ def require_store(path, needs: str = "store", *, transform: str | None = None,
 
 def _quote(path) -> str:
     return shlex.quote(str(path))
+
+
+def pipeline_command(attrs: dict, verb: str, path=None) -> str:
+    """``ml4ml VERB SPEC`` for the spec that created the store (its ``pipeline``
+    attribute), runnable as printed: only while that file exists and still names this store
+    (``path``; a copied or moved store's spec names another one). Else ``PIPELINE`` stands
+    for the spec."""
+    spec = pipeline_file(attrs, path) if path is not None else None
+    if spec and _spec_names_store(spec, path):
+        return f"ml4ml {verb} {_quote(spec)}"
+    return f"ml4ml {verb} PIPELINE"
+
+
+def _spec_names_store(spec, path) -> bool:
+    """Whether the spec file ``spec`` exists and its ``[store] path`` is ``path``."""
+    import tomllib
+
+    try:
+        table = tomllib.loads(Path(spec).read_text()).get("store", {})
+        value = str(table.get("path", ""))
+    except (OSError, ValueError, AttributeError):
+        return False
+    if not value:
+        return False
+    if "://" in value or is_url(str(path)):
+        return value.rstrip("/") == str(path).rstrip("/")
+    target = Path(value).expanduser()
+    target = target if target.is_absolute() else Path(spec).parent / target
+    return target.resolve() == Path(path).expanduser().resolve()
 
 
 def _pairs(nodes: dict, prefix: str) -> list[tuple[str, str]]:

@@ -107,7 +107,7 @@ def register_zoo(pipeline) -> xr.Dataset:
 
     The caller holds the store's lock.
     """
-    store.create_store(pipeline.store, precision=pipeline.precision)
+    store.create_store(pipeline.store, precision=pipeline.precision, pipeline=pipeline.file)
     store.add_models(pipeline.store, recipe_table(pipeline.recipes))
     return store.read_models(pipeline.store)
 
