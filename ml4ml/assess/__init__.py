@@ -6,7 +6,8 @@ name registries ``ASSESSORS``, ``BASELINES``), ``protocol`` (``run_protocol``: t
 three-fold protocol with hold-out models, metrics and permutation importances as one
 ``xarray.Dataset``), ``comparison`` (``summary``, ``compare`` with the Nadeau-Bengio
 corrected resampled t-test, ``top_features``), ``labels`` (labels per transform and
-source: files, recipe proxies, expert raters), ``stage`` (the protocol over a store).
+source: files, recipe proxies, expert raters), ``stage`` (the protocol over a store),
+``splitter`` (``ProtocolSplit``: the protocol's folds as a scikit-learn CV splitter).
 """
 
 from ml4ml._lazy import lazy_exports
@@ -14,7 +15,7 @@ from ml4ml._lazy import lazy_exports
 __all__ = ["L2LinearThreshold", "FeatureThreshold", "ASSESSORS", "BASELINES", "METHODS",
            "make_assessor", "make_baseline", "make_method", "method_kind", "run_protocol",
            "permutation_drops", "binary_metrics", "fold_assignment", "FOLD_NAMES", "summary",
-           "compare", "top_features", "nadeau_bengio_ttest"]
+           "compare", "top_features", "nadeau_bengio_ttest", "ProtocolSplit"]
 
 __getattr__ = lazy_exports(__name__, {
     "L2LinearThreshold": "ml4ml.assess.estimators",
@@ -35,5 +36,6 @@ __getattr__ = lazy_exports(__name__, {
     "compare": "ml4ml.assess.comparison",
     "top_features": "ml4ml.assess.comparison",
     "nadeau_bengio_ttest": "ml4ml.assess.comparison",
+    "ProtocolSplit": "ml4ml.assess.splitter",
 })
 
