@@ -6,7 +6,10 @@ name registries ``ASSESSORS``, ``BASELINES``), ``protocol`` (``run_protocol``: t
 three-fold protocol with hold-out models, metrics and permutation importances as one
 ``xarray.Dataset``), ``comparison`` (``summary``, ``compare`` with the Nadeau-Bengio
 corrected resampled t-test, ``top_features``), ``labels`` (labels per transform and
-source: files, recipe proxies, expert raters), ``stage`` (the protocol over a store).
+source: files, recipe proxies, expert raters), ``stage`` (the protocol over a store),
+``splitter`` (``ProtocolSplit``: the protocol's folds as a scikit-learn CV splitter),
+``significance`` (``significance_test``: the chosen assessor against the best baseline,
+a permutation test over the hold-out models that holds its level).
 """
 
 from ml4ml._lazy import lazy_exports
@@ -14,7 +17,8 @@ from ml4ml._lazy import lazy_exports
 __all__ = ["L2LinearThreshold", "FeatureThreshold", "ASSESSORS", "BASELINES", "METHODS",
            "make_assessor", "make_baseline", "make_method", "method_kind", "run_protocol",
            "permutation_drops", "binary_metrics", "fold_assignment", "FOLD_NAMES", "summary",
-           "compare", "top_features", "nadeau_bengio_ttest"]
+           "compare", "top_features", "nadeau_bengio_ttest", "ProtocolSplit",
+           "significance_test", "model_permutation_test"]
 
 __getattr__ = lazy_exports(__name__, {
     "L2LinearThreshold": "ml4ml.assess.estimators",
@@ -35,5 +39,8 @@ __getattr__ = lazy_exports(__name__, {
     "compare": "ml4ml.assess.comparison",
     "top_features": "ml4ml.assess.comparison",
     "nadeau_bengio_ttest": "ml4ml.assess.comparison",
+    "ProtocolSplit": "ml4ml.assess.splitter",
+    "significance_test": "ml4ml.assess.significance",
+    "model_permutation_test": "ml4ml.assess.significance",
 })
 

@@ -41,12 +41,12 @@ from sklearn.dummy import DummyClassifier
 
 from ml4ml import dims
 from ml4ml.assess.estimators import METHODS, make_method, method_kind
+from ml4ml.assess.splitter import FOLD_NAMES, ProtocolSplit
 from ml4ml.errors import InputError
 
 __all__ = ["run_protocol", "FOLD_NAMES", "permutation_drops", "binary_metrics",
            "fold_assignment"]
 
-FOLD_NAMES = ("holdout", "regular_a", "regular_b")
 _MODEL_STREAM, _PERMUTATION_STREAM = 1, 2
 
 PROTOCOL = (
@@ -197,19 +197,12 @@ def permutation_drops(estimator, X, y, *, n_repeats=5, random_state=0):
 def fold_assignment(holdout, repeats, seed):
     """Test fold of every model in every repeat: int8 array (repeats, n_models).
 
-    Fold 0 is the hold-out models; the regular models are shuffled with
+    ``ProtocolSplit(repeats, random_state=seed).test_folds(holdout)``: fold 0 is the
+    hold-out models; the regular models are shuffled with
     ``numpy.random.default_rng([seed, repeat])`` and the first ``ceil(n_regular / 2)`` form
     fold 1, the rest fold 2.
     """
-    holdout = np.asarray(holdout, dtype=bool)
-    regular = np.flatnonzero(~holdout)
-    first = (regular.size + 1) // 2
-    folds = np.zeros((repeats, holdout.size), dtype=np.int8)
-    for repeat in range(repeats):
-        shuffled = np.random.default_rng([seed, repeat]).permutation(regular)
-        folds[repeat, shuffled[:first]] = 1
-        folds[repeat, shuffled[first:]] = 2
-    return folds
+    return ProtocolSplit(repeats, random_state=seed).test_folds(holdout)
 
 
 def _feature_frame(X):
@@ -387,7 +380,8 @@ def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=N
     names, templates = _templates(methods, seed, robust_index)
 
     n_methods, n_features = len(names), columns.size
-    test_fold = fold_assignment(holdout, repeats, seed)
+    splitter = ProtocolSplit(repeats, random_state=seed)
+    test_fold = splitter.test_folds(holdout)
     shape = (repeats, len(FOLD_NAMES), n_methods)
     accuracy, f1, kappa = (np.empty(shape) for _ in range(3))
     fallback = np.zeros(shape, dtype=bool)
@@ -396,28 +390,26 @@ def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=N
     prediction = np.zeros((repeats, mids.size, n_methods), dtype=np.int8)
     fold_importance = np.zeros((repeats, len(FOLD_NAMES), n_features, n_methods))
 
-    for repeat in range(repeats):
-        for fold in range(len(FOLD_NAMES)):
-            test = test_fold[repeat] == fold
-            train = ~test
-            x_train, y_train = values[train], labels[train]
-            x_test, y_test = values[test], labels[test]
-            model_seed = _derived_seed(seed, repeat, fold, _MODEL_STREAM)
-            permutation_seed = _derived_seed(seed, repeat, fold, _PERMUTATION_STREAM)
-            counts[:, repeat, fold] = train.sum(), test.sum()
-            seeds[:, repeat, fold] = model_seed, permutation_seed
-            rows = (_permuted_stack(x_test, n_permutations, permutation_seed)
-                    if importance else x_test)
-            for m, template in enumerate(templates):
-                estimator, fallback[repeat, fold, m] = _fit(_seeded(template, model_seed),
-                                                            x_train, y_train)
-                predicted = np.asarray(estimator.predict(rows)).astype(np.int8)
-                prediction[repeat, test, m] = predicted[: y_test.size]
-                if importance:
-                    _, drops = _drops(predicted, y_test, n_features, n_permutations)
-                    fold_importance[repeat, fold, :, m] = drops.mean(axis=1)
-            accuracy[repeat, fold], f1[repeat, fold], kappa[repeat, fold] = binary_metrics(
-                y_test, prediction[repeat, test].T)
+    for split, (train, test) in enumerate(splitter.split(values, labels, holdout)):
+        repeat, fold = divmod(split, len(FOLD_NAMES))
+        x_train, y_train = values[train], labels[train]
+        x_test, y_test = values[test], labels[test]
+        model_seed = _derived_seed(seed, repeat, fold, _MODEL_STREAM)
+        permutation_seed = _derived_seed(seed, repeat, fold, _PERMUTATION_STREAM)
+        counts[:, repeat, fold] = train.size, test.size
+        seeds[:, repeat, fold] = model_seed, permutation_seed
+        rows = (_permuted_stack(x_test, n_permutations, permutation_seed)
+                if importance else x_test)
+        for m, template in enumerate(templates):
+            estimator, fallback[repeat, fold, m] = _fit(_seeded(template, model_seed),
+                                                        x_train, y_train)
+            predicted = np.asarray(estimator.predict(rows)).astype(np.int8)
+            prediction[repeat, test, m] = predicted[: y_test.size]
+            if importance:
+                _, drops = _drops(predicted, y_test, n_features, n_permutations)
+                fold_importance[repeat, fold, :, m] = drops.mean(axis=1)
+        accuracy[repeat, fold], f1[repeat, fold], kappa[repeat, fold] = binary_metrics(
+            y_test, prediction[repeat, test].T)
 
     arrays = {
         "accuracy": accuracy, "f1": f1, "kappa": kappa, "fallback": fallback,
