@@ -132,3 +132,29 @@ def test_a_read_only_store_is_one_clear_line(path, tmp_path):
         for root, folders, files in os.walk(path):
             os.chmod(root, 0o755)
         os.chmod(path, 0o755)
+
+
+def test_a_command_whose_stage_is_not_done_names_the_live_writer_not_the_stage(tmp_path):
+    """Labels asked of a store whose probes a live writer may be making: the line names
+    that writer (not 'run probe'); once it is killed, the stage's own advice comes back.
+    ``writer_now`` never takes the lock (a writer starting meanwhile is not refused)."""
+    from ml4ml.store.lock import writer_now
+
+    path = str(tmp_path / "empty.zarr")
+    with store.writing(path):
+        store.create_store(path)
+    assert writer_now(path) is None  # released: the lock file is empty
+    holder = hold(path)
+    try:
+        assert writer_now(path)["pid"] == holder.pid
+        result = CliRunner().invoke(cli, ["measure", path, "-q"])
+        assert result.exit_code == 1 and result.output.count("\n") == 1
+        assert f"another process is writing this store: pid {holder.pid} on " in result.output
+        assert "the store has no probes yet (it may be making them now)" in result.output
+    finally:
+        holder.kill()
+        holder.wait()
+    assert writer_now(path) is None  # a killed writer's lock file names a dead process
+    result = CliRunner().invoke(cli, ["measure", path, "-q"])
+    assert result.exit_code == 1 and "the store has no probes yet (probe its models" \
+        in result.output

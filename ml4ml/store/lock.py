@@ -138,6 +138,30 @@ def holder(path) -> dict | None:
     return None
 
 
+def writer_now(path) -> dict | None:
+    """The description of the writer that seems to hold the store now, without touching
+    the lock (``holder`` takes it for an instant, which could refuse a writer starting at
+    that moment): the lock file's holder while its process is alive on this host (a
+    released lock file is empty); for a URL store, ``holder``. For messages only."""
+    root = local_root(path)
+    if root is None:
+        try:
+            return _url_holder(str(path))
+        except Exception:  # noqa: BLE001 - only a message depends on it
+            return None
+    try:
+        info = _parse((root / LOCK_NAME).read_bytes())
+    except OSError:
+        return None
+    if not info or info.get("host") != socket.gethostname():
+        return info or None
+    try:
+        os.kill(int(info.get("pid")), 0)
+    except (OSError, TypeError, ValueError):
+        return None  # a killed writer's lock: free
+    return info
+
+
 def _key(path) -> str:
     root = local_root(path)
     return str(root.resolve()) if root is not None else str(path).rstrip("/")

@@ -51,14 +51,13 @@ def require_store(path, needs: str = "store", *, transform: str | None = None,
     if needs == "store" and not probes and transform is None and suite is None:
         return attrs
     if not probes:
-        raise StoreError("the store has no probes yet", file=path,
-                         hint=f"probe its models with '{pipeline_command(attrs, 'probe', path)}'"
-                              + (", PIPELINE being the spec that trained them"
-                                 if pipeline_command(attrs, "probe", path).endswith("PIPELINE")
-                                 else "")
-                              + ", or import the reference's files "
-                              f"with 'ml4ml import-legacy {_quote(path)} --mid MID --results "
-                              "FILE --act FILE'")
+        probe = pipeline_command(attrs, "probe", path)
+        raise _not_yet(path, "the store has no probes yet",
+                       hint=f"probe its models with '{probe}'"
+                            + (", PIPELINE being the spec that trained them"
+                               if probe.endswith("PIPELINE") else "")
+                            + ", or import the reference's files with 'ml4ml import-legacy "
+                            f"{_quote(path)} --mid MID --results FILE --act FILE'")
     labelled = sorted(p.split("/")[1] for p, n in nodes.items()
                       if p.startswith("labels/") and p.count("/") == 1
                       and n.get("node_type") == "group")
@@ -69,23 +68,36 @@ def require_store(path, needs: str = "store", *, transform: str | None = None,
                 if (transform is None or t == transform) and (suite is None or s == suite)]
     if not measured:
         what = "/".join(x for x in (suite, transform) if x)
-        raise StoreError(f"the store has no measures{' for ' + what if what else ''} yet",
-                         file=path, hint=f"run 'ml4ml measure {_quote(path)}' first")
+        raise _not_yet(path, f"the store has no measures{' for ' + what if what else ''} yet",
+                       hint=f"run 'ml4ml measure {_quote(path)}' first")
     if needs == "measures":
         return attrs
     if transform is None:
         raise ValueError(f"needs={needs!r} needs a transform")
     if not _has_arrays(nodes, f"labels/{transform}"):
-        raise StoreError(f"the store has no labels for {transform!r} yet", file=path,
-                         hint=f"write some with 'ml4ml label {_quote(path)} --transform "
-                              f"{shlex.quote(transform)} --from recipe' (or --from FILE)")
+        raise _not_yet(path, f"the store has no labels for {transform!r} yet",
+                       hint=f"write some with 'ml4ml label {_quote(path)} --transform "
+                            f"{shlex.quote(transform)} --from recipe' (or --from FILE)")
     if needs == "labels":
         return attrs
     if not _has_arrays(nodes, f"assess/{transform}"):
-        raise StoreError(f"the store has no assessor for {transform!r} yet", file=path,
-                         hint=f"run 'ml4ml assess {_quote(path)} --transform "
-                              f"{shlex.quote(transform)}' first")
+        raise _not_yet(path, f"the store has no assessor for {transform!r} yet",
+                       hint=f"run 'ml4ml assess {_quote(path)} --transform "
+                            f"{shlex.quote(transform)}' first")
     return attrs
+
+
+def _not_yet(path, message: str, *, hint: str) -> StoreError:
+    """A stage not run yet; while another process writes the store (it may be running
+    that stage now), the error names that process instead."""
+    from ml4ml.store.lock import _describe, writer_now
+
+    busy = writer_now(path)
+    if busy:
+        return StoreError(f"another process is writing this store: {_describe(busy)}",
+                          file=path, hint=f"{message} (it may be making them now): wait for "
+                          "it to finish, then run this command again")
+    return StoreError(message, file=path, hint=hint)
 
 
 def _quote(path) -> str:
