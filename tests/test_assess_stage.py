@@ -159,7 +159,10 @@ def test_the_stored_assessor_judges_models_and_refuses_other_features(folder):
         group["assessor"].attrs["features"] = '["confidence_mean"]'
         store.commit(str(path))
     result = run("assess", path, "--transform", "rotation", "--predict", "m1")
-    assert result.exit_code == 1 and "fit on other features than the store's" in result.output
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "the assessment of 'rotation' is stale: it was made from other features than the " \
+           "set 'paper80' gives now ('confidence_mean' stored, 'confidence_sstv' now)" in \
+        result.stderr
 
 
 def test_an_assessor_holding_foreign_code_is_never_loaded(folder):

@@ -7,6 +7,11 @@ compares the best of each (``compare``), refits the best assessor on every label
 and writes everything, the refit assessor as skops bytes included, to ``assess/<transform>``
 (one committed change; the old results are replaced). ``predict`` judges models with the
 stored assessor.
+
+Lineage: the assessment records its feature set, split and label source, each model's
+label and a hash of its features (``feature_hash``), and digests of both.
+``check_assessment`` compares them with the store's current labels and features; ``predict``
+and the report use an assessment only while they agree, on exactly its features.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from ml4ml import dims, store
 from ml4ml.errors import InputError, StoreError
 
 __all__ = ["label_store", "feature_table", "assess_store", "predict", "AssessReport",
-           "load_assessor", "ProtocolNotPossible", "ROBUST", "SKOPS_TRUSTED"]
+           "load_assessor", "check_assessment", "ProtocolNotPossible", "ROBUST",
+           "SKOPS_TRUSTED"]
 
 ROBUST = "robust_accuracy"
 
@@ -190,8 +196,8 @@ def inputs_digest(table: pd.DataFrame, source, assessors, repeats, seed, set, sp
     import hashlib
 
     h = hashlib.sha256()
-    h.update(json.dumps([source, list(assessors), repeats, seed, set, split,
-                         list(table.columns)]).encode())
+    h.update(json.dumps([LINEAGE_VERSION, source, list(assessors), repeats, seed, set,
+                         split, list(table.columns)]).encode())
     h.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
     return h.hexdigest()
 
@@ -241,6 +247,7 @@ def assess_store(path, transform: str, *, suite=None, labels: str | None = None,
                          f"({source}): an assessor needs both kinds", file=path,
                          field="labels")
     X = labelled.set_index(dims.MID)[feature_columns + [ROBUST]]
+    lineage = _lineage(table, feature_columns + [ROBUST], source, set, split)
     digest = inputs_digest(table, source, assessors, repeats, seed, set, split)
     if skip_current and _current_digest(path, transform) == digest:
         return None
@@ -265,6 +272,10 @@ def assess_store(path, transform: str, *, suite=None, labels: str | None = None,
     blob = skops.io.dumps(refit)
     ds = _assess_dataset(results, table, frame, comparison, top, chosen, predicted, score,
                          blob, feature_columns, source, repeats, seed, transform, suite)
+    ds["feature_hash"] = xr.DataArray(lineage.pop("hashes"), dims=dims.MID, attrs={
+        "long_name": "feature hash", "description": "hash of the model's features (and "
+        "robust accuracy) the assessment was made from (pandas.util.hash_pandas_object)"})
+    ds.attrs.update(lineage)
     ds.attrs["inputs_digest"] = digest
     with store.writing(path, f"ml4ml assess {transform}") as notes:
         store.replace_group(path, store.assess_group(transform), ds)
@@ -341,6 +352,107 @@ def _assess_dataset(results, table, frame, comparison, top, chosen, predicted, s
     return ds.assign_coords({dims.MID: mids})
 
 
+# ----------------------------------------------------------------------------- lineage
+LINEAGE_VERSION = 1  # in the inputs digest: assessments made before lineage are redone
+
+
+def _feature_hashes(table: pd.DataFrame, columns) -> np.ndarray:
+    """(n_models,) uint64: a hash of each row's ``columns`` (names and values)."""
+    return pd.util.hash_pandas_object(table[list(columns)], index=False).to_numpy(np.uint64)
+
+
+def _digest(pairs) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(sorted(pairs)).encode()).hexdigest()
+
+
+def _lineage(table, columns, source, set, split) -> dict:
+    """What an assessment records of its inputs: the attrs, and ``hashes`` (per model)."""
+    hashes = _feature_hashes(table, columns)
+    mids = [str(m) for m in table[dims.MID]]
+    return {"feature_set": set, "split": split, "label_source": source,
+            "labels_digest": _digest([[m, int(v)] for m, v in zip(mids, table["label"])]),
+            "features_digest": _digest([[m, str(h)] for m, h in zip(mids, hashes)]
+                                       + [["columns", json.dumps(list(columns))]]),
+            "hashes": hashes}
+
+
+def _stale(path, transform, why, mend) -> StoreError:
+    return StoreError(f"the assessment of {transform!r} is stale: {why}", file=path,
+                      field=store.assess_group(transform), hint=f"run '{mend}' to redo it")
+
+
+def check_assessment(path, transform: str, *, suite=None, current_labels: bool = False):
+    """(table, attrs): the current features of the assessment's feature set and split,
+    once the stored assessment of ``transform`` is current; StoreError (one line naming
+    the models and the command that redoes it) otherwise.
+
+    Current: the labels of its source and the features of every model it was made from
+    are those it recorded (the measures read are fresh: ``store.fresh_mids``).
+    current_labels : also require its label source to be the store's current one (what
+        the report shows beside it).
+    """
+    import shlex
+
+    from ml4ml.store.lineage import stale_message_models
+
+    group = store.assess_group(transform)
+    if not store.group_exists(path, group):
+        raise StoreError(f"the store has no assessor for {transform!r} yet", file=path,
+                         hint=f"run 'ml4ml assess {path} --transform {transform}' first")
+    ds = store.open_group(path, group)
+    attrs = dict(ds.attrs)
+    suite = suite or attrs.get("suite") or None
+    mend = f"ml4ml assess {shlex.quote(str(path))} --transform {shlex.quote(transform)}" + \
+        (f" --suite {shlex.quote(suite)}" if suite else "")
+    if "features_digest" not in attrs or "feature_hash" not in ds:
+        raise _stale(path, transform, "it records no lineage (made by an older ml4ml)", mend)
+    source = str(attrs["label_source"])
+    current_source = ""
+    try:
+        current_source, _ = stored_labels(path, transform)
+    except StoreError:
+        pass
+    if current_labels and current_source and current_source != source:
+        raise _stale(path, transform, f"it was made on labels {source!r}, the current "
+                     f"labels are {current_source!r}", mend)
+    if source != current_source:
+        mend += f" --labels {shlex.quote(source)}"
+    mids = [str(m) for m in ds[dims.MID].values]
+    recorded = np.asarray(ds["label"].values, dtype=np.int64)
+    try:
+        _, by_mid = stored_labels(path, transform, source)
+    except (StoreError, InputError):
+        raise _stale(path, transform, f"its labels {source!r} are no longer in the store",
+                     mend) from None
+    now = np.array([by_mid.get(m, -1) for m in mids], dtype=np.int64)
+    changed = [m for m, a, b in zip(mids, recorded, now) if a != b]
+    if changed:
+        raise _stale(path, transform, f"the labels {source!r} of {len(changed)} model(s) "
+                     f"changed since it was made: {stale_message_models(changed)}", mend)
+    columns = json.loads(ds["assessor"].attrs["features"])
+    table, _ = feature_table(path, transform, suite=suite, set=str(attrs["feature_set"]),
+                             split=str(attrs["split"]))
+    now = [c for c in table.columns if c not in (dims.MID, "holdout", "partition", ROBUST)]
+    if now + [ROBUST] != columns:
+        raise _stale(path, transform, f"it was made from other features than the set "
+                     f"{attrs['feature_set']!r} gives now "
+                     f"({_first_difference(columns, now + [ROBUST])})", mend)
+    position = {str(m): k for k, m in enumerate(table[dims.MID])}
+    missing = [m for m in mids if m not in position]
+    if missing:
+        raise _stale(path, transform, f"{len(missing)} of its model(s) have no measures now: "
+                     f"{stale_message_models(missing)}", mend)
+    hashes = _feature_hashes(table, columns)
+    stored = np.asarray(ds["feature_hash"].values, dtype=np.uint64)
+    changed = [m for m, h in zip(mids, stored) if hashes[position[m]] != h]
+    if changed:
+        raise _stale(path, transform, f"the features of {len(changed)} model(s) changed "
+                     f"since it was made: {stale_message_models(changed)}", mend)
+    return table, attrs
+
+
 def load_assessor(path, transform: str):
     """(estimator, feature names, method) of the stored assessor, loaded with skops.
 
@@ -369,20 +481,11 @@ def load_assessor(path, transform: str):
 
 
 def predict(path, transform: str, mids, *, suite=None) -> pd.DataFrame:
-    """The stored assessor's label and score for ``mids`` (labelled or not)."""
+    """The stored assessor's label and score for ``mids`` (labelled or not), from the
+    feature set and split it was made on; StoreError while the assessment is stale
+    (``check_assessment``)."""
     estimator, names, method = load_assessor(path, transform)
-    group = store.open_group(path, store.assess_group(transform))
-    set_name = "paper80"
-    table, _ = feature_table(path, transform, suite=suite or group.attrs.get("suite") or None,
-                             set=set_name)
-    columns = [c for c in table.columns
-               if c not in (dims.MID, "holdout", "partition", ROBUST)] + [ROBUST]
-    if columns != names:
-        raise StoreError(f"the stored assessor was fit on other features than the store's "
-                         f"now ({len(names)} stored, {len(columns)} now; e.g. "
-                         f"{_first_difference(names, columns)})", file=path,
-                         field=f"{store.assess_group(transform)}/assessor",
-                         hint=f"run 'ml4ml assess {path} --transform {transform}' again")
+    table, _ = check_assessment(path, transform, suite=suite)
     known = [str(m) for m in table[dims.MID]]
     unknown = [m for m in mids if m not in known]
     if unknown:

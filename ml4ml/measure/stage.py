@@ -332,6 +332,9 @@ def store_features(path, transform: str, *, suite=None, set: str = "paper80",
                    split: str = "correct", **selected) -> pd.DataFrame:
     """One row per measured model: ``mid`` then the feature set's columns, in order.
 
+    Reads only rows measured from the probe data the store holds now; StoreError naming
+    the models and ``ml4ml measure`` where some are stale (``store.fresh_mids``).
+
     selected : keywords of ``feature_sets.selection`` (levels, stats, intervals, names),
         for any selection of the measures instead of a named set.
     """
@@ -365,5 +368,6 @@ def store_features(path, transform: str, *, suite=None, set: str = "paper80",
                          f"({', '.join(s for s, _ in pairs)}); choose one with --suite",
                          file=path, field="--suite")
     ds = open_measures(path, *pairs[0])
-    ds = ds.sel({dims.MID: store.done_mids(ds)}).load()
+    # only rows measured from the probe data held now (StoreError naming stale ones)
+    ds = ds.sel({dims.MID: store.fresh_mids(path, *pairs[0])}).load()
     return features(ds, set=set, split=split, **selected)

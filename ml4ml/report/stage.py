@@ -61,7 +61,8 @@ def strip_levels(levels) -> tuple[list[str], list[str]]:
 
 def _matrices(path, suite, transform, split):
     ds = store.open_group(path, store.matrices_group(suite, transform))
-    done = store.done_mids(ds)
+    # only rows computed from the probe data held now (StoreError naming stale ones)
+    done = store.fresh_mids(path, suite, transform, kinds=("matrices", "measures"))
     ds = ds.sel({dims.MID: done})
     levels, titles = strip_levels(ds[dims.LEVEL].values)
     matrix = ds[dims.MATRIX].sel({dims.LEVEL: levels, dims.SPLIT: split, dims.KIND: "l2"})
@@ -185,6 +186,8 @@ def _labels(path, transform, mids) -> tuple[np.ndarray, str]:
 
 
 def _assessment(path, transform, mids) -> dict | None:
+    from ml4ml.assess.stage import check_assessment
+
     group = store.assess_group(transform)
     if not store.group_exists(path, group):
         return None
@@ -193,6 +196,8 @@ def _assessment(path, transform, mids) -> dict | None:
         raise StoreError(f"'{group}' has the old layout (dim 'method', renamed "
                          f"'{dims.ESTIMATOR}')", file=path, field=f"{group}/method",
                          hint=f"run 'ml4ml store check {path}' to see how to upgrade it")
+    # shown beside the current labels: made from them and from the features held now
+    check_assessment(path, transform, current_labels=True)
     chosen = str(ds.attrs["chosen_assessor"])
     methods = [str(m) for m in ds[dims.ESTIMATOR].values]
     rows = []
