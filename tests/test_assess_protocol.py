@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 from scipy import stats
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.dummy import DummyClassifier
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
@@ -365,3 +366,31 @@ def test_paper_scale_protocol_finds_the_signal():
     table = summary(results)
     assert table.loc["baseline_majority", "accuracy_mean"] < 0.6
     assert table.loc["gradient_boosting", "accuracy_mean"] > 0.75
+
+
+class _RefusesToFit(BaseEstimator, ClassifierMixin):
+    """An estimator whose fit fails on two-class data, as AdaBoost does on features that
+    carry no information ("worse than random")."""
+
+    def fit(self, X, y):
+        raise ValueError("BaseClassifier in AdaBoostClassifier ensemble is worse than "
+                         "random, ensemble can not be fit.\nsecond line")
+
+    def predict(self, X):
+        return np.zeros(len(X), dtype=int)
+
+
+def test_a_fit_that_fails_on_two_classes_is_one_line_naming_the_method_and_fold():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(30, 2)), index=[f"m{i}" for i in range(30)],
+                     columns=["a", "b"])
+    y = np.tile([0, 1], 15)
+    holdout = np.arange(30) >= 20
+    with pytest.raises(InputError) as raised:
+        run_protocol(X, y, holdout, methods={"stubborn": _RefusesToFit()}, repeats=1,
+                     importance=False)
+    message = str(raised.value)
+    assert message.startswith("field 'methods': stubborn cannot be fitted on repeat 0, test "
+                              "fold holdout: BaseClassifier in AdaBoostClassifier ensemble is "
+                              "worse than random, ensemble can not be fit.")
+    assert "\n" not in message and "second line" not in message

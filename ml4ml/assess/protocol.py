@@ -324,13 +324,20 @@ def _seeded(template, seed):
     return estimator
 
 
-def _fit(estimator, X, y):
-    """(fitted estimator, fallback flag): the single-class policy of the module docstring."""
+def _fit(estimator, X, y, name: str = "estimator", where: str = ""):
+    """(fitted estimator, fallback flag): the single-class policy of the module docstring.
+
+    Any other ValueError of ``fit`` (e.g. AdaBoost's "worse than random" on features that
+    carry no information) is an InputError naming the method and the fold."""
     try:
         return estimator.fit(X, y), False
-    except ValueError:
+    except ValueError as exc:
         if np.unique(y).size != 1:
-            raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{name} cannot be fitted on {where or 'a training fold'}: "
+                             f"{first}", field="methods",
+                             hint="check that the features vary across models, or leave "
+                                  "this method out") from None
         return DummyClassifier(strategy="most_frequent").fit(X, y), True
 
 
@@ -401,8 +408,9 @@ def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=N
         rows = (_permuted_stack(x_test, n_permutations, permutation_seed)
                 if importance else x_test)
         for m, template in enumerate(templates):
-            estimator, fallback[repeat, fold, m] = _fit(_seeded(template, model_seed),
-                                                        x_train, y_train)
+            estimator, fallback[repeat, fold, m] = _fit(
+                _seeded(template, model_seed), x_train, y_train, names[m],
+                f"repeat {repeat}, test fold {FOLD_NAMES[fold]}")
             predicted = np.asarray(estimator.predict(rows)).astype(np.int8)
             prediction[repeat, test, m] = predicted[: y_test.size]
             if importance:
