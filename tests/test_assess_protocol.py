@@ -439,3 +439,51 @@ def test_paper_scale_protocol_finds_the_signal():
     table = summary(results)
     assert table.loc["baseline_majority", "accuracy_mean"] < 0.6
     assert table.loc["gradient_boosting", "accuracy_mean"] > 0.75
+
+
+# --- no leakage, no stale copies -----------------------------------------------------------
+
+def test_predictions_are_those_of_the_unpermuted_test_rows():
+    """Every stored prediction and accuracy is the fitted method's on the test fold as it
+    is, not on one of the permuted copies stacked for the importances (the label here is
+    decided by the last column, so the last copy, with it permuted, would differ)."""
+    X, y, holdout = _database(n=60, n_holdout=20, p=4, seed=5)  # label: f3 > 0, f3 last
+    methods = ["decision_tree", "logistic", "baseline_best_feature"]
+    results = run_protocol(X, y, holdout, methods=methods, repeats=2, seed=1)
+    values = X.to_numpy()
+    for m, method in enumerate(methods):
+        for r in range(2):
+            for f in range(3):
+                test = _fold_rows(results, r, f)
+                seed = int(results["model_seed"].values[r, f])
+                model = (make_assessor(method, seed) if method != "baseline_best_feature"
+                         else FeatureThreshold())
+                model.fit(values[~test], y[~test])
+                expected = model.predict(values[test])
+                np.testing.assert_array_equal(results["prediction"].values[r, test, m],
+                                              expected)
+                assert results["accuracy"].values[r, f, m] == (expected == y[test]).mean()
+    assert results["accuracy"].sel({"estimator": "decision_tree"}).min() > 0.85
+
+
+def test_a_memorising_one_nearest_neighbour_scores_chance_on_random_labels():
+    """The direct leakage test: 1-NN memorises its training models, so any test model that
+    leaked into training (or its label) would be scored right; on random labels it scores
+    0.5 +- 0.05 under the protocol, in every fold."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(11)
+    n, n_holdout = 3000, 1000
+    X = pd.DataFrame(rng.normal(size=(n, 5)), columns=[f"f{i}" for i in range(5)],
+                     index=pd.Index([f"t{i}" if i < n_holdout else f"m{i}" for i in range(n)],
+                                    name="mid"))
+    y = rng.integers(0, 2, size=n)
+    results = run_protocol(X, y, np.arange(n) < n_holdout,
+                           methods={"one_nn": KNeighborsClassifier(n_neighbors=1)},
+                           repeats=4, seed=0, importance=False)
+    accuracy = results["accuracy"].sel({"estimator": "one_nn"})
+    assert abs(float(accuracy.mean()) - 0.5) < 0.05
+    assert (abs(accuracy.mean("repeat") - 0.5) < 0.05).all()
+    # the same memoriser scored on its own training models is perfect: it would notice
+    model = KNeighborsClassifier(n_neighbors=1).fit(X.to_numpy(), y)
+    assert (model.predict(X.to_numpy()) == y).all()
