@@ -59,8 +59,8 @@ def test_the_reduced_demo_runs_end_to_end_and_names_every_output(demo):
             f"{chosen} (the majority over {ds.sizes['repeat']} repeats of fits that never "
             f"saw the model's label)") in out
     disagree = int((ds["predicted"].values != oof).sum())
-    assert (f"the refit {chosen} (fit on every label, in-sample) disagrees on {disagree} of "
-            f"them") in out
+    assert (f"the refit {chosen} (fit on every label, so in-sample) labels {disagree} of "
+            f"those 62 models otherwise") in out
     csv = folder / "demo.zarr.rotation.paper80.csv"
     index = folder / "demo.zarr.report" / "index.html"
     assert f"features: {csv}" in out and f"report:   {index}" in out

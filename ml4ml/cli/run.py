@@ -206,8 +206,8 @@ def _summary(p, outputs, failed) -> None:
                f"repeats of fits that never saw the model's label)"
                + (f": {', '.join(variant[:12])}{' ...' if len(variant) > 12 else ''}"
                   if variant else ""))
-    click.echo(f"          the refit {chosen} (fit on every label, in-sample) disagrees on "
-               f"{disagree} of them"
+    click.echo(f"          the refit {chosen} (fit on every label, so in-sample) labels "
+               f"{disagree} of those {int(tested.sum())} models otherwise"
                + (f"; it judges the {int((~tested).sum())} unlabelled model(s) "
                   f"({int((refit[~tested] == 0).sum())} variant)" if (~tested).any() else ""))
     click.echo(f"features: {outputs['csv']}")
