@@ -236,9 +236,11 @@ def assess_store(path, transform: str, *, suite=None, labels: str | None = None,
                        if c not in (dims.MID, "holdout", "partition", "label", ROBUST)]
     labelled = table[table["label"] >= 0]
     unlabelled = [str(m) for m in table.loc[table["label"] < 0, dims.MID]]
-    if labelled["holdout"].sum() < 1 or (~labelled["holdout"]).sum() < 2:
-        raise ProtocolNotPossible(f"the protocol needs at least 1 hold-out and 2 regular labelled, "
-                         f"measured models; found {int(labelled['holdout'].sum())} and "
+    if labelled["holdout"].sum() < 2 or (~labelled["holdout"]).sum() < 2:
+        # the verdict's test is over the hold-out models: it needs two of them
+        raise ProtocolNotPossible(f"the protocol and its verdict need at least 2 hold-out "
+                                  f"and 2 regular labelled, measured models; found "
+                                  f"{int(labelled['holdout'].sum())} and "
                          f"{int((~labelled['holdout']).sum())}", file=path, field="labels")
     if labelled["label"].nunique() < 2:
         raise ProtocolNotPossible(f"every labelled model has label {int(labelled['label'].iloc[0])} "
