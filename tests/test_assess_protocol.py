@@ -15,6 +15,7 @@ from sklearn.tree import DecisionTreeClassifier
 from ml4ml.assess import (ASSESSORS, BASELINES, binary_metrics, compare, fold_assignment,
                           make_assessor, nadeau_bengio_ttest, run_protocol,
                           summary, top_features)
+from ml4ml.assess.comparison import TEST_NAME, out_of_fold, verdict
 from ml4ml.assess.estimators import FeatureThreshold
 from ml4ml.errors import InputError
 
@@ -269,51 +270,124 @@ def _results(accuracy, kappa, names=("tree", "baseline_a", "baseline_b")):
         coords={"estimator": list(names)})
 
 
-def test_compare_by_hand():
+def test_summary_by_hand():
     tree = np.array([[0.9, 0.8, 0.85], [0.95, 0.7, 0.9]])
     base_a = np.array([[0.6, 0.6, 0.7], [0.65, 0.6, 0.55]])
     base_b = base_a - 0.1
     kappa = np.stack([tree, base_a, base_b], axis=-1) - 0.5
-    kappa[1, 2, 1] = np.nan  # undefined kappa: that pair is left out of the kappa test
-    result = compare(_results(np.stack([tree, base_a, base_b], axis=-1), kappa))
-    assert (result["best_assessor"], result["best_baseline"]) == ("tree", "baseline_a")
-    d = (tree - base_a).ravel()
-    ratio = np.mean([10 / 40, 20 / 30, 20 / 30])
-    t = d.mean() / np.sqrt((1 / 6 + ratio) * d.var(ddof=1))
-    assert result["test_train_ratio"] == pytest.approx(ratio)
-    assert result["accuracy_difference"] == pytest.approx(d.mean())
-    assert result["accuracy_p"] == pytest.approx(2 * stats.t.sf(abs(t), 5), rel=1e-9)
-    dk = np.delete(d, 5)
-    tk = dk.mean() / np.sqrt((1 / 5 + ratio) * dk.var(ddof=1))
-    assert result["n_kappa_evaluations"] == 5
-    assert result["kappa_p"] == pytest.approx(2 * stats.t.sf(abs(tk), 4), rel=1e-9)
-    assert result["verdict"] == (f"tree beats baseline_a by {d.mean():.3f} accuracy "
-                                 f"(p = {result['accuracy_p']:.3g})")
+    kappa[1, 2, 1] = np.nan  # undefined kappa: left out of the mean
     table = summary(_results(np.stack([tree, base_a, base_b], axis=-1), kappa))
     assert list(table["kind"]) == ["assessor", "baseline", "baseline"]
+    assert table.loc["tree", "accuracy_mean"] == pytest.approx(tree.mean())
     assert table.loc["tree", "accuracy_sem"] == pytest.approx(tree.std(ddof=1) / np.sqrt(6))
     assert table.loc["baseline_a", "kappa_mean"] == pytest.approx(np.nanmean(kappa[..., 1]))
     assert table.loc["tree", "accuracy_min"] == 0.7
 
 
-def test_verdict_when_the_lead_is_not_significant():
-    tree = np.array([[0.80, 0.60, 0.75], [0.62, 0.78, 0.70]])
-    base = np.array([[0.70, 0.72, 0.66], [0.71, 0.64, 0.69]])
-    accuracy = np.stack([tree, base], axis=-1)
-    result = compare(_results(accuracy, accuracy, names=("tree", "baseline_a")))
-    d = (tree - base).ravel()
-    assert result["accuracy_difference"] == pytest.approx(d.mean()) and d.mean() > 0
-    assert result["accuracy_p"] > 0.5
+def _predictions(prediction, label, holdout, names, kinds):
+    """run_protocol's prediction layout: prediction (repeat, mid, estimator)."""
+    prediction = np.asarray(prediction, dtype=np.int8)
+    mids = [f"m{k}" for k in range(prediction.shape[1])]
+    return xr.Dataset(
+        {"prediction": (("repeat", "mid", "estimator"), prediction),
+         "label": ("mid", np.asarray(label, dtype=np.int8)),
+         "holdout": ("mid", np.asarray(holdout, dtype=bool))},
+        coords={"mid": mids, "estimator": list(names),
+                "method_kind": ("estimator", list(kinds))})
+
+
+def test_compare_is_the_hold_out_permutation_test_by_hand():
+    """Two methods, 8 hold-out models: the sign-flip test enumerated by hand (2^8 flips);
+    the regular models (wrong for the assessor everywhere) do not enter it."""
+    label = np.array([1, 0, 1, 1, 0, 0, 1, 0, 1, 0, 1, 0])
+    holdout = np.arange(12) < 8
+    tree = np.array([label, label])  # (repeat, mid): right on every hold-out model ...
+    tree[:, 8:] = 1 - label[8:]  # ... wrong on every regular model (ignored by the test)
+    base = np.array([label, label])
+    base[:, [0, 3, 5, 7]] = 1 - label[[0, 3, 5, 7]]  # wrong on 4 models in both repeats
+    base[1, 6], base[0, 1] = 1 - label[6], 1 - label[1]  # and on 2 in one repeat
+    results = _predictions(np.stack([tree, base], axis=-1), label, holdout,
+                           ["tree", "baseline_a"], ["assessor", "baseline"])
+    result = compare(results)
+    c = np.stack([(tree == label).mean(axis=0), (base == label).mean(axis=0)], axis=-1)[:8]
+    d = c[:, 0] - c[:, 1]
+    flips = np.array(list(__import__("itertools").product([1, -1], repeat=8)))
+    null = (flips * d).mean(axis=1)
+    p_greater = (null >= d.mean() - 1e-12).mean()
+    p_less = (null <= d.mean() + 1e-12).mean()
+    assert result["chosen_assessor"] == "tree" and result["best_baseline"] == "baseline_a"
+    assert result["n_models"] == 8 and result["exact"] and result["n_draws"] == 256
+    assert result["accuracy_assessor"] == pytest.approx(c[:, 0].mean()) == 1.0
+    assert result["accuracy_baseline"] == pytest.approx(c[:, 1].mean()) == 0.375
+    assert result["difference"] == pytest.approx(0.625)
+    assert result["p_greater"] == pytest.approx(p_greater)
+    assert result["p_value"] == pytest.approx(min(1, 2 * min(p_greater, p_less)))
+    assert result["p_value"] == pytest.approx(2 * 4 / 256)  # 4 of 256 flips reach +0.625
+    assert result["ci_low"] < result["difference"] < result["ci_high"]
     assert result["verdict"] == (
-        f"no assessor beats the best baseline significantly: tree {tree.mean():.3f} vs "
-        f"baseline_a {base.mean():.3f} accuracy, difference {d.mean():.3f} "
-        f"(p = {result['accuracy_p']:.3g}, not below 0.05)")
+        f"tree beats baseline_a: on the 8 hold-out models, tree 1.000 vs baseline_a 0.375 "
+        f"accuracy, difference +0.625 (95% CI {result['ci_low']:+.3f} to "
+        f"{result['ci_high']:+.3f}), p = {2 * 4 / 256:.3g} ({TEST_NAME})"
+        + ("" if result["ci_low"] > 0 else
+           "; the interval includes 0 although p < 0.05: it holds for every "
+           "assessor-baseline pair at once, so it is wider than the test"))
+
+
+def _figures(**changes):
+    figures = {"chosen_assessor": "tree", "best_baseline": "base", "n_models": 50,
+               "accuracy_assessor": 0.9, "accuracy_baseline": 0.8, "difference": 0.1,
+               "ci_low": 0.02, "ci_high": 0.18, "confidence": 0.95, "p_value": 0.01,
+               "alpha": 0.05}
+    return {**figures, **changes}
+
+
+def test_verdict_sentences():
+    tail = f" ({TEST_NAME})"
+    figures = ("on the 50 hold-out models, tree 0.900 vs base 0.800 accuracy, difference "
+               "+0.100 (95% CI +0.020 to +0.180), p = 0.01")
+    assert verdict(_figures()) == f"tree beats base: {figures}{tail}"
+    # the interval includes 0 although the test rejects: decided by p, said so
+    assert verdict(_figures(ci_low=-0.01)) == (
+        f"tree beats base: {figures.replace('+0.020', '-0.010')}{tail}; the interval "
+        "includes 0 although p < 0.05: it holds for every assessor-baseline pair at once, "
+        "so it is wider than the test")
+    # not significant, the interval excludes 0: decided by p, said so
+    assert verdict(_figures(p_value=0.07)) == (
+        f"no assessor beats the best baseline significantly: "
+        f"{figures.replace('p = 0.01', 'p = 0.07')}, not below 0.05{tail}; the interval "
+        "excludes 0 although p >= 0.05: the interval is a bootstrap approximation, the "
+        "decision is the test's")
+    assert verdict(_figures(p_value=0.5, ci_low=-0.1, ci_high=0.3)) == (
+        "no assessor beats the best baseline significantly: on the 50 hold-out models, tree "
+        "0.900 vs base 0.800 accuracy, difference +0.100 (95% CI -0.100 to +0.300), "
+        f"p = 0.5, not below 0.05{tail}")
+    assert verdict(_figures(accuracy_assessor=0.7, difference=-0.1, ci_low=-0.18,
+                            ci_high=-0.02)) == (
+        "no assessor beats the best baseline, base beats tree: on the 50 hold-out models, "
+        "tree 0.700 vs base 0.800 accuracy, difference -0.100 (95% CI -0.180 to -0.020), "
+        f"p = 0.01{tail}")
+    assert verdict(_figures(accuracy_assessor=0.8, difference=0.0, ci_low=-0.05,
+                            ci_high=0.05, p_value=1.0)) == (
+        "no assessor beats the best baseline: on the 50 hold-out models, tree 0.800 vs base "
+        "0.800 accuracy, difference +0.000 (95% CI -0.050 to +0.050), p = 1" + tail)
+
+
+def test_out_of_fold_is_the_majority_over_the_repeats():
+    prediction = np.array([[1, 0, 1, -1], [1, 1, 0, -1], [0, 1, 0, -1], [1, 0, 1, -1]])
+    results = _predictions(prediction[..., None], [1, 1, 0, -1], [True, False, False, False],
+                           ["tree"], ["assessor"])
+    # 3 of 4, 2 of 4 (a tie: invariant), 2 of 4 (tie), never tested
+    np.testing.assert_array_equal(out_of_fold(results, "tree").values, [1, 1, 1, -1])
+    results["prediction"][:, 2, 0] = [0, 0, 0, 1]
+    np.testing.assert_array_equal(out_of_fold(results, "tree").values, [1, 1, 0, -1])
 
 
 def test_compare_needs_both_kinds():
-    accuracy = np.full((1, 3, 2), 0.5)
-    with pytest.raises(InputError, match="no baseline"):
-        compare(_results(accuracy, accuracy, names=("tree", "forest")))
+    results = _predictions(np.zeros((1, 4, 2)), [0, 1, 0, 1], [True, True, False, False],
+                           ["tree", "forest"], ["assessor", "assessor"])
+    with pytest.raises(InputError, match="at least one assessor and one baseline; got 2 "
+                                         "and 0"):
+        compare(results)
 
 
 def test_assessor_beats_baselines_on_xor():
@@ -324,14 +398,14 @@ def test_assessor_beats_baselines_on_xor():
     results = run_protocol(X, y, holdout, methods=methods, repeats=3, seed=0,
                            importance=False)
     result = compare(results)
-    best = result["best_assessor"]
-    assert best == "random_forest"
+    best = result["chosen_assessor"]
+    assert best == "random_forest" and result["n_models"] == 40
     assert result["accuracy_assessor"] > 0.8 and result["accuracy_baseline"] < 0.65
-    assert result["accuracy_difference"] > 0.2 and result["kappa_difference"] > 0.4
-    assert result["accuracy_p"] < 1e-3 and result["kappa_p"] < 1e-3
-    assert result["verdict"] == (f"{best} beats {result['best_baseline']} by "
-                                 f"{result['accuracy_difference']:.3f} accuracy "
-                                 f"(p = {result['accuracy_p']:.3g})")
+    assert result["difference"] > 0.2 and result["ci_low"] > 0.05
+    assert result["p_value"] < 1e-3
+    assert result["verdict"].startswith(f"{best} beats {result['best_baseline']}: on the 40 "
+                                        f"hold-out models, ")
+    assert f"difference {result['difference']:+.3f} (95% CI " in result["verdict"]
 
 
 def test_no_assessor_beats_a_perfect_feature():
@@ -342,10 +416,10 @@ def test_no_assessor_beats_a_perfect_feature():
                            importance=False)
     result = compare(results)
     assert result["best_baseline"] == "baseline_best_feature"
-    assert result["accuracy_baseline"] > result["accuracy_assessor"]
+    assert result["accuracy_baseline"] >= result["accuracy_assessor"]
     assert result["verdict"].startswith("no assessor beats the best baseline")
-    assert result["best_assessor"] in result["verdict"]
-    assert f"p = {result['accuracy_p']:.3g}" in result["verdict"]
+    assert result["chosen_assessor"] in result["verdict"]
+    assert f"p = {result['p_value']:.3g} ({TEST_NAME})" in result["verdict"]
 
 
 def test_paper_scale_protocol_finds_the_signal():
@@ -394,3 +468,51 @@ def test_a_fit_that_fails_on_two_classes_is_one_line_naming_the_method_and_fold(
                               "fold holdout: BaseClassifier in AdaBoostClassifier ensemble is "
                               "worse than random, ensemble can not be fit.")
     assert "\n" not in message and "second line" not in message
+
+
+# --- no leakage, no stale copies -----------------------------------------------------------
+
+def test_predictions_are_those_of_the_unpermuted_test_rows():
+    """Every stored prediction and accuracy is the fitted method's on the test fold as it
+    is, not on one of the permuted copies stacked for the importances (the label here is
+    decided by the last column, so the last copy, with it permuted, would differ)."""
+    X, y, holdout = _database(n=60, n_holdout=20, p=4, seed=5)  # label: f3 > 0, f3 last
+    methods = ["decision_tree", "logistic", "baseline_best_feature"]
+    results = run_protocol(X, y, holdout, methods=methods, repeats=2, seed=1)
+    values = X.to_numpy()
+    for m, method in enumerate(methods):
+        for r in range(2):
+            for f in range(3):
+                test = _fold_rows(results, r, f)
+                seed = int(results["model_seed"].values[r, f])
+                model = (make_assessor(method, seed) if method != "baseline_best_feature"
+                         else FeatureThreshold())
+                model.fit(values[~test], y[~test])
+                expected = model.predict(values[test])
+                np.testing.assert_array_equal(results["prediction"].values[r, test, m],
+                                              expected)
+                assert results["accuracy"].values[r, f, m] == (expected == y[test]).mean()
+    assert results["accuracy"].sel({"estimator": "decision_tree"}).min() > 0.85
+
+
+def test_a_memorising_one_nearest_neighbour_scores_chance_on_random_labels():
+    """The direct leakage test: 1-NN memorises its training models, so any test model that
+    leaked into training (or its label) would be scored right; on random labels it scores
+    0.5 +- 0.05 under the protocol, in every fold."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(11)
+    n, n_holdout = 3000, 1000
+    X = pd.DataFrame(rng.normal(size=(n, 5)), columns=[f"f{i}" for i in range(5)],
+                     index=pd.Index([f"t{i}" if i < n_holdout else f"m{i}" for i in range(n)],
+                                    name="mid"))
+    y = rng.integers(0, 2, size=n)
+    results = run_protocol(X, y, np.arange(n) < n_holdout,
+                           methods={"one_nn": KNeighborsClassifier(n_neighbors=1)},
+                           repeats=4, seed=0, importance=False)
+    accuracy = results["accuracy"].sel({"estimator": "one_nn"})
+    assert abs(float(accuracy.mean()) - 0.5) < 0.05
+    assert (abs(accuracy.mean("repeat") - 0.5) < 0.05).all()
+    # the same memoriser scored on its own training models is perfect: it would notice
+    model = KNeighborsClassifier(n_neighbors=1).fit(X.to_numpy(), y)
+    assert (model.predict(X.to_numpy()) == y).all()

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 import golden
 from ml4ml import store
+from ml4ml.assess.significance import significance_test
 from ml4ml.cli import cli
 
 DEMO = Path(__file__).resolve().parents[1] / "pipelines" / "demo-digits.toml"
@@ -108,7 +109,8 @@ def test_assess_writes_the_protocol_the_comparison_and_the_assessor(folder):
                    "gradient_boosting", "baseline_robust_accuracy", "baseline_best_feature",
                    "baseline_majority"):
         assert f"\n  {method} " in result.output
-    assert "verdict: " in result.output and "Nadeau-Bengio" in result.output
+    assert "verdict: " in result.output and "(permutation test over the hold-out models" \
+        in result.output and "the verdict: the 3 hold-out models only" in result.output
     ds = xr.open_zarr(path, group="assess/rotation").load()
     for name in ("accuracy", "f1", "kappa"):
         assert ds[name].dims == ("repeat", "fold", "estimator")
@@ -125,9 +127,33 @@ def test_assess_writes_the_protocol_the_comparison_and_the_assessor(folder):
     mean = ds["accuracy"].mean(("repeat", "fold")).values
     np.testing.assert_allclose(ds["summary_accuracy_mean"].values, mean, rtol=1e-12)
     assert ds.attrs["label_source"] == "file" and ds.attrs["verdict"] in result.output
-    assert float(ds["comparison_accuracy_difference"]) == pytest.approx(
-        float(ds["summary_accuracy_mean"].sel({"estimator": ds.attrs["chosen_assessor"]}))
-        - float(ds["summary_accuracy_mean"].sel({"estimator": ds.attrs["best_baseline"]})))
+    # the verdict's figures: the hold-out models' accuracies, computed here from the stored
+    # predictions; the best of each kind on them; p and interval as significance_test's
+    held = ds["holdout"].values & (ds["label"].values >= 0)
+    correct = (ds["prediction"].values[:, held] == ds["label"].values[held][None, :, None])
+    accuracy = dict(zip(ds["estimator"].values.tolist(), correct.mean(axis=(0, 1))))
+    kinds = dict(zip(ds["estimator"].values.tolist(), ds["method_kind"].values.tolist()))
+    chosen, baseline = ds.attrs["chosen_assessor"], ds.attrs["best_baseline"]
+    assert accuracy[chosen] == max(v for k, v in accuracy.items() if kinds[k] == "assessor")
+    assert accuracy[baseline] == max(v for k, v in accuracy.items() if kinds[k] == "baseline")
+    assert float(ds["comparison_difference"]) == pytest.approx(
+        accuracy[chosen] - accuracy[baseline])
+    assert float(ds["comparison_accuracy_assessor"]) == pytest.approx(accuracy[chosen])
+    expected = significance_test(ds.isel(mid=np.flatnonzero(ds["label"].values >= 0)))
+    for key in ("p_value", "p_greater", "ci_low", "ci_high"):
+        assert float(ds[f"comparison_{key}"]) == expected[key]
+    assert ds.attrs["comparison_models"] == 3 and "hold-out" in ds.attrs["comparison_test"]
+    assert f"p = {expected['p_value']:.3g}" in ds.attrs["verdict"]
+    # out of fold: the majority of the chosen assessor's test-fold predictions
+    votes = ds["prediction"].sel({"estimator": chosen}).values
+    for k, mid in enumerate(ds["mid"].values.tolist()):
+        tested = votes[:, k] >= 0
+        want = int(2 * (votes[tested, k] == 1).sum() >= tested.sum()) if tested.any() else -1
+        assert int(ds["out_of_fold"].values[k]) == want, mid
+    # no assessor reads the robust accuracy column: its permutation importance is exactly 0
+    robust = ds["importance"].sel(feature="robust_accuracy")
+    assert (robust.sel({"estimator": [k for k in kinds if kinds[k] == "assessor"]}).values
+            == 0).all()
     # a rerun gives the same table
     again = run("assess", path, "--transform", "rotation", "--repeats", "4", "-q")
     table = [line for line in result.output.splitlines() if line.startswith("  ")]
@@ -255,3 +281,29 @@ def test_the_demo_is_a_balanced_test_bed_by_its_spec_alone():
     holes = [r.anomaly_removed for r in p.recipes if r.anomaly == 6]
     assert holes and all(len(h) == 1 and 0 < h[0][0] < 45 for h in holes)
     assert sum(r.anomaly == 8 for r in p.recipes) >= 12
+
+
+def test_assessors_never_see_the_robust_accuracy_column():
+    """The assess stage's methods: the assessors and the feature baselines read the
+    features only; the robust accuracy column (here: the label itself) is for its baseline
+    alone. Given it, any assessor would score 1.0."""
+    import pandas as pd
+
+    from ml4ml.assess.estimators import ASSESSORS
+    from ml4ml.assess.protocol import run_protocol
+    from ml4ml.assess.stage import ROBUST, _methods
+
+    rng = np.random.default_rng(7)
+    n, n_features = 90, 4
+    y = np.tile([0, 1], n // 2)
+    X = pd.DataFrame(rng.normal(size=(n, n_features)),
+                     columns=[f"f{i}" for i in range(n_features)],
+                     index=pd.Index([f"m{i}" for i in range(n)], name="mid"))
+    X[ROBUST] = y.astype(float)  # a perfect formula score
+    results = run_protocol(X, y, np.arange(n) < 30, methods=_methods(ASSESSORS, n_features, 0),
+                           repeats=2, seed=0)
+    accuracy = results["accuracy"].mean(("repeat", "fold"))
+    assert float(accuracy.sel({"estimator": "baseline_robust_accuracy"})) == 1.0
+    for name in ASSESSORS:
+        assert float(results["importance"].sel({"estimator": name, "feature": ROBUST})) == 0
+        assert float(accuracy.sel({"estimator": name})) < 0.75, name

@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -49,16 +50,36 @@ def test_the_reduced_demo_runs_end_to_end_and_names_every_output(demo):
     assert f"store:    {store} (62 models, 62 measured)" in out
     ds = xr.open_zarr(store, group="assess/rotation").load()
     assert f"verdict:  {ds.attrs['verdict']}" in out
-    variant = int((ds["predicted"].values == 0).sum())
-    assert f"variant:  {variant} of 62 models judged variant by {ds.attrs['chosen_assessor']}" \
-        in out
+    # what is called the predicted label is out of fold: the majority of the chosen
+    # assessor's test-fold predictions over the repeats, recomputed here
+    oof = _out_of_fold(ds)
+    variant = int((oof == 0).sum())
+    chosen = ds.attrs["chosen_assessor"]
+    assert (f"variant:  {variant} of 62 labelled models predicted variant out of fold by "
+            f"{chosen} (the majority over {ds.sizes['repeat']} repeats of fits that never "
+            f"saw the model's label)") in out
+    disagree = int((ds["predicted"].values != oof).sum())
+    assert (f"the refit {chosen} (fit on every label, so in-sample) labels {disagree} of "
+            f"those 62 models otherwise") in out
     csv = folder / "demo.zarr.rotation.paper80.csv"
     index = folder / "demo.zarr.report" / "index.html"
     assert f"features: {csv}" in out and f"report:   {index}" in out
     assert csv.is_file() and index.is_file()
-    # the numbers: the best assessor against the best baseline, as stored
-    difference = float(ds["comparison_accuracy_difference"])
-    assert f"{difference:+.3f} (p = {float(ds['comparison_accuracy_p']):.3g})" in out
+    # the numbers: the chosen assessor against the best baseline on the hold-out models,
+    # the difference with its interval, then p, as stored
+    figures = {k: float(ds[f"comparison_{k}"]) for k in ("difference", "ci_low", "ci_high",
+                                                           "p_value")}
+    assert (f"on the {int(ds['holdout'].sum())} hold-out models, " in out
+            and f"difference {figures['difference']:+.3f} (95% CI {figures['ci_low']:+.3f} "
+                f"to {figures['ci_high']:+.3f}), p = {figures['p_value']:.3g}" in out
+            and "(permutation test over the hold-out models" in out)
+
+
+def _out_of_fold(ds):
+    votes = ds["prediction"].sel({"estimator": ds.attrs["chosen_assessor"]}).values
+    tested = (votes >= 0).sum(axis=0)
+    assert (tested == votes.shape[0]).all()  # every model labelled, tested in every repeat
+    return (2 * (votes == 1).sum(axis=0) >= tested).astype(int)
 
 
 def test_a_rerun_redoes_nothing(demo):
@@ -85,7 +106,17 @@ def test_the_report_parses_links_only_images_that_exist_and_shows_the_numbers(de
     html = index.read_text()
     for method, accuracy in zip(ds["estimator"].values, ds["summary_accuracy_mean"].values):
         assert re.search(rf"<td>{method}</td><td>\w+</td><td>{accuracy:.3f}</td>", html), method
-    assert ds.attrs["verdict"] in html
+    assert escape(ds.attrs["verdict"]) in html
+    # each card: the out-of-fold label, the refit score named as such, and why they differ
+    oof, refit = _out_of_fold(ds), ds["predicted"].values
+    names = {1: "invariant", 0: "variant"}
+    for k, mid in enumerate(ds["mid"].values.tolist()):
+        card = html[html.index(f"id='{mid}'"):].split("</div></div>")[0]
+        assert re.search(rf"predicted <span class='\w+'>{names[int(oof[k])]}</span> out of "
+                         rf"fold, refit score {float(ds['score'].values[k]):.3f} \(in-sample\)",
+                         card), mid
+        note = f"(the refit assessor says {names[int(refit[k])]}: it saw this model's label)"
+        assert (note in card) == (refit[k] != oof[k]), mid
     # the gallery is sorted by the assessor's score
     order = re.findall(r"<div class='card' id='([^']+)'>", html)
     score = dict(zip(ds["mid"].values.tolist(), ds["score"].values.tolist()))

@@ -222,3 +222,68 @@ def test_lock_staleness_is_judged_by_the_object_stores_clock_not_a_writers(s3, m
         assert notes[0].startswith(f"took over a stale writer lock left by pid {holder.pid}")
         assert store.holder(url)["command"] == "next"
     assert store.holder(url) is None
+
+
+class _TakerClient:
+    """A boto3 client that, just before its first conditional takeover PUT, lets another
+    writer run (``before``): the two takers race for the same stale lock."""
+
+    def __init__(self, client, before):
+        self._client, self._before = client, before
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def put_object(self, **kwargs):
+        if "IfNoneMatch" not in kwargs and self._before is not None:
+            before, self._before = self._before, None
+            before()
+        return self._client.put_object(**kwargs)
+
+
+def test_two_takers_of_one_stale_lock_exactly_one_wins(s3, monkeypatch):
+    """A dead writer's lock, stale; taker A reads it, then taker B takes it over before A's
+    PUT lands: A's PUT carries If-Match on the stale ETag, so it fails, and A is refused
+    (B's lock is fresh). Without the condition both would hold the lock."""
+    import json
+    import time
+
+    import boto3
+
+    from ml4ml.errors import StoreError
+    from ml4ml.store import object_lock
+    from ml4ml.store.lock import _describe
+
+    url = f"{s3}/raced.zarr"
+    key = f"{url[len('s3://'):].partition('/')[2]}/{object_lock.LOCK_NAME}"
+    client = boto3.client("s3")
+    client.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(
+        {"pid": 1, "host": "dead", "command": "dead-writer", "heartbeat": 0}).encode())
+    while store.holder(url)["age_s"] <= 1.0:  # stale, by the object store's clock
+        time.sleep(0.25)
+    held = {}
+    real = object_lock._client_and_key
+
+    def taker_b():
+        monkeypatch.setattr(object_lock, "_client_and_key", real)
+        held["b"] = object_lock.acquire_object_lock(url, {"pid": 2, "command": "taker-b"},
+                                                    0.0, 1.0, _describe)
+
+    def racing(target):
+        client, bucket, key = real(target)
+        return _TakerClient(client, taker_b), bucket, key
+
+    monkeypatch.setattr(object_lock, "_client_and_key", racing)
+    try:
+        # refused at once (wait 0): it names the holder it read, the dead one
+        with pytest.raises(StoreError, match=r"another process is writing this store: pid 1 "
+                                             r"on dead \('dead-writer'\)"):
+            held["a"] = object_lock.acquire_object_lock(url, {"pid": 3, "command": "taker-a"},
+                                                        0.0, 1.0, _describe)
+        assert held["b"][1][0].startswith("took over a stale writer lock left by pid 1 on "
+                                          "dead ('dead-writer')")
+        assert store.holder(url)["command"] == "taker-b"
+    finally:
+        for release, _ in held.values():
+            release()
+    assert store.holder(url) is None

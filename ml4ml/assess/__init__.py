@@ -4,8 +4,9 @@ Modules: ``estimators`` (the assessors and baselines as scikit-learn estimators:
 ``L2LinearThreshold``, ``FeatureThreshold``, ``make_assessor``, ``make_baseline`` and the
 name registries ``ASSESSORS``, ``BASELINES``), ``protocol`` (``run_protocol``: the paper's
 three-fold protocol with hold-out models, metrics and permutation importances as one
-``xarray.Dataset``), ``comparison`` (``summary``, ``compare`` with the Nadeau-Bengio
-corrected resampled t-test, ``top_features``), ``labels`` (labels per transform and
+``xarray.Dataset``), ``comparison`` (``summary``, ``compare``: the verdict, by
+``significance_test`` on the hold-out models, ``out_of_fold`` labels, ``top_features``,
+``nadeau_bengio_ttest``), ``labels`` (labels per transform and
 source: files, recipe proxies, expert raters), ``stage`` (the protocol over a store),
 ``splitter`` (``ProtocolSplit``: the protocol's folds as a scikit-learn CV splitter),
 ``significance`` (``significance_test``: the chosen assessor against the best baseline,
@@ -17,7 +18,7 @@ from ml4ml._lazy import lazy_exports
 __all__ = ["L2LinearThreshold", "FeatureThreshold", "ASSESSORS", "BASELINES", "METHODS",
            "make_assessor", "make_baseline", "make_method", "method_kind", "run_protocol",
            "permutation_drops", "binary_metrics", "fold_assignment", "FOLD_NAMES", "summary",
-           "compare", "top_features", "nadeau_bengio_ttest", "ProtocolSplit",
+           "compare", "out_of_fold", "top_features", "nadeau_bengio_ttest", "ProtocolSplit",
            "significance_test", "model_permutation_test"]
 
 __getattr__ = lazy_exports(__name__, {
@@ -37,6 +38,7 @@ __getattr__ = lazy_exports(__name__, {
     "FOLD_NAMES": "ml4ml.assess.protocol",
     "summary": "ml4ml.assess.comparison",
     "compare": "ml4ml.assess.comparison",
+    "out_of_fold": "ml4ml.assess.comparison",
     "top_features": "ml4ml.assess.comparison",
     "nadeau_bengio_ttest": "ml4ml.assess.comparison",
     "ProtocolSplit": "ml4ml.assess.splitter",

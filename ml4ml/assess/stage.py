@@ -3,7 +3,8 @@
 ``label_store`` writes labels (from a file, or the recipe proxy) into ``labels/<transform>``;
 ``feature_table`` joins a store's features with hold-out flags, partitions and labels;
 ``assess_store`` runs the protocol (``run_protocol``) for the assessors and the baselines,
-compares the best of each (``compare``), refits the best assessor on every labelled model
+compares the best of each on the hold-out models (``compare``: a permutation test that holds
+its level), refits the chosen assessor on every labelled model
 and writes everything, the refit assessor as skops bytes included, to ``assess/<transform>``
 (one committed change; the old results are replaced). ``predict`` judges models with the
 stored assessor.
@@ -29,9 +30,12 @@ from ml4ml.errors import InputError, StoreError
 
 __all__ = ["label_store", "feature_table", "assess_store", "predict", "AssessReport",
            "load_assessor", "check_assessment", "ProtocolNotPossible", "ROBUST",
-           "SKOPS_TRUSTED"]
+           "SKOPS_TRUSTED", "COMPARISON"]
 
 ROBUST = "robust_accuracy"
+# the comparison's figures stored as comparison_<key> (compare's keys)
+COMPARISON = ("accuracy_assessor", "accuracy_baseline", "difference", "ci_low", "ci_high",
+              "p_value", "p_greater")
 
 
 class ProtocolNotPossible(InputError):
@@ -238,9 +242,11 @@ def assess_store(path, transform: str, *, suite=None, labels: str | None = None,
                        if c not in (dims.MID, "holdout", "partition", "label", ROBUST)]
     labelled = table[table["label"] >= 0]
     unlabelled = [str(m) for m in table.loc[table["label"] < 0, dims.MID]]
-    if labelled["holdout"].sum() < 1 or (~labelled["holdout"]).sum() < 2:
-        raise ProtocolNotPossible(f"the protocol needs at least 1 hold-out and 2 regular labelled, "
-                         f"measured models; found {int(labelled['holdout'].sum())} and "
+    if labelled["holdout"].sum() < 2 or (~labelled["holdout"]).sum() < 2:
+        # the verdict's test is over the hold-out models: it needs two of them
+        raise ProtocolNotPossible(f"the protocol and its verdict need at least 2 hold-out "
+                                  f"and 2 regular labelled, measured models; found "
+                                  f"{int(labelled['holdout'].sum())} and "
                          f"{int((~labelled['holdout']).sum())}", file=path, field="labels")
     if labelled["label"].nunique() < 2:
         raise ProtocolNotPossible(f"every labelled model has label {int(labelled['label'].iloc[0])} "
@@ -258,8 +264,8 @@ def assess_store(path, transform: str, *, suite=None, labels: str | None = None,
     bar.advance(f"{repeats} repeats x 3 folds x {len(methods)} methods")
     bar.close()
     frame = summary(results)
-    comparison = compare(results)
-    chosen = comparison["best_assessor"]
+    comparison = compare(results, seed=seed)
+    chosen = comparison["chosen_assessor"]
     top = top_features(results, chosen, n=10)
     # the chosen assessor, refit on every labelled model; its score for every measured one
     from sklearn.base import clone
@@ -308,6 +314,8 @@ def _judge(estimator, X) -> tuple[np.ndarray, np.ndarray]:
 
 def _assess_dataset(results, table, frame, comparison, top, chosen, predicted, score, blob,
                     feature_columns, source, repeats, seed, transform, suite) -> xr.Dataset:
+    from ml4ml.assess.comparison import out_of_fold
+
     mids = np.asarray(table[dims.MID].to_numpy(), dtype=object)
     ds = results.reindex({dims.MID: mids})
     for name, fill in (("label", -1), ("test_fold", -1), ("prediction", -1)):
@@ -319,23 +327,26 @@ def _assess_dataset(results, table, frame, comparison, top, chosen, predicted, s
                                      "fraction of samples correct at every parameter "
                                      "(full interval): the formula score"})
     ds["score"] = xr.DataArray(score, dims=dims.MID, attrs={
-        "long_name": "assessor score", "description": f"the refit {chosen}'s probability of "
-        "'invariant' (or its decision function) for every measured model"})
+        "long_name": "refit assessor's score", "description": f"the refit {chosen}'s "
+        "probability of 'invariant' (or its decision function) for every measured model; "
+        "in-sample for the labelled models (it was fit on their labels)"})
     ds["predicted"] = xr.DataArray(predicted, dims=dims.MID, attrs={
-        "long_name": "assessor's label", "description": f"the refit {chosen}'s label"})
+        "long_name": "refit assessor's label", "description": f"the refit {chosen}'s label; "
+        "in-sample for the labelled models (see out_of_fold)"})
+    ds["out_of_fold"] = out_of_fold(ds, chosen).astype(np.int8)
     for column in ("accuracy_mean", "accuracy_min", "accuracy_max", "accuracy_sem",
                    "f1_mean", "kappa_mean"):
         ds[f"summary_{column}"] = xr.DataArray(frame.loc[list(ds[dims.ESTIMATOR].values), column]
                                                .to_numpy(np.float64), dims=dims.ESTIMATOR, attrs={
             "long_name": column.replace("_", " "),
             "description": f"{column.replace('_', ' ')} over the {repeats * 3} evaluations"})
-    for key in ("accuracy_difference", "accuracy_p", "kappa_difference", "kappa_p",
-                "accuracy_assessor", "accuracy_baseline"):
+    for key in COMPARISON:
         ds[f"comparison_{key}"] = xr.DataArray(float(comparison[key]), attrs={
             "long_name": key.replace("_", " "),
-            "description": f"best assessor ({comparison['best_assessor']}) against the best "
-                           f"baseline ({comparison['best_baseline']}); Nadeau-Bengio "
-                           "corrected resampled t-test"})
+            "description": f"the chosen assessor ({chosen}) against the best baseline "
+                           f"({comparison['best_baseline']}) on the "
+                           f"{comparison['n_models']} hold-out models: "
+                           f"{comparison['method']}"})
     ds["assessor"] = xr.DataArray(np.frombuffer(blob, dtype=np.uint8), dims="byte", attrs={
         "long_name": "refit assessor", "description": f"the {chosen}, refit on every "
         "labelled model, as skops bytes (ml4ml.assess.stage.load_assessor)",
@@ -347,7 +358,11 @@ def _assess_dataset(results, table, frame, comparison, top, chosen, predicted, s
     ds.attrs.update({
         "transform": transform, "suite": suite or "", "label_source": source,
         "chosen_assessor": chosen, "best_baseline": comparison["best_baseline"],
-        "verdict": comparison["verdict"], "repeats": int(repeats), "seed": int(seed),
+        "verdict": comparison["verdict"], "comparison_test": comparison["method"],
+        "comparison_models": int(comparison["n_models"]),
+        "comparison_alpha": float(comparison["alpha"]),
+        "comparison_draws": int(comparison["n_draws"]),
+        "repeats": int(repeats), "seed": int(seed),
         "title": f"assessors against baselines for '{transform}' (paper's protocol)"})
     return ds.assign_coords({dims.MID: mids})
 

@@ -204,7 +204,8 @@ def assess(store_path, predict_mids, transform, suite, repeats, seed, labels, as
         table = judge(store_path, transform, list(predict_mids), suite=suite)
         for row in table.itertuples():
             verdict = "invariant" if row.label == 1 else "variant"
-            click.echo(f"{row.mid}: {verdict} (score {row.score:.3f}, {row.assessor})")
+            click.echo(f"{row.mid}: {verdict} (refit score {row.score:.3f}, {row.assessor} "
+                       "refit on every labelled model)")
         return
     from ml4ml.assess.stage import assess_store
 
@@ -233,11 +234,10 @@ def print_assessment(report) -> str:
                      f"{_format(row['accuracy_sem']):>6s} {_format(row['f1_mean']):>6s} "
                      f"{_format(row['kappa_mean']):>6s}")
     c = report.comparison
-    lines.append(f"  best assessor {c['best_assessor']} against best baseline "
-                 f"{c['best_baseline']}: accuracy {c['accuracy_difference']:+.3f} "
-                 f"(p = {c['accuracy_p']:.3g}), kappa {c['kappa_difference']:+.3f} "
-                 f"(p = {c['kappa_p']:.3g}), Nadeau-Bengio corrected t-test")
     lines.append(f"  verdict: {c['verdict']}")
+    lines.append(f"  (the table: all {report.summary.iloc[0]['n_evaluations']} evaluations; "
+                 f"the verdict: the {c['n_models']} hold-out models only, predicted by fits "
+                 f"on the regular models alone, {c['n_draws']} permutations)")
     top = ", ".join(f"{name} ({row['importance']:.3f})"
                     for name, row in report.top.head(5).iterrows())
     lines.append(f"  top features of {report.chosen} (permutation importance): {top}")

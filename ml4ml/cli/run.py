@@ -163,6 +163,17 @@ def _report_current(folder: Path, store_path, n_models: int) -> bool:
             and made.get("assess_inputs") == ds.attrs.get("inputs_digest"))
 
 
+def _out_of_fold(ds, chosen):
+    """(mid,) out-of-fold labels of ``chosen``: stored, or from the predictions."""
+    import numpy as np
+
+    if "out_of_fold" in ds:
+        return np.asarray(ds["out_of_fold"].values)
+    from ml4ml.assess.comparison import out_of_fold
+
+    return np.asarray(out_of_fold(ds, chosen).values)
+
+
 def _summary(p, outputs, failed) -> None:
     import numpy as np
 
@@ -181,24 +192,24 @@ def _summary(p, outputs, failed) -> None:
         return
     ds = store.open_group(p.store, store.assess_group(p.assess.transform)).load()
     mids = [str(m) for m in ds["mid"].values]
-    predicted = np.asarray(ds["predicted"].values)
-    variant = [m for m, v in zip(mids, predicted) if v == 0]
-    comparison = {key: float(ds[f"comparison_{key}"].values) for key in
-                  ("accuracy_difference", "accuracy_p", "kappa_difference", "kappa_p",
-                   "accuracy_assessor", "accuracy_baseline")}
+    chosen = str(ds.attrs["chosen_assessor"])
+    oof = _out_of_fold(ds, chosen)
+    refit = np.asarray(ds["predicted"].values)
+    tested = oof >= 0
+    variant = [m for m, v in zip(mids, oof) if v == 0]
+    disagree = int((tested & (refit != oof)).sum())
     click.echo("")
     click.echo(f"store:    {p.store} ({n_models} models, {len(mids)} measured)")
     click.echo(f"verdict:  {ds.attrs['verdict']}")
-    click.echo(f"          best assessor {ds.attrs['chosen_assessor']} accuracy "
-               f"{comparison['accuracy_assessor']:.3f} against best baseline "
-               f"{ds.attrs['best_baseline']} {comparison['accuracy_baseline']:.3f}: "
-               f"{comparison['accuracy_difference']:+.3f} (p = {comparison['accuracy_p']:.3g}),"
-               f" kappa {comparison['kappa_difference']:+.3f} "
-               f"(p = {comparison['kappa_p']:.3g})")
-    click.echo(f"variant:  {len(variant)} of {len(mids)} models judged variant by "
-               f"{ds.attrs['chosen_assessor']}"
+    click.echo(f"variant:  {len(variant)} of {int(tested.sum())} labelled models predicted "
+               f"variant out of fold by {chosen} (the majority over {ds.sizes['repeat']} "
+               f"repeats of fits that never saw the model's label)"
                + (f": {', '.join(variant[:12])}{' ...' if len(variant) > 12 else ''}"
                   if variant else ""))
+    click.echo(f"          the refit {chosen} (fit on every label, so in-sample) labels "
+               f"{disagree} of those {int(tested.sum())} models otherwise"
+               + (f"; it judges the {int((~tested).sum())} unlabelled model(s) "
+                  f"({int((refit[~tested] == 0).sum())} variant)" if (~tested).any() else ""))
     click.echo(f"features: {outputs['csv']}")
     click.echo(f"report:   {outputs['report']}  (open it in a browser)")
     click.echo(f"next:     ml4ml assess {p.store} --transform {p.assess.transform} --predict "

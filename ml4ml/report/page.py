@@ -76,11 +76,14 @@ def _methods_table(a: dict) -> str:
     rows = ["<h2>Assessors and baselines</h2>",
             f"<p class='meta'>the paper's protocol: hold-out models always one fold, the "
             f"regular ones split at random into two; train on two, test on the third, all "
-            f"three ways, {a['repeats']} repeats. The best assessor against the best "
-            f"baseline: accuracy {comparison['accuracy_difference']:+.3f} "
-            f"(p = {comparison['accuracy_p']:.3g}), kappa "
-            f"{comparison['kappa_difference']:+.3f} (p = {comparison['kappa_p']:.3g}), "
-            f"Nadeau-Bengio corrected resampled t-test.</p>",
+            f"three ways, {a['repeats']} repeats; the table is over every evaluation. "
+            f"The verdict compares the chosen assessor ({escape(a['chosen'])}) with the best "
+            f"baseline ({escape(a['best_baseline'])}) on the {a['n_holdout']} hold-out models "
+            f"only, both chosen on them: accuracy {comparison['accuracy_assessor']:.3f} vs "
+            f"{comparison['accuracy_baseline']:.3f}, difference "
+            f"{comparison['difference']:+.3f} (95% CI {comparison['ci_low']:+.3f} to "
+            f"{comparison['ci_high']:+.3f}), p = {comparison['p_value']:.3g}; "
+            f"{escape(a['test'])}.</p>",
             "<table><tr><th>method</th><th>kind</th><th>accuracy</th><th>min</th>"
             "<th>max</th><th>s.e.</th><th>F1</th><th>kappa</th></tr>"]
     for row in a["rows"]:
@@ -111,7 +114,7 @@ def _database_table(c: dict) -> str:
     out = ["<h2>The database: recipes and outcomes</h2>",
            "<table><tr><th>augmentation</th><th>range</th><th>anomaly</th><th>models</th>"
            "<th>hold-out</th><th>invariant</th><th>clean accuracy</th>"
-           "<th>robust accuracy</th><th>assessor score</th></tr>"]
+           "<th>robust accuracy</th><th>refit score (in-sample)</th></tr>"]
     holdout = np.asarray(models["holdout"].values, dtype=bool) if "holdout" in models else \
         np.zeros(len(table_mids), bool)
     accuracy = np.asarray(models["test_accuracy"].values, dtype=float) \
@@ -130,15 +133,35 @@ def _database_table(c: dict) -> str:
     return "\n".join(out)
 
 
+def _judged(a: dict, k: int, label: int) -> str:
+    """A gallery card's judgement: the out-of-fold label (or, unlabelled, the refit one),
+    the refit score named as such, and why they differ where they do."""
+    oof, refit = int(a["out_of_fold"][k]), int(a["predicted"][k])
+    score = f"refit score {_f(float(a['score'][k]))} (in-sample)"
+    if oof < 0:
+        if refit < 0:
+            return "not assessed"
+        return (f"predicted <span class='unknown'>{LABEL_TEXT[refit]}</span> by the refit "
+                f"assessor (not in the protocol), refit score {_f(float(a['score'][k]))}")
+    mark = "unknown" if label < 0 else "ok" if oof == label else "wrong"
+    text = (f"predicted <span class='{mark}'>{LABEL_TEXT[oof]}</span> out of fold, {score}")
+    if refit != oof:
+        text += (f" (the refit assessor says {LABEL_TEXT[refit]}: it saw this model's "
+                 f"label)")
+    return text
+
+
 def _gallery(c: dict) -> str:
     mids, labels = list(c["mids"]), np.asarray(c["labels"])
     a = c["assessment"]
     if a is not None:
         order = sorted(range(len(mids)), key=lambda k: (-np.nan_to_num(a["score"][k],
                                                                        nan=-np.inf), mids[k]))
-        intro = (f"sorted by the score of the refit {escape(a['chosen'])} (highest: most "
-                 f"invariant); 'predicted' is its out-of-fold label for labelled models "
-                 f"(the majority over the repeats' test folds), its refit label otherwise")
+        intro = (f"sorted by the refit score of {escape(a['chosen'])} (refit on every "
+                 f"label, so in-sample for labelled models; highest: most invariant); "
+                 f"'predicted out of fold' is the majority of its predictions over the "
+                 f"repeats' test folds, by fits that never saw that model's label; models "
+                 f"without a label are judged by the refit assessor")
     else:
         order = list(range(len(mids)))
         intro = "in store order (no assessment yet)"
@@ -152,11 +175,7 @@ def _gallery(c: dict) -> str:
         mid = mids[k]
         label = int(labels[k])
         if a is not None:
-            predicted = int(a["out_of_fold"][k]) if a["out_of_fold"][k] >= 0 \
-                else int(a["predicted"][k])
-            mark = ("unknown" if label < 0 else "ok" if predicted == label else "wrong")
-            judged = (f"predicted <span class='{mark}'>{LABEL_TEXT[predicted]}</span>, score "
-                      f"{_f(float(a['score'][k]))}")
+            judged = _judged(a, k, label)
         else:
             judged = ""
         row = at.get(mid)

@@ -216,19 +216,20 @@ def _assessment(path, transform, mids) -> dict | None:
     predicted = np.array([int(ds["predicted"].values[position[m]]) if m in position else -1
                           for m in mids])
     # out-of-fold: the chosen assessor's majority test-fold prediction over the repeats
-    oof = np.full(len(mids), -1)
-    if "prediction" in ds:
-        votes = ds["prediction"].sel({dims.ESTIMATOR: chosen}).values  # (repeat, mid)
-        tested = votes >= 0
-        ones = ((votes == 1) & tested).sum(axis=0)
-        counts = tested.sum(axis=0)
-        for m, k in position.items():
-            if m in mids and counts[k]:
-                oof[mids.index(m)] = int(ones[k] * 2 >= counts[k])
+    from ml4ml.assess.comparison import out_of_fold
+    from ml4ml.assess.stage import COMPARISON
+
+    stored = ds["out_of_fold"] if "out_of_fold" in ds else out_of_fold(ds, chosen)
+    oof = np.array([int(stored.values[position[m]]) if m in position else -1 for m in mids])
+    missing = [f"comparison_{key}" for key in COMPARISON if f"comparison_{key}" not in ds]
+    if missing:
+        raise StoreError(f"'{group}' holds the verdict of an older ml4ml (no {missing[0]})",
+                         file=path, field=f"{group}/{missing[0]}",
+                         hint=f"run 'ml4ml assess {path} --transform {transform}' again")
     return {"chosen": chosen, "rows": rows, "verdict": str(ds.attrs.get("verdict", "")),
-            "comparison": {key: float(ds[f"comparison_{key}"].values) for key in
-                           ("accuracy_difference", "accuracy_p", "kappa_difference",
-                            "kappa_p", "accuracy_assessor", "accuracy_baseline")},
+            "comparison": {key: float(ds[f"comparison_{key}"].values) for key in COMPARISON},
+            "n_holdout": int(ds.attrs.get("comparison_models", 0)),
+            "test": str(ds.attrs.get("comparison_test", "")),
             "best_baseline": str(ds.attrs.get("best_baseline", "")), "top": top,
             "score": score, "predicted": predicted, "out_of_fold": oof,
             "repeats": int(ds.attrs.get("repeats", 0)),
