@@ -135,7 +135,7 @@ def test_one_writer_at_a_time_while_readers_read(tmp_path):
     if paused:
         resume(trainer)
     first = finished(trainer)
-    assert first[0] == 0 and first[1].startswith("trained 6 model(s), 0 already trained"), first
+    assert first[0] == 0 and first[1].startswith("0 added, 6 trained, 0 already"), first
     if paused:  # the second started while the first held the lock: refused at once, naming it
         code, out, err = second
         assert code == 1 and out == "", second

@@ -119,7 +119,7 @@ def test_every_stage_works_on_a_store_in_s3(s3, tmp_path, monkeypatch):
     assert bool(probes["done"].all()) and "assess" in tree.children
     assert run("store", "check", url).output == f"{url}: ok\n"
     again = run("run", spec, "-q")
-    assert "train: 0 trained, 6 already" in again.output
+    assert "train: 0 added, 0 trained, 6 already" in again.output
     assert "probe: 0 probed, 6 already" in again.output
 
 

@@ -70,7 +70,7 @@ def test_run_end_to_end_then_resume(spec, tmp_path):
     # the numbers: stored probes and the CSV equal an independent recomputation
     assert_stored_as_recomputed(load_pipeline(spec), ["m001", "m002", "t001"], table)
     again = run("run", spec, "-q")
-    assert "train: 0 trained, 3 already" in again.output
+    assert "train: 0 added, 0 trained, 3 already" in again.output
     assert "probe: 0 probed, 3 already" in again.output
     assert "measured 0 model(s), 3 already measured" in again.output
 

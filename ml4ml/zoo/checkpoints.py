@@ -384,7 +384,8 @@ def save_module(module: nn.Module, path, *, arch: str = "", example=None) -> str
     if arch:
         torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, path)
         return "state_dict"
-    batch = torch.export.Dim("batch", min=1)
+    batch = torch.export.Dim("batch")
+    example = torch.cat([example[:1], example[:1]])
     was_training = module.training
     module.eval()
     try:

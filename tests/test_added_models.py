@@ -1,0 +1,219 @@
+"""Models trained elsewhere (state dict, torch.export, TorchScript) added to a store and probed."""
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import ml4ml
+from ml4ml import dims, store
+from ml4ml.cli import cli
+from ml4ml.data.suites import load_suite
+
+NET = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes=10, in_channels=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 4, 5)
+        self.conv2 = nn.Conv2d(4, 8, 5)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        return self.fc(x.mean((2, 3)))
+'''
+
+SPEC = """
+name = "mine"
+[store]
+path = "mine.zarr"
+[suites.digits]
+n_samples = 20
+[transforms.rotation]
+grid = [-20, 20, 5]
+"""
+GRID = np.linspace(-20, 20, 5)
+MEAN, STD = (0.5,), (0.25,)
+
+
+def export(net, example):
+    return torch.export.export(net, (example,), dynamic_shapes=({0: torch.export.Dim("b")},))
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Three small CNNs trained with plain torch; each saved as state dict, .pt2 and .ts."""
+    folder = tmp_path_factory.mktemp("models")
+    (folder / "mynets.py").write_text(NET)
+    namespace = {}
+    exec(NET, namespace)
+    suite = load_suite("digits", "train")
+    x, y = suite.images[:256], suite.labels[:256]
+    nets = {}
+    for seed in range(3):
+        torch.manual_seed(seed)
+        net = namespace["Net"]()
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+        for _ in range(5):
+            loss = torch.nn.functional.cross_entropy(net((x - MEAN[0]) / STD[0]), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        net.eval()
+        name = f"n{seed}"
+        torch.save(net.state_dict(), folder / f"{name}.pt")
+        example = x[:2]
+        torch.export.save(export(net, example), folder / f"{name}.pt2")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.jit.save(torch.jit.trace(net, example), folder / f"{name}.ts")
+        nets[name] = net
+    return folder, nets
+
+
+def spec_with(folder, tmp_path, zoo):
+    (tmp_path / "mynets.py").write_text(NET)
+    spec = tmp_path / "mine.toml"
+    spec.write_text(SPEC + zoo.replace("MODELS", str(folder)))
+    return spec
+
+
+ZOO = """
+[[zoo.models]]
+mid = "sd0"
+checkpoint = "MODELS/n0.pt"
+arch = "module:mynets:Net"
+normalize_mean = [0.5]
+normalize_std = [0.25]
+[zoo.checkpoints]
+glob = "MODELS/*.pt2"
+normalize_mean = [0.5]
+normalize_std = [0.25]
+"""
+
+
+def stored_prob(path, mid):
+    ds = store.open_probes(path, "digits", "rotation")
+    return ds[dims.PROB].sel({dims.MID: mid}).values
+
+
+def test_added_models_probe_as_in_memory(models, tmp_path):
+    folder, nets = models
+    spec = spec_with(folder, tmp_path, ZOO)
+    assert run("validate", spec).exit_code == 0
+    result = run("train", spec)
+    assert result.exit_code == 0, result.output
+    assert "4 added, 0 trained, 0 already" in result.output
+    path = tmp_path / "mine.zarr"
+    out = run("add-models", path, folder / "n1.ts", folder / "n2.ts", "--mid", "s1", "--mid",
+              "s2", "--normalize-mean", "0.5", "--normalize-std", "0.25")
+    assert out.exit_code == 0, out.output
+    assert "2 added, 0 already" in out.output
+    result = run("probe", spec)
+    assert result.exit_code == 0, result.output
+    assert "probed 6 (model, suite, transform)" in result.output
+    suite = load_suite("digits", "test", n_samples=20)
+    for mid, net in (("sd0", "n0"), ("n0", "n0"), ("n1", "n1"), ("n2", "n2"), ("s1", "n1"),
+                     ("s2", "n2")):
+        expected = ml4ml.probe_model(nets[net], suite.images, suite.labels, "rotation", GRID,
+                                     normalize=(MEAN, STD))
+        np.testing.assert_allclose(stored_prob(path, mid), expected[dims.PROB].values,
+                                   atol=1e-6)
+    table = store.read_models(path)
+    assert list(table["source"].values) == ["added"] * 6
+    assert table["checkpoint_sha256"].sel(mid="n1").item() == hashlib.sha256(
+        (folder / "n1.pt2").read_bytes()).hexdigest()
+    assert table["input_shape"].sel(mid="s1").item() == "[1, 28, 28]"
+    # again: nothing to do
+    assert "0 added, 0 trained, 4 already" in run("train", spec).output
+    assert "0 added, 2 already" in run("add-models", path, folder / "n1.ts", folder / "n2.ts",
+                                       "--mid", "s1", "--mid", "s2", "--normalize-mean",
+                                       "0.5", "--normalize-std", "0.25").output
+
+
+def snapshot(folder):
+    return {p: p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def test_bad_inputs_one_line_store_untouched(models, tmp_path):
+    folder, nets = models
+    spec = spec_with(folder, tmp_path, ZOO)
+    assert run("train", spec).exit_code == 0
+    path = tmp_path / "mine.zarr"
+    before = snapshot(path)
+    (tmp_path / "junk.bin").write_bytes(b"not a model at all")
+    torch.manual_seed(0)
+    other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 5))
+    torch.save(other.state_dict(), tmp_path / "five.pt")
+    torch.save(other, tmp_path / "whole.pt")  # a whole pickled module
+    program = export(other, torch.zeros(2, 1, 28, 28))
+    torch.export.save(program, tmp_path / "five.pt2")
+    wide = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    torch.export.save(export(wide, torch.zeros(2, 3, 32, 32)),
+                      tmp_path / "wide.pt2")
+    nan = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    with torch.no_grad():
+        nan[1].bias.fill_(float("nan"))
+    torch.export.save(export(nan, torch.zeros(2, 1, 28, 28)),
+                      tmp_path / "nan.pt2")
+    cases = {
+        (tmp_path / "missing.pt",): "checkpoint file not found",
+        (folder / "n0.pt", "--arch", "cnn5"): "the state dict does not fit arch 'cnn5'",
+        (tmp_path / "whole.pt",): "loading it would run arbitrary code",
+        (tmp_path / "wide.pt2",): "cannot take the images of suite 'digits'",
+        (tmp_path / "five.pt2",): "has 5 outputs, suite 'digits' has 10 classes",
+        (tmp_path / "nan.pt2",): "gives NaN or infinite outputs",
+        (tmp_path / "junk.bin",): "unknown checkpoint format",
+        (tmp_path / "five.pt",): "needs its architecture",
+    }
+    for args, message in cases.items():
+        result = run("add-models", path, *args)
+        assert result.exit_code == 1, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert result.output.count("\n") == 1 and "Traceback" not in result.output, \
+            result.output
+        assert snapshot(path) == before, args
+
+
+def test_replaced_checkpoint_redoes_that_model_only(models, tmp_path):
+    folder, nets = models
+    local = tmp_path / "models"
+    local.mkdir()
+    for name in ("n0.pt2", "n1.pt2"):
+        (local / name).write_bytes((folder / name).read_bytes())
+    spec = spec_with(local, tmp_path, '[zoo.checkpoints]\nglob = "MODELS/*.pt2"\n')
+    assert run("train", spec).exit_code == 0
+    assert run("probe", spec).exit_code == 0
+    path = tmp_path / "mine.zarr"
+    old = {m: stored_prob(path, m) for m in ("n0", "n1")}
+    (local / "n1.pt2").write_bytes((folder / "n2.pt2").read_bytes())
+    refused = run("train", spec)
+    assert refused.exit_code == 1 and "--force" in refused.output
+    assert "1 added, 0 trained, 1 already" in run("train", spec, "--force").output
+    result = run("probe", spec)
+    assert "probed 1 (model, suite, transform), 1 already done" in result.output
+    np.testing.assert_array_equal(stored_prob(path, "n0"), old["n0"])
+    assert not np.allclose(stored_prob(path, "n1"), old["n1"])
+
+
+def test_module_import_error_is_one_line(models, tmp_path):
+    folder, _ = models
+    spec = spec_with(folder, tmp_path, ZOO.replace("mynets:Net", "nosuchmod:Net"))
+    for args in (("validate", spec), ("train", spec), ("train", spec, "--workers", "1")):
+        result = run(*args)
+        assert result.exit_code == 1
+        assert "cannot import module 'nosuchmod'" in result.output
+        assert result.output.count("\n") == 1, result.output
