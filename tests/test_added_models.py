@@ -171,7 +171,7 @@ def test_bad_inputs_one_line_store_untouched(models, tmp_path):
                       tmp_path / "nan.pt2")
     cases = {
         (tmp_path / "missing.pt",): "checkpoint file not found",
-        (folder / "n0.pt", "--arch", "cnn5"): "the state dict does not fit arch 'cnn5'",
+        (folder / "n0.pt", "--arch", "cnn5", "--mid", "x0"): "the state dict does not fit arch 'cnn5'",
         (tmp_path / "whole.pt",): "loading it would run arbitrary code",
         (tmp_path / "wide.pt2",): "cannot take the images of suite 'digits'",
         (tmp_path / "five.pt2",): "has 5 outputs, suite 'digits' has 10 classes",
