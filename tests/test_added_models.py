@@ -217,3 +217,24 @@ def test_module_import_error_is_one_line(models, tmp_path):
         assert result.exit_code == 1
         assert "cannot import module 'nosuchmod'" in result.output
         assert result.output.count("\n") == 1, result.output
+
+
+def test_label_from_recipe_counts_models_without_recipe(models, tmp_path):
+    folder, _ = models
+    spec = spec_with(folder, tmp_path, '[zoo.checkpoints]\nglob = "MODELS/*.pt2"\n'
+                     'normalize_mean = [0.5]\nnormalize_std = [0.25]\n')
+    assert run("train", spec).exit_code == 0 and run("probe", spec).exit_code == 0
+    path = tmp_path / "mine.zarr"
+    assert run("measure", path).exit_code == 0
+    result = run("label", path, "--transform", "rotation", "--from", "recipe")
+    assert result.exit_code == 0, result.output
+    assert "labelled 0 model(s)" in result.output
+    assert "3 model(s) have no recipe (trained elsewhere or imported) and are left unknown" \
+        in result.output
+    labels = tmp_path / "labels.csv"
+    labels.write_text("mid,label\nn0,1\nn1,0\nn2,1\n")
+    result = run("label", path, "--transform", "rotation", "--from", labels)
+    assert result.exit_code == 0 and "labelled 3 model(s)" in result.output, result.output
+    features = tmp_path / "f.csv"
+    result = run("features", path, "--transform", "rotation", "-o", features)
+    assert result.exit_code == 0 and "wrote 3 model(s)" in result.output, result.output
