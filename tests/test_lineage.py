@@ -113,7 +113,7 @@ def test_force_at_one_stage_makes_the_later_stages_redo_the_model(folder):
     # the probe is deterministic: the same numbers again
     xr.testing.assert_identical(rows(folder, "measures/digits/rotation"), before)
     result = run("train", spec, "--force", "-q")
-    assert "trained 3 model(s) (3 retrained)" in result.output
+    assert "0 added, 3 trained (3 retrained), 0 already" in result.output
     assert store.done_mids(rows(folder, "probes/digits/rotation")) == []
     assert store.done_mids(rows(folder, "matrices/digits/rotation")) == []
     result = run("run", spec, "-q")

@@ -85,7 +85,7 @@ def test_train_and_probe_on_a_scheduler_address(spec, tmp_path):
                       dashboard_address=None) as cluster:
         result = run("train", spec, "--scheduler", cluster.scheduler_address, "-q")
         assert result.exit_code == 0, result.output
-        assert "trained 3 model(s)" in result.output
+        assert "0 added, 3 trained, 0 already" in result.output
         result = run("probe", spec, "--scheduler", cluster.scheduler_address, "-q")
         assert result.exit_code == 0, result.output
     a = store.read_models(str(tmp_path / "serial.zarr"))
