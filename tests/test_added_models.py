@@ -238,3 +238,104 @@ def test_label_from_recipe_counts_models_without_recipe(models, tmp_path):
     features = tmp_path / "f.csv"
     result = run("features", path, "--transform", "rotation", "-o", features)
     assert result.exit_code == 0 and "wrote 3 model(s)" in result.output, result.output
+
+
+MIXED = """
+[zoo]
+arch = "cnn5"
+epochs = 1
+n_train = 32
+[[zoo.models]]
+mid = "m001"
+[[zoo.models]]
+mid = "m002"
+seed = 1
+[[zoo.models]]
+mid = "t0"
+checkpoint = "MODELS/n0.pt"
+arch = "module:mynets:Net"
+holdout = true
+normalize_mean = [0.5]
+normalize_std = [0.25]
+[zoo.checkpoints]
+glob = "MODELS/n[12].pt2"
+normalize_mean = [0.5]
+normalize_std = [0.25]
+"""
+
+
+def test_a_store_mixing_added_and_trained_models_goes_through_every_stage(models, tmp_path):
+    folder, _ = models
+    spec = spec_with(folder, tmp_path, MIXED)
+    result = run("train", spec, "-q")
+    assert result.exit_code == 0, result.output
+    assert "3 added, 2 trained, 0 already" in result.output
+    path = tmp_path / "mine.zarr"
+    out = run("add-models", path, folder / "n2.ts", "--mid", "t2", "--holdout",
+              "--normalize-mean", "0.5", "--normalize-std", "0.25")
+    assert out.exit_code == 0 and "1 added, 0 already" in out.output, out.output
+    result = run("probe", spec, "-q")
+    assert result.exit_code == 0 and "probed 6 (model, suite, transform)" in result.output, \
+        result.output
+    result = run("measure", path, "-q")
+    assert result.exit_code == 0, result.output
+    assert "measured 6 model(s)" in result.output, result.output
+    measures = store.open_group(str(path), "measures/digits/rotation")
+    assert sorted(store.done_mids(measures)) == ["m001", "m002", "n1", "n2", "t0", "t2"]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("mid,label\nm001,1\nm002,0\nn1,1\nn2,0\nt0,1\nt2,0\n")
+    result = run("label", path, "--transform", "rotation", "--from", labels)
+    assert result.exit_code == 0 and "labelled 6 model(s)" in result.output, result.output
+    # (adaboost left out: on six near-random models it may refuse to fit, a matter of
+    # the assessors, not of added models)
+    result = run("assess", path, "--transform", "rotation", "--repeats", "2", "--assessor",
+                 "decision_tree", "--assessor", "logistic", "-q")
+    assert result.exit_code == 0, result.output
+    assert "assess rotation: 6 labelled model(s) (labels 'file')" in result.output
+    predicted = store.open_group(str(path), "assess/rotation")
+    assert sorted(str(m) for m in predicted[dims.MID].values) == \
+        ["m001", "m002", "n1", "n2", "t0", "t2"]
+    report = tmp_path / "report"
+    result = run("report", path, "-o", report)
+    assert result.exit_code == 0, result.output
+    page = (report / "index.html").read_text()
+    for mid in ("m001", "m002", "n1", "n2", "t0", "t2"):
+        assert f">{mid}<" in page, mid
+    png = tmp_path / "t2.png"
+    result = run("plot", path, "--mid", "t2", "-o", png)
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert run("store", "check", path).output == f"{path}: ok\n"
+
+
+def test_add_models_from_python_saves_beside_the_store_and_probes_as_in_memory(models,
+                                                                              tmp_path):
+    folder, nets = models
+    spec = spec_with(folder, tmp_path, '[zoo.checkpoints]\nglob = "MODELS/n0.pt2"\n'
+                     'normalize_mean = [0.5]\nnormalize_std = [0.25]\n')
+    assert "1 added, 0 trained, 0 already" in run("train", spec).output
+    path = tmp_path / "mine.zarr"
+    report = ml4ml.add_models(path, {"p0": nets["n0"], "p1": nets["n1"]}, pipeline=spec,
+                              normalize_mean=MEAN, normalize_std=STD)
+    assert report.added == ["p0", "p1"] and report.already == []
+    saved = tmp_path / "mine.zarr.checkpoints"
+    assert sorted(p.name for p in saved.iterdir()) == ["p0.pt2", "p1.pt2"]
+    report = ml4ml.add_models(path, {"sd": nets["n2"]}, arch="module:mynets:Net",
+                              pipeline=spec, base=tmp_path, normalize_mean=MEAN,
+                              normalize_std=STD)
+    assert report.added == ["sd"] and (saved / "sd.pt").is_file()
+    table = store.read_models(path)
+    assert table["checkpoint_format"].values.tolist() == ["export"] * 3 + ["state_dict"]
+    assert table["checkpoint"].sel(mid="p0").item() == str(saved / "p0.pt2")
+    result = run("probe", spec)
+    assert result.exit_code == 0 and "probed 4 (model, suite, transform)" in result.output, \
+        result.output
+    suite = load_suite("digits", "test", n_samples=20)
+    for mid, net in (("p0", "n0"), ("p1", "n1"), ("sd", "n2"), ("n0", "n0")):
+        expected = ml4ml.probe_model(nets[net], suite.images, suite.labels, "rotation", GRID,
+                                     normalize=(MEAN, STD))
+        np.testing.assert_allclose(stored_prob(path, mid), expected[dims.PROB].values,
+                                   atol=1e-6)
+    # the same modules again: nothing to do
+    assert ml4ml.add_models(path, {"p0": nets["n0"]}, pipeline=spec, normalize_mean=MEAN,
+                            normalize_std=STD).already == ["p0"]
