@@ -61,7 +61,7 @@ def test_validate_reports_ok_and_problems(spec, tmp_path):
 def test_run_end_to_end_then_resume(spec, tmp_path):
     result = run("run", spec, "-q")
     assert result.exit_code == 0, result.output
-    assert "train: 3 trained" in result.output and "probe: 3 probed" in result.output
+    assert "train: 0 added, 3 trained" in result.output and "probe: 3 probed" in result.output
     assert "measure: digits/rotation: measured 3 model(s)" in result.output
     csv = tmp_path / "db.zarr.rotation.paper80.csv"
     table = pd.read_csv(csv)
