@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import sys
 import warnings
@@ -232,6 +233,7 @@ def _check_export_archive(data: bytes, path) -> None:
         raise InputError("not a torch.export archive (.pt2)", file=path,
                          field="checkpoint") from None
     with archive:
+        raw = _raw_members(archive)
         for name in archive.namelist():
             inner = name.split("/", 1)[-1]
             if inner.startswith("data/constants/") and ("custom_obj" in inner
@@ -244,6 +246,8 @@ def _check_export_archive(data: bytes, path) -> None:
                                                 and not inner.endswith(".json"))
             if not pickled:
                 continue
+            if name in raw:
+                continue  # raw tensor bytes (the archive's config says: not pickled)
             member = archive.read(name)
             if inner.startswith(("data/weights/", "data/constants/")) and not _is_pickle(member):
                 continue  # raw tensor bytes
@@ -254,6 +258,26 @@ def _check_export_archive(data: bytes, path) -> None:
                                  "weights: loading it would run arbitrary code, so it is "
                                  "refused", file=path, field="checkpoint",
                                  hint=CONVERT) from None
+
+
+def _raw_members(archive) -> set:
+    """Members the archive's weights and constants configs mark ``use_pickle: false``: raw
+    tensor bytes (whose first byte may be anything, 0x80 included)."""
+    raw = set()
+    for name in archive.namelist():
+        folder, _, base = name.rpartition("/")
+        if not (base.endswith("_config.json")
+                and folder.endswith(("data/weights", "data/constants"))):
+            continue
+        try:
+            config = json.loads(archive.read(name)).get("config", {})
+        except (ValueError, AttributeError):
+            continue
+        for entry in config.values() if isinstance(config, dict) else ():
+            if isinstance(entry, dict) and entry.get("use_pickle") is False \
+                    and entry.get("path_name"):
+                raw.add(f"{folder}/{entry['path_name']}")
+    return raw
 
 
 def _is_pickle(member: bytes) -> bool:
