@@ -212,7 +212,11 @@ def test_replaced_checkpoint_redoes_that_model_only(models, tmp_path):
 def test_module_import_error_is_one_line(models, tmp_path):
     folder, _ = models
     spec = spec_with(folder, tmp_path, ZOO.replace("mynets:Net", "nosuchmod:Net"))
-    for args in (("validate", spec), ("train", spec), ("train", spec, "--workers", "1")):
+    # with --scheduler the spec is loaded (and the module imported) before connecting: the
+    # same line, whether a scheduler listens there or not
+    for args in (("validate", spec), ("train", spec), ("train", spec, "--workers", "1"),
+                 ("train", spec, "--scheduler", "tcp://127.0.0.1:9"),
+                 ("run", spec, "--scheduler", "tcp://127.0.0.1:9")):
         result = run(*args)
         assert result.exit_code == 1
         assert "cannot import module 'nosuchmod'" in result.output
@@ -339,3 +343,73 @@ def test_add_models_from_python_saves_beside_the_store_and_probes_as_in_memory(m
     # the same modules again: nothing to do
     assert ml4ml.add_models(path, {"p0": nets["n0"]}, pipeline=spec, normalize_mean=MEAN,
                             normalize_std=STD).already == ["p0"]
+
+
+def test_an_export_whose_raw_weights_start_like_a_pickle_loads(tmp_path):
+    from ml4ml.zoo.checkpoints import load_export
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    with torch.no_grad():  # its first byte is 0x80, as a pickle's
+        net[1].bias[0] = float(np.frombuffer(b"\x80\x00\x80\x3f", np.float32)[0])
+    file = tmp_path / "x.pt2"
+    torch.export.save(export(net.eval(), torch.zeros(2, 1, 28, 28)), file)
+    module, _ = load_export(file.read_bytes(), str(file))
+    x = torch.rand(3, 1, 28, 28)
+    np.testing.assert_array_equal(module(x).detach().numpy(), net(x).detach().numpy())
+
+
+def readme_section(title):
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return re.findall(r"```(\w*)\n(.*?)```", text[start:end], flags=re.S)
+
+
+def test_the_readme_section_runs_as_written(tmp_path):
+    """'Test models you already trained': its files written, its commands run in order."""
+    import shlex
+    import subprocess
+    import sys
+
+    blocks = readme_section("Test models you already trained")
+    steps = []
+    for lang, body in blocks:
+        if lang in ("python", "toml"):
+            name = body.split("\n", 1)[0].removeprefix("# ").strip()
+            (tmp_path / name).write_text(body)
+        else:
+            steps += [line for line in body.splitlines() if line.strip()]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["make_models.py", "mine.toml",
+                                                          "mynets.py"]
+    assert len(steps) == 10
+    outputs = []
+    for line in steps:
+        line = line.split("  #", 1)[0]
+        command = line.replace("ml4ml ", f"{shlex.quote(sys.executable)} -m ml4ml ", 1) \
+            if line.startswith("ml4ml ") else \
+            line.replace("python ", f"{shlex.quote(sys.executable)} ", 1)
+        done = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=900)
+        assert done.returncode == 0, (line, done.stdout, done.stderr[-3000:])
+        assert "Traceback" not in done.stderr, done.stderr
+        outputs.append(done.stdout)
+    assert "3 models (2 regular, 1 hold-out, 3 trained elsewhere)" in outputs[1]
+    assert "3 added, 0 trained, 0 already" in outputs[2]
+    assert "1 added, 0 already" in outputs[3]
+    assert "probed 4 (model, suite, transform), 0 already done" in outputs[4]
+    assert "measured 4 model(s), 0 already measured" in outputs[5]
+    assert "labelled 4 model(s) for rotation from labels.csv: 2 invariant, 2 variant" \
+        in outputs[7]
+    assert "assess rotation: 4 labelled model(s) (labels 'file')" in outputs[8]
+    assert "report of 4 model(s)" in outputs[9]
+    path = tmp_path / "mine.zarr"
+    table = store.read_models(path)
+    assert table["checkpoint_format"].to_series().to_dict() == {
+        "m1": "export", "m2": "export", "t001": "state_dict", "m3": "torchscript"}
+    assert table["holdout"].to_series().to_dict() == {"m1": False, "m2": False, "t001": True,
+                                                      "m3": False}
+    assert (tmp_path / "mine.report" / "index.html").is_file()
+    assert run("store", "check", path).output == f"{path}: ok\n"
+    assert "Test models you already trained" in run("--help").output

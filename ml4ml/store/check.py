@@ -198,6 +198,8 @@ OPTIONAL = {"probes": {"error"}, "matrices": set(), "measures": set()}
 # models: the recipe and outcome values every trained model has
 MODELS_REQUIRED = {"arch", "epochs", "lr", "batch_size", "checkpoint", CHECKPOINT_SHA,
                    "test_accuracy"}
+# of those, the ones only a model ml4ml trained has (not one added as it is)
+TRAINING_OUTCOMES = {"epochs", "lr", "batch_size", "test_accuracy"}
 # groups without flags: the arrays that are never all fill (a missing chunk is damage)
 LABELS_REQUIRED = {dims.MID, "source", "source_description", "written_at", "rater"}
 ASSESS_REQUIRED = {dims.MID, "predicted", dims.ESTIMATOR, dims.ESTIMATOR_KIND, "feature",
@@ -308,6 +310,9 @@ def _is_damage(kind, name, scan, index, rows, done, scans, evidence) -> bool:
             return False
         return any(_written(scans[evidence].values[r]) for r in rows)
     if kind == MODELS_GROUP:
+        if name in TRAINING_OUTCOMES:  # models trained elsewhere have no training values
+            sources = _values(scans, "source")
+            rows = {r for r in rows if sources is None or str(sources[r]) != "added"}
         return (not scan.along_mid) or (name in MODELS_REQUIRED and bool(rows & done))
     if kind in OPTIONAL:
         return (not scan.along_mid) or (name not in OPTIONAL[kind] and bool(rows & done))
