@@ -72,10 +72,11 @@ class Pipeline:
     probe: ProbeSpec = field(default_factory=ProbeSpec)
     assess: AssessSpec = field(default_factory=AssessSpec)
     workers: int | None = None  # [cluster] workers: a LocalCluster when no option says else
+    added: tuple = ()  # of zoo.adding.AddedModel: models trained elsewhere, never trained
 
     @property
     def mids(self) -> list[str]:
-        return [r.mid for r in self.recipes]
+        return [r.mid for r in self.recipes] + [a.mid for a in self.added]
 
     def recipe(self, mid: str) -> Recipe:
         for r in self.recipes:
@@ -128,6 +129,7 @@ def load_pipeline(path) -> Pipeline:
         raise SpecError(f"not valid TOML: {exc}", file=path) from exc
     problems = _Problems(path)
     base = path.parent
+    problems.base = base
     _unknown_keys(raw, TOP_KEYS, "", problems)
 
     name = raw.get("name", path.stem)
@@ -152,7 +154,7 @@ def load_pipeline(path) -> Pipeline:
 
     suites = _suites(raw, problems)
     transforms = _transforms(raw, problems)
-    recipes = _zoo(raw, problems)
+    recipes, added = _zoo(raw, problems, base)
     probe = _probe(raw, problems)
     workers = _cluster(raw, problems)
     assess = _assess(raw, transforms, suites, problems, base)
@@ -160,7 +162,7 @@ def load_pipeline(path) -> Pipeline:
     return Pipeline(file=path, name=str(name), store=store, precision=precision,
                     checkpoints=checkpoints, data_root=data_root, suites=tuple(suites),
                     transforms=transforms, recipes=tuple(recipes), probe=probe, assess=assess,
-                    workers=workers)
+                    workers=workers, added=tuple(added))
 
 
 # ----------------------------------------------------------------------------- parts
@@ -322,11 +324,15 @@ def _assess(raw, transforms, suites, problems, base=None) -> AssessSpec:
     return spec
 
 
-ZOO_KEYS = {"defaults", "grids", "models", "sample"}
+ZOO_KEYS = {"defaults", "grids", "models", "sample", "checkpoints"}
+# fields of a model trained elsewhere ([[zoo.models]] with checkpoint, [zoo.checkpoints])
+ADDED_FIELDS = {"mid", "checkpoint", "arch", "holdout", "partition", "normalize_mean",
+                "normalize_std"}
 
 
-def _zoo(raw, problems) -> list[Recipe]:
-    """Expand ``[zoo]``: defaults + grids (cartesian) + sampled recipes + explicit models."""
+def _zoo(raw, problems, base=Path(".")) -> tuple[list[Recipe], list]:
+    """Expand ``[zoo]``: defaults + grids (cartesian) + sampled recipes + explicit models,
+    and the models trained elsewhere (``checkpoint`` models, ``[zoo.checkpoints]``)."""
     tab = _table(raw, "zoo", problems)
     _unknown_keys(tab, ZOO_KEYS | RECIPE_FIELDS, "zoo.", problems)
     # plain recipe fields directly under [zoo] act as defaults too
@@ -371,15 +377,21 @@ def _zoo(raw, problems) -> list[Recipe]:
         entries.extend(_sampled(sample, problems))
     sample_broken = len(problems.items) > before
 
+    added = []
     for k, model in enumerate(tab.get("models", [])):
         where = f"zoo.models[{k}]"
         if not isinstance(model, dict):
             problems.add(where, "expected a table of recipe fields")
             continue
+        if "checkpoint" in model:
+            added.extend(_added(model, where, base, problems))
+            continue
         _recipe_keys(model, where + ".", problems)
         entries.append((where, dict(model)))
+    if "checkpoints" in tab:
+        added.extend(_added(tab["checkpoints"], "zoo.checkpoints", base, problems))
 
-    if not entries and not defaults.get("mid") and not sample_broken:
+    if not entries and not defaults.get("mid") and not sample_broken and not added:
         problems.add("zoo", "the zoo has no models: add [[zoo.grids]], [zoo.sample] or "
                      "[[zoo.models]]")
     origin = {k: ("zoo.defaults" if k in defaults_tab else "zoo") for k in defaults}
@@ -399,7 +411,97 @@ def _zoo(raw, problems) -> list[Recipe]:
             continue
         seen[recipe.mid] = where
         recipes.append(recipe)
-    return recipes
+    for model in added:
+        if model.mid in seen:
+            problems.add(f"zoo.models ({model.mid})", f"model id {model.mid!r} is already used "
+                         f"by {seen[model.mid]}")
+        seen[model.mid] = f"checkpoint {model.checkpoint}"
+    return recipes, added
+
+
+def _added(tab, where, base, problems) -> list:
+    """Models trained elsewhere: one ``checkpoint``, or every file a ``glob`` matches."""
+    import glob as globbing
+
+    from ml4ml.zoo.adding import AddedModel
+
+    if not isinstance(tab, dict):
+        problems.add(where, "expected a table with checkpoint (or glob), arch, holdout, ...")
+        return []
+    is_glob = where == "zoo.checkpoints"
+    _unknown_keys(tab, (ADDED_FIELDS - {"checkpoint", "mid"} | {"glob"}) if is_glob
+                  else ADDED_FIELDS, where + ".", problems)
+    key = "glob" if is_glob else "checkpoint"
+    pattern = tab.get(key)
+    if not isinstance(pattern, str) or not pattern:
+        problems.add(f"{where}.{key}", "expected a file path (relative to this spec), e.g. "
+                     + ("\"models/*.pt\"" if is_glob else "\"models/net.pt\""))
+        return []
+    values = {}
+    for name in ("arch", "partition"):
+        if name in tab and not isinstance(tab[name], str):
+            problems.add(f"{where}.{name}", f"expected a string, got {tab[name]!r}")
+        values[name] = tab.get(name, "") if isinstance(tab.get(name, ""), str) else ""
+    for name in ("normalize_mean", "normalize_std"):
+        v = tab.get(name, [])
+        if not isinstance(v, list) or not all(_is_num(x) for x in v):
+            problems.add(f"{where}.{name}", f"expected a list of numbers (one per channel), "
+                         f"got {v!r}")
+            v = []
+        values[name] = tuple(float(x) for x in v)
+    if len(values["normalize_mean"]) != len(values["normalize_std"]):
+        problems.add(f"{where}.normalize_std", "normalize_mean and normalize_std need one "
+                     "value per channel each")
+    arch = values["arch"]
+    if arch.startswith("module:"):
+        _check_module_arch(arch, base, f"{where}.arch", problems)
+    if "holdout" in tab and not isinstance(tab["holdout"], bool):
+        problems.add(f"{where}.holdout", f"expected true or false, got {tab['holdout']!r}")
+    if is_glob:
+        full = _resolve(pattern, base)
+        files = sorted(globbing.glob(full)) if "://" not in full else []
+        if not files:
+            problems.add(f"{where}.glob", f"no file matches {full!r}")
+        pairs = [(Path(f).stem, f) for f in files]
+    else:
+        mid = tab.get("mid", Path(pattern).stem)
+        pairs = [(mid, _resolve(pattern, base))]
+    out = []
+    for mid, file in pairs:
+        if not isinstance(mid, str) or not mid or not mid.replace("_", "").replace(
+                "-", "").isalnum():
+            problems.add(f"{where}.mid", f"expected letters, digits, '-' or '_', got {mid!r}")
+            continue
+        holdout = tab.get("holdout", mid.startswith("t"))
+        if holdout is not None and bool(holdout) != mid.startswith("t"):
+            problems.add(f"{where}.mid", f"hold-out ids start with 't' and only they do; got "
+                         f"{mid!r} with holdout = {str(bool(holdout)).lower()}")
+        out.append(AddedModel(mid=mid, checkpoint=file, arch=arch, holdout=bool(holdout),
+                              partition=values["partition"],
+                              normalize_mean=values["normalize_mean"],
+                              normalize_std=values["normalize_std"], base=str(base)))
+    return out
+
+
+def _check_module_arch(arch, base, where, problems) -> None:
+    """A ``module:<package.module>:<Class>`` arch imports (relative to the spec's folder)."""
+    import importlib
+
+    from ml4ml.zoo.checkpoints import import_path
+
+    parts = arch.split(":")
+    if len(parts) != 3 or not parts[1] or not parts[2]:
+        problems.add(where, f"expected 'module:<package.module>:<Class>', got {arch!r}")
+        return
+    try:
+        with import_path(str(base)):
+            module = importlib.import_module(parts[1])
+    except Exception as exc:  # noqa: BLE001 - any import failure is the user's module
+        problems.add(where, f"cannot import module {parts[1]!r} (relative to {base}): "
+                     f"{type(exc).__name__}: {exc}")
+        return
+    if not isinstance(getattr(module, parts[2], None), type):
+        problems.add(where, f"module {parts[1]!r} has no class {parts[2]!r}")
 
 
 def _sampled(sample, problems) -> list[tuple[str, dict]]:
@@ -508,6 +610,9 @@ def _make_recipe(values: dict, where: str, problems, origin=None) -> Recipe | No
             or (arch.startswith("module:") and arch.count(":") == 2)):
         bad("arch", f"expected one of {', '.join(BUILTIN_ARCHS)}, 'torchvision:<name>' or "
             f"'module:<package.module>:<Class>', got {arch!r}")
+    elif arch.startswith("module:"):
+        _check_module_arch(arch, getattr(problems, "base", Path(".")), f"{where}.arch",
+                           problems)
     elif arch.startswith("torchvision:"):
         import torchvision
 

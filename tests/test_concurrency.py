@@ -135,15 +135,14 @@ def test_one_writer_at_a_time_while_readers_read(tmp_path):
     if paused:
         resume(trainer)
     first = finished(trainer)
-    assert first[0] == 0 and first[1].startswith("trained 6 model(s), 0 already trained"), first
+    assert first[0] == 0 and first[1].startswith("0 added, 6 trained, 0 already"), first
     if paused:  # the second started while the first held the lock: refused at once, naming it
         code, out, err = second
         assert code == 1 and out == "", second
         assert f"another process is writing this store: pid {trainer.pid} on " in err
         assert "'ml4ml train" in err and "Traceback" not in err
     else:  # the first was done before it could be caught: the second found the zoo trained
-        assert second[0] == 0 and second[1].startswith("trained 0 model(s), 6 already "
-                                                       "trained"), second
+        assert second[0] == 0 and second[1].startswith("0 added, 0 trained, 6 already"), second
     table = store.read_models(path)
     assert table.mid.values.tolist() == [f"m{i:03d}" for i in range(1, 7)]
     assert table.trained.values.all()

@@ -44,7 +44,7 @@ def test_the_reduced_demo_runs_end_to_end_and_names_every_output(demo):
     folder, spec, result = demo
     out = result.output
     store = folder / "demo.zarr"
-    assert "train: 62 trained, 0 already" in out and "probe: 62 probed" in out
+    assert "train: 0 added, 62 trained, 0 already" in out and "probe: 62 probed" in out
     assert "measure: digits/rotation: measured 62 model(s)" in out
     assert re.search(r"label: \d+ invariant, \d+ variant \(recipe\)", out)
     assert f"store:    {store} (62 models, 62 measured)" in out
@@ -87,7 +87,7 @@ def test_a_rerun_redoes_nothing(demo):
     result = CliRunner().invoke(cli, ["run", str(spec), "-q"])
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "train: 0 trained, 62 already" in out and "probe: 0 probed, 62 already" in out
+    assert "train: 0 added, 0 trained, 62 already" in out and "probe: 0 probed, 62 already" in out
     assert "measured 0 model(s), 62 already measured" in out
     assert "label: recipe labels already current" in out
     assert "assess: results already current" in out and "report: already current" in out

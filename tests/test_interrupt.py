@@ -70,6 +70,6 @@ def test_ctrl_c_on_a_local_cluster_is_one_line_exit_130_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Traceback" not in again.stderr
     trained = [line for line in again.stdout.splitlines() if line.startswith("train:")]
-    match = re.match(r"train: (\d) trained, (\d) already", trained[0])
+    match = re.match(r"train: 0 added, (\d) trained, (\d) already", trained[0])
     assert match and int(match[1]) + int(match[2]) == 3 and int(match[2]) >= 1, again.stdout
     assert ml4ml("store", "check", tmp_path / "db.zarr").stdout.endswith(": ok\n")

@@ -77,10 +77,10 @@ def test_a_changed_recipe_reprobes_and_remeasures_exactly_that_model(folder):
     assert "--changed" in refused.stderr
     result = run("train", spec, "--changed", "-q")
     assert result.exit_code == 0, result.stderr
-    assert "trained 1 model(s) (1 retrained), 2 already trained" in result.output
+    assert "0 added, 1 trained (1 retrained), 2 already" in result.output
     result = run("run", spec, "-q")
     assert result.exit_code == 0, result.stderr
-    assert "train: 0 trained, 3 already" in result.output
+    assert "train: 0 added, 0 trained, 3 already" in result.output
     assert "probe: 1 probed, 2 already" in result.output
     assert "measured 1 model(s), re-measured m002 (its probe data changed), 2 already measured" \
         in result.output
@@ -113,7 +113,7 @@ def test_force_at_one_stage_makes_the_later_stages_redo_the_model(folder):
     # the probe is deterministic: the same numbers again
     xr.testing.assert_identical(rows(folder, "measures/digits/rotation"), before)
     result = run("train", spec, "--force", "-q")
-    assert "trained 3 model(s) (3 retrained)" in result.output
+    assert "0 added, 3 trained (3 retrained), 0 already" in result.output
     assert store.done_mids(rows(folder, "probes/digits/rotation")) == []
     assert store.done_mids(rows(folder, "matrices/digits/rotation")) == []
     result = run("run", spec, "-q")

@@ -99,7 +99,7 @@ def test_every_stage_works_on_a_store_in_s3(s3, tmp_path, monkeypatch):
     result = run("run", spec, "-q")
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "train: 6 trained" in out and "probe: 6 probed" in out and "measured 6 model(s)" in out
+    assert "train: 0 added, 6 trained" in out and "probe: 6 probed" in out and "measured 6 model(s)" in out
     assert f"store:    {url} (6 models, 6 measured)" in out
     csv = tmp_path / "db.zarr.rotation.paper80.csv"
     index = tmp_path / "db.zarr.report" / "index.html"
@@ -119,7 +119,7 @@ def test_every_stage_works_on_a_store_in_s3(s3, tmp_path, monkeypatch):
     assert bool(probes["done"].all()) and "assess" in tree.children
     assert run("store", "check", url).output == f"{url}: ok\n"
     again = run("run", spec, "-q")
-    assert "train: 0 trained, 6 already" in again.output
+    assert "train: 0 added, 0 trained, 6 already" in again.output
     assert "probe: 0 probed, 6 already" in again.output
 
 

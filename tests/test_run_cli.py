@@ -61,7 +61,7 @@ def test_validate_reports_ok_and_problems(spec, tmp_path):
 def test_run_end_to_end_then_resume(spec, tmp_path):
     result = run("run", spec, "-q")
     assert result.exit_code == 0, result.output
-    assert "train: 3 trained" in result.output and "probe: 3 probed" in result.output
+    assert "train: 0 added, 3 trained" in result.output and "probe: 3 probed" in result.output
     assert "measure: digits/rotation: measured 3 model(s)" in result.output
     csv = tmp_path / "db.zarr.rotation.paper80.csv"
     table = pd.read_csv(csv)
@@ -70,7 +70,7 @@ def test_run_end_to_end_then_resume(spec, tmp_path):
     # the numbers: stored probes and the CSV equal an independent recomputation
     assert_stored_as_recomputed(load_pipeline(spec), ["m001", "m002", "t001"], table)
     again = run("run", spec, "-q")
-    assert "train: 0 trained, 3 already" in again.output
+    assert "train: 0 added, 0 trained, 3 already" in again.output
     assert "probe: 0 probed, 3 already" in again.output
     assert "measured 0 model(s), 3 already measured" in again.output
 
@@ -85,7 +85,7 @@ def test_train_and_probe_on_a_scheduler_address(spec, tmp_path):
                       dashboard_address=None) as cluster:
         result = run("train", spec, "--scheduler", cluster.scheduler_address, "-q")
         assert result.exit_code == 0, result.output
-        assert "trained 3 model(s)" in result.output
+        assert "0 added, 3 trained, 0 already" in result.output
         result = run("probe", spec, "--scheduler", cluster.scheduler_address, "-q")
         assert result.exit_code == 0, result.output
     a = store.read_models(str(tmp_path / "serial.zarr"))

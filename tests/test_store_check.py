@@ -144,3 +144,52 @@ def test_a_bad_chunk_layout_is_reported(path):
         store.commit(str(path))
     code, out = check(path)
     assert code == 1 and "probes/legacy/rotation/extra: chunks [2, 4] for shape [3, 4]" in out
+
+
+def rename_model(path, old, new):
+    """The models table's id ``old`` becomes ``new`` (the groups computed for it keep ``old``)."""
+    with store.writing(str(path)):
+        group = store.zarr_group(str(path), "models")
+        mids = group["mid"][:]
+        mids[list(mids).index(old)] = new
+        group["mid"][:] = mids
+
+
+def test_rows_of_a_model_the_table_lacks_are_found_with_how_to_mend_them(path):
+    rename_model(path, "m2", "tm2")  # probe row 'm2', models row 'tm2'
+    code, out = check(path)
+    assert code == 1, out
+    lines = out.splitlines()  # probes, matrices and measures each name m2, nothing else
+    assert len(lines) == 4 and lines[-1].startswith("3 problem(s); 2 mended by"), out
+    for group in ("probes", "matrices", "measures"):
+        line = next(x for x in lines if x.startswith(f"{path}: {group}/legacy/rotation: "))
+        assert "1 row(s) hold results of model id(s) the models table does not have: m2; " \
+               "a changed id? 'm2' (the table has 'tm2')" in line, line
+        assert f"'ml4ml import-legacy {path} --mid m2 --suite legacy --transform rotation " \
+               "--force --results FILE --act FILE'" in line, line
+    # repair clears the derived rows (measure redoes them) and leaves the probe row: it
+    # cannot rename a model
+    result = run("store", "repair", path)
+    assert result.exit_code == 1 and "left probes/legacy/rotation: 1 row(s)" in result.output
+    measures = store.open_group(str(path), "measures/legacy/rotation")
+    assert store.done_mids(measures) == ["m1", "t1"]
+    # the mend as printed: register m2 again (import-legacy), then measure
+    assert run("import-legacy", path, "--mid", "m2", "--suite", "legacy", "--transform",
+               "rotation", "--force", "--results", golden.results("small2"), "--act",
+               golden.act("small2")).exit_code == 0
+    assert run("measure", path, "-q").exit_code == 0
+    # a model with no probe row ('tm2' now) is no damage: its stage has not reached it
+    assert check(path) == (0, f"{path}: ok\n")
+
+
+def test_labels_and_assess_rows_of_unknown_models_are_found(path):
+    labels = path.parent / "labels.csv"
+    labels.write_text("mid,label\nm1,1\nm2,0\nt1,1\n")
+    assert run("label", path, "--transform", "rotation", "--from", labels).exit_code == 0
+    assert check(path) == (0, f"{path}: ok\n")
+    rename_model(path, "t1", "x1")
+    code, out = check(path)
+    assert code == 1
+    line = next(x for x in out.splitlines() if x.startswith(f"{path}: labels/rotation: "))
+    assert "1 row(s) hold results of model id(s) the models table does not have: t1" in line
+    assert "'store repair' cannot rename a model" in line

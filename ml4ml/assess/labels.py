@@ -127,8 +127,11 @@ def recipe_labels(models, transform: str, grid) -> dict[str, int]:
     low, high = float(grid.min()), float(grid.max())
     out = {}
     has_recipe = "augmentation" in models and "aug_range" in models
+    sources = (np.asarray(models["source"].values).astype(str) if "source" in models
+               else np.full(models.sizes.get("mid", 0), ""))
     for k, mid in enumerate(np.asarray(models["mid"].values).tolist()):
-        if not has_recipe or not str(models["augmentation"].values[k]):
+        # models trained elsewhere ("added") or imported ("legacy") have no recipe
+        if not has_recipe or not str(models["augmentation"].values[k]) or sources[k]:
             out[str(mid)] = -1
             continue
         augmentation = str(models["augmentation"].values[k])

@@ -7,6 +7,7 @@ import click
 from ml4ml import __version__
 from ml4ml.cli.assess import assess, label, label_ui
 from ml4ml.cli.common import CONTEXT
+from ml4ml.cli.models import add_models
 from ml4ml.cli.report import plot, report
 from ml4ml.cli.run import run
 from ml4ml.cli.stages import features, import_legacy, measure, probe, train, validate
@@ -34,10 +35,17 @@ def cli():
       ml4ml report   stores/demo-digits.zarr -o stores/demo-digits.report   index.html
       ml4ml run      pipelines/demo-digits.toml   all of the above
       ml4ml store check stores/demo-digits.zarr   find (and 'store repair': mend) damage
+
+    \b
+    Test models you already trained (state dict, torch.export .pt2, TorchScript): list
+    them in the spec ([[zoo.models]] checkpoint = "net.pt", or [zoo.checkpoints] glob =
+    "models/*.pt2"), or add them to a store without training:
+      ml4ml add-models stores/demo-digits.zarr models/*.pt2   (README: "Test models you
+      already trained")
     """
 
 
-for command in (validate, train, probe, measure, features, import_legacy, label, label_ui,
+for command in (validate, train, add_models, probe, measure, features, import_legacy, label, label_ui,
                 assess, report, plot, run, store_group):
     cli.add_command(command)
 

@@ -68,6 +68,11 @@ def _import(store_path, transform, source, name):
                f"{source}: {values.count(1)} invariant, {values.count(0)} variant"
                + (f", {values.count(-1)} unknown" if -1 in values else "")
                + f"; source '{result['source']}' (now the current labels)")
+    if str(source) == "recipe" and -1 in values:
+        click.echo(f"{values.count(-1)} model(s) have no recipe (trained elsewhere or "
+                   f"imported) and are left unknown: label them with 'ml4ml label "
+                   f"{store_path} --transform {transform} --from FILE' or 'ml4ml label-ui'",
+                   err=True)
 
 
 def _show(store_path, transform):

@@ -52,7 +52,7 @@ def run(pipeline, store_path, report_dir, workers, scheduler, device, force, qui
 
     with pipeline_cluster(p, workers, scheduler) as client:
         t = train_pipeline(p, client=client, device=device, force=force, progress=progress)
-        say(f"train: {len(t.trained)} trained, {len(t.skipped)} already ({t.seconds:.1f} s)")
+        say(f"train: {t.summary()} ({t.seconds:.1f} s)")
         pr = probe_pipeline(p, client=client, device=device, force=force, progress=progress)
         say(f"probe: {len(pr.probed)} probed, {pr.skipped} already ({pr.seconds:.1f} s)")
         reports = measure_store(p.store, force=force, progress=progress)

@@ -20,10 +20,12 @@ def validate(pipeline):
     from ml4ml.config import load_pipeline
 
     p = load_pipeline(pipeline)
-    n_hold = sum(r.holdout for r in p.recipes)
+    n_hold = sum(r.holdout for r in p.recipes) + sum(a.holdout for a in p.added)
+    n = len(p.mids)
+    added = f", {len(p.added)} trained elsewhere" if p.added else ""
     grids = ", ".join(f"{t} ({len(g)} values {g[0]:g}..{g[-1]:g})" for t, g in p.transforms.items())
-    click.echo(f"{pipeline}: ok: {len(p.recipes)} models ({len(p.recipes) - n_hold} regular, "
-               f"{n_hold} hold-out); suites {', '.join(s.name for s in p.suites)}; {grids}; "
+    click.echo(f"{pipeline}: ok: {n} models ({n - n_hold} regular, "
+               f"{n_hold} hold-out{added}); suites {', '.join(s.name for s in p.suites)}; {grids}; "
                f"store {p.store}")
 
 
@@ -49,9 +51,7 @@ def train(pipeline, workers, scheduler, device, force, changed_only, quiet):
     with pipeline_cluster(p, workers, scheduler) as client:
         report = train_pipeline(p, client=client, force=force, changed_only=changed_only,
                                 device=device, progress=not quiet)
-    retrained = f" ({len(report.retrained)} retrained)" if report.retrained else ""
-    click.echo(f"trained {len(report.trained)} model(s){retrained}, {len(report.skipped)} "
-               f"already trained, in {report.seconds:.1f} s; store {p.store}")
+    click.echo(f"{report.summary()}, in {report.seconds:.1f} s; store {p.store}")
     refused(p.file, report.failed, "training")
 
 

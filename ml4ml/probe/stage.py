@@ -96,6 +96,7 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
     on. device : where to probe (default: the spec's ``[probe] device``).
     """
     from ml4ml.progress import progress as stage_progress
+    from ml4ml.zoo.adding import added_info
     from ml4ml.zoo.stage import CHECKPOINT, SHA256, TRAINED
 
     start = time.perf_counter()
@@ -112,8 +113,10 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
         sha = dict(zip([str(m) for m in table[dims.MID].values],
                        [str(s) for s in table[SHA256].values]))
         trained = {str(m) for m, t in zip(table[dims.MID].values, table[TRAINED].values) if t}
-        mids = [m for m in pipeline.mids if m in trained]
-        untrained = [m for m in pipeline.mids if m not in trained]
+        added = added_info(table)  # models trained elsewhere: the spec's and add-models'
+        all_mids = list(pipeline.mids) + [m for m in added if m not in pipeline.mids]
+        mids = [m for m in all_mids if m in trained]
+        untrained = [m for m in all_mids if m not in trained]
         if not mids:
             raise StoreError("no model of this pipeline is trained yet", file=path,
                              hint=f"run 'ml4ml train {pipeline.file}' first")
@@ -142,12 +145,13 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
                     else:
                         skipped += 1
         jobs = {m: j for m, j in jobs.items() if j}
-        rows = {m: (str(table[CHECKPOINT].sel({dims.MID: m}).values), sha[m]) for m in jobs}
+        rows = {m: (str(table[CHECKPOINT].sel({dims.MID: m}).values), sha[m], added.get(m))
+                for m in jobs}
         # 2. bad input is refused before the store is touched
         _preflight(pipeline, jobs, rows)
         # 3. layout, then flags cleared (here and in the groups computed from these probes)
         for (suite_name, transform), template in templates.items():
-            store.init_probes(path, suite_name, transform, template, pipeline.mids)
+            store.init_probes(path, suite_name, transform, template, all_mids)
             if redo[(suite_name, transform)]:
                 for group in (store.probe_group(suite_name, transform),
                               store.matrices_group(suite_name, transform),
@@ -191,22 +195,42 @@ def _preflight(pipeline, jobs: dict, rows: dict) -> None:
     """InputError, before anything is written, for a checkpoint that is missing, truncated
     or replaced (its sha256 differs from the one recorded at training), or a model that
     cannot take a suite's images."""
-    from ml4ml.zoo.training import load_checkpoint, verify_checkpoint
+    from ml4ml.zoo.training import verify_checkpoint
 
     for mid in jobs:
-        verify_checkpoint(*rows[mid])
+        if rows[mid][2] is None:
+            verify_checkpoint(*rows[mid][:2])
     suites = {s.name: s for s in pipeline.suites}
     tried = set()
+    recipes = {r.mid: r for r in pipeline.recipes}
     for mid, todo in jobs.items():
-        checkpoint, sha256 = rows[mid]
+        checkpoint, sha256, info = rows[mid]
         for suite_name, _ in todo:
-            arch = pipeline.recipe(mid).arch if mid in pipeline.mids else mid
+            arch = recipes[mid].arch if mid in recipes and info is None else mid
             if (arch, suite_name) in tried:
                 continue
             tried.add((arch, suite_name))
-            model, recipe = load_checkpoint(checkpoint, sha256=sha256 or None)
+            model, recipe, _ = load_row_model(mid, checkpoint, sha256, info)
             suite = load_probe_suite(pipeline, suites[suite_name])
             _check_model_takes(model, recipe, suite, checkpoint)
+
+
+def load_row_model(mid, checkpoint, sha256, info):
+    """``(model, recipe, layers)`` of one ``models`` row: an ml4ml checkpoint, or a model
+    trained elsewhere (``info``: its format, arch, normalisation; see ``zoo.adding``)."""
+    from ml4ml.zoo.training import load_checkpoint
+
+    if info is None:
+        model, recipe = load_checkpoint(checkpoint, sha256=sha256 or None)
+        return model, recipe, None
+    from ml4ml.zoo.adding import load_added
+    from ml4ml.zoo.recipe import Recipe
+
+    model, layers = load_added(checkpoint, sha256, info)
+    recipe = Recipe(mid=mid, arch=info["arch"],
+                    normalize_mean=tuple(info["normalize_mean"]),
+                    normalize_std=tuple(info["normalize_std"]))
+    return model, recipe, layers
 
 
 def _check_model_takes(model, recipe, suite, checkpoint) -> None:
@@ -235,8 +259,8 @@ def _check_model_takes(model, recipe, suite, checkpoint) -> None:
                          field="suites")
 
 
-def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, device: str = "cpu",
-              threads: int | None = None) -> tuple[str, list]:
+def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, info=None,
+              device: str = "cpu", threads: int | None = None) -> tuple[str, list]:
     """Probe one model on its pending (suite, transform) jobs and write each result.
 
     Writes each result's response arrays (``store.write_probe_data``) and returns
@@ -248,10 +272,9 @@ def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, device: st
     from ml4ml.cluster import prepare_dask_worker, torch_threads
     from ml4ml.errors import InputError
     from ml4ml.probe.responses import probe_model
-    from ml4ml.zoo.training import load_checkpoint
 
     prepare_dask_worker()
-    model, recipe = load_checkpoint(checkpoint, sha256=sha256 or None)
+    model, recipe, own_layers = load_row_model(mid, checkpoint, sha256, info)
     suites = {s.name: s for s in pipeline.suites}
     loaded = {}
     out = []
@@ -262,7 +285,7 @@ def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, device: st
         with torch_threads(threads):
             result = probe_model(
                 model, suite.images, suite.labels, transform, pipeline.transforms[transform],
-                normalize=recipe.normalize, layers=list(pipeline.probe.layers) or None,
+                normalize=recipe.normalize, layers=list(pipeline.probe.layers) or own_layers,
                 batch_size=pipeline.probe.batch_size, device=device,
                 fgsm_epsilon=pipeline.probe.fgsm_epsilon,
             )

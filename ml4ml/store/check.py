@@ -7,7 +7,8 @@ with its group, variable and the model ids it holds, a missing one counting as d
 only where a complete (``done``) row must have written it; duplicate model ids; ``done`` flags against the data (a done probe row holds no NaN or -1, and its
 responses still hash to the digest recorded when they were written); lineage (a probe made
 from another checkpoint than the model's; a matrices or measures row computed from other
-probe data); temporary files a killed writer left. ``repair_store`` mends what can be
+probe data); rows of probes, matrices, measures, labels and assess whose model id the
+``models`` table lacks (``_unregistered``); temporary files a killed writer left. ``repair_store`` mends what can be
 mended without touching a finished model: it rolls back uncommitted layout, clears the
 ``done`` flag of rows whose data is missing, damaged or stale (the next run of their stage
 redoes them), first deleting unreadable chunks (they read as the fill value then), and
@@ -89,6 +90,7 @@ def check_store(path) -> list[Problem]:
             if rows is not None and dims.MID in rows:
                 problems += _duplicates(derived, rows)
                 problems += _derived_rows(derived, rows, hurt[derived], probes, hurt[group])
+    problems += _unregistered(path, scans, hurt)
     problems += _leftover_files(path)
     problems += _old_layout(path, committed)
     return problems
@@ -196,6 +198,8 @@ OPTIONAL = {"probes": {"error"}, "matrices": set(), "measures": set()}
 # models: the recipe and outcome values every trained model has
 MODELS_REQUIRED = {"arch", "epochs", "lr", "batch_size", "checkpoint", CHECKPOINT_SHA,
                    "test_accuracy"}
+# of those, the ones only a model ml4ml trained has (not one added as it is)
+TRAINING_OUTCOMES = {"epochs", "lr", "batch_size", "test_accuracy"}
 # groups without flags: the arrays that are never all fill (a missing chunk is damage)
 LABELS_REQUIRED = {dims.MID, "source", "source_description", "written_at", "rater"}
 ASSESS_REQUIRED = {dims.MID, "predicted", dims.ESTIMATOR, dims.ESTIMATOR_KIND, "feature",
@@ -306,6 +310,9 @@ def _is_damage(kind, name, scan, index, rows, done, scans, evidence) -> bool:
             return False
         return any(_written(scans[evidence].values[r]) for r in rows)
     if kind == MODELS_GROUP:
+        if name in TRAINING_OUTCOMES:  # models trained elsewhere have no training values
+            sources = _values(scans, "source")
+            rows = {r for r in rows if sources is None or str(sources[r]) != "added"}
         return (not scan.along_mid) or (name in MODELS_REQUIRED and bool(rows & done))
     if kind in OPTIONAL:
         return (not scan.along_mid) or (name not in OPTIONAL[kind] and bool(rows & done))
@@ -503,6 +510,73 @@ def _derived_rows(group, scans, hurt, probes, probes_hurt) -> list[Problem]:
                     f"than the store holds now, e.g. {stale[0]}",
                     "run 'ml4ml measure' (it redoes them), or 'ml4ml store repair' to "
                     "clear their done flags", repair="clear", mids=tuple(stale))]
+
+
+# ------------------------------------------------------------ rows of unknown models
+DERIVED = ("probes", "matrices", "measures", "labels", "assess")
+
+
+def _unregistered(path, scans, hurt) -> list[Problem]:
+    """Rows of derived groups whose model id the ``models`` table does not have.
+
+    A probe, matrices or measures row counts once it is complete (``done``): a row not done
+    yet is a placeholder (a model of the spec not trained yet, say). Every row of a labels
+    or assess group counts: their ``mid`` axis is written from the models table. The other
+    way round is no damage: a model with no row in a group is one its stage has not
+    reached yet (the next run of that stage does it). Nothing is judged while the models
+    table's own ids are unreadable (that damage is listed on its own).
+    """
+    models = scans.get(MODELS_GROUP)
+    if models is not None and dims.MID in models and models[dims.MID].bad_rows():
+        return []
+    known = set(_mids(models)) if models is not None and dims.MID in models else set()
+    out = []
+    for group in sorted(scans):
+        kind, rows = group.split("/")[0], scans[group]
+        if kind not in DERIVED or dims.MID not in rows:
+            continue
+        lost = rows[dims.MID].bad_rows() | hurt.get(group, set())
+        counts = (_done(rows, lost) if kind in FLAGS and dims.DONE in rows
+                  else np.ones(len(_mids(rows)), dtype=bool))
+        unknown = [m for k, m in enumerate(_mids(rows)) if counts[k] and k not in lost
+                   and m not in known]
+        if unknown:
+            out.append(_unknown_problem(path, group, kind, unknown, known, scans))
+    return out
+
+
+def _unknown_problem(path, group, kind, unknown, known, scans) -> Problem:
+    import difflib
+
+    hints = [f"{m!r} (the table has {close[0]!r})" for m in unknown
+             if (close := difflib.get_close_matches(m, sorted(known), n=1, cutoff=0.5))]
+    what = (f"{len(unknown)} row(s) hold results of model id(s) the models table does not "
+            f"have: {_listed(unknown)}" + (f"; a changed id? {_listed(hints, 3)}" if hints
+                                          else ""))
+    parts = group.split("/")
+    example = unknown[0]
+    spec = _spec_command(path, "train")
+    if spec.endswith("PIPELINE"):  # no spec recorded: a store of imported models
+        suite, transform = (parts[1], parts[2]) if kind in ("probes", "matrices",
+                                                            "measures") else ("SUITE", parts[1])
+        register = (f"'ml4ml import-legacy {path} --mid {example} --suite {suite} "
+                    f"--transform {transform} --force --results FILE --act FILE'")
+    else:
+        register = (f"'{spec}' if the spec lists it, or 'ml4ml add-models {path} FILE "
+                    f"--mid {example}' for a model trained elsewhere")
+    register = f"register each under its id, e.g. {register}"
+    if kind in ("matrices", "measures"):
+        return Problem(group, what, f"run 'ml4ml store repair {path}' (it clears their done "
+                       f"flags), {register}, then 'ml4ml measure {path}'", repair="clear",
+                       mids=tuple(unknown))
+    if kind == "assess":
+        attrs = (layout.committed_nodes(path) or {}).get(group, {}).get("attributes", {})
+        return Problem(group, what, f"{register}, or rerun the assessment, which writes the "
+                       f"group anew from the models table: "
+                       f"'{_assess_command(path, parts[1], attrs, scans[group])}'")
+    rebuild = ("; if an id is wrong, rebuild the store (rerun its stages into a new one): "
+               "'store repair' cannot rename a model")
+    return Problem(group, what, register + rebuild)
 
 
 def _leftover_files(path) -> list[Problem]:

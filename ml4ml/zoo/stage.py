@@ -49,6 +49,14 @@ class TrainReport:
     failed: dict = field(default_factory=dict)  # mid -> why it was refused
     retrained: list = field(default_factory=list)  # trained before, redone now
     notes: list = field(default_factory=list)
+    added: list = field(default_factory=list)  # models trained elsewhere, registered now
+    already_added: list = field(default_factory=list)
+
+    def summary(self) -> str:
+        """``N added, M trained, K already``."""
+        retrained = f" ({len(self.retrained)} retrained)" if self.retrained else ""
+        return (f"{len(self.added)} added, {len(self.trained)} trained{retrained}, "
+                f"{len(self.skipped) + len(self.already_added)} already")
 
 
 def recipe_table(recipes) -> xr.Dataset:
@@ -167,6 +175,10 @@ def train_pipeline(pipeline, *, client=None, force: bool = False, changed_only: 
     start = time.perf_counter()
     device = device or pipeline.probe.device
     path = pipeline.store
+    added = _register_added(pipeline, force)
+    if not pipeline.recipes:
+        return TrainReport(trained=[], skipped=[], seconds=time.perf_counter() - start,
+                           added=added.added + added.replaced, already_added=added.already)
     with store.writing(path, f"ml4ml train {pipeline.file}") as notes:
         table = register_zoo(pipeline)
         trained = dict(zip(table[dims.MID].values.tolist(),
@@ -204,7 +216,8 @@ def train_pipeline(pipeline, *, client=None, force: bool = False, changed_only: 
         for note in notes:
             bar.note(note)
         done, failed = [], {}
-        for row in _run_all(todo, checkpoints, data_root, device, client):
+        base = str(Path(pipeline.file).resolve().parent)
+        for row in _run_all(todo, checkpoints, data_root, device, client, base):
             if row.get("error"):
                 failed[row["mid"]] = row["error"]
                 store.update_models(path, _error_row(row["mid"], row["error"]))
@@ -216,10 +229,25 @@ def train_pipeline(pipeline, *, client=None, force: bool = False, changed_only: 
             bar.advance(row["mid"], f"acc={row[TEST_ACCURACY]:.3f}")
         bar.close()
     return TrainReport(trained=done, skipped=skipped, seconds=time.perf_counter() - start,
-                       failed=failed, retrained=redo, notes=notes)
+                       failed=failed, retrained=redo, notes=notes,
+                       added=added.added + added.replaced, already_added=added.already)
 
 
-def train_one(recipe: Recipe, checkpoint_dir, data_root=None, device="cpu") -> dict:
+def _register_added(pipeline, force: bool):
+    """The spec's models trained elsewhere, checked on its suites and registered."""
+    from ml4ml.zoo.adding import register_added, store_suites
+
+    if not pipeline.added:
+        from ml4ml.zoo.adding import AddReport
+
+        return AddReport()
+    return register_added(pipeline.store, list(pipeline.added),
+                          suites=store_suites(pipeline.store, pipeline), force=force,
+                          pipeline=pipeline.file, precision=pipeline.precision,
+                          command=f"ml4ml train {pipeline.file}")
+
+
+def train_one(recipe: Recipe, checkpoint_dir, data_root=None, device="cpu", base=None) -> dict:
     """Train one model, write its checkpoint; return the outcome row (plain dict).
 
     A model whose trained weights or test accuracy are not finite gets no checkpoint; its
@@ -230,10 +258,11 @@ def train_one(recipe: Recipe, checkpoint_dir, data_root=None, device="cpu") -> d
     import torch
 
     from ml4ml.cluster import prepare_dask_worker, torch_threads
+    from ml4ml.zoo.checkpoints import import_path
     from ml4ml.zoo.training import checkpoint_path, save_checkpoint, train_model
 
     prepare_dask_worker()
-    with torch_threads(1):
+    with torch_threads(1), import_path(base):  # module: archs import from the spec's folder
         result = train_model(recipe, data_root=data_root, device=device)
     bad = [name for name, p in result.model.state_dict().items()
            if p.is_floating_point() and not bool(torch.isfinite(p).all())]
@@ -248,15 +277,15 @@ def train_one(recipe: Recipe, checkpoint_dir, data_root=None, device="cpu") -> d
             N_TRAIN_IMAGES: int(result.n_train_images)}
 
 
-def _run_all(todo, checkpoints, data_root, device, client):
+def _run_all(todo, checkpoints, data_root, device, client, base=None):
     """Yield outcome rows as models finish: in process, or as dask tasks on ``client``."""
     if client is None:
         for recipe in todo:
-            yield train_one(recipe, checkpoints, data_root, device)
+            yield train_one(recipe, checkpoints, data_root, device, base)
         return
     from distributed import as_completed
 
-    futures = [client.submit(train_one, r, checkpoints, data_root, device,
+    futures = [client.submit(train_one, r, checkpoints, data_root, device, base,
                              key=f"train-{r.mid}-{time.time_ns()}", pure=False) for r in todo]
     for future in as_completed(futures):
         yield future.result()
