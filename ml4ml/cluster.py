@@ -19,7 +19,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
     if workers is None and scheduler is None:
         yield None
         return
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if scheduler is not None:
         try:

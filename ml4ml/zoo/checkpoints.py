@@ -189,7 +189,7 @@ def load_state_dict(data: bytes, arch: str, *, path="", base=None) -> nn.Module:
                             image_size=image_size)
     try:
         model.load_state_dict(state)
-    except (RuntimeError, KeyError, TypeError) as exc:
+    except (RuntimeError, KeyError, TypeError):
         own = model.state_dict()
         missing = [k for k in own if k not in state]
         extra = [k for k in state if k not in own]
