@@ -309,7 +309,60 @@ def test_a_store_mixing_added_and_trained_models_goes_through_every_stage(models
     result = run("plot", path, "--mid", "t2", "-o", png)
     assert result.exit_code == 0, result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the labelling page offers added and trained models alike, draws them, takes ratings
+    from starlette.testclient import TestClient
+
+    from ml4ml.labelling.app import create_app
+
+    client = TestClient(create_app(str(path), "rotation", "ann"))
+    offered = [client.get("/api/next?rater=ann").json()["mid"]]
+    for _ in range(5):
+        offered.append(client.get(f"/api/next?rater=ann&any=1&after={offered[-1]}")
+                       .json()["mid"])
+    assert sorted(offered) == ["m001", "m002", "n1", "n2", "t0", "t2"]
+    for kind in ("matrices", "accuracy"):
+        image = client.get(f"/images/t2/{kind}.png")
+        assert image.status_code == 200 and image.content[:8] == b"\x89PNG\r\n\x1a\n"
+    for mid, label in (("t2", 0), ("n1", 1)):
+        saved = client.post("/api/labels", json={"mid": mid, "label": label, "rater": "ann"})
+        assert saved.status_code == 200, saved.text
+    rated = client.get("/api/labels?rater=ann").json()
+    assert {r["mid"]: r["label"] for r in rated["labels"]} == {"t2": 0, "n1": 1}
     assert run("store", "check", path).output == f"{path}: ok\n"
+
+
+def test_add_models_force_redoes_a_replaced_checkpoint_and_nothing_for_the_same_bytes(
+        models, tmp_path):
+    """Lineage through ``add-models --force``: the same bytes change nothing; other bytes
+    make probe and measure redo that model only (the other's rows stay bit-identical)."""
+    folder, _ = models
+    local = tmp_path / "models"
+    local.mkdir()
+    for name in ("n0.pt2", "n1.pt2"):
+        (local / name).write_bytes((folder / name).read_bytes())
+    path = tmp_path / "mine.zarr"
+    spec = spec_with(local, tmp_path, '[zoo.checkpoints]\nglob = "MODELS/*.pt2"\n')
+    assert run("train", spec).exit_code == 0 and run("probe", spec).exit_code == 0
+    assert run("measure", path, "-q").exit_code == 0
+    before = {m: stored_prob(path, m) for m in ("n0", "n1")}
+    values = store.open_group(str(path), "measures/digits/rotation")["value"].load()
+    same = run("add-models", path, local / "n1.pt2", "--mid", "n1", "--force")
+    assert same.exit_code == 0 and "0 added, 1 already" in same.output, same.output
+    assert "probed 0 (model, suite, transform), 2 already done" in run("probe", spec).output
+    (local / "n1.pt2").write_bytes((folder / "n2.pt2").read_bytes())
+    other = run("add-models", path, local / "n1.pt2", "--mid", "n1", "--force")
+    assert other.exit_code == 0 and "1 added (1 replaced), 0 already" in other.output, \
+        other.output
+    assert "probed 1 (model, suite, transform), 1 already done" in run("probe", spec).output
+    measured = run("measure", path)
+    assert measured.exit_code == 0 and "measured 1 model(s), re-measured n1 (its probe data " \
+        "changed), 1 already measured" in measured.output, measured.output
+    np.testing.assert_array_equal(stored_prob(path, "n0"), before["n0"])
+    assert not np.allclose(stored_prob(path, "n1"), before["n1"])
+    after = store.open_group(str(path), "measures/digits/rotation")["value"].load()
+    np.testing.assert_array_equal(after.sel(mid="n0").values, values.sel(mid="n0").values)
+    assert not np.allclose(after.sel(mid="n1").values, values.sel(mid="n1").values,
+                           equal_nan=True)
 
 
 def test_add_models_from_python_saves_beside_the_store_and_probes_as_in_memory(models,
