@@ -86,8 +86,27 @@ def _local_cluster(workers: int):
     finally:
         if main:
             signal.signal(signal.SIGINT, previous)
-    client.close()
-    cluster.close()
+    _close_quietly(client, cluster)
+
+
+def _close_quietly(client, cluster) -> None:
+    """Close a finished cluster. Its results are in the store; a worker still busy (a busy
+    machine) is killed by its nanny after a few seconds, which distributed reports as a
+    warning ("Worker process still alive ... killing"): not the user's concern, so the
+    nanny's and the worker's loggers say only errors while the cluster closes."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("distributed.nanny", "distributed.worker",
+                                                    "distributed.core")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        client.close()
+        cluster.close()
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def dask_setup(worker) -> None:

@@ -460,9 +460,9 @@ def test_the_readme_section_runs_as_written(tmp_path):
     path = tmp_path / "mine.zarr"
     table = store.read_models(path)
     assert table["checkpoint_format"].to_series().to_dict() == {
-        "m1": "export", "m2": "export", "t001": "state_dict", "m3": "torchscript"}
+        "m1": "export", "m2": "export", "t001": "state_dict", "t003": "torchscript"}
     assert table["holdout"].to_series().to_dict() == {"m1": False, "m2": False, "t001": True,
-                                                      "m3": False}
+                                                      "t003": True}
     assert (tmp_path / "mine.report" / "index.html").is_file()
     assert run("store", "check", path).output == f"{path}: ok\n"
     assert "Test models you already trained" in run("--help").output
