@@ -61,7 +61,7 @@ def test_the_reduced_pipeline_runs_end_to_end(reduced):
     folder, out = reduced
     db = str(folder / "db.zarr")
     # 2 ranges x 8 profiles + 4 regular; 2 ranges x 6 profiles + 2 hold-out
-    assert "train: 34 trained, 0 already" in out and "probe: 34 probed" in out
+    assert "train: 0 added, 34 trained, 0 already" in out and "probe: 34 probed" in out
     assert "measure: mnist5k/rotation: measured 34 model(s)" in out
     # recipe proxy: range 60 covers -45..45 unless leakage (8), class-ordered training (4)
     # or a hole (6) breaks it: 7 of the 8 regular profiles and 5 of the 6 hold-out ones;
