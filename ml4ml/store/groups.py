@@ -246,11 +246,22 @@ def list_groups(path, prefix: str) -> list[tuple[str, str]]:
     """``(suite, transform)`` pairs committed under ``prefix`` ("probes", "measures", ...)."""
     from ml4ml.store.layout import committed_nodes
 
-    nodes = committed_nodes(path) or {}
+    return group_pairs(committed_nodes(path) or {}, prefix)
+
+
+def group_pairs(nodes: dict, prefix: str, *, with_arrays: bool = False
+                ) -> list[tuple[str, str]]:
+    """``(suite, transform)`` pairs of the committed ``nodes`` under ``prefix``; with
+    ``with_arrays``, only groups that hold arrays (laid out, not merely created)."""
     pairs = set()
     for node, metadata in nodes.items():
         parts = node.split("/")
-        if len(parts) == 3 and parts[0] == prefix and metadata.get("node_type") == "group":
+        if parts[0] != prefix:
+            continue
+        if with_arrays:
+            if len(parts) == 4 and metadata.get("node_type") == "array":
+                pairs.add((parts[1], parts[2]))
+        elif len(parts) == 3 and metadata.get("node_type") == "group":
             pairs.add((parts[1], parts[2]))
     return sorted(pairs)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ml4ml.errors import InputError, StoreError
 from ml4ml.store.backend import is_url, local_root
-from ml4ml.store.groups import SCHEMA_ATTR, pipeline_file, store_attrs
+from ml4ml.store.groups import SCHEMA_ATTR, group_pairs, pipeline_file, store_attrs
 
 __all__ = ["require_store", "NEEDS"]
 
@@ -135,9 +135,7 @@ def _spec_names_store(spec, path) -> bool:
 
 def _pairs(nodes: dict, prefix: str) -> list[tuple[str, str]]:
     """(suite, transform) of the committed groups under ``prefix`` that hold arrays."""
-    return sorted({tuple(p.split("/")[1:3]) for p, n in nodes.items()
-                   if p.startswith(prefix + "/") and p.count("/") == 3
-                   and n.get("node_type") == "array"})
+    return group_pairs(nodes, prefix, with_arrays=True)
 
 
 def _has_arrays(nodes: dict, group: str) -> bool:
