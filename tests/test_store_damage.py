@@ -15,33 +15,12 @@ from click.testing import CliRunner
 
 from ml4ml import store
 from ml4ml.cli import cli
+from test_object_storage import SPEC as S3_SPEC
 
-SPEC = """
-name = "damage"
-[store]
-path = "db.zarr"
-[suites.digits]
-n_samples = 30
-[transforms.rotation]
-grid = [-10, 10, 5]
-[zoo]
-arch = "cnn5"
-epochs = 1
-n_train = 96
-augmentation = "rotation"
-[[zoo.grids]]
-aug_range = [0, 30]
-seed = [0, 1]
-[[zoo.models]]
-mid = "t001"
-holdout = true
-aug_range = 30
-[[zoo.models]]
-mid = "t002"
-holdout = true
-[assess]
-repeats = 2
-"""
+# the 6-model spec of the object-storage tests, in a local folder
+SPEC = S3_SPEC.replace('name = "s3"', 'name = "damage"').replace('path = "STORE"',
+                                                                 'path = "db.zarr"')
+assert 'name = "damage"' in SPEC and 'path = "db.zarr"' in SPEC
 MIDS = ["m001", "m002", "m003", "m004", "t001", "t002"]
 # values that differ from run to run by nature: a duration, where or when a file was
 # written, the stored assessor (a zip archive, which stamps its members' write times)
