@@ -1,0 +1,312 @@
+"""Active labelling: which model a rater is asked about next, and how much the labels teach.
+
+Pure functions over labelled data (no store access but ``labelling_features`` and
+``rater_learning_curve``, which read one):
+
+- ``labelling_features(path, transform)``: the store's feature set, one row per measured
+  model: a DataFrame (n_models, n_features) indexed by ``mid``.
+- ``ActiveOrder(features, ...).next(labels, skipped)``: the next model to ask about, and why.
+  A seeded random start (``n_start`` labels, and until both classes are seen), then, with
+  probability ``random_fraction``, a seeded random unlabelled model, else the unlabelled
+  model whose label the assessor (fit on the labels so far) is least sure of: predicted
+  probability of "invariant" closest to 0.5 (uncertainty sampling).
+- ``learning_curve(features, ordered_labels)``: out-of-fold accuracy of the assessor on the
+  first n labels, against n.
+- ``rater_learning_curve(path, transform, rater)``: that curve for a rater's ratings in the
+  order given (``rated_at``), or for the current label source in a seeded random order.
+
+The assessor is logistic regression (``make_assessor("logistic")``: median imputation,
+standard scaling, L2-penalised logistic regression), not the store's chosen assessor: it
+is refit on every request in milliseconds, is deterministic, and gives smooth
+probabilities, so "closest to 0.5" is well defined; a forest's vote fractions on a few
+labels are coarse and tied, and the store's choice may be the linear assessor, which has
+no probabilities. Any estimator with ``predict_proba`` may be passed instead.
+
+The random picks, and the random start, are uniform over the models unlabelled at that
+moment. The start is a simple random sample; later random picks under-represent the
+models the active picks took (those the assessor was least sure of), so an estimate from
+the random picks alone is nearly, not exactly, unbiased. ``ActiveOrder.random_steps``
+tells which steps were random.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import numbers
+
+import numpy as np
+import pandas as pd
+
+from ml4ml import dims
+from ml4ml.errors import InputError, StoreError
+
+__all__ = ["ActiveOrder", "labelling_features", "learning_curve", "rater_learning_curve",
+           "ASSESSOR", "N_START", "RANDOM_FRACTION"]
+
+ASSESSOR = "logistic"
+N_START = 10
+RANDOM_FRACTION = 0.2
+CURVE_COLUMNS = ("n_labels", "n_folds", "accuracy", "sd")
+
+
+# ----------------------------------------------------------------------------- features
+def labelling_features(path, transform: str, *, suite=None) -> pd.DataFrame:
+    """The store's feature set: DataFrame (n_models, n_features), index ``mid``.
+
+    The feature set and split of the store's assessment of ``transform`` (its attrs
+    ``feature_set``, ``split``, ``suite``) when there is one, else paper80 on the correctly
+    classified samples; one row per measured model, the numeric feature columns only (not
+    the robust accuracy, which only its baseline reads). ``df.attrs`` records
+    ``feature_set`` and ``split``.
+    """
+    from ml4ml import store
+    from ml4ml.assess.stage import ROBUST, feature_table
+
+    set_, split = "paper80", "correct"
+    group = store.assess_group(transform)
+    if store.group_exists(path, group):
+        attrs = store.open_group(path, group).attrs
+        set_ = str(attrs.get("feature_set") or set_)
+        split = str(attrs.get("split") or split)
+        suite = suite or attrs.get("suite") or None
+    table, _ = feature_table(path, transform, suite=suite, set=set_, split=split)
+    columns = [c for c in table.columns if c not in (dims.MID, "holdout", "partition", ROBUST)]
+    frame = table.set_index(dims.MID)[columns].astype(np.float64)
+    frame.index = frame.index.astype(str)
+    frame.attrs.update(feature_set=set_, split=split)
+    return frame
+
+
+def _assessor(assessor, seed):
+    from sklearn.base import clone
+
+    from ml4ml.assess.estimators import make_assessor
+
+    if isinstance(assessor, str):
+        return make_assessor(assessor, seed)
+    if not hasattr(assessor, "predict_proba"):
+        raise InputError(f"the assessor must have predict_proba; got "
+                         f"{type(assessor).__name__}", field="assessor")
+    return clone(assessor)
+
+
+def _fit(assessor, seed, X, y):
+    """The assessor fit on X (n_labels, n_features), y (n_labels,); one BLAS/OpenMP thread
+    (a few dozen rows: more threads only cost, 10x on a busy 2-core machine)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return _assessor(assessor, seed).fit(X, y)
+
+
+def _proba(model, X) -> np.ndarray:
+    """(n_samples,) P(label 1) by a fitted ``model``."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return model.predict_proba(X)[:, list(model.classes_).index(1)]
+
+
+def _check_fraction(value, name):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value <= 1:
+        raise InputError(f"The {name!r} parameter must be a number in [0, 1]. Got {value!r} "
+                         "instead.", field=name)
+    return float(value)
+
+
+def _check_count(value, name, low=0):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+        raise InputError(f"The {name!r} parameter must be an int >= {low}. Got {value!r} "
+                         "instead.", field=name)
+    return int(value)
+
+
+# ----------------------------------------------------------------------------- order
+class ActiveOrder:
+    """Which model a rater labels next: a seeded random start, then mostly the least sure.
+
+    Parameters
+    ----------
+    features : DataFrame (n_models, n_features), index mid (``labelling_features``).
+    n_start : int, default 10. Labels asked in random order before the assessor is used
+        (and for as long as the labels have only one class).
+    random_fraction : float in [0, 1], default 0.2. Probability that a later pick is a
+        random unlabelled model rather than the least sure one.
+    seed : int, default 0. With ``rater`` and the number of labels so far, it fixes every
+        random draw: the same labels give the same next model (a reload shows the same).
+    rater : str, default "". Each rater gets draws of their own.
+    assessor : str or estimator, default "logistic". A name of ``ASSESSORS`` (built with
+        ``make_assessor(name, seed)``) or an estimator with ``predict_proba`` (cloned).
+    """
+
+    def __init__(self, features: pd.DataFrame, *, n_start: int = N_START,
+                 random_fraction: float = RANDOM_FRACTION, seed: int = 0, rater: str = "",
+                 assessor=ASSESSOR):
+        self.features = features
+        self.n_start = _check_count(n_start, "n_start")
+        self.random_fraction = _check_fraction(random_fraction, "random_fraction")
+        self.seed = _check_count(seed, "seed")
+        self.rater = str(rater)
+        self.assessor = assessor
+        self._mids = np.asarray(features.index.astype(str), dtype=object)
+        self._X = features.to_numpy(np.float64)
+        self._row = {m: k for k, m in enumerate(self._mids)}
+        key = hashlib.sha256(f"{self.seed}:{self.rater}".encode()).digest()
+        self._key = int.from_bytes(key[:8], "little")
+
+    def _rng(self, n_labelled: int) -> np.random.Generator:
+        return np.random.default_rng([self._key, int(n_labelled)])
+
+    def random_steps(self, n: int) -> np.ndarray:
+        """(n,) bool: whether the pick offered after k = 0 .. n-1 labels is random (the
+        start, or the coin with probability ``random_fraction``); the start counts as
+        random even where only one class delays the assessor beyond it."""
+        coin = np.array([self._rng(k).random() < self.random_fraction for k in range(n)],
+                        dtype=bool)
+        return coin | (np.arange(n) < self.n_start)
+
+    def probabilities(self, labels: dict) -> pd.Series:
+        """P(invariant) of every model by the assessor fit on ``labels`` ({mid: 0/1}),
+        Series (n_models,) indexed by mid; needs both classes."""
+        rows, y = self._labelled(labels)
+        if len(np.unique(y)) < 2:
+            raise InputError("the assessor needs labels of both classes; got "
+                             f"{len(y)} label(s) of one class", field="labels")
+        model = _fit(self.assessor, self.seed, self._X[rows], y)
+        return pd.Series(_proba(model, self._X), index=self._mids, name="p_invariant")
+
+    def _labelled(self, labels: dict) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [(self._row[str(m)], int(v)) for m, v in labels.items()
+                 if str(m) in self._row and int(v) in (0, 1)]
+        rows = np.array([r for r, _ in pairs], dtype=np.int64)
+        return rows, np.array([v for _, v in pairs], dtype=np.int64)
+
+    def next(self, labels: dict, skipped=()) -> tuple[str | None, str]:
+        """(mid, reason) of the model to ask about next; (None, reason) when none is left.
+
+        labels : {mid: 0 or 1} given so far (other values count as unlabelled; models
+            not in ``features`` are ignored).
+        skipped : mids the rater skipped; they are offered once no other is left.
+        reason : "random start (k of n_start)", "random (p=0.20)", or
+            "least sure, p=0.47" (the assessor's probability of "invariant"); prefixed by
+            "skipped before; " for a skipped model.
+        """
+        rows, y = self._labelled(labels)
+        done = np.zeros(len(self._mids), dtype=bool)
+        done[rows] = True
+        skip = np.isin(self._mids, np.asarray([str(m) for m in skipped], dtype=object))
+        candidates = np.flatnonzero(~done & ~skip)
+        prefix = ""
+        if candidates.size == 0:
+            candidates, prefix = np.flatnonzero(~done), "skipped before; "
+        if candidates.size == 0:
+            return None, "every model is labelled"
+        n = len(rows)
+        rng = self._rng(n)
+        coin, draw = rng.random(), int(rng.integers(candidates.size))
+        if n < self.n_start or len(np.unique(y)) < 2:
+            why = (f"random start ({n + 1} of {self.n_start})" if n < self.n_start
+                   else "random start (one class so far)")
+            return str(self._mids[candidates[draw]]), prefix + why
+        if coin < self.random_fraction:
+            return (str(self._mids[candidates[draw]]),
+                    prefix + f"random (p={self.random_fraction:.2f})")
+        p = _proba(_fit(self.assessor, self.seed, self._X[rows], y), self._X[candidates])
+        best = int(np.argmin(np.abs(p - 0.5)))  # first of ties: the features' order
+        return str(self._mids[candidates[best]]), prefix + f"least sure, p={p[best]:.2f}"
+
+
+# ----------------------------------------------------------------------------- curves
+def learning_curve(features: pd.DataFrame, ordered_labels, *, min_labels: int = 10,
+                   step: int = 5, folds: int = 5, seed: int = 0,
+                   assessor=ASSESSOR) -> pd.DataFrame:
+    """Out-of-fold accuracy of the assessor on the first n labels, for n = min_labels,
+    min_labels + step, ..., and the last n.
+
+    features : DataFrame (n_models, n_features), index mid.
+    ordered_labels : [(mid, 0 or 1), ...] in the order given; mids not in ``features``
+        and labels other than 0/1 are left out.
+    Returns DataFrame (n_points, 4): ``n_labels``; ``n_folds``, the folds of a stratified
+    k-fold (``StratifiedKFold(shuffle=True, random_state=seed)``) over those n labels,
+    ``folds`` or fewer where a class has fewer labels (0: one class has < 2, no estimate);
+    ``accuracy``, the mean over the folds of the accuracy on the held-out fold (as
+    ``cross_val_score(...).mean()``); ``sd``, their standard deviation (``np.std``,
+    ddof=0). NaN where there is no estimate. Empty with fewer than ``min_labels`` labels.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    min_labels = _check_count(min_labels, "min_labels", 2)
+    step = _check_count(step, "step", 1)
+    folds = _check_count(folds, "folds", 2)
+    row = {m: k for k, m in enumerate(features.index.astype(str))}
+    pairs = [(row[str(m)], int(v)) for m, v in ordered_labels
+             if str(m) in row and int(v) in (0, 1)]
+    X = features.to_numpy(np.float64)[[r for r, _ in pairs]]
+    y = np.array([v for _, v in pairs], dtype=np.int64)
+    sizes = list(range(min_labels, len(y) + 1, step))
+    if sizes and sizes[-1] != len(y):
+        sizes.append(len(y))
+    out = []
+    for n in sizes:
+        smallest = int(np.bincount(y[:n], minlength=2).min())
+        k = min(folds, smallest)
+        if k < 2:
+            out.append((n, 0, np.nan, np.nan))
+            continue
+        scores = []
+        for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(
+                X[:n], y[:n]):
+            model = _fit(assessor, seed, X[train], y[train])
+            scores.append(float(np.mean(model.predict(X[test]) == y[test])))
+        out.append((n, k, float(np.mean(scores)), float(np.std(scores))))
+    frame = pd.DataFrame(out, columns=list(CURVE_COLUMNS))
+    return frame.astype({"n_labels": np.int64, "n_folds": np.int64})
+
+
+def rater_learning_curve(path, transform: str, rater: str | None = None, *, suite=None,
+                         seed: int = 0, **curve) -> pd.DataFrame:
+    """``learning_curve`` of a rater's ratings (0/1) in the order they were given
+    (``rated_at``), or with ``rater=None`` of the current label source in a seeded random
+    order (a source is written whole: it has no order of its own).
+
+    curve : keywords of ``learning_curve`` (min_labels, step, folds, assessor).
+    Returns its DataFrame with ``attrs``: ``who`` ("rater ann" or "source recipe"),
+    ``order`` (how the labels were ordered), ``n_labels`` (usable labels in all).
+    StoreError without labels; InputError for an unknown rater or one without ratings.
+    """
+    from ml4ml.assess.stage import stored_labels
+    from ml4ml.store.labels import read_labels
+
+    features = labelling_features(path, transform, suite=suite)
+    if rater is None:
+        source, by_mid = stored_labels(path, transform)
+        mids = sorted(m for m, v in by_mid.items() if v in (0, 1) and m in features.index)
+        order = np.random.default_rng(seed).permutation(len(mids))
+        ordered = [(mids[k], by_mid[mids[k]]) for k in order]
+        who, how = f"source {source}", f"a seeded random order (seed {seed}): a source " \
+                                        "has no order of its own"
+    else:
+        ds = read_labels(path, transform)
+        raters = [] if ds is None else [str(r) for r in ds["rater"].values]
+        if rater not in raters:
+            if ds is None:
+                raise StoreError(f"the store has no labels for {transform!r} yet", file=path,
+                                 hint=f"rate models with 'ml4ml label-ui {path} --transform "
+                                      f"{transform}'")
+            raise InputError(f"unknown rater {rater!r}; the store has ratings by "
+                             f"{', '.join(raters) or 'nobody yet'}", file=path,
+                             field="--rater")
+        row = ds.sel(rater=rater)
+        mids = np.asarray(ds[dims.MID].values).astype(str)
+        rating = np.asarray(row["rating"].values, dtype=np.int64)
+        when = np.asarray(row["rated_at"].values)
+        keep = np.isin(rating, (0, 1)) & np.isin(mids, features.index.to_numpy(str))
+        if not keep.any():
+            raise InputError(f"rater {rater!r} has rated no measured model of {transform!r} "
+                             "yet", file=path, field="--rater")
+        order = np.flatnonzero(keep)[np.argsort(when[keep], kind="stable")]
+        ordered = list(zip(mids[order].tolist(), rating[order].tolist()))
+        who, how = f"rater {rater}", "the order the ratings were given (rated_at)"
+    frame = learning_curve(features, ordered, seed=seed, **curve)
+    frame.attrs.update(who=who, order=how, n_labels=len(ordered))
+    return frame
