@@ -29,8 +29,14 @@ def _format(value, digits=3) -> str:
               help="Inter-rater agreement of the expert ratings (labelling page).")
 @click.option("--merge", type=click.Choice(["majority"]),
               help="Merge the expert ratings into the source 'expert' (ties stay unknown).")
+@click.option("--learning-curve", "curve", is_flag=True,
+              help="Out-of-fold assessor accuracy against the number of expert labels, per "
+                   "rater (or of the current labels, in a seeded random order).")
+@click.option("--rater", metavar="NAME", help="With --learning-curve: this rater only.")
+@click.option("--plot", metavar="FILE.png", type=click.Path(dir_okay=False),
+              help="With --learning-curve: also draw it, e.g. --plot curve.png.")
 @user_errors
-def label(store_path, transform, source, name, show, agreement, merge):
+def label(store_path, transform, source, name, show, agreement, merge, curve, rater, plot):
     """Label models invariant (1) or variant (0) for a transform.
 
     \b
@@ -38,17 +44,22 @@ def label(store_path, transform, source, name, show, agreement, merge):
     ml4ml label stores/db.zarr --transform rotation --from mlabel.txt
     ml4ml label stores/db.zarr --transform rotation --show
     ml4ml label stores/db.zarr --transform rotation --agreement --merge majority
+    ml4ml label stores/db.zarr --transform rotation --learning-curve --rater ann
 
     The labels last written are the ones 'ml4ml assess' uses (or its --labels SOURCE).
     """
     from ml4ml.errors import InputError
     from ml4ml.store import require_store
 
-    actions = sum(bool(a) for a in (source, show, agreement, merge))
+    for option, value in (("--rater", rater), ("--plot", plot)):
+        if value and not curve:
+            raise InputError(f"{option} goes with --learning-curve", field=option,
+                             hint=f"add --learning-curve, or leave {option} out")
+    actions = sum(bool(a) for a in (source, show, agreement, merge, curve))
     if actions == 0:
-        raise InputError("say what to do: --from FILE|recipe, --show, --agreement or --merge",
-                         field="--from")
-    require_store(store_path, "probes", transform=transform)
+        raise InputError("say what to do: --from FILE|recipe, --show, --agreement, --merge "
+                         "or --learning-curve", field="--from")
+    require_store(store_path, "measures" if curve else "probes", transform=transform)
     if source:
         _import(store_path, transform, source, name)
     if agreement:
@@ -57,6 +68,40 @@ def label(store_path, transform, source, name, show, agreement, merge):
         _merge(store_path, transform)
     if show:
         _show(store_path, transform)
+    if curve:
+        _learning_curve(store_path, transform, rater, plot)
+
+
+def _learning_curve(store_path, transform, rater, plot):
+    from ml4ml.labelling.active import learning_curve_png, rater_learning_curve
+    from ml4ml.store.labels import read_labels
+
+    if rater is None:
+        ds = read_labels(store_path, transform)
+        rated = [] if ds is None else [
+            str(r) for r, row in zip(ds["rater"].values, np.asarray(ds["rating"].values))
+            if np.isin(row, (0, 1)).any()]
+        curves = {f"rater {r}": rater_learning_curve(store_path, transform, r) for r in rated}
+        if not curves:  # no expert ratings: the current labels
+            frame = rater_learning_curve(store_path, transform)
+            curves = {frame.attrs["who"]: frame}
+    else:
+        curves = {f"rater {rater}": rater_learning_curve(store_path, transform, rater)}
+    for who, frame in curves.items():
+        click.echo(f"{transform}, {who}: {frame.attrs['n_labels']} label(s), in "
+                   f"{frame.attrs['order']}")
+        if frame.empty:
+            click.echo("  fewer than 10 labels: no curve yet")
+            continue
+        click.echo(f"  {'labels':>6s}  {'out-of-fold accuracy':>20s}  {'sd':>5s}  folds")
+        for row in frame.itertuples():
+            click.echo(f"  {row.n_labels:6d}  {_format(row.accuracy):>20s}  "
+                       f"{_format(row.sd):>5s}  {row.n_folds:5d}")
+    click.echo("(stratified k-fold within the first n labels, folds fewer where a class has "
+               "fewer labels; sd over the folds; n/a: one class has fewer than 2 labels)")
+    if plot:
+        learning_curve_png(plot, curves, title=f"learning curve, {transform}")
+        click.echo(f"wrote {plot}")
 
 
 def _import(store_path, transform, source, name):
