@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from ml4ml import dims
-from ml4ml.errors import InputError, StoreError
+from ml4ml.errors import InputError
 
 __all__ = ["ActiveOrder", "labelling_features", "learning_curve", "rater_learning_curve",
            "learning_curve_png",
@@ -282,7 +282,8 @@ def rater_learning_curve(path, transform: str, rater: str | None = None, *, suit
     curve : keywords of ``learning_curve`` (min_labels, step, folds, assessor).
     Returns its DataFrame with ``attrs``: ``who`` ("rater ann" or "source recipe"),
     ``order`` (how the labels were ordered), ``n_labels`` (usable labels in all).
-    StoreError without labels; InputError for an unknown rater or one without ratings.
+    StoreError without labels (``rater=None``); InputError for an unknown rater or one
+    without ratings.
     """
     from ml4ml.assess.stage import stored_labels
     from ml4ml.store.labels import read_labels
@@ -299,10 +300,6 @@ def rater_learning_curve(path, transform: str, rater: str | None = None, *, suit
         ds = read_labels(path, transform)
         raters = [] if ds is None else [str(r) for r in ds["rater"].values]
         if rater not in raters:
-            if ds is None:
-                raise StoreError(f"the store has no labels for {transform!r} yet", file=path,
-                                 hint=f"rate models with 'ml4ml label-ui {path} --transform "
-                                      f"{transform}'")
             raise InputError(f"unknown rater {rater!r}; the store has ratings by "
                              f"{', '.join(raters) or 'nobody yet'}", file=path,
                              field="--rater")

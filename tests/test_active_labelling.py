@@ -1,0 +1,248 @@
+"""Active labelling: the order of ActiveOrder, learning curves, and 'ml4ml label --learning-curve'."""
+
+import gzip
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+import golden
+from ml4ml import store
+from ml4ml.assess.estimators import make_assessor
+from ml4ml.cli import cli
+from ml4ml.errors import InputError
+from ml4ml.labelling.active import (PENALTY_C, ActiveOrder, labelling_features,
+                                    learning_curve, rater_learning_curve)
+from ml4ml.store.labels import write_rating
+
+MIDS = [f"m{k:02d}" for k in range(1, 17)] + ["t1", "t2", "t3", "t4"]
+INVARIANT = {m for k, m in enumerate(MIDS) if k % 2 == 0}
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    """20 imported models whose confidence drifts with the parameter unless 'invariant',
+    each by its own amount; measured; labels.csv beside the store."""
+    folder = tmp_path_factory.mktemp("active")
+    results = np.load(io.BytesIO(gzip.open(golden.results("small1")).read()))
+    path = folder / "db.zarr"
+    rng = np.random.default_rng(0)
+    params = results[:, 0, 4]
+    for k, mid in enumerate(MIDS):
+        mine = results.copy()
+        drift = 0.004 * (k % 5) + (0.02 if mid not in INVARIANT else 0.0)
+        mine[..., 3] *= (1 - drift * np.abs(params))[:, None]
+        mine[..., 3] = np.clip(mine[..., 3] * (1 + 0.01 * rng.standard_normal(
+            mine.shape[:2])), 0, 1)
+        file = folder / f"{mid}.npy"
+        np.save(file, mine)
+        result = run("import-legacy", path, "--mid", mid, "--results", file, "--act",
+                     golden.act("small1"))
+        assert result.exit_code == 0, result.output
+    assert run("measure", path, "-q").exit_code == 0
+    (folder / "labels.csv").write_text(
+        "mid,label\n" + "".join(f"{m},{int(m in INVARIANT)}\n" for m in MIDS))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def features(measured):
+    return labelling_features(measured / "db.zarr", "rotation")
+
+
+@pytest.fixture
+def path(measured, tmp_path):
+    import shutil
+
+    shutil.copytree(measured / "db.zarr", tmp_path / "db.zarr")
+    shutil.copy(measured / "labels.csv", tmp_path / "labels.csv")
+    return tmp_path / "db.zarr"
+
+
+def truth(mids):
+    return {m: int(m in INVARIANT) for m in mids}
+
+
+def test_features_are_the_paper80_set_of_every_measured_model(features):
+    assert list(features.index) == MIDS
+    assert features.shape == (20, 80) and features.attrs == {"feature_set": "paper80",
+                                                             "split": "correct"}
+    assert features.dtypes.eq(np.float64).all() and "robust_accuracy" not in features
+
+
+def test_the_order_starts_at_random_then_asks_the_least_sure(features):
+    order = ActiveOrder(features, n_start=4, random_fraction=0.0, seed=3, rater="ann")
+    labels, reasons = {}, []
+    for _ in range(4):
+        mid, why = order.next(labels)
+        assert mid not in labels
+        labels[mid] = int(mid in INVARIANT)
+        reasons.append(why)
+    assert reasons == [f"random start ({k} of 4)" for k in (1, 2, 3, 4)]
+    if len(set(labels.values())) < 2:  # the start goes on until both classes are seen
+        mid, why = order.next(labels)
+        assert why == "random start (one class so far)"
+    labels = truth(["m01", "m02", "m03", "m04", "m05", "m06"])
+    mid, why = order.next(labels)
+    # the direct computation: the same assessor, fit on these labels, every model's P(1)
+    rows = [m for m in MIDS if m in labels]
+    model = make_assessor("logistic", 3).set_params(model__C=PENALTY_C)
+    model.fit(features.loc[rows].to_numpy(), [labels[m] for m in rows])
+    rest = [m for m in MIDS if m not in labels]
+    p = model.predict_proba(features.loc[rest].to_numpy())[:, 1]
+    k = int(np.argmin(np.abs(p - 0.5)))
+    assert mid == rest[k] and why == f"least sure, p={p[k]:.2f}"
+    assert np.allclose(order.probabilities(labels).loc[rest].to_numpy(), p)
+
+
+def test_the_order_is_deterministic_per_seed_and_rater(features):
+    def walk(**kw):
+        order, labels, picks = ActiveOrder(features, n_start=3, **kw), {}, []
+        for _ in range(8):
+            mid, why = order.next(labels)
+            labels[mid] = int(mid in INVARIANT)
+            picks.append((mid, why))
+        return picks
+
+    first = walk(seed=1, rater="ann")
+    assert walk(seed=1, rater="ann") == first  # a reload: the same models, the same reasons
+    assert walk(seed=1, rater="bob") != first and walk(seed=2, rater="ann") != first
+    labels = dict((m, int(m in INVARIANT)) for m, _ in first[:5])
+    a = ActiveOrder(features, n_start=3, seed=1, rater="ann").next(labels)
+    assert a == first[5]  # from the labels alone, in a new object
+
+
+def test_the_random_fraction_holds(features):
+    order = ActiveOrder(features, n_start=10, random_fraction=0.2, seed=1, rater="ann")
+    steps = order.random_steps(2010)
+    assert steps[:10].all()
+    share = steps[10:].mean()
+    assert abs(share - 0.2) <= 0.02, share  # binomial sd over 2000: 0.009
+    # next() follows the coin: random where random_steps says so, least sure elsewhere
+    reasons = [order.next(truth(MIDS[:n]))[1] for n in range(10, 20)]
+    assert [r.startswith("random (p=0.20)") for r in reasons] == steps[10:20].tolist()
+    assert steps[10:20].tolist() == [False, False, True, True, False, False, False, True,
+                                     False, False]
+    assert all(r.startswith("least sure, p=") for r, s in zip(reasons, steps[10:20]) if not s)
+    every = ActiveOrder(features, n_start=0, random_fraction=1.0).next(truth(MIDS[:4]))
+    assert every[1] == "random (p=1.00)"
+
+
+def test_skipped_models_come_last_and_none_when_all_are_labelled(features):
+    order = ActiveOrder(features, n_start=2, random_fraction=0.0, seed=0)
+    labels = truth(MIDS[:14])
+    skipped = MIDS[14:19]
+    mid, why = order.next(labels, skipped=skipped)
+    assert mid == "t4" and why.startswith("least sure")
+    labels["t4"] = 1
+    mid, why = order.next(labels, skipped=skipped)
+    assert mid in skipped and why.startswith("skipped before; least sure, p=")
+    assert order.next(truth(MIDS)) == (None, "every model is labelled")
+
+
+def test_bad_parameters_are_refused_in_one_line(features):
+    with pytest.raises(InputError, match="'random_fraction' parameter must be a number in"):
+        ActiveOrder(features, random_fraction=1.5)
+    with pytest.raises(InputError, match="'n_start' parameter must be an int >= 0"):
+        ActiveOrder(features, n_start=-1)
+    with pytest.raises(InputError, match="must have predict_proba; got L2LinearThreshold"):
+        from ml4ml.assess.estimators import L2LinearThreshold
+
+        ActiveOrder(features, n_start=0, assessor=L2LinearThreshold()).next(truth(MIDS[:4]))
+
+
+def test_the_learning_curve_equals_cross_val_score(features):
+    ordered = [(m, int(m in INVARIANT)) for m in reversed(MIDS)] + [("nope", 1), ("m01", -1)]
+    curve = learning_curve(features, ordered, min_labels=6, step=5, folds=5, seed=2)
+    assert curve["n_labels"].tolist() == [6, 11, 16, 20]
+    X = features.loc[list(reversed(MIDS))].to_numpy()
+    y = np.array([int(m in INVARIANT) for m in reversed(MIDS)])
+    for row in curve.itertuples():
+        n = row.n_labels
+        k = min(5, np.bincount(y[:n]).min())
+        scores = cross_val_score(make_assessor("logistic", 2).set_params(model__C=PENALTY_C),
+                                 X[:n], y[:n],
+                                 cv=StratifiedKFold(k, shuffle=True, random_state=2))
+        assert row.n_folds == k
+        assert row.accuracy == pytest.approx(scores.mean(), abs=1e-12)
+        assert row.sd == pytest.approx(scores.std(), abs=1e-12)
+    assert curve["n_folds"].tolist() == [3, 5, 5, 5]
+    # one class among the first n: no estimate; fewer than min_labels: no rows
+    one = [(m, 1) for m in MIDS[:3]] + [(m, int(m in INVARIANT)) for m in MIDS[3:12]]
+    single = learning_curve(features, one, min_labels=2, step=1, folds=3)
+    assert single["n_folds"].tolist()[:3] == [0, 0, 0]
+    assert single["accuracy"].isna().tolist()[:4] == [True, True, True, True]
+    assert single["n_folds"].iloc[4] == 2 and np.isfinite(single["accuracy"].iloc[4])
+    assert learning_curve(features, ordered[:5], min_labels=6).empty
+
+
+def test_a_raters_curve_follows_the_order_of_the_ratings(path, features):
+    given = ["t2", "m05", "m02", "m11", "m08", "m01", "t1", "m14", "m03", "m04", "m13",
+             "m16"]
+    with store.writing(path, "test"):
+        for mid in given:
+            write_rating(path, "rotation", "ann", mid, int(mid in INVARIANT))
+        write_rating(path, "rotation", "ann", "m06", -1)  # skipped: not a label
+    curve = rater_learning_curve(path, "rotation", "ann", min_labels=10, step=1)
+    expected = learning_curve(features, [(m, int(m in INVARIANT)) for m in given],
+                              min_labels=10, step=1)
+    pd.testing.assert_frame_equal(curve, expected)
+    assert curve.attrs == {"who": "rater ann", "n_labels": 12,
+                           "order": "the order the ratings were given (rated_at)"}
+
+
+def test_the_cli_prints_each_raters_curve_and_draws_it(path, tmp_path, features):
+    with store.writing(path, "test"):
+        for mid in MIDS[:12]:
+            write_rating(path, "rotation", "ann", mid, int(mid in INVARIANT))
+        for mid in MIDS[8:]:
+            write_rating(path, "rotation", "bob", mid, int(mid in INVARIANT))
+    plot = tmp_path / "curve.png"
+    result = run("label", path, "--transform", "rotation", "--learning-curve", "--plot", plot)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == ("rotation, rater ann: 12 label(s), in the order the ratings were "
+                        "given (rated_at)")
+    assert lines[1].split() == ["labels", "out-of-fold", "accuracy", "sd", "folds"]
+    ann = learning_curve(features, [(m, int(m in INVARIANT)) for m in MIDS[:12]])
+    assert [line.split() for line in lines[2:4]] == [
+        [str(r.n_labels), f"{r.accuracy:.3f}", f"{r.sd:.3f}", str(r.n_folds)]
+        for r in ann.itertuples()]
+    assert lines[4].startswith("rotation, rater bob: 12 label(s)")
+    assert lines[-1] == f"wrote {plot}"
+    assert Image.open(plot).size == (700, 400)
+    only = run("label", path, "--transform", "rotation", "--learning-curve", "--rater", "bob")
+    assert only.exit_code == 0 and "rater ann" not in only.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--learning-curve", "--rater", "eve"],
+     "field '--rater': unknown rater 'eve'; the store has ratings by nobody yet"),
+    (["--rater", "ann"], "field '--rater': --rater goes with --learning-curve"),
+    (["--plot", "x.png"], "field '--plot': --plot goes with --learning-curve"),
+    (["--learning-curve"], "the store has no labels for 'rotation' yet"),
+])
+def test_cli_errors_are_one_line(path, args, message):
+    result = run("label", path, "--transform", "rotation", *args)
+    assert result.exit_code == 1
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_a_source_without_order_is_shuffled_by_seed(path, features):
+    assert run("label", path, "--transform", "rotation", "--from",
+               path.parent / "labels.csv").exit_code == 0
+    curve = rater_learning_curve(path, "rotation", min_labels=10, seed=4)
+    order = np.random.default_rng(4).permutation(len(MIDS))
+    expected = learning_curve(features, [(MIDS[k], int(MIDS[k] in INVARIANT)) for k in order],
+                              seed=4)
+    pd.testing.assert_frame_equal(curve, expected)
+    assert curve.attrs["who"] == "source file" and curve.attrs["n_labels"] == 20
