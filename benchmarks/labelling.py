@@ -86,9 +86,10 @@ def needed(curves, target):
     return good, first
 
 
-def _describe(values):
+def _describe(values) -> str:
+    """"median [q1, q3]" of ``values``."""
     q1, median, q3 = np.percentile(values, [25, 50, 75])
-    return median, q1, q3
+    return f"{median:.0f} [{q1:.0f}, {q3:.0f}]"
 
 
 def main(argv=None):
@@ -121,8 +122,7 @@ def main(argv=None):
     for name, (good, first) in results.items():
         at = "/".join(f"{np.nanmean(curves[name][:, k - 1]):.3f}" for k in (20, 40, 60)
                       if k <= len(y))
-        print(f"| {name} | {'%.0f [%.0f, %.0f]' % _describe(good)} | "
-              f"{'%.0f [%.0f, %.0f]' % _describe(first)} | {at} |")
+        print(f"| {name} | {_describe(good)} | {_describe(first)} | {at} |")
     for label, k in (("to stay within", 0), ("to first reach", 1)):
         a, r = results["active"][k], results["random"][k]
         print(f"active / random, {label}: median {np.median(a) / np.median(r):.2f} "

@@ -3,6 +3,7 @@
 import gzip
 import io
 
+import golden
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,13 +11,17 @@ from click.testing import CliRunner
 from PIL import Image
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-import golden
 from ml4ml import store
 from ml4ml.assess.estimators import make_assessor
 from ml4ml.cli import cli
 from ml4ml.errors import InputError
-from ml4ml.labelling.active import (PENALTY_C, ActiveOrder, labelling_features,
-                                    learning_curve, rater_learning_curve)
+from ml4ml.labelling.active import (
+    PENALTY_C,
+    ActiveOrder,
+    labelling_features,
+    learning_curve,
+    rater_learning_curve,
+)
 from ml4ml.store.labels import write_rating
 
 MIDS = [f"m{k:02d}" for k in range(1, 17)] + ["t1", "t2", "t3", "t4"]
@@ -32,7 +37,8 @@ def measured(tmp_path_factory):
     """20 imported models whose confidence drifts with the parameter unless 'invariant',
     each by its own amount; measured; labels.csv beside the store."""
     folder = tmp_path_factory.mktemp("active")
-    results = np.load(io.BytesIO(gzip.open(golden.results("small1")).read()))
+    with gzip.open(golden.results("small1")) as file:
+        results = np.load(io.BytesIO(file.read()))
     path = folder / "db.zarr"
     rng = np.random.default_rng(0)
     params = results[:, 0, 4]
@@ -115,7 +121,7 @@ def test_the_order_is_deterministic_per_seed_and_rater(features):
     first = walk(seed=1, rater="ann")
     assert walk(seed=1, rater="ann") == first  # a reload: the same models, the same reasons
     assert walk(seed=1, rater="bob") != first and walk(seed=2, rater="ann") != first
-    labels = dict((m, int(m in INVARIANT)) for m, _ in first[:5])
+    labels = {m: int(m in INVARIANT) for m, _ in first[:5]}
     a = ActiveOrder(features, n_start=3, seed=1, rater="ann").next(labels)
     assert a == first[5]  # from the labels alone, in a new object
 
@@ -229,6 +235,8 @@ def test_the_cli_prints_each_raters_curve_and_draws_it(path, tmp_path, features)
     (["--rater", "ann"], "field '--rater': --rater goes with --learning-curve"),
     (["--plot", "x.png"], "field '--plot': --plot goes with --learning-curve"),
     (["--learning-curve"], "the store has no labels for 'rotation' yet"),
+    (["--learning-curve", "--plot", "/nonexistent/x.png"],
+     "field '--plot': no folder '/nonexistent' to write /nonexistent/x.png into"),
 ])
 def test_cli_errors_are_one_line(path, args, message):
     result = run("label", path, "--transform", "rotation", *args)

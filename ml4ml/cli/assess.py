@@ -59,6 +59,12 @@ def label(store_path, transform, source, name, show, agreement, merge, curve, ra
     if actions == 0:
         raise InputError("say what to do: --from FILE|recipe, --show, --agreement, --merge "
                          "or --learning-curve", field="--from")
+    if plot:
+        from pathlib import Path
+
+        if not Path(plot).resolve().parent.is_dir():
+            raise InputError(f"no folder {str(Path(plot).parent)!r} to write {plot} into",
+                             field="--plot", hint="make the folder, or name another file")
     require_store(store_path, "measures" if curve else "probes", transform=transform)
     if source:
         _import(store_path, transform, source, name)

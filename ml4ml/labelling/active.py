@@ -44,9 +44,9 @@ import pandas as pd
 from ml4ml import dims
 from ml4ml.errors import InputError
 
-__all__ = ["ActiveOrder", "labelling_features", "learning_curve", "rater_learning_curve",
-           "learning_curve_png",
-           "ASSESSOR", "N_START", "RANDOM_FRACTION"]
+__all__ = ["ASSESSOR", "N_START", "PENALTY_C", "RANDOM_FRACTION", "ActiveOrder",
+           "labelling_features", "learning_curve", "learning_curve_png",
+           "rater_learning_curve"]
 
 ASSESSOR = "logistic"
 PENALTY_C = 0.03  # the default assessor's inverse L2 penalty (scikit-learn's default: 1)
@@ -294,8 +294,8 @@ def rater_learning_curve(path, transform: str, rater: str | None = None, *, suit
         mids = sorted(m for m, v in by_mid.items() if v in (0, 1) and m in features.index)
         order = np.random.default_rng(seed).permutation(len(mids))
         ordered = [(mids[k], by_mid[mids[k]]) for k in order]
-        who, how = f"source {source}", f"a seeded random order (seed {seed}): a source " \
-                                        "has no order of its own"
+        who = f"source {source}"
+        how = f"a seeded random order (seed {seed}): a source has no order of its own"
     else:
         ds = read_labels(path, transform)
         raters = [] if ds is None else [str(r) for r in ds["rater"].values]
