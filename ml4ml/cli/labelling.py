@@ -57,6 +57,7 @@ def label_ui(store_path, transform, raters, port, host, suite, seed, order, guid
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(128)  # connections wait from now on, until the server takes them
     except OSError as exc:
         sock.close()
         raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}",

@@ -158,7 +158,8 @@ def _read(file: Path) -> dict:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise InputError(f"others may read this file of the raters' tokens (mode "
                          f"{stat.S_IMODE(mode):o})", file=file,
-                         hint=f"chmod 600 '{file}' (or delete it: every rater gets a new link)")
+                         hint=f"chmod 600 '{file}', or delete it to give every rater a new "
+                              "link")
     try:
         data = json.loads(file.read_text())
         ok = (isinstance(data, dict) and data.get("format") == FORMAT
@@ -169,7 +170,7 @@ def _read(file: Path) -> dict:
         ok = False
     if not ok:
         raise InputError("not an ml4ml label-ui access file", file=file,
-                         hint="delete it to start afresh (every rater gets a new link)")
+                         hint="delete it to give every rater a new link")
     return data
 
 

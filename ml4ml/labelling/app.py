@@ -329,8 +329,9 @@ def create_app(path, transform: str, raters, *, suite=None, seed: int = 0,
         if bad:
             message = html.escape(json.loads(bad.body)["error"])
             return HTMLResponse(f"<!DOCTYPE html><title>ml4ml: label models</title>"
-                                f"<p>{message}</p>",
-                                status_code=bad.status_code)
+                                f"<p>{message}</p>", status_code=bad.status_code,
+                                headers={k: v for k, v in bad.headers.items()
+                                         if k == "www-authenticate"})
         return HTMLResponse(render(rater, transform, guideline))
 
     def api_next(request: Request):
