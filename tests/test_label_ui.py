@@ -5,7 +5,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import re
 import stat
 import subprocess
@@ -218,7 +217,7 @@ def test_only_an_invited_raters_token_reads_or_writes(served, path):
     image = f"/images/{alias}/matrices.png"
     for method, url in (("GET", "/"), ("GET", "/api/next"), ("GET", "/api/labels"),
                         ("POST", "/api/labels"), ("GET", image)):
-        def ask(headers, query=""):
+        def ask(headers, query="", method=method, url=url):
             sep = "&" if "?" in url else "?"
             full = url + (sep + query if query else "")
             if method == "GET":
@@ -661,8 +660,7 @@ def test_a_page_of_another_origin_cannot_write_in_chromium(path, tmp_path):
     threading.Thread(target=evil.serve_forever, daemon=True).start()
     try:
         base, token = urls["ann"].split("/?token=")
-        status, first = fetch(f"{base}/api/next?token={token}")
-        alias = first["alias"]
+        alias = fetch(f"{base}/api/next?token={token}")[1]["alias"]
         own = {"Content-Type": "application/json", "Origin": base, **bearer(token)}
         other = fetch(f"{base}/api/next?any=1&after={alias}&token={token}")[1]["alias"]
         assert fetch(f"{base}/api/labels", json.dumps({"alias": other, "label": 0}).encode(),
