@@ -57,6 +57,16 @@ class AssessSpec:
 
 
 @dataclass(frozen=True)
+class LabelsSpec:
+    """``[labels]``: what the labelling page tells its raters."""
+
+    guideline: str = ""  # "" = the page's default for the transform
+
+
+GUIDELINE_MAX = 4000
+
+
+@dataclass(frozen=True)
 class Pipeline:
     """A validated pipeline spec."""
 
@@ -73,6 +83,7 @@ class Pipeline:
     assess: AssessSpec = field(default_factory=AssessSpec)
     workers: int | None = None  # [cluster] workers: a LocalCluster when no option says else
     added: tuple = ()  # of zoo.adding.AddedModel: models trained elsewhere, never trained
+    labels: LabelsSpec = field(default_factory=LabelsSpec)
 
     @property
     def mids(self) -> list[str]:
@@ -111,7 +122,7 @@ class _Problems:
 
 TOP_KEYS = {"name", "description", "store", "data", "suites", "transforms", "zoo", "probe",
             "cluster",
-            "assess"}
+            "assess", "labels"}
 RECIPE_FIELDS = set(Recipe.field_names())
 
 
@@ -158,14 +169,50 @@ def load_pipeline(path) -> Pipeline:
     probe = _probe(raw, problems)
     workers = _cluster(raw, problems)
     assess = _assess(raw, transforms, suites, problems, base)
+    labels = _labels(raw, problems)
     problems.raise_if_any()
     return Pipeline(file=path, name=str(name), store=store, precision=precision,
                     checkpoints=checkpoints, data_root=data_root, suites=tuple(suites),
                     transforms=transforms, recipes=tuple(recipes), probe=probe, assess=assess,
-                    workers=workers, added=tuple(added))
+                    workers=workers, added=tuple(added), labels=labels)
+
+
+def labels_spec(path) -> LabelsSpec:
+    """The ``[labels]`` table of the spec at ``path``, validated on its own (the labelling
+    page reads it from a store's recorded spec); SpecError for a bad one."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise SpecError(f"cannot read the pipeline spec: {exc.strerror}", file=path) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(f"not valid TOML: {exc}", file=path) from exc
+    problems = _Problems(path)
+    labels = _labels(raw, problems)
+    problems.raise_if_any()
+    return labels
 
 
 # ----------------------------------------------------------------------------- parts
+def _labels(raw, problems) -> LabelsSpec:
+    tab = _table(raw, "labels", problems)
+    _unknown_keys(tab, {f.name for f in fields(LabelsSpec)}, "labels.", problems)
+    if "guideline" not in tab:
+        return LabelsSpec()
+    text = tab["guideline"]
+    if not isinstance(text, str):
+        problems.add("labels.guideline", f"expected a text (a TOML string), got {text!r}")
+    elif not text.strip():
+        problems.add("labels.guideline", "is empty: leave it out for the default, or say "
+                     "what 'invariant' means for this database")
+    elif len(text) > GUIDELINE_MAX:
+        problems.add("labels.guideline", f"expected at most {GUIDELINE_MAX} characters, got "
+                     f"{len(text)}")
+    else:
+        return LabelsSpec(guideline=text.strip())
+    return LabelsSpec()
+
+
 def _suites(raw, problems) -> list[SuiteSpec]:
     from ml4ml.data.suites import suite_names
 

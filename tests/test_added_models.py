@@ -314,20 +314,26 @@ def test_a_store_mixing_added_and_trained_models_goes_through_every_stage(models
 
     from ml4ml.labelling.app import create_app
 
-    client = TestClient(create_app(str(path), "rotation", "ann"))
-    offered = [client.get("/api/next?rater=ann").json()["mid"]]
+    app = create_app(str(path), "rotation", "ann")
+    client = TestClient(app, base_url="http://127.0.0.1:8765")
+    auth = {"Authorization": f"Bearer {app.state.access.tokens['ann']}"}
+    aliases = app.state.access.aliases("ann", app.state.labelling.mids)
+    offered = [client.get("/api/next", headers=auth).json()["alias"]]
     for _ in range(5):
-        offered.append(client.get(f"/api/next?rater=ann&any=1&after={offered[-1]}")
-                       .json()["mid"])
-    assert sorted(offered) == ["m001", "m002", "n1", "n2", "t0", "t2"]
+        offered.append(client.get(f"/api/next?any=1&after={offered[-1]}", headers=auth)
+                       .json()["alias"])
+    assert sorted(offered) == sorted(aliases.values())
+    assert sorted(aliases) == ["m001", "m002", "n1", "n2", "t0", "t2"]
     for kind in ("matrices", "accuracy"):
-        image = client.get(f"/images/t2/{kind}.png")
+        image = client.get(f"/images/{aliases['t2']}/{kind}.png", headers=auth)
         assert image.status_code == 200 and image.content[:8] == b"\x89PNG\r\n\x1a\n"
     for mid, label in (("t2", 0), ("n1", 1)):
-        saved = client.post("/api/labels", json={"mid": mid, "label": label, "rater": "ann"})
+        saved = client.post("/api/labels", json={"alias": aliases[mid], "label": label},
+                            headers={**auth, "Origin": "http://127.0.0.1:8765"})
         assert saved.status_code == 200, saved.text
-    rated = client.get("/api/labels?rater=ann").json()
-    assert {r["mid"]: r["label"] for r in rated["labels"]} == {"t2": 0, "n1": 1}
+    rated = client.get("/api/labels", headers=auth).json()
+    assert {r["alias"]: r["label"] for r in rated["labels"]} == \
+        {aliases["t2"]: 0, aliases["n1"]: 1}
     assert run("store", "check", path).output == f"{path}: ok\n"
 
 

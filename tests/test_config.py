@@ -142,3 +142,36 @@ def test_malformed_toml_and_missing_file(tmp_path):
         load_pipeline(write(tmp_path, "[store\npath="))
     with pytest.raises(SpecError, match="no such pipeline spec"):
         load_pipeline(tmp_path / "absent.toml")
+
+
+@pytest.mark.parametrize("table, why", [
+    ("[labels]\nguideline = 3", "field 'labels.guideline': expected a text (a TOML string), "
+                                "got 3"),
+    ("[labels]\nguideline = \"  \"", "field 'labels.guideline': is empty: leave it out for "
+                                     "the default, or say what 'invariant' means for this "
+                                     "database"),
+    ("[labels]\nguideline = \"" + "x" * 4001 + "\"",
+     "field 'labels.guideline': expected at most 4000 characters, got 4001"),
+    ("[labels]\nguidelines = \"x\"", "field 'labels.guidelines': unknown field (did you mean "
+                                     "'guideline'?)"),
+    ("labels = 1", "field 'labels': expected a table [labels], got int"),
+])
+def test_the_labels_guideline_is_checked_in_one_line(tmp_path, table, why):
+    from ml4ml.config import labels_spec
+
+    path = write(tmp_path, MINIMAL.replace("[store]", table + "\n[store]", 1)
+                 if table.startswith("labels =") else MINIMAL + table + "\n")
+    for load in (load_pipeline, labels_spec):
+        with pytest.raises(SpecError) as info:
+            load(path)
+        assert str(info.value) == f"{path}: {why}"
+
+
+def test_the_labels_guideline_is_read(tmp_path):
+    from ml4ml.config import labels_spec
+
+    text = 'Invariant: <b>dark</b> matrices\nand "flat" accuracy.'
+    path = write(tmp_path, MINIMAL + "[labels]\nguideline = '''\n" + text + "\n'''\n")
+    assert load_pipeline(path).labels.guideline == text
+    assert labels_spec(path).guideline == text
+    assert load_pipeline(write(tmp_path, MINIMAL, "q.toml")).labels.guideline == ""

@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from ml4ml import __version__
-from ml4ml.cli.assess import assess, label, label_ui
+from ml4ml.cli.assess import assess, label
 from ml4ml.cli.common import CONTEXT
+from ml4ml.cli.labelling import label_ui
 from ml4ml.cli.models import add_models
 from ml4ml.cli.report import plot, report
 from ml4ml.cli.run import run
@@ -30,7 +31,8 @@ def cli():
       ml4ml measure  stores/demo-digits.zarr      variance matrices + measures
       ml4ml features stores/demo-digits.zarr --transform rotation -o features.csv
       ml4ml label    stores/demo-digits.zarr --transform rotation --from recipe
-      ml4ml label-ui stores/demo-digits.zarr --transform rotation --rater ann   in a browser
+      ml4ml label-ui stores/demo-digits.zarr --transform rotation --rater ann --rater bob
+                     one private URL per rater: label models in the browser
       ml4ml assess   stores/demo-digits.zarr --transform rotation   assessors vs baselines
       ml4ml report   stores/demo-digits.zarr -o stores/demo-digits.report   index.html
       ml4ml run      pipelines/demo-digits.toml   all of the above

@@ -1,7 +1,9 @@
 """The labelling page: experts label models in a browser, straight into the store.
 
-Modules: ``app`` (the Starlette app and its HTTP API), ``page`` (the page itself).
-Run it with ``ml4ml label-ui STORE --transform T --rater NAME``.
+Modules: ``app`` (the Starlette app and its HTTP API), ``page`` (the page itself),
+``access`` (the raters' tokens and blind aliases), ``guard`` (Host, Origin and the
+security headers), ``order`` (in what order a rater is asked).
+Run it with ``ml4ml label-ui STORE --transform T --rater NAME [--rater NAME ...]``.
 """
 
 from ml4ml._lazy import lazy_exports

@@ -1,49 +1,61 @@
 """The labelling page's web app (Starlette): blind, keyboard-first, every label saved at once.
 
-``create_app(path, transform, rater)`` serves one store:
+``create_app(path, transform, raters)`` serves one store to the invited ``raters``; each
+has a private token (``labelling.access``) and sends it with every request, as
+``?token=TOKEN`` or ``Authorization: Bearer TOKEN``: the token says who is rating, never a
+name in the request. Models are named by the rater's own opaque alias, never by model id.
 
-    GET  /                          the page (``labelling.page``)
-    GET  /api/next?rater=NAME       the rater's next model: mid, images, progress
-         [&after=MID]                 the next unlabelled one after MID (wrapping)
-         [&any=1&after=MID|before=MID]  the model after (before) MID, labelled or not
-    POST /api/labels                {"mid": ..., "label": 0|1, "rater": ...}: saved, then 200
-    GET  /api/labels?rater=NAME     that rater's labels, with their times
-    GET  /images/<mid>/matrices.png the model's variance matrices (shared colour scale)
-    GET  /images/<mid>/accuracy.png its accuracy against the parameter
+    GET  /?token=TOKEN               the page (``labelling.page``)
+    GET  /api/next                   the rater's next model: alias, images, progress
+         [?after=ALIAS]                the next unrated one after ALIAS (wrapping; the
+                                       skipped ones again once none is unrated)
+         [?any=1&after=ALIAS|before=ALIAS]  the model after (before) ALIAS, rated or not
+    POST /api/labels                 {"alias": ..., "label": 0|1}: saved, then 200;
+                                     {"alias": ..., "label": null} (or "skip": true): a skip
+    GET  /api/labels                 the rater's labels and skips, with their times
+    GET  /images/<alias>/matrices.png  the model's variance matrices (shared colour scale)
+    GET  /images/<alias>/accuracy.png  its accuracy against the parameter
 
-Each rater sees the models in an order of their own, random and seeded (``seed`` and the
-rater's name). Nothing on the page tells the recipe or another rater's label. A label is
-written into the store (``labels/<transform>``, the rater's row: label and time) before the
-answer goes back, holding the store's writer lock for that write only, so two pages or two
-servers on one store lose nothing; every other group is opened read-only. Bad requests get
-a 4xx JSON ``{"error": ...}`` and change nothing; image paths name models, never files.
+A missing token gets 401, a wrong one 403. A write must be ``Content-Type:
+application/json`` from the page's own origin, and every request must name this server in
+``Host`` (``labelling.guard``); else 403. Nothing on the page or in an answer tells a
+model's id, its recipe, whether it is held out, or another rater's labels. Each rater sees
+the models in an order of their own (``labelling.order``). A label is written into the
+store (``labels/<transform>``, the rater's row: label, or -1 for a skip, and time) before
+the answer goes back, holding the store's writer lock for that write only, so two pages or
+two servers on one store lose nothing; every other group is opened read-only. Bad requests
+get a 4xx JSON ``{"error": ...}`` and change nothing; image paths name aliases, never files.
 """
 
 from __future__ import annotations
 
-import hashlib
+import html
 import io
 import json
-import re
 import threading
+from pathlib import Path
 
 import numpy as np
 
 from ml4ml import dims, store
-from ml4ml.errors import ML4MLError, StoreError
+from ml4ml.errors import InputError, StoreError
 
-__all__ = ["create_app", "LabellingState", "RATER_NAME"]
+__all__ = ["create_app", "LabellingState", "default_guideline", "spec_guideline"]
 
-RATER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 LOCK_WAIT_S = 30.0
 IMAGES = ("matrices", "accuracy")
+SKIP = -1
 
 
 class LabellingState:
-    """What the page shows, read once from the store (read-only), and the ratings."""
+    """What the page shows, read once from the store (read-only), and the ratings.
+
+    Names models by their ids; the app translates them to each rater's aliases.
+    """
 
     def __init__(self, path, transform: str, *, suite=None, seed: int = 0,
-                 split: str = "all"):
+                 split: str = "all", order: str = "seeded"):
+        from ml4ml.labelling.order import ORDERS
         from ml4ml.report.stage import _matrices, _pick_group
 
         self.path, self.transform, self.seed = str(path), transform, int(seed)
@@ -59,6 +71,10 @@ class LabellingState:
         self.values, self.titles, self.params, self.units = values, titles, params, units
         measures = store.open_group(self.path, store.measures_group(self.suite, transform))
         self.accuracy = np.asarray(measures["accuracy"].sel({dims.MID: self.mids}).values)
+        if order not in ORDERS:
+            raise InputError(f"unknown order {order!r}; known: {', '.join(ORDERS)}",
+                             field="--order")
+        self.strategy = ORDERS[order](self, seed=self.seed)
         self._strips = None
         self._curves = None
         self._images: dict = {}
@@ -66,14 +82,12 @@ class LabellingState:
         self._write = threading.Lock()
 
     # ------------------------------------------------------------------ order
-    def order(self, rater: str) -> list[str]:
-        """The rater's own order of the models: a permutation seeded by seed and name."""
-        key = hashlib.sha256(f"{self.seed}:{rater}".encode()).digest()
-        rng = np.random.default_rng(int.from_bytes(key[:8], "little"))
-        return [self.mids[k] for k in rng.permutation(len(self.mids))]
+    def sequence(self, rater: str) -> list[str]:
+        """The rater's own order of every model (the strategy's)."""
+        return self.strategy.sequence(rater)
 
     def ratings(self, rater: str) -> dict:
-        """{mid: (label, time)} the rater gave (labels 0 and 1 only)."""
+        """{mid: (label, time)} the rater gave: 1, 0, or -1 for a skip (a time, no label)."""
         from ml4ml.store.labels import read_labels
 
         ds = read_labels(self.path, self.transform)
@@ -83,22 +97,26 @@ class LabellingState:
         out = {}
         for mid, label, when in zip(ds[dims.MID].values, row["rating"].values,
                                     row["rated_at"].values):
-            if int(label) in (0, 1) and str(mid) in self.known:
-                out[str(mid)] = (int(label), _iso(when))
+            label = int(label)
+            if str(mid) in self.known and (label in (0, 1) or not np.isnat(when)):
+                out[str(mid)] = (label, _iso(when))
         return out
 
     def progress(self, rater: str, ratings=None) -> dict:
         ratings = self.ratings(rater) if ratings is None else ratings
-        done = sum(1 for m in self.mids if m in ratings)
-        return {"labelled": done, "total": len(self.mids),
-                "text": f"{done} of {len(self.mids)} labelled"}
+        done = sum(1 for m in self.mids if ratings.get(m, (SKIP,))[0] in (0, 1))
+        skipped = sum(1 for m in self.mids if ratings.get(m, (None,))[0] == SKIP)
+        text = f"{done} of {len(self.mids)} labelled" + (f", {skipped} skipped" if skipped
+                                                          else "")
+        return {"labelled": done, "skipped": skipped, "total": len(self.mids), "text": text}
 
     def next_model(self, rater: str, after=None, before=None, any_model=False) -> dict:
-        order = self.order(rater)
+        """{"mid", "done", "position", "label", "skipped", "progress"}: the model to show."""
+        order = self.sequence(rater)
         ratings = self.ratings(rater)
         for name, mid in (("after", after), ("before", before)):
             if mid is not None and mid not in self.known:
-                raise KeyError(f"unknown model {mid!r} in '{name}'")
+                raise KeyError(name)
         if any_model:
             if before is not None:
                 mid = order[(order.index(before) - 1) % len(order)]
@@ -107,19 +125,18 @@ class LabellingState:
             else:
                 mid = order[0]
         else:
-            start = order.index(after) + 1 if after is not None else 0
-            candidates = order[start:] + order[:start]
-            mid = next((m for m in candidates if m not in ratings), None)
-        answer = {"rater": rater, "progress": self.progress(rater, ratings)}
+            mid = self.strategy.next_mid(rater, ratings, after=after)
+        answer = {"progress": self.progress(rater, ratings)}
         if mid is None:
             return {**answer, "mid": None, "done": True}
+        label = ratings.get(mid, (None,))[0]
         return {**answer, "mid": mid, "done": False, "position": order.index(mid) + 1,
-                "label": ratings[mid][0] if mid in ratings else None,
-                "images": {kind: f"/images/{mid}/{kind}.png" for kind in IMAGES}}
+                "label": label if label in (0, 1) else None, "skipped": label == SKIP}
 
     # ----------------------------------------------------------------- writing
     def save(self, rater: str, mid: str, label: int) -> str:
-        """Write the rating now (the store's lock held for this write only); its time."""
+        """Write the rating (1, 0, or -1 for a skip) now, the store's lock held for this
+        write only; its time."""
         from ml4ml.store.labels import write_rating
 
         with self._write, store.writing(self.path, f"ml4ml label-ui ({rater})",
@@ -151,6 +168,30 @@ class LabellingState:
                 self._curves = _Curves(self.params, self.units)
             self._curves.draw(buffer, self.accuracy[k])
         return buffer.getvalue()
+
+
+def default_guideline(transform: str, params, units: str = "") -> str:
+    """What 'invariant' means for ``transform`` over the tested range, in plain words."""
+    lo, hi = (float(np.min(params)), float(np.max(params))) if len(params) else (0.0, 0.0)
+    unit = f" {units}" if units else ""
+    return (f"Invariant: over the whole tested range of {transform} ({lo:g} to {hi:g}{unit}) "
+            f"the model's accuracy stays up, close to its accuracy on the untransformed "
+            f"images, and its variance matrices stay dark: its responses to an image barely "
+            f"change with the {transform}. Variant: the accuracy falls, or the matrices "
+            f"light up away from the diagonal, over part of the range or all of it. Judge "
+            f"what you see, not how good the model is; skip (s) when you cannot tell.")
+
+
+def spec_guideline(path) -> str | None:
+    """The guideline of the spec the store records (``[labels] guideline``), or None when
+    the store records no spec, the spec is gone, or it has no guideline."""
+    from ml4ml.config import labels_spec
+    from ml4ml.store.groups import pipeline_file
+
+    spec = pipeline_file(store.store_attrs(path), path)
+    if not spec or "://" in spec or not Path(spec).is_file():
+        return None
+    return labels_spec(spec).guideline or None
 
 
 class _Curves:
@@ -200,102 +241,194 @@ def _iso(value) -> str:
         return str(value)
 
 
-def create_app(path, transform: str, rater: str, *, suite=None, seed: int = 0):
-    """The Starlette app of the labelling page for ``path`` and ``transform``."""
+
+def create_app(path, transform: str, raters, *, suite=None, seed: int = 0,
+               order: str = "seeded", guideline: str | None = None,
+               host: str = "127.0.0.1", access_file=None):
+    """The Starlette app of the labelling page for ``path`` and ``transform``.
+
+    raters : the invited raters' names (a name or a list); each gets a token, kept in the
+        access file (``labelling.access``; ``access_file`` or beside the store).
+    guideline : the text shown above the models (default: the spec's ``[labels]
+        guideline``, else ``default_guideline``).
+    host : the address the server is bound to: which ``Host`` names it answers to.
+
+    The app's ``state.access`` holds the tokens (``access.tokens[rater]``).
+    """
     from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.middleware import Middleware
     from starlette.requests import Request
     from starlette.responses import HTMLResponse, JSONResponse, Response
     from starlette.routing import Route
 
-    from ml4ml.labelling.page import PAGE
+    from ml4ml.labelling.access import Access, check_raters
+    from ml4ml.labelling.guard import Guard, Hosts, write_refusal
+    from ml4ml.labelling.page import CSP, render
 
-    if not RATER_NAME.match(rater or ""):
-        raise ML4MLError(f"rater name {rater!r} must be 1-64 letters, digits, '.', '_' or "
-                         "'-'", field="--rater")
-    state = LabellingState(path, transform, suite=suite, seed=seed)
+    raters = check_raters([raters] if isinstance(raters, str) else list(raters))
+    state = LabellingState(path, transform, suite=suite, seed=seed, order=order)
+    if guideline is None:
+        guideline = spec_guideline(path) or default_guideline(transform, state.params,
+                                                               state.units)
+    access = Access.open(path, raters, file=access_file)
 
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
+    def error(status: int, message: str, **headers) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+    def aliases(rater: str) -> dict:
+        return access.aliases(rater, state.mids)
+
+    def mid_of(rater: str, alias) -> str | None:
+        return {a: m for m, a in aliases(rater).items()}.get(alias)
 
     def rater_of(request: Request):
-        name = request.query_params.get("rater")
-        if not name:
-            return None, error(400, "missing 'rater': ask with ?rater=NAME")
-        if not RATER_NAME.match(name):
-            return None, error(400, "'rater' must be 1-64 letters, digits, '.', '_' or '-'")
-        return name, None
+        """(rater, None) for a request with an invited rater's token; else (None, answer)."""
+        import hmac
+
+        token = request.query_params.get("token")
+        header = request.headers.get("authorization")
+        if header is not None:
+            scheme, _, value = header.strip().partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                return None, error(401, "the Authorization header must be 'Bearer TOKEN'",
+                                   **{"WWW-Authenticate": "Bearer"})
+            value = value.strip()
+            if token is not None and not hmac.compare_digest(token.encode(), value.encode()):
+                return None, error(403, "two different tokens (query and header)")
+            token = value
+        if not token:
+            return None, error(401, "missing token: open your private link "
+                                    "(http://HOST:PORT/?token=...) from 'ml4ml label-ui', or "
+                                    "send Authorization: Bearer TOKEN",
+                               **{"WWW-Authenticate": "Bearer"})
+        rater = access.rater_of(token)
+        if rater is None:
+            return None, error(403, "this token is not an invited rater's: ask for your "
+                                    "private link")
+        if "rater" in request.query_params:
+            return None, error(400, "'rater' is not taken: your token says who you are")
+        return rater, None
+
+    def images(rater: str, alias: str) -> dict:
+        token = access.tokens[rater]
+        return {kind: f"/images/{alias}/{kind}.png?token={token}" for kind in IMAGES}
+
+    def public(rater: str, answer: dict) -> dict:
+        """The state's answer in the rater's words: aliases for mids."""
+        out = {"rater": rater, "progress": answer["progress"]}
+        if answer["done"]:
+            return {**out, "alias": None, "done": True}
+        alias = aliases(rater)[answer["mid"]]
+        return {**out, "alias": alias, "done": False, "position": answer["position"],
+                "label": answer["label"], "skipped": answer["skipped"],
+                "images": images(rater, alias)}
 
     def index(request: Request):
-        html = PAGE.replace("__RATER__", json.dumps(rater)).replace(
-            "__TRANSFORM__", json.dumps(transform))
-        return HTMLResponse(html)
+        rater, bad = rater_of(request)
+        if bad:
+            message = html.escape(json.loads(bad.body)["error"])
+            return HTMLResponse(f"<!DOCTYPE html><title>ml4ml: label models</title>"
+                                f"<p>{message}</p>", status_code=bad.status_code,
+                                headers={k: v for k, v in bad.headers.items()
+                                         if k == "www-authenticate"})
+        return HTMLResponse(render(rater, transform, guideline))
 
     def api_next(request: Request):
-        name, bad = rater_of(request)
+        rater, bad = rater_of(request)
         if bad:
             return bad
         params = request.query_params
-        try:
-            answer = state.next_model(name, after=params.get("after"),
-                                      before=params.get("before"),
-                                      any_model=params.get("any") in ("1", "true"))
-        except KeyError as exc:
-            return error(404, str(exc.args[0]))
-        return JSONResponse(answer)
+        where = {}
+        for name in ("after", "before"):
+            alias = params.get(name)
+            if alias is not None:
+                where[name] = mid_of(rater, alias)
+                if where[name] is None:
+                    return error(404, f"unknown model {alias!r} in '{name}'")
+        answer = state.next_model(rater, any_model=params.get("any") in ("1", "true"),
+                                  **where)
+        return JSONResponse(public(rater, answer))
+
+    def listing(rater: str) -> list:
+        ratings = state.ratings(rater)
+        names = aliases(rater)
+        return [{"alias": names[m], "label": ratings[m][0] if ratings[m][0] in (0, 1)
+                 else None, "skipped": ratings[m][0] == SKIP, "time": ratings[m][1]}
+                for m in state.sequence(rater) if m in ratings]  # in the rater's order
 
     def api_labels_get(request: Request):
-        name, bad = rater_of(request)
+        rater, bad = rater_of(request)
         if bad:
             return bad
-        ratings = state.ratings(name)
-        return JSONResponse({"rater": name, "progress": state.progress(name, ratings),
-                             "labels": [{"mid": m, "label": v, "time": t}
-                                        for m, (v, t) in ratings.items()]})
+        return JSONResponse({"rater": rater, "progress": state.progress(rater),
+                             "labels": listing(rater)})
 
     async def api_labels_post(request: Request):
+        refusal = write_refusal(request)
+        if refusal:
+            return error(403, refusal)
+        rater, bad = rater_of(request)
+        if bad:
+            return bad
         try:
             body = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError):
-            return error(400, "the body must be JSON: {\"mid\": ..., \"label\": 0|1, "
-                              "\"rater\": ...}")
+            return error(400, "the body must be JSON: {\"alias\": ..., \"label\": 0|1|null}")
         if not isinstance(body, dict):
-            return error(400, "the body must be a JSON object with mid, label and rater")
-        name, mid, label = body.get("rater"), body.get("mid"), body.get("label")
-        if not isinstance(name, str) or not name:
-            return error(400, "missing 'rater'")
-        if not RATER_NAME.match(name):
-            return error(400, "'rater' must be 1-64 letters, digits, '.', '_' or '-'")
-        if not isinstance(mid, str) or not mid:
-            return error(400, "missing 'mid'")
-        if mid not in state.known:
-            return error(404, f"unknown model {mid!r}")
-        if isinstance(label, bool) or label not in (0, 1):
-            return error(400, f"'label' must be 0 (variant) or 1 (invariant), got {label!r}")
-        from starlette.concurrency import run_in_threadpool
-
+            return error(400, "the body must be a JSON object with alias and label")
+        if "rater" in body:
+            return error(400, "'rater' is not taken: your token says who you are")
+        if "mid" in body:
+            return error(400, "name the model by its 'alias', as /api/next gives it")
+        alias, skip = body.get("alias"), body.get("skip", False)
+        if not isinstance(alias, str) or not alias:
+            return error(400, "missing 'alias'")
+        mid = mid_of(rater, alias)
+        if mid is None:
+            return error(404, f"unknown model {alias!r}")
+        if not isinstance(skip, bool):
+            return error(400, f"'skip' must be true or false, got {skip!r}")
+        label = body.get("label")
+        if skip and label is not None:
+            return error(400, "'skip': true takes no label (or 'label': null)")
+        if not skip and "label" not in body:
+            return error(400, "missing 'label': 0 (variant), 1 (invariant) or null (skip)")
+        if label is not None and (isinstance(label, bool) or label not in (0, 1)):
+            return error(400, f"'label' must be 0 (variant), 1 (invariant) or null (skip), "
+                              f"got {label!r}")
+        value = SKIP if label is None else int(label)
         try:
-            when = await run_in_threadpool(state.save, name, mid, int(label))
+            when = await run_in_threadpool(state.save, rater, mid, value)
         except StoreError as exc:
-            return error(503, f"the label was not saved: {exc}")
-        return JSONResponse({"ok": True, "rater": name, "mid": mid, "label": int(label),
-                             "time": when, "progress": state.progress(name)})
+            return error(503, f"the label was not saved: {exc.message}")
+        return JSONResponse({"ok": True, "alias": alias,
+                             "label": None if value == SKIP else value,
+                             "skipped": value == SKIP, "time": when,
+                             "progress": state.progress(rater)})
 
     def image(request: Request):
-        mid, kind = request.path_params["mid"], request.path_params["kind"]
-        if mid not in state.known or kind not in IMAGES:
+        rater, bad = rater_of(request)
+        if bad:
+            return bad
+        alias, kind = request.path_params["alias"], request.path_params["kind"]
+        mid = mid_of(rater, alias)
+        if mid is None or kind not in IMAGES:
             return error(404, "no such image")
         return Response(state.image(mid, kind), media_type="image/png",
-                        headers={"Cache-Control": "max-age=3600"})
+                        headers={"Cache-Control": "private, max-age=3600"})
 
     def health(request: Request):
-        return JSONResponse({"ok": True, "models": len(state.mids)})
+        return JSONResponse({"ok": True})
 
-    return Starlette(routes=[
+    app = Starlette(routes=[
         Route("/", index),
         Route("/api/next", api_next),
         Route("/api/labels", api_labels_get, methods=["GET"]),
         Route("/api/labels", api_labels_post, methods=["POST"]),
-        Route("/images/{mid}/{kind}.png", image),
+        Route("/images/{alias}/{kind}.png", image),
         Route("/health", health),
-    ])
-
+    ], middleware=[Middleware(Guard, hosts=Hosts(host), csp=CSP)])
+    app.state.access = access
+    app.state.labelling = state
+    return app

@@ -1,25 +1,137 @@
-"""The labelling page: one model at a time, keyboard first, progress always shown."""
+"""The labelling page: one model at a time, keyboard first, progress always shown.
 
-PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>ml4ml: label models</title>
-<style>
+``render(rater, transform, guideline)`` fills the page; every value is HTML-escaped (the
+guideline is shown as text, never as HTML). The page's script and style are fixed, so the
+``CSP`` header allows exactly them (by hash) and nothing else: no other script, no frame,
+no form, requests to this server only. The script reads the rater's token from the
+page's own URL (``?token=``) and sends it as ``Authorization: Bearer``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import re
+
+__all__ = ["render", "CSP"]
+
+STYLE = """
 body { font-family: system-ui, sans-serif; margin: 20px auto; max-width: 1100px; color: #222; }
 header { display: flex; justify-content: space-between; align-items: baseline; }
 #progress { font-size: 1.15em; font-weight: bold; }
 #model { font-size: 1.3em; margin: 0.3em 0; }
+#alias { font-family: ui-monospace, monospace; }
 .keys kbd { border: 1px solid #aaa; border-radius: 3px; padding: 0 5px; background: #f6f6f6; }
+#guide { background: #f6f8fa; border-left: 4px solid #8aa; padding: 6px 12px; margin: 8px 0; }
+#guide h2 { font-size: 1em; margin: 0.2em 0; }
+#guideline { white-space: pre-wrap; margin: 0.2em 0; }
 figure { margin: 10px 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.85em; color: #555; }
 #status { min-height: 1.4em; color: #555; } #status.error { color: #b42318; }
 button { font-size: 1em; margin-right: 6px; padding: 4px 12px; }
-#given { color: #555; }
-</style></head>
+#given { color: #555; } #given.skipped { color: #9a6700; font-weight: bold; }
+"""
+
+SCRIPT = """
+const TOKEN = new URLSearchParams(location.search).get("token") || "";
+const AUTH = {"Authorization": "Bearer " + TOKEN};
+const body = document.body;
+let current = null;
+let busy = false;
+
+function byId(id) { return document.getElementById(id); }
+function status(text, isError) {
+  const s = byId("status");
+  s.textContent = text || ""; s.className = isError ? "error" : "";
+  body.dataset.status = text || "";
+}
+function given(answer) {
+  if (answer.label === 1) return "you said: invariant";
+  if (answer.label === 0) return "you said: variant";
+  if (answer.skipped) return "you skipped it";
+  return "";
+}
+function show(answer) {
+  byId("progress").textContent = answer.progress.text;
+  body.dataset.labelled = answer.progress.labelled;
+  body.dataset.skipped = answer.progress.skipped;
+  if (answer.done) {
+    current = null;
+    byId("alias").textContent = "none left";
+    byId("position").textContent = "";
+    byId("given").textContent = "every model is labelled; arrows revisit them";
+    byId("given").className = "";
+    body.dataset.alias = "";
+    return;
+  }
+  current = answer.alias;
+  byId("alias").textContent = answer.alias;
+  byId("position").textContent = "(" + answer.position + " of " + answer.progress.total +
+      " in your order)";
+  byId("given").textContent = given(answer);
+  byId("given").className = answer.skipped ? "skipped" : "";
+  byId("matrices").src = answer.images.matrices;
+  byId("accuracy").src = answer.images.accuracy;
+  body.dataset.given = given(answer);
+  body.dataset.alias = answer.alias;
+}
+async function load(query) {
+  try {
+    const r = await fetch("/api/next" + (query ? "?" + query : ""), {headers: AUTH});
+    const answer = await r.json();
+    if (!r.ok) { status(answer.error, true); return; }
+    show(answer);
+  } catch (e) { status("the server did not answer: " + e, true); }
+}
+async function give(label) {  // 1 invariant, 0 variant, null skip
+  if (!current || busy) return;
+  busy = true;
+  const alias = current;
+  status((label === null ? "skipping " : "saving ") + alias + " ...");
+  try {
+    const r = await fetch("/api/labels", {method: "POST",
+      headers: Object.assign({"Content-Type": "application/json"}, AUTH),
+      body: JSON.stringify({alias: alias, label: label})});
+    const answer = await r.json();
+    if (!r.ok) { status(answer.error, true); return; }
+    status(label === null ? "skipped " + alias :
+           "saved " + alias + " " + (label === 1 ? "invariant" : "variant"));
+    body.dataset.saved = parseInt(body.dataset.saved || "0") + 1;
+    await load("after=" + encodeURIComponent(alias));
+  } catch (e) {
+    status("not saved (the server did not answer): " + e, true);
+  } finally { busy = false; }
+}
+function step(direction) {
+  if (current) load("any=1&" + direction + "=" + encodeURIComponent(current));
+}
+document.addEventListener("keydown", (e) => {
+  if (e.ctrlKey || e.metaKey || e.altKey) return;
+  if (e.key === "i") give(1);
+  else if (e.key === "v") give(0);
+  else if (e.key === "s") give(null);
+  else if (e.key === "ArrowRight") step("after");
+  else if (e.key === "ArrowLeft") step("before");
+});
+byId("invariant").addEventListener("click", () => give(1));
+byId("variant").addEventListener("click", () => give(0));
+byId("skip").addEventListener("click", () => give(null));
+load("");
+"""
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>ml4ml: label models</title>
+<meta name="referrer" content="no-referrer">
+<style>__STYLE__</style></head>
 <body>
-<header><h1>Is this model invariant to <span id="transform"></span>?</h1>
-<span>rater <b id="rater"></b> &middot; <span id="progress">...</span></span></header>
+<header><h1>Is this model invariant to <span id="transform">__TRANSFORM__</span>?</h1>
+<span>rater <b id="rater">__RATER__</b> &middot; <span id="progress">...</span></span></header>
+<section id="guide"><h2>What counts as invariant</h2><p id="guideline">__GUIDELINE__</p>
+</section>
 <p class="keys"><kbd>i</kbd> invariant &nbsp; <kbd>v</kbd> variant &nbsp; <kbd>s</kbd> skip
 &nbsp; <kbd>&larr;</kbd> <kbd>&rarr;</kbd> previous / next model</p>
-<div id="model">model <b id="mid">...</b> <span id="position"></span>
+<div id="model">model <b id="alias">...</b> <span id="position"></span>
 <span id="given"></span></div>
 <div><button id="invariant">invariant (i)</button><button id="variant">variant (v)</button>
 <button id="skip">skip (s)</button></div>
@@ -30,72 +142,24 @@ parameters (one colour scale for every model); an invariant model stays dark awa
 diagonal</figcaption></figure>
 <figure><img id="accuracy" alt="accuracy against the parameter">
 <figcaption>accuracy against the parameter</figcaption></figure>
-<script>
-const RATER = new URLSearchParams(location.search).get("rater") || __RATER__;
-const TRANSFORM = __TRANSFORM__;
-let current = null;
-let busy = false;
-document.getElementById("rater").textContent = RATER;
-document.getElementById("transform").textContent = TRANSFORM;
-
-function status(text, isError) {
-  const s = document.getElementById("status");
-  s.textContent = text || ""; s.className = isError ? "error" : "";
-}
-function show(answer) {
-  document.getElementById("progress").textContent = answer.progress.text;
-  document.body.dataset.labelled = answer.progress.labelled;
-  if (answer.done) {
-    current = null;
-    document.getElementById("mid").textContent = "none left";
-    document.getElementById("position").textContent = "";
-    document.getElementById("given").textContent = "every model is labelled; arrows revisit them";
-    return;
-  }
-  current = answer.mid;
-  document.getElementById("mid").textContent = answer.mid;
-  document.getElementById("position").textContent = "(" + answer.position + " of " +
-      answer.progress.total + " in your order)";
-  document.getElementById("given").textContent = answer.label === null ? "" :
-      ("you said: " + (answer.label === 1 ? "invariant" : "variant"));
-  document.getElementById("matrices").src = answer.images.matrices;
-  document.getElementById("accuracy").src = answer.images.accuracy;
-  document.body.dataset.mid = answer.mid;
-}
-async function load(query) {
-  const r = await fetch("/api/next?rater=" + encodeURIComponent(RATER) + (query || ""));
-  const answer = await r.json();
-  if (!r.ok) { status(answer.error, true); return; }
-  show(answer);
-}
-async function give(label) {
-  if (!current || busy) return;
-  busy = true;
-  const mid = current;
-  status("saving " + mid + " ...");
-  try {
-    const r = await fetch("/api/labels", {method: "POST",
-      headers: {"Content-Type": "application/json"},
-      body: JSON.stringify({mid: mid, label: label, rater: RATER})});
-    const answer = await r.json();
-    if (!r.ok) { status(answer.error, true); return; }
-    status("saved: " + mid + " " + (label === 1 ? "invariant" : "variant"));
-    document.body.dataset.saved = (parseInt(document.body.dataset.saved || "0") + 1);
-    await load("&after=" + encodeURIComponent(mid));
-  } finally { busy = false; }
-}
-document.addEventListener("keydown", (e) => {
-  if (e.ctrlKey || e.metaKey || e.altKey) return;
-  if (e.key === "i") give(1);
-  else if (e.key === "v") give(0);
-  else if (e.key === "s" && current) load("&after=" + encodeURIComponent(current));
-  else if (e.key === "ArrowRight" && current) load("&any=1&after=" + encodeURIComponent(current));
-  else if (e.key === "ArrowLeft" && current) load("&any=1&before=" + encodeURIComponent(current));
-});
-document.getElementById("invariant").onclick = () => give(1);
-document.getElementById("variant").onclick = () => give(0);
-document.getElementById("skip").onclick = () => current && load("&after=" + encodeURIComponent(current));
-load("");
-</script>
+<script>__SCRIPT__</script>
 </body></html>
 """
+
+
+def _hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+CSP = ("default-src 'none'; "
+       f"script-src {_hash(SCRIPT)}; style-src {_hash(STYLE)}; "
+       "img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+       "frame-ancestors 'none'")
+
+
+def render(rater: str, transform: str, guideline: str) -> str:
+    """The page for ``rater``, every value HTML-escaped; no token, no model id in it."""
+    values = {"__STYLE__": STYLE, "__SCRIPT__": SCRIPT, "__RATER__": html.escape(rater),
+              "__TRANSFORM__": html.escape(transform),
+              "__GUIDELINE__": html.escape(guideline)}
+    return re.sub("|".join(values), lambda m: values[m.group(0)], PAGE)
