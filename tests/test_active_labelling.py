@@ -254,3 +254,46 @@ def test_a_source_without_order_is_shuffled_by_seed(path, features):
                               seed=4)
     pd.testing.assert_frame_equal(curve, expected)
     assert curve.attrs["who"] == "source file" and curve.attrs["n_labels"] == 20
+
+
+def test_the_page_in_active_order_asks_what_active_order_picks_and_shows_the_curve(path):
+    """The labelling page's --order active, over HTTP: a seeded random start, then the
+    least-sure model (by the assessor fit on this rater's labels, computed here directly)
+    or a random one where the seeded coin says so; its learning curve is the rater's."""
+    from starlette.testclient import TestClient
+
+    from ml4ml.labelling.app import create_app
+
+    app = create_app(str(path), "rotation", ["ann"], order="active")
+    token = app.state.access.tokens["ann"]
+    aliases = {a: m for m, a in app.state.access.aliases("ann", MIDS).items()}
+    client = TestClient(app, base_url="http://127.0.0.1:8765")
+    headers = {"Authorization": f"Bearer {token}", "Origin": "http://127.0.0.1:8765"}
+    features = labelling_features(path, "rotation")
+    reference = ActiveOrder(features, seed=0, rater="ann")
+    random_step = reference.random_steps(len(MIDS))
+    labels, least_sure = {}, 0
+    for n in range(len(MIDS)):
+        mid = aliases[client.get("/api/next", headers=headers).json()["alias"]]
+        assert mid not in labels
+        if n >= 10 and not random_step[n]:
+            X = features.to_numpy()
+            fit = make_assessor("logistic", 0).set_params(model__C=PENALTY_C).fit(
+                X[[features.index.get_loc(m) for m in labels]], list(labels.values()))
+            rest = [m for m in features.index if m not in labels]
+            p = fit.predict_proba(X[[features.index.get_loc(m) for m in rest]])[:, 1]
+            assert mid == rest[int(np.argmin(np.abs(p - 0.5)))]
+            least_sure += 1
+        assert mid == reference.next(labels)[0]
+        answer = client.post("/api/labels", json={"alias": app.state.access.aliases(
+            "ann", [mid])[mid], "label": int(mid in INVARIANT)}, headers=headers)
+        assert answer.status_code == 200, answer.text
+        labels[mid] = int(mid in INVARIANT)
+    assert least_sure >= 5 and client.get("/api/next", headers=headers).json()["done"]
+    curve = client.get("/api/curve", headers=headers).json()
+    expected = rater_learning_curve(path, "rotation", "ann")
+    assert curve["order"] == "active" and curve["labelled"] == 20
+    assert [p["n_labels"] for p in curve["points"]] == expected["n_labels"].tolist()
+    assert np.allclose([p["accuracy"] for p in curve["points"]], expected["accuracy"],
+                       atol=1e-4)
+    assert "Order: active" in client.get("/", headers=headers).text

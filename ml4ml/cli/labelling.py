@@ -21,8 +21,11 @@ from ml4ml.cli.common import CONTEXT, user_errors
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of every rater's random order.")
 # the orders of ml4ml.labelling.order.ORDERS
-@click.option("--order", type=click.Choice(["seeded"]), default="seeded", show_default=True,
-              help="In what order each rater is asked: seeded = a random order of their own.")
+@click.option("--order", type=click.Choice(["seeded", "active"]), default="seeded",
+              show_default=True,
+              help="In what order each rater is asked: seeded = a random order of their own; "
+                   "active = 10 random models, then mostly the one the assessor (fit on "
+                   "that rater's labels) is least sure of, 20% random.")
 @click.option("--guideline", "guideline_file", metavar="FILE",
               help="A text file shown to the raters as the guideline (default: the spec's "
                    "[labels] guideline, else one for the transform).")

@@ -13,6 +13,8 @@ name in the request. Models are named by the rater's own opaque alias, never by 
     POST /api/labels                 {"alias": ..., "label": 0|1}: saved, then 200;
                                      {"alias": ..., "label": null} (or "skip": true): a skip
     GET  /api/labels                 the rater's labels and skips, with their times
+    GET  /api/curve                  the assessor's out-of-fold accuracy against the number
+                                     of the rater's labels (their learning curve)
     GET  /images/<alias>/matrices.png  the model's variance matrices (shared colour scale)
     GET  /images/<alias>/accuracy.png  its accuracy against the parameter
 
@@ -20,7 +22,7 @@ A missing token gets 401, a wrong one 403. A write must be ``Content-Type:
 application/json`` from the page's own origin, and every request must name this server in
 ``Host`` (``labelling.guard``); else 403. Nothing on the page or in an answer tells a
 model's id, its recipe, whether it is held out, or another rater's labels. Each rater sees
-the models in an order of their own (``labelling.order``). A label is written into the
+the models in an order of their own (``labelling.order``: seeded, or active). A label is written into the
 store (``labels/<transform>``, the rater's row: label, or -1 for a skip, and time) before
 the answer goes back, holding the store's writer lock for that write only, so two pages or
 two servers on one store lose nothing; every other group is opened read-only. Bad requests
@@ -78,6 +80,7 @@ class LabellingState:
         self._strips = None
         self._curves = None
         self._images: dict = {}
+        self._learning: dict = {}
         self._draw = threading.Lock()
         self._write = threading.Lock()
 
@@ -132,6 +135,35 @@ class LabellingState:
         label = ratings.get(mid, (None,))[0]
         return {**answer, "mid": mid, "done": False, "position": order.index(mid) + 1,
                 "label": label if label in (0, 1) else None, "skipped": label == SKIP}
+
+    def learning_curve(self, rater: str) -> dict:
+        """The out-of-fold accuracy of the assessor against the number of the rater's
+        labels (``labelling.active.rater_learning_curve``), cached per set of ratings."""
+        from ml4ml.labelling.active import ASSESSOR, PENALTY_C, rater_learning_curve
+
+        ratings = self.ratings(rater)
+        labels = tuple(sorted((m, v, t) for m, (v, t) in ratings.items() if v in (0, 1)))
+        key = (rater, labels)
+        with self._draw:
+            if key in self._learning:
+                return self._learning[key]
+        points = []
+        if labels:
+            frame = rater_learning_curve(self.path, self.transform, rater, suite=self.suite,
+                                         seed=self.seed)
+            points = [{"n_labels": int(r.n_labels), "n_folds": int(r.n_folds),
+                       "accuracy": None if np.isnan(r.accuracy) else round(r.accuracy, 4),
+                       "sd": None if np.isnan(r.sd) else round(r.sd, 4)}
+                      for r in frame.itertuples()]
+        answer = {"labelled": len(labels), "points": points,
+                  "assessor": f"{ASSESSOR} regression (C={PENALTY_C:g})",
+                  "what": "out-of-fold accuracy: the mean over a stratified 5-fold split "
+                          "of your first n labels (fewer folds while a class has fewer "
+                          "than 5), +- its sd over the folds; from 10 labels, every 5"}
+        with self._draw:
+            self._learning = {k: v for k, v in self._learning.items() if k[0] != rater}
+            self._learning[key] = answer
+        return answer
 
     # ----------------------------------------------------------------- writing
     def save(self, rater: str, mid: str, label: int) -> str:
@@ -332,7 +364,7 @@ def create_app(path, transform: str, raters, *, suite=None, seed: int = 0,
                                 f"<p>{message}</p>", status_code=bad.status_code,
                                 headers={k: v for k, v in bad.headers.items()
                                          if k == "www-authenticate"})
-        return HTMLResponse(render(rater, transform, guideline))
+        return HTMLResponse(render(rater, transform, guideline, state.strategy.describe()))
 
     def api_next(request: Request):
         rater, bad = rater_of(request)
@@ -418,6 +450,13 @@ def create_app(path, transform: str, raters, *, suite=None, seed: int = 0,
         return Response(state.image(mid, kind), media_type="image/png",
                         headers={"Cache-Control": "private, max-age=3600"})
 
+    async def api_curve(request: Request):
+        rater, bad = rater_of(request)
+        if bad:
+            return bad
+        return JSONResponse({"rater": rater, "order": state.strategy.name,
+                             **await run_in_threadpool(state.learning_curve, rater)})
+
     def health(request: Request):
         return JSONResponse({"ok": True})
 
@@ -426,6 +465,7 @@ def create_app(path, transform: str, raters, *, suite=None, seed: int = 0,
         Route("/api/next", api_next),
         Route("/api/labels", api_labels_get, methods=["GET"]),
         Route("/api/labels", api_labels_post, methods=["POST"]),
+        Route("/api/curve", api_curve),
         Route("/images/{alias}/{kind}.png", image),
         Route("/health", health),
     ], middleware=[Middleware(Guard, hosts=Hosts(host), csp=CSP)])

@@ -31,6 +31,13 @@ figcaption { font-size: 0.85em; color: #555; }
 #status { min-height: 1.4em; color: #555; } #status.error { color: #b42318; }
 button { font-size: 1em; margin-right: 6px; padding: 4px 12px; }
 #given { color: #555; } #given.skipped { color: #9a6700; font-weight: bold; }
+#order { color: #555; font-size: 0.9em; }
+#learning summary { cursor: pointer; font-weight: bold; }
+#curve { width: 560px; height: 260px; font-size: 13px; }
+#curve text { fill: #333; } #curve .axis { stroke: #555; } #curve .grid { stroke: #ddd; }
+#curve .line { fill: none; stroke: #1f6feb; stroke-width: 2; }
+#curve .band { fill: #1f6feb; opacity: 0.15; } #curve .dot { fill: #1f6feb; }
+#curve-note { font-size: 0.85em; color: #555; max-width: 560px; }
 """
 
 SCRIPT = """
@@ -99,9 +106,66 @@ async function give(label) {  // 1 invariant, 0 variant, null skip
            "saved " + alias + " " + (label === 1 ? "invariant" : "variant"));
     body.dataset.saved = parseInt(body.dataset.saved || "0") + 1;
     await load("after=" + encodeURIComponent(alias));
+    curve();
   } catch (e) {
     status("not saved (the server did not answer): " + e, true);
   } finally { busy = false; }
+}
+const SVG = "http://www.w3.org/2000/svg";
+function svg(name, attrs, text) {
+  const e = document.createElementNS(SVG, name);
+  for (const k in attrs) e.setAttribute(k, attrs[k]);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+function drawCurve(answer) {
+  const box = byId("curve");
+  while (box.firstChild) box.removeChild(box.firstChild);
+  const pts = answer.points.filter(p => p.accuracy !== null);
+  const W = 560, H = 260, L = 56, R = 16, T = 12, B = 44;
+  const nMax = Math.max(10, answer.labelled, ...answer.points.map(p => p.n_labels));
+  const x = n => L + (W - L - R) * n / nMax, y = a => T + (H - T - B) * (1 - a);
+  for (const a of [0, 0.25, 0.5, 0.75, 1]) {
+    box.appendChild(svg("line", {x1: L, x2: W - R, y1: y(a), y2: y(a), class: "grid"}));
+    box.appendChild(svg("text", {x: L - 6, y: y(a) + 4, "text-anchor": "end"}, a.toFixed(2)));
+  }
+  for (let k = 0; k <= 4; k++) {
+    const n = Math.round(nMax * k / 4);
+    box.appendChild(svg("text", {x: x(n), y: H - B + 18, "text-anchor": "middle"}, n));
+  }
+  box.appendChild(svg("line", {x1: L, x2: L, y1: T, y2: H - B, class: "axis"}));
+  box.appendChild(svg("line", {x1: L, x2: W - R, y1: H - B, y2: H - B, class: "axis"}));
+  box.appendChild(svg("text", {x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle"},
+                      "your labels (the first n, in the order you gave them)"));
+  box.appendChild(svg("text", {x: 14, y: (T + H - B) / 2, "text-anchor": "middle",
+                               transform: "rotate(-90 14 " + (T + H - B) / 2 + ")"},
+                      "out-of-fold accuracy"));
+  if (pts.length) {
+    const upper = pts.map(p => x(p.n_labels) + "," + y(Math.min(1, p.accuracy + p.sd)));
+    const lower = pts.slice().reverse().map(p => x(p.n_labels) + "," +
+                                            y(Math.max(0, p.accuracy - p.sd)));
+    box.appendChild(svg("polygon", {points: upper.concat(lower).join(" "), class: "band"}));
+    box.appendChild(svg("polyline", {points: pts.map(p => x(p.n_labels) + "," +
+                                                      y(p.accuracy)).join(" "), class: "line"}));
+    for (const p of pts) box.appendChild(svg("circle", {cx: x(p.n_labels), cy: y(p.accuracy),
+                                                        r: 3, class: "dot"}));
+  }
+  const last = pts[pts.length - 1];
+  byId("curve-note").textContent = (last ?
+      "at " + last.n_labels + " labels: " + last.accuracy.toFixed(2) + " +- " +
+      last.sd.toFixed(2) + ". " : "no estimate yet (it needs 10 labels, 2 of each kind). ") +
+      "Line: " + answer.what + " (band); assessor: " + answer.assessor + ".";
+  body.dataset.curvePoints = pts.length;
+  body.dataset.curveLabelled = answer.labelled;
+}
+async function curve() {
+  if (!byId("learning").open) return;
+  try {
+    const r = await fetch("/api/curve", {headers: AUTH});
+    const answer = await r.json();
+    if (!r.ok) { status(answer.error, true); return; }
+    drawCurve(answer);
+  } catch (e) { status("the server did not answer: " + e, true); }
 }
 function step(direction) {
   if (current) load("any=1&" + direction + "=" + encodeURIComponent(current));
@@ -117,6 +181,7 @@ document.addEventListener("keydown", (e) => {
 byId("invariant").addEventListener("click", () => give(1));
 byId("variant").addEventListener("click", () => give(0));
 byId("skip").addEventListener("click", () => give(null));
+byId("learning").addEventListener("toggle", curve);
 load("");
 """
 
@@ -142,6 +207,11 @@ parameters (one colour scale for every model); an invariant model stays dark awa
 diagonal</figcaption></figure>
 <figure><img id="accuracy" alt="accuracy against the parameter">
 <figcaption>accuracy against the parameter</figcaption></figure>
+<p id="order">Order: __ORDER__.</p>
+<details id="learning"><summary>How much your labels teach the assessor</summary>
+<svg id="curve" viewBox="0 0 560 260" role="img"
+ aria-label="out-of-fold accuracy against the number of your labels"></svg>
+<p id="curve-note"></p></details>
 <script>__SCRIPT__</script>
 </body></html>
 """
@@ -157,9 +227,10 @@ CSP = ("default-src 'none'; "
        "frame-ancestors 'none'")
 
 
-def render(rater: str, transform: str, guideline: str) -> str:
+def render(rater: str, transform: str, guideline: str,
+           order: str = "a random order of your own") -> str:
     """The page for ``rater``, every value HTML-escaped; no token, no model id in it."""
-    values = {"__STYLE__": STYLE, "__SCRIPT__": SCRIPT, "__RATER__": html.escape(rater),
+    values = {"__ORDER__": html.escape(order),"__STYLE__": STYLE, "__SCRIPT__": SCRIPT, "__RATER__": html.escape(rater),
               "__TRANSFORM__": html.escape(transform),
               "__GUIDELINE__": html.escape(guideline)}
     return re.sub("|".join(values), lambda m: values[m.group(0)], PAGE)
