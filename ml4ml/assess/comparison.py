@@ -26,7 +26,8 @@ from ml4ml.assess.estimators import method_kind
 from ml4ml.errors import InputError
 
 __all__ = ["summary", "compare", "verdict", "out_of_fold", "top_features", "nadeau_bengio_ttest",
-           "TEST_NAME", "power_note", "underpowered_verdict", "best_feature_text", "MIN_LABELLED", "MIN_PER_CLASS"]
+           "TEST_NAME", "power_note", "underpowered_verdict", "best_feature_text",
+           "MIN_LABELLED", "MIN_PER_CLASS"]
 
 # below these, a comparison is flagged underpowered (CLI warning, store attrs, report)
 MIN_LABELLED = 30  # labelled models in the protocol

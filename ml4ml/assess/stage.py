@@ -345,12 +345,9 @@ def best_feature(template, X, y, test_fold, feature_columns) -> dict:
 
 def _score_kind(estimator) -> str:
     """What the refit assessor's ``score`` is (``_judge``)."""
-    try:
-        getattr(estimator, "predict_proba")
+    if hasattr(estimator, "predict_proba"):
         return "predicted probability that the model is invariant"
-    except AttributeError:
-        return ("decision function (>= 0: invariant), the assessor having no "
-                "probabilities")
+    return "decision function (>= 0: invariant), the assessor having no probabilities"
 
 
 def _seed_estimator(estimator, seed: int) -> None:

@@ -86,11 +86,12 @@ def min_font_pt(fig) -> float:
 
 
 def font_metadata(fig, dpi: float) -> dict:
-    """PNG text chunks of a figure's smallest font: ``font_pt_min``, ``dpi`` and
+    """PNG text chunks of a figure's smallest font: ``font_pt_min``, ``font_dpi`` and
     ``font_px_min`` (its height in the picture's own pixels, points x dpi / 72); shown at
     width w, a picture of natural width W shows it at font_px_min x w / W CSS px."""
     pt = min_font_pt(fig)
-    return {"font_pt_min": f"{pt:g}", "dpi": f"{dpi:g}", "font_px_min": f"{pt * dpi / 72:.3f}"}
+    return {"font_pt_min": f"{pt:g}", "font_dpi": f"{dpi:g}",
+            "font_px_min": f"{pt * dpi / 72:.3f}"}
 
 
 class MatrixStrips:

@@ -195,8 +195,8 @@ def _methods_table(a: dict) -> str:
     if a.get("best_feature"):
         from ml4ml.assess.comparison import best_feature_text
 
-        rows.append(f"<p class='meta' id='best-feature'>{escape(best_feature_text(a['best_feature']))}"
-                    f".</p>")
+        text = best_feature_text(a["best_feature"])
+        rows.append(f"<p class='meta' id='best-feature'>{escape(text)}.</p>")
     rows.append(_definitions(METHOD_COLUMNS))
     return "\n".join(rows)
 
@@ -333,8 +333,8 @@ def _gallery(c: dict) -> str:
         recipe = ""
         if row is not None and "augmentation" in models:
             augmentation = str(models['augmentation'].values[row])
-            recipe = (f"{escape(augmentation)} "
-                      f"{escape(recipe_range(augmentation, float(models['aug_range'].values[row])))}, "
+            span = recipe_range(augmentation, float(models['aug_range'].values[row]))
+            recipe = (f"{escape(augmentation)} {escape(span)}, "
                       f"{escape(str(models['anomaly_name'].values[row]))}")
         size = f" width='{width}' height='{height}'" if height else ""
         out.append(f"<div class='card' id='{escape(mid)}'>"
