@@ -8,6 +8,8 @@
   2003), kept as a function; it is not the verdict's test (it rejects a true null too
   often under this protocol, whose repeats share their training models).
 - ``top_features``: the most important features of one method.
+- ``power_note``: why a comparison on so few labels is underpowered ("" when it is not),
+  against ``MIN_LABELLED`` and ``MIN_PER_CLASS``.
 
 Kappa is NaN where undefined (``ml4ml.assess.protocol``); means of kappa skip NaN.
 """
@@ -23,7 +25,13 @@ from ml4ml import dims
 from ml4ml.assess.estimators import method_kind
 from ml4ml.errors import InputError
 
-__all__ = ["summary", "compare", "verdict", "out_of_fold", "top_features", "nadeau_bengio_ttest", "TEST_NAME"]
+__all__ = ["summary", "compare", "verdict", "out_of_fold", "top_features", "nadeau_bengio_ttest",
+           "TEST_NAME", "power_note", "underpowered_verdict", "best_feature_text",
+           "MIN_LABELLED", "MIN_PER_CLASS"]
+
+# below these, a comparison is flagged underpowered (CLI warning, store attrs, report)
+MIN_LABELLED = 30  # labelled models in the protocol
+MIN_PER_CLASS = 5  # labelled models of each class (invariant, variant)
 
 _EVALUATION = ("repeat", "fold")
 
@@ -159,6 +167,47 @@ def compare(results: xr.Dataset, alpha: float = 0.05, *, n_draws: int = 10_000,
     result["alpha"] = float(alpha)
     result["verdict"] = verdict(result)
     return result
+
+
+def power_note(labels) -> str:
+    """Why a comparison on ``labels`` (the protocol's 0/1 labels) is underpowered, or "".
+
+    Underpowered: fewer than ``MIN_LABELLED`` labelled models, or fewer than
+    ``MIN_PER_CLASS`` of either class. The note names the counts and the thresholds, e.g.
+    "7 labelled models (3 invariant, 4 variant): fewer than 30 labelled, fewer than 5
+    invariant, fewer than 5 variant".
+    """
+    labels = np.asarray(labels)
+    labels = labels[labels >= 0]
+    n, invariant = int(labels.size), int((labels == 1).sum())
+    variant = n - invariant
+    short = [f"fewer than {MIN_LABELLED} labelled"] if n < MIN_LABELLED else []
+    short += [f"fewer than {MIN_PER_CLASS} {name}" for name, count in
+              (("invariant", invariant), ("variant", variant)) if count < MIN_PER_CLASS]
+    if not short:
+        return ""
+    return (f"{n} labelled models ({invariant} invariant, {variant} variant): "
+            + ", ".join(short))
+
+
+def underpowered_verdict(text: str, note: str) -> str:
+    """The verdict sentence ``text`` led by the underpowered ``note`` (unchanged if none)."""
+    if not note:
+        return text
+    return f"underpowered comparison, {note}; read it as a hint, not a result: {text}"
+
+
+def best_feature_text(attrs) -> str:
+    """Which feature ``baseline_best_feature`` chose, from the assess group's attrs
+    (``ml4ml.assess.stage.best_feature``): the refit's rule and how often each feature was
+    chosen over the protocol's training parts."""
+    import json
+
+    folds = json.loads(attrs["best_feature_folds"])
+    often = ", ".join(f"{name} in {count}" for name, count in folds.items())
+    return (f"baseline_best_feature uses {attrs['best_feature']} (refit on every label: "
+            f"{attrs['best_feature_rule']}); chosen in the protocol's "
+            f"{attrs['best_feature_fits']} training parts: {often}")
 
 
 TEST_NAME = ("permutation test over the hold-out models, the best assessor and the best "

@@ -171,6 +171,8 @@ class AssessReport:
     chosen: str
     seconds: float
     notes: list = field(default_factory=list)
+    underpowered: str = ""  # why the comparison is underpowered ("" when it is not)
+    best_feature: dict = field(default_factory=dict)  # ``best_feature``'s attrs
 
 
 def _methods(assessors, n_features: int, seed: int) -> dict:
@@ -224,7 +226,8 @@ def assess_store(path, transform: str, *, suite=None, labels: str | None = None,
     """
     import skops.io
 
-    from ml4ml.assess.comparison import compare, summary, top_features
+    from ml4ml.assess.comparison import (compare, power_note, summary, top_features,
+                                         underpowered_verdict)
     from ml4ml.assess.estimators import ASSESSORS
     from ml4ml.assess.protocol import run_protocol
     from ml4ml.progress import progress as stage_progress
@@ -265,6 +268,9 @@ def assess_store(path, transform: str, *, suite=None, labels: str | None = None,
     bar.close()
     frame = summary(results)
     comparison = compare(results, seed=seed)
+    comparison["underpowered"] = power_note(labelled["label"].to_numpy())
+    comparison["verdict"] = underpowered_verdict(comparison["verdict"],
+                                                 comparison["underpowered"])
     chosen = comparison["chosen_assessor"]
     top = top_features(results, chosen, n=10)
     # the chosen assessor, refit on every labelled model; its score for every measured one
@@ -278,6 +284,11 @@ def assess_store(path, transform: str, *, suite=None, labels: str | None = None,
     blob = skops.io.dumps(refit)
     ds = _assess_dataset(results, table, frame, comparison, top, chosen, predicted, score,
                          blob, feature_columns, source, repeats, seed, transform, suite)
+    ds.attrs["score_kind"] = _score_kind(refit)
+    chosen_feature = best_feature(methods[BEST_FEATURE], X.to_numpy(np.float64),
+                                  labelled["label"].to_numpy(),
+                                  np.asarray(results["test_fold"].values), feature_columns)
+    ds.attrs.update(chosen_feature)
     ds["feature_hash"] = xr.DataArray(lineage.pop("hashes"), dims=dims.MID, attrs={
         "long_name": "feature hash", "description": "hash of the model's features (and "
         "robust accuracy) the assessment was made from (pandas.util.hash_pandas_object)"})
@@ -288,7 +299,55 @@ def assess_store(path, transform: str, *, suite=None, labels: str | None = None,
     return AssessReport(transform=transform, label_source=source, n_models=len(labelled),
                         unlabelled=unlabelled, unmeasured=unmeasured, summary=frame,
                         comparison=comparison, top=top, chosen=chosen,
-                        seconds=time.perf_counter() - started, notes=list(notes))
+                        seconds=time.perf_counter() - started, notes=list(notes),
+                        underpowered=comparison["underpowered"], best_feature=chosen_feature)
+
+
+BEST_FEATURE = "baseline_best_feature"
+
+
+def _threshold_step(estimator):
+    """The ``FeatureThreshold`` at the end of (nested) pipelines."""
+    while hasattr(estimator, "steps"):
+        estimator = estimator.steps[-1][1]
+    return estimator
+
+
+def best_feature(template, X, y, test_fold, feature_columns) -> dict:
+    """Which feature the best-single-feature baseline chose: in each training part of the
+    protocol (its ``test_fold`` (repeat, model): train on the models of the other two
+    folds, exactly as ``run_protocol`` fit it; the rule is deterministic) and refit on
+    every labelled model.
+
+    Returns the attrs ``best_feature`` (the refit's feature), ``best_feature_rule`` (e.g.
+    "invariant where conv3_max_sstv < 0.0123"), ``best_feature_folds`` (JSON {feature:
+    number of training parts that chose it}, most often first) and ``best_feature_fits``.
+    """
+    from collections import Counter
+
+    from sklearn.base import clone
+
+    chosen = []
+    for folds in np.asarray(test_fold):
+        for fold in np.unique(folds[folds >= 0]):
+            train = folds != fold
+            fitted = _threshold_step(clone(template).fit(X[train], y[train]))
+            chosen.append(feature_columns[fitted.feature_index_])
+    refit = _threshold_step(clone(template).fit(X, y))
+    name = feature_columns[refit.feature_index_]
+    side = refit.direction_ if list(refit.classes_)[-1] == 1 else \
+        {">=": "<", "<": ">="}[refit.direction_]
+    return {"best_feature": name,
+            "best_feature_rule": f"invariant where {name} {side} {refit.threshold_:.4g}",
+            "best_feature_folds": json.dumps(dict(Counter(chosen).most_common())),
+            "best_feature_fits": len(chosen)}
+
+
+def _score_kind(estimator) -> str:
+    """What the refit assessor's ``score`` is (``_judge``)."""
+    if hasattr(estimator, "predict_proba"):
+        return "predicted probability that the model is invariant"
+    return "decision function (>= 0: invariant), the assessor having no probabilities"
 
 
 def _seed_estimator(estimator, seed: int) -> None:
@@ -359,6 +418,9 @@ def _assess_dataset(results, table, frame, comparison, top, chosen, predicted, s
         "transform": transform, "suite": suite or "", "label_source": source,
         "chosen_assessor": chosen, "best_baseline": comparison["best_baseline"],
         "verdict": comparison["verdict"], "comparison_test": comparison["method"],
+        # a comparison on few labels: flagged, and why (counts and thresholds)
+        "underpowered": int(bool(comparison.get("underpowered"))),
+        "underpowered_reason": str(comparison.get("underpowered", "")),
         "comparison_models": int(comparison["n_models"]),
         "comparison_alpha": float(comparison["alpha"]),
         "comparison_draws": int(comparison["n_draws"]),

@@ -269,6 +269,12 @@ def assess(store_path, predict_mids, transform, suite, repeats, seed, labels, as
     report = assess_store(store_path, transform, suite=suite, labels=labels,
                           assessors=list(assessors) or None, repeats=repeats, seed=seed,
                           progress=not quiet)
+    if report.underpowered:
+        from ml4ml.assess.comparison import MIN_LABELLED, MIN_PER_CLASS
+
+        click.echo(f"warning: the comparison is underpowered: {report.underpowered} (needs at "
+                   f"least {MIN_LABELLED} labelled models and {MIN_PER_CLASS} of each class); "
+                   f"label more models before trusting its verdict", err=True)
     click.echo(print_assessment(report))
 
 
@@ -289,6 +295,10 @@ def print_assessment(report) -> str:
                      f"{_format(row['accuracy_min']):>6s} {_format(row['accuracy_max']):>6s} "
                      f"{_format(row['accuracy_sem']):>6s} {_format(row['f1_mean']):>6s} "
                      f"{_format(row['kappa_mean']):>6s}")
+    if report.best_feature:
+        from ml4ml.assess.comparison import best_feature_text
+
+        lines.append(f"  {best_feature_text(report.best_feature)}")
     c = report.comparison
     lines.append(f"  verdict: {c['verdict']}")
     lines.append(f"  (the table: all {report.summary.iloc[0]['n_evaluations']} evaluations; "

@@ -9,7 +9,9 @@ from html import escape
 
 import numpy as np
 
-__all__ = ["render"]
+from ml4ml.assess.comparison import MIN_LABELLED, MIN_PER_CLASS
+
+__all__ = ["render", "recipe_range", "score_definition", "METHOD_COLUMNS"]
 
 LABEL_TEXT = {1: "invariant", 0: "variant", -1: "unknown"}
 STYLE = """
@@ -23,11 +25,54 @@ table { border-collapse: collapse; font-size: 0.88em; }
 th, td { padding: 3px 9px; border-bottom: 1px solid #ddd; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 tr.chosen td { font-weight: bold; } tr.baseline td { color: #444; }
+.warning { background: #fff4e5; border-left: 5px solid #b54708; padding: 8px 14px; }
+dl.defs { font-size: 0.85em; color: #444; margin: 6px 0 0; }
+dl.defs dt { font-weight: bold; float: left; clear: left; margin-right: 0.5em; }
+dl.defs dd { margin: 0 0 2px 0; }
 .gallery { display: flex; flex-wrap: wrap; gap: 10px; }
-.card { border: 1px solid #ddd; border-radius: 6px; padding: 6px; width: 560px; }
-.card img { width: 100%; } .card .caption { font-size: 0.82em; }
+.card { border: 1px solid #ddd; border-radius: 6px; padding: 6px; width: %(thumb)spx; }
+.card img { display: block; width: %(thumb)spx; height: auto; }
+.card a.enlarge { display: block; cursor: zoom-in; }
+.card a.enlarge:focus-visible { outline: 3px solid #2166ac; outline-offset: 2px; }
+.card .caption { font-size: 0.82em; }
 .ok { color: #1a7f37; } .wrong { color: #b42318; } .unknown { color: #777; }
-img.figure { max-width: 100%; }
+img.figure { max-width: 100%%; }
+dialog#enlarged { max-width: 98vw; max-height: 96vh; overflow: auto; padding: 8px 12px;
+                  border: 1px solid #888; border-radius: 6px; }
+dialog#enlarged::backdrop { background: rgba(0, 0, 0, 0.6); }
+dialog#enlarged img { display: block; height: auto; }
+dialog#enlarged .bar { display: flex; justify-content: space-between; gap: 1em;
+                       align-items: baseline; }
+"""
+
+# the enlarge dialog: a click (or Enter) on a gallery card opens its full-size strip; Esc,
+# the close button or a click beside the picture closes it, and the focus returns
+SCRIPT = """
+(() => {
+  const dialog = document.getElementById('enlarged');
+  let picture = null;  // made on the first click: no <img> without a picture in the page
+  let opener = null;
+  document.addEventListener('click', event => {
+    const link = event.target.closest('a.enlarge');
+    if (!link) return;
+    event.preventDefault();
+    opener = link;
+    if (!picture) {
+      picture = document.createElement('img');
+      picture.setAttribute('style', dialog.querySelector('.picture').dataset.style);
+      dialog.querySelector('.picture').appendChild(picture);
+    }
+    picture.src = link.getAttribute('href');
+    picture.alt = 'variance matrices of ' + link.dataset.mid + ' at full size';
+    picture.dataset.mid = link.dataset.mid;
+    dialog.querySelector('.title').textContent = link.dataset.mid + ': variance matrices '
+      + 'at full size';
+    dialog.showModal();
+    dialog.querySelector('button').focus();
+  });
+  dialog.addEventListener('click', event => { if (event.target === dialog) dialog.close(); });
+  dialog.addEventListener('close', () => { if (opener) opener.focus(); });
+})();
 """
 
 
@@ -43,8 +88,11 @@ def render(c: dict) -> str:
     params = c["params"]
     n_hold = int(np.asarray(c["models"]["holdout"].values, dtype=bool).sum()) \
         if "holdout" in c["models"] else 0
+    from ml4ml.report.figures import THUMBNAIL_WIDTH
+
+    style = STYLE % {"thumb": THUMBNAIL_WIDTH}
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-             f"<title>ml4ml report: {escape(c['transform'])}</title><style>{STYLE}</style>"
+             f"<title>ml4ml report: {escape(c['transform'])}</title><style>{style}</style>"
              f"</head><body>",
              f"<h1>{escape(c['transform'])} invariance of {len(mids)} models</h1>",
              f"<p class='meta'>store <code>{escape(c['path'])}</code>, suite "
@@ -55,20 +103,70 @@ def render(c: dict) -> str:
              f"{int((labels < 0).sum())} unknown); written "
              f"{_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}</p>"]
     if a is not None:
+        if a.get("underpowered"):
+            parts.append(f"<p class='warning'><b>Underpowered comparison:</b> "
+                         f"{escape(a['underpowered'])} (a verdict needs at least "
+                         f"{MIN_LABELLED} labelled models and {MIN_PER_CLASS} of each "
+                         f"class). Label more models before trusting it.</p>")
         parts.append(f"<p class='verdict'>{escape(a['verdict'])}</p>")
         parts.append(_methods_table(a))
         if a["top"]:
             parts.append(f"<h2>Top features of {escape(a['chosen'])}</h2>"
+                         f"<p class='meta'>Permutation importance on the protocol's test "
+                         f"folds: each bar is the mean, over the {3 * a['repeats']} test "
+                         f"folds, of the drop in test accuracy when the feature's column is "
+                         f"shuffled ({a.get('n_permutations') or 'several'} shuffles per "
+                         f"fold, averaged); each whisker is ± 1 standard deviation of those "
+                         f"fold means.</p>"
                          "<img class='figure' src='importance.png' alt='top features'>")
     else:
         parts.append("<p class='verdict'>No assessment yet: run <code>ml4ml assess</code>."
                      "</p>")
     parts.append("<h2>Accuracy against the parameter</h2>"
+                 "<p class='meta'>One line per model: its accuracy (fraction of the test "
+                 "samples classified correctly) at each parameter of the grid, coloured by "
+                 "its label.</p>"
                  "<img class='figure' src='accuracy.png' alt='accuracy curves'>")
     parts.append(_database_table(c))
     parts.append(_gallery(c))
+    parts.append("<dialog id='enlarged' aria-label='variance matrices at full size'>"
+                 "<div class='bar'><b class='title'></b><form method='dialog'>"
+                 "<button>close (Esc)</button></form></div>"
+                 f"<div class='picture' data-style='{_full_size_style(c)}'></div></dialog>")
+    parts.append(f"<script>{SCRIPT}</script>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _full_size_style(c: dict) -> str:
+    """The enlarged strip: at its own size, shrunk to the window down to the width where
+    its smallest text is still 10.5 px."""
+    strips = c.get("strips") or {}
+    width, _ = strips.get("full", (0, 0))
+    if not width:
+        return ""
+    least = math.ceil(width * 10.5 / strips["full_font_px"])
+    return f"width: min({width}px, calc(98vw - 40px)); min-width: {min(least, width)}px"
+
+
+METHOD_COLUMNS = (
+    ("method", "the assessor or baseline"),
+    ("kind", "assessor (learned from the features) or baseline (a fixed rule)"),
+    ("accuracy", "mean, over the protocol's evaluations (repeats x 3 test folds), of the "
+                 "fraction of the test fold's models labelled correctly (0 to 1)"),
+    ("min, max", "the lowest and highest of those accuracies (0 to 1)"),
+    ("s.e.", "standard error of the mean accuracy: sample standard deviation over the "
+             "evaluations / √(their number); it understates the uncertainty, the "
+             "evaluations sharing training models"),
+    ("F1", "mean F1 score of the class 'invariant' (0 to 1)"),
+    ("kappa", "mean Cohen's kappa of predictions and labels (−1 to 1; 0 = chance), over "
+              "the evaluations where it is defined"),
+)
+
+
+def _definitions(columns) -> str:
+    return ("<dl class='defs'>" + "".join(f"<dt>{escape(name)}</dt><dd>{escape(text)}</dd>"
+                                          for name, text in columns) + "</dl>")
 
 
 def _methods_table(a: dict) -> str:
@@ -94,7 +192,35 @@ def _methods_table(a: dict) -> str:
                     f"<td>{_f(row['accuracy_sem'])}</td><td>{_f(row['f1_mean'])}</td>"
                     f"<td>{_f(row['kappa_mean'])}</td></tr>")
     rows.append("</table>")
+    if a.get("best_feature"):
+        from ml4ml.assess.comparison import best_feature_text
+
+        text = best_feature_text(a["best_feature"])
+        rows.append(f"<p class='meta' id='best-feature'>{escape(text)}.</p>")
+    rows.append(_definitions(METHOD_COLUMNS))
     return "\n".join(rows)
+
+
+# the units of a training augmentation's range (``ml4ml.zoo.recipe``: aug_range)
+RANGE_UNITS = {"rotation": "± {r:g} degrees", "scaling": "factor 1 ± {r:g}",
+               "brightness": "factor 1 ± {r:g}"}
+
+
+def recipe_range(augmentation: str, span: float) -> str:
+    """A training augmentation's range with its unit: "± 30 degrees" for rotation,
+    "factor 1 ± 0.2" for scaling and brightness, "none" without augmentation."""
+    if augmentation == "none":
+        return "none"
+    return RANGE_UNITS.get(augmentation, "± {r:g}").format(r=span)
+
+
+def score_definition(a: dict | None) -> str:
+    """What the tables and cards call the refit score."""
+    if a is None:
+        return "no assessment yet"
+    kind = a.get("score_kind") or "score"
+    return (f"the {kind}, by the chosen assessor ({a['chosen']}) refit on every labelled "
+            f"model; in-sample for labelled models (the refit saw their labels)")
 
 
 def _database_table(c: dict) -> str:
@@ -115,6 +241,7 @@ def _database_table(c: dict) -> str:
            "<table><tr><th>augmentation</th><th>range</th><th>anomaly</th><th>models</th>"
            "<th>hold-out</th><th>invariant</th><th>clean accuracy</th>"
            "<th>robust accuracy</th><th>refit score (in-sample)</th></tr>"]
+    units = c.get("units") or "the parameter's units"
     holdout = np.asarray(models["holdout"].values, dtype=bool) if "holdout" in models else \
         np.zeros(len(table_mids), bool)
     accuracy = np.asarray(models["test_accuracy"].values, dtype=float) \
@@ -122,7 +249,8 @@ def _database_table(c: dict) -> str:
     for (augmentation, span, anomaly), members in sorted(groups.items()):
         ks = [k for k, _ in members]
         rows = [r for _, r in members]
-        out.append(f"<tr><td>{escape(augmentation)}</td><td>{span:g}</td>"
+        out.append(f"<tr><td>{escape(augmentation)}</td>"
+                   f"<td>{escape(recipe_range(augmentation, span))}</td>"
                    f"<td>{escape(anomaly)}</td><td>{len(ks)}</td>"
                    f"<td>{int(holdout[rows].sum())}</td>"
                    f"<td>{int((labels[ks] == 1).sum())}</td>"
@@ -130,6 +258,21 @@ def _database_table(c: dict) -> str:
                    f"<td>{_f(float(np.nanmean(c['robust'][ks])))}</td>"
                    f"<td>{_f(float(np.nanmean(score[ks])) if np.isfinite(score[ks]).any() else float('nan'))}</td></tr>")
     out.append("</table>")
+    out.append(_definitions((
+        ("augmentation", "the transform applied at random to the training images"),
+        ("range", "its range: ± degrees for rotation, a factor 1 ± a for scaling and "
+                  "brightness"),
+        ("anomaly", "the training anomaly of the recipe (none: a plain run)"),
+        ("models, hold-out, invariant", "numbers of models: of this recipe, of them hold-out, "
+                                        "of them labelled invariant"),
+        ("clean accuracy", "mean over the recipe's models of the test accuracy at the "
+                           "identity (fraction of test samples correct, 0 to 1)"),
+        ("robust accuracy", f"mean over the recipe's models of the fraction of test "
+                            f"samples classified correctly at every parameter of the grid "
+                            f"(0 to 1; {c['transform']} in {units})"),
+        ("refit score", "mean over the recipe's models of " + score_definition(
+            c["assessment"])),
+    )))
     return "\n".join(out)
 
 
@@ -157,8 +300,8 @@ def _gallery(c: dict) -> str:
     if a is not None:
         order = sorted(range(len(mids)), key=lambda k: (-np.nan_to_num(a["score"][k],
                                                                        nan=-np.inf), mids[k]))
-        intro = (f"sorted by the refit score of {escape(a['chosen'])} (refit on every "
-                 f"label, so in-sample for labelled models; highest: most invariant); "
+        intro = (f"sorted by the refit score, {escape(score_definition(a))} (highest: "
+                 f"most invariant); "
                  f"'predicted out of fold' is the majority of its predictions over the "
                  f"repeats' test folds, by fits that never saw that model's label; models "
                  f"without a label are judged by the refit assessor")
@@ -167,8 +310,16 @@ def _gallery(c: dict) -> str:
         intro = "in store order (no assessment yet)"
     scale = ", ".join(f"{escape(t)} 0..{v:.3g}" for t, v in c["scale"].items())
     out = ["<h2>Gallery: every model's variance matrices</h2>",
-           f"<p class='meta'>{intro}. One colour scale per matrix across models "
-           f"({c['split']} samples, l2): {scale}.</p><div class='gallery'>"]
+           f"<p class='meta'>{intro}. Each matrix: cell (i, j) is the RMS Δ, the "
+           f"root-mean-square over the {escape(c['split'])} test samples of the change in "
+           f"one response between parameters i and j ({escape(c['units'])}), "
+           f"D[i, j] = ‖R(p_i) − R(p_j)‖₂ / √n; the confidence in probability, a layer "
+           f"statistic in the units of the layer's output. One colour scale per matrix "
+           f"across models: {scale}. Click a card (or focus it and press Enter) to see "
+           f"its matrices at full size; Esc closes.</p><div class='gallery'>"]
+    from ml4ml.report.figures import THUMBNAIL_WIDTH
+
+    width, height = (c.get("strips") or {}).get("thumbnail", (THUMBNAIL_WIDTH, 0))
     models = c["models"]
     at = {str(m): k for k, m in enumerate(models["mid"].values)}
     for k in order:
@@ -181,12 +332,16 @@ def _gallery(c: dict) -> str:
         row = at.get(mid)
         recipe = ""
         if row is not None and "augmentation" in models:
-            recipe = (f"{escape(str(models['augmentation'].values[row]))} "
-                      f"±{float(models['aug_range'].values[row]):g}, "
+            augmentation = str(models['augmentation'].values[row])
+            span = recipe_range(augmentation, float(models['aug_range'].values[row]))
+            recipe = (f"{escape(augmentation)} {escape(span)}, "
                       f"{escape(str(models['anomaly_name'].values[row]))}")
+        size = f" width='{width}' height='{height}'" if height else ""
         out.append(f"<div class='card' id='{escape(mid)}'>"
+                   f"<a class='enlarge' href='models/full/{escape(mid)}.png' "
+                   f"data-mid='{escape(mid)}' title='enlarge {escape(mid)}'>"
                    f"<img src='models/{escape(mid)}.png' alt='matrices of {escape(mid)}' "
-                   f"loading='lazy'><div class='caption'><b>{escape(mid)}</b> "
+                   f"loading='lazy'{size}></a><div class='caption'><b>{escape(mid)}</b> "
                    f"label {LABEL_TEXT[label]}; {judged}; robust accuracy "
                    f"{_f(float(c['robust'][k]))}; {recipe}</div></div>")
     out.append("</div>")

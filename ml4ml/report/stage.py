@@ -1,7 +1,9 @@
 """Report stage: a store -> one static ``index.html`` with PNG figures (no server needed).
 
 ``report_store`` reads the models table, the labels, the measures, the matrices and the
-assessment of one transform, draws the figures (``report.figures``) and writes the page
+assessment of one transform, draws the figures (``report.figures``: per model a gallery
+thumbnail ``models/<mid>.png`` and its full-size strip ``models/full/<mid>.png``) and
+writes the page
 (``report.page``) into a fresh folder that then replaces the old one, so a report is never
 half written. ``plot_model`` draws one model's strip of matrices.
 """
@@ -73,8 +75,10 @@ def _matrices(path, suite, transform, split):
 
 
 def model_figures(path, folder, *, transform=None, suite=None, split="all", vmax=None,
-                  mids=None) -> dict:
-    """Draw every (or ``mids``') model's strip into ``folder``; {mid: file name}."""
+                  mids=None, layout="thumbnail") -> dict:
+    """Draw every (or ``mids``') model's strip into ``folder``; {mid: file name}.
+
+    layout : "thumbnail" (the report's gallery) or "full" (``figures.LAYOUTS``)."""
     from ml4ml.report.figures import MatrixStrips, shared_scale
 
     suite, transform = _pick_group(path, transform, suite)
@@ -83,7 +87,7 @@ def model_figures(path, folder, *, transform=None, suite=None, split="all", vmax
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
-    strips = MatrixStrips(titles, params, scale, units=units)
+    strips = MatrixStrips(titles, params, scale, units=units, layout=layout)
     try:
         for k, mid in enumerate(done):
             if mids is not None and mid not in mids:
@@ -109,7 +113,7 @@ def plot_model(path, mid: str, file, *, transform=None, suite=None, split="all",
     scale = shared_scale(values, vmax)
     matrix_strip(file, values[done.index(mid)], titles, params, scale,
                  caption=f"{mid}: variance matrices ({split} samples, {suite}/{transform})",
-                 units=units, size=2.4, dpi=100)
+                 units=units, layout="full")
 
 
 def report_store(path, folder, *, transform=None, suite=None, split="all", vmax=None,
@@ -137,21 +141,24 @@ def report_store(path, folder, *, transform=None, suite=None, split="all", vmax=
     assessment = _assessment(path, transform, done)
     bar = stage_progress("report", len(done) + 3, progress, unit="figure")
     scale = shared_scale(values, vmax)
-    strips = MatrixStrips(titles, params, scale, units=units)
-    try:
-        for k, mid in enumerate(done):
-            strips.draw(work / "models" / f"{mid}.png", values[k])
-            bar.advance(mid)
-    finally:
-        strips.close()
+    # per model: the gallery's thumbnail, and the full-size strip a click on it opens
+    (work / "models" / "full").mkdir()
+    thumbnails = MatrixStrips(titles, params, scale, units=units, layout="thumbnail")
+    full = MatrixStrips(titles, params, scale, units=units, layout="full")
+    for k, mid in enumerate(done):
+        thumbnails.draw(work / "models" / f"{mid}.png", values[k])
+        full.draw(work / "models" / "full" / f"{mid}.png", values[k])
+        bar.advance(mid)
     accuracy_curves(work / "accuracy.png", params, accuracy, labels, units=units,
                     title=f"accuracy of every model under {transform} ({suite})")
     bar.advance("accuracy")
-    figures = len(done) + 1
+    figures = 2 * len(done) + 1  # thumbnails, full-size strips, accuracy
     if assessment is not None and assessment["top"]:
         names, importance, std = zip(*assessment["top"])
         importance_bars(work / "importance.png", list(names), importance, std,
-                        title=f"top features of {assessment['chosen']}")
+                        title=f"top features of {assessment['chosen']} (permutation "
+                              f"importance)", n_evaluations=3 * assessment["repeats"],
+                        n_permutations=assessment["n_permutations"])
         figures += 1
     bar.advance("importance")
     context = {
@@ -160,6 +167,8 @@ def report_store(path, folder, *, transform=None, suite=None, split="all", vmax=
         "scale": dict(zip(titles, [float(v) for v in scale])), "label_source": label_source,
         "mids": done, "labels": labels, "robust": robust, "assessment": assessment,
         "models": models, "accuracy": accuracy, "titles": titles,
+        "strips": {"thumbnail": thumbnails.size, "full": full.size,
+                   "full_font_px": float(full.metadata["font_px_min"])},
     }
     (work / "index.html").write_text(page.render(context))
     (work / "report.json").write_text(json.dumps({
@@ -233,4 +242,10 @@ def _assessment(path, transform, mids) -> dict | None:
             "best_baseline": str(ds.attrs.get("best_baseline", "")), "top": top,
             "score": score, "predicted": predicted, "out_of_fold": oof,
             "repeats": int(ds.attrs.get("repeats", 0)),
+            "n_permutations": int(ds.attrs.get("n_permutations", 0)) or None,
+            "underpowered": str(ds.attrs.get("underpowered_reason", "")),
+            "best_feature": {key: ds.attrs[key] for key in (
+                "best_feature", "best_feature_rule", "best_feature_folds",
+                "best_feature_fits") if key in ds.attrs},
+            "score_kind": str(ds.attrs.get("score_kind", "")),
             "digest": str(ds.attrs.get("inputs_digest", ""))}
