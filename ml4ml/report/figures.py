@@ -290,9 +290,9 @@ def importance_bars(file, names, importance, std, *, title: str = "", n_evaluati
     ax.tick_params(axis="x", labelsize=FIGURE_FONT)
     folds = f"the {n_evaluations} test folds" if n_evaluations else "the test folds"
     shuffles = f" ({n_permutations} shuffles each)" if n_permutations else ""
-    ax.set_xlabel(f"bar: mean over {folds} of the drop in test accuracy when the feature "
-                  f"is shuffled{shuffles}\nwhisker: ± 1 standard deviation over {folds}",
-                  fontsize=FIGURE_FONT + 0.5)
+    ax.set_xlabel(f"bar: mean over {folds} of the drop in test accuracy\nwhen the "
+                  f"feature is shuffled{shuffles}\nwhisker: ± 1 standard deviation over "
+                  f"{folds}", fontsize=FIGURE_FONT + 0.5)
     if title:
         ax.set_title(title, fontsize=FIGURE_FONT + 2)
     ax.grid(axis="x", alpha=0.3)
