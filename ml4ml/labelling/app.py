@@ -235,12 +235,12 @@ class _Curves:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(5.2, 2.6), dpi=90)
+        fig, ax = plt.subplots(figsize=(6.0, 3.0), dpi=90)
         ax.set_xlim(params[0], params[-1])
         ax.set_ylim(0, 1)
-        ax.set_xlabel(f"parameter ({units})" if units else "parameter", fontsize=8)
-        ax.set_ylabel("accuracy", fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.set_xlabel(f"parameter ({units})" if units else "parameter", fontsize=10)
+        ax.set_ylabel("accuracy", fontsize=10)
+        ax.tick_params(labelsize=9)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.canvas.draw()
