@@ -42,3 +42,38 @@ def cases():
     checkout."""
     return [pytest.param(c, id=c) for c in SMALL_CASES + (LARGE_CASES if large_available()
                                                           else ())]
+
+
+def drifting_store(folder: Path, mids, drift, case: str = "small1") -> Path:
+    """A measured store ``folder/db.zarr`` of models imported from ``case``'s responses,
+    each model's confidence scaled by ``1 - drift(k, mid) * |parameter|`` (less sure away
+    from the identity; drift 0: as sure everywhere) and 1% seeded noise; labels.csv of
+    ``mid,label`` is the caller's."""
+    import gzip
+    import io
+
+    import numpy as np
+    from click.testing import CliRunner
+
+    from ml4ml.cli import cli
+
+    def run(*args):
+        return CliRunner().invoke(cli, [str(a) for a in args])
+
+    with gzip.open(results(case)) as file:
+        responses = np.load(io.BytesIO(file.read()))
+    path = folder / "db.zarr"
+    rng = np.random.default_rng(0)
+    params = responses[:, 0, 4]
+    for k, mid in enumerate(mids):
+        mine = responses.copy()
+        mine[..., 3] *= (1 - drift(k, mid) * np.abs(params))[:, None]
+        mine[..., 3] = np.clip(mine[..., 3] * (1 + 0.01 * rng.standard_normal(
+            mine.shape[:2])), 0, 1)
+        file = folder / f"{mid}_results.npy"
+        np.save(file, mine)
+        result = run("import-legacy", path, "--mid", mid, "--results", file, "--act",
+                     act(case))
+        assert result.exit_code == 0, result.output
+    assert run("measure", path, "-q").exit_code == 0
+    return path

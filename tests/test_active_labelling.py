@@ -1,7 +1,5 @@
 """Active labelling: the order of ActiveOrder, learning curves, and 'ml4ml label --learning-curve'."""
 
-import gzip
-import io
 
 import golden
 import numpy as np
@@ -37,23 +35,8 @@ def measured(tmp_path_factory):
     """20 imported models whose confidence drifts with the parameter unless 'invariant',
     each by its own amount; measured; labels.csv beside the store."""
     folder = tmp_path_factory.mktemp("active")
-    with gzip.open(golden.results("small1")) as file:
-        results = np.load(io.BytesIO(file.read()))
-    path = folder / "db.zarr"
-    rng = np.random.default_rng(0)
-    params = results[:, 0, 4]
-    for k, mid in enumerate(MIDS):
-        mine = results.copy()
-        drift = 0.004 * (k % 5) + (0.02 if mid not in INVARIANT else 0.0)
-        mine[..., 3] *= (1 - drift * np.abs(params))[:, None]
-        mine[..., 3] = np.clip(mine[..., 3] * (1 + 0.01 * rng.standard_normal(
-            mine.shape[:2])), 0, 1)
-        file = folder / f"{mid}.npy"
-        np.save(file, mine)
-        result = run("import-legacy", path, "--mid", mid, "--results", file, "--act",
-                     golden.act("small1"))
-        assert result.exit_code == 0, result.output
-    assert run("measure", path, "-q").exit_code == 0
+    golden.drifting_store(folder, MIDS, lambda k, mid: 0.004 * (k % 5) + (
+        0.02 if mid not in INVARIANT else 0.0))
     (folder / "labels.csv").write_text(
         "mid,label\n" + "".join(f"{m},{int(m in INVARIANT)}\n" for m in MIDS))
     return folder

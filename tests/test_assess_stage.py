@@ -1,18 +1,16 @@
 """Labels in the store, the assess command, the stored assessor, and the demo's design."""
 
-import gzip
 import hashlib
-import io
 import os
 from collections import Counter
 from pathlib import Path
 
+import golden
 import numpy as np
 import pytest
 import xarray as xr
 from click.testing import CliRunner
 
-import golden
 from ml4ml import store
 from ml4ml.assess.significance import significance_test
 from ml4ml.cli import cli
@@ -40,22 +38,9 @@ def digest(path) -> str:
 def measured(tmp_path_factory):
     """Nine imported models whose confidence drifts with the parameter unless 'invariant'."""
     folder = tmp_path_factory.mktemp("assess")
-    results = np.load(io.BytesIO(gzip.open(golden.results("small1")).read()))
-    path = folder / "db.zarr"
-    rng = np.random.default_rng(0)
-    params = results[:, 0, 4]
-    for k, mid in enumerate(MIDS):
-        mine = results.copy()
-        if mid not in INVARIANT:  # less sure away from the identity
-            mine[..., 3] *= (1 - 0.02 * np.abs(params) * (1 + 0.1 * k))[:, None]
-        mine[..., 3] = np.clip(mine[..., 3] * (1 + 0.01 * rng.standard_normal(
-            mine.shape[:2])), 0, 1)
-        file = folder / f"{mid}_results.npy"
-        np.save(file, mine)
-        result = run("import-legacy", path, "--mid", mid, "--results", file, "--act",
-                     golden.act("small1"))
-        assert result.exit_code == 0, result.output
-    assert run("measure", path, "-q").exit_code == 0
+    # less sure away from the identity unless invariant
+    golden.drifting_store(folder, MIDS, lambda k, mid: 0.0 if mid in INVARIANT
+                          else 0.02 * (1 + 0.1 * k))
     labels = folder / "labels.csv"
     labels.write_text("mid,label\n" + "".join(f"{m},{int(m in INVARIANT)}\n" for m in MIDS))
     return folder
