@@ -1,7 +1,5 @@
 """Labels in the store, the assess command, the stored assessor, and the demo's design."""
 
-import hashlib
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -10,6 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from click.testing import CliRunner
+from tree import digest
 
 from ml4ml import store
 from ml4ml.assess.significance import significance_test
@@ -22,16 +21,6 @@ INVARIANT = {"m1", "m3", "m5", "t1", "t3"}
 
 def run(*args):
     return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def digest(path) -> str:
-    h = hashlib.sha256()
-    for root, _, files in sorted(os.walk(path)):
-        for name in sorted(files):
-            file = Path(root) / name
-            h.update(str(file.relative_to(path)).encode())
-            h.update(file.read_bytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")

@@ -1,21 +1,18 @@
 """The command line end to end on the reference's golden files: import, measure, features."""
 
 import gzip
-import hashlib
 import io
 import json
-import os
-from pathlib import Path
 
+import golden
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from tree import digest as tree_digest
 
 from ml4ml import __version__, dims, store
 from ml4ml.cli import cli
-
-import golden
 
 PLUGIN = '''
 import numpy as np
@@ -32,16 +29,6 @@ def run(*args):
 def import_case(path, case, mid=None, suite=None):
     return run("import-legacy", path, "--mid", mid or case, "--suite", suite or case,
                "--results", golden.results(case), "--act", golden.act(case))
-
-
-def tree_digest(path) -> str:
-    h = hashlib.sha256()
-    for root, _, files in sorted(os.walk(path)):
-        for name in sorted(files):
-            f = Path(root) / name
-            h.update(str(f.relative_to(path)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def test_help_and_version():

@@ -2,7 +2,6 @@
 browser on it (and on a page of another origin that tries to write)."""
 
 import gzip
-import hashlib
 import io
 import json
 import re
@@ -13,16 +12,17 @@ import threading
 import urllib.error
 import urllib.request
 
+import browser
+import golden
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
+from tree import digest
 
-import browser
-import golden
 from ml4ml.cli import cli
-from ml4ml.labelling.app import create_app
 from ml4ml.labelling.access import Access, access_file
+from ml4ml.labelling.app import create_app
 from ml4ml.labelling.guard import Hosts
 from ml4ml.store.labels import read_labels
 
@@ -93,18 +93,6 @@ def walk(client, token):
 def mid_of(path, rater, alias):
     access = Access.open(str(path), [rater])
     return {a: m for m, a in access.aliases(rater, MIDS).items()}[alias]
-
-
-def labels_state(path) -> str:
-    """A digest of every byte under labels/ (nothing there: '')."""
-    folder = path / "labels"
-    if not folder.exists():
-        return ""
-    digest = hashlib.sha256()
-    for file in sorted(folder.rglob("*")):
-        if file.is_file():
-            digest.update(str(file.relative_to(folder)).encode() + file.read_bytes())
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------ the API
@@ -246,11 +234,11 @@ def test_only_an_invited_raters_token_reads_or_writes(served, path):
 def test_a_second_raters_token_cannot_write_as_the_first(served, path):
     client, tokens = served
     ann = walk(client, tokens["ann"])
-    before = labels_state(path)
+    before = digest(path / "labels")
     for body in ({"alias": ann[0], "label": 1}, {"alias": ann[0], "label": 1, "rater": "ann"}):
         assert post(client, body, tokens["bob"]).status_code in (400, 404)
     assert get(client, f"/images/{ann[0]}/matrices.png", tokens["bob"]).status_code == 404
-    assert labels_state(path) == before == ""
+    assert digest(path / "labels") == before == "absent"
     bob = get(client, "/api/next", tokens["bob"]).json()["alias"]
     assert post(client, {"alias": bob, "label": 0}, tokens["bob"]).status_code == 200
     ds = read_labels(str(path), "rotation")
@@ -280,13 +268,13 @@ def test_a_cross_site_write_is_refused_even_with_the_token(served, path, case):
     alias = get(client, "/api/next", tokens["ann"]).json()["alias"]
     assert post(client, {"alias": walk(client, tokens["ann"])[1], "label": 0},
                 tokens["ann"]).status_code == 200
-    before = labels_state(path)
+    before = digest(path / "labels")
     ratings = read_labels(str(path), "rotation")[["rating", "rated_at"]]
     body = json.dumps({"alias": alias, "label": 1}).encode()
     answer = client.post(f"/api/labels?token={tokens['ann']}", content=body,
                          headers=CROSS_SITE[case])
     assert answer.status_code == 403 and answer.json()["error"].startswith("refused: ")
-    assert labels_state(path) == before
+    assert digest(path / "labels") == before
     after = read_labels(str(path), "rotation")[["rating", "rated_at"]]
     for name in ("rating", "rated_at"):
         assert after[name].values.tobytes() == ratings[name].values.tobytes()
@@ -677,7 +665,7 @@ def test_a_page_of_another_origin_cannot_write_in_chromium(path, tmp_path):
         other = fetch(f"{base}/api/next?any=1&after={alias}&token={token}")[1]["alias"]
         assert fetch(f"{base}/api/labels", json.dumps({"alias": other, "label": 0}).encode(),
                      own)[0] == 200  # one real label, to stay byte-identical
-        before = labels_state(path)
+        before = digest(path / "labels")
         ratings = read_labels(str(path), "rotation")[["rating", "rated_at"]].load()
         target = f"{base}/api/labels?token={token}"
         (site / "attack.html").write_text(ATTACK.replace("__URL__", target)
@@ -697,7 +685,7 @@ def test_a_page_of_another_origin_cannot_write_in_chromium(path, tmp_path):
                 page.wait_for_url(target)
                 assert "refused: a write must be sent as Content-Type: application/json" in \
                     page.inner_text("body")
-        assert labels_state(path) == before
+        assert digest(path / "labels") == before
         after = read_labels(str(path), "rotation")[["rating", "rated_at"]]
         for name in ("rating", "rated_at"):
             assert after[name].values.tobytes() == ratings[name].values.tobytes()

@@ -9,20 +9,19 @@ gets further. Stores are real, on disk; a store that exists is left byte for byt
 """
 
 import gzip
-import hashlib
 import io
 import json
 import re
 import shlex
 import shutil
-from pathlib import Path
 
+import golden
 import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
+from tree import digest
 
-import golden
 from ml4ml.cli import cli
 
 SPEC = """
@@ -64,19 +63,6 @@ def one_line(result, *needles) -> str:
     for needle in needles:
         assert needle in line, (needle, line)
     return line
-
-
-def digest(path: Path) -> str:
-    if not path.exists():
-        return "absent"
-    h = hashlib.sha256()
-    if path.is_file():
-        h.update(path.read_bytes())
-        return h.hexdigest()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
