@@ -94,7 +94,7 @@ def test_probe_and_measure_on_a_scheduler_started_by_hand_equal_a_serial_run(tmp
     for folder, extra in ((serial, []), (cluster, ["--scheduler", scheduler])):
         result = ml4ml("probe", "spec.toml", *extra, cwd=folder)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "probed 4 (model, suite, transform)" in result.stdout, result.stdout
+        assert "probe: 4 probed, 0 already," in result.stdout, result.stdout
         result = ml4ml("measure", "db.zarr", *extra, cwd=folder)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "measured 4 model(s)" in result.stdout, result.stdout
