@@ -118,3 +118,57 @@ def test_probe_and_measure_on_a_scheduler_started_by_hand_equal_a_serial_run(tmp
     np.testing.assert_allclose(mb["value"].values, ma["value"].values, rtol=1e-12, atol=0,
                                equal_nan=True)
     assert np.isfinite(ma["value"].values).mean() > 0.5
+
+
+RAISES = '''
+import torch
+from torch import nn
+
+
+class Raises(nn.Module):
+    """Fine on the few images add-models tries; raises on a probe's batches."""
+
+    def __init__(self, num_classes=10, in_channels=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 4, 3)
+        self.conv2 = nn.Conv2d(4, 4, 3)
+        self.head = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        if x.shape[0] > 20:
+            raise RuntimeError(f"exploded on a batch of {x.shape[0]}")
+        return self.head(self.conv2(torch.relu(self.conv1(x))).mean(dim=(2, 3)))
+'''
+
+
+def test_one_bad_model_on_a_scheduler_started_by_hand_fails_alone(tmp_path, scheduler,
+                                                                  monkeypatch):
+    import torch
+    from click.testing import CliRunner
+
+    from ml4ml.cli import cli
+
+    (tmp_path / "spec.toml").write_text(SPEC)
+    (tmp_path / "badnets.py").write_text(RAISES)
+    assert ml4ml("train", "spec.toml", "-q", cwd=tmp_path).returncode == 0
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    from badnets import Raises
+
+    torch.save(Raises().state_dict(), tmp_path / "x01.pt")
+    added = CliRunner().invoke(cli, ["add-models", "db.zarr", "x01.pt", "--arch",
+                                     "module:badnets:Raises"])
+    assert added.exit_code == 0, added.output
+
+    result = ml4ml("probe", "spec.toml", "--scheduler", scheduler, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    for noise in ("Traceback", "Compute Failed", "CancelledError", "distributed."):
+        assert noise not in output, (noise, output)
+    (line,) = [line for line in output.splitlines() if "x01" in line]
+    assert line.startswith("probe: 4 probed, 0 already, 1 failed: x01 (RuntimeError: "
+                           "exploded on a batch of"), line
+    result = ml4ml("measure", "db.zarr", "--scheduler", scheduler, "-q", cwd=tmp_path)
+    assert result.returncode == 0 and "measured 4 model(s)" in result.stdout, result.stderr
+    measures = store.open_group(str(tmp_path / "db.zarr"), "measures/digits/rotation")
+    assert len(store.done_mids(measures)) == 4 and "x01" not in store.done_mids(measures)

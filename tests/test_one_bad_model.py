@@ -82,6 +82,17 @@ class NaNs(Small):
         return out * float("nan") if x.shape[0] > 20 else out
 
 
+class Dies(Small):
+    """Kills its own process on batches larger than 20 (as the out-of-memory killer would)."""
+
+    def forward(self, x):
+        if x.shape[0] > 20:
+            import os
+
+            os._exit(3)
+        return self.logits(x)
+
+
 class Flat(Small):
     """The same outputs and activations for every image: every variance matrix is 0."""
 
@@ -176,7 +187,7 @@ def probe_digests(path) -> dict:
 
 
 @pytest.mark.parametrize("kind, workers", [
-    ("raises", None), ("raises", 2), ("nan", 2), ("replaced", None)])
+    ("raises", None), ("raises", 2), ("nan", 2), ("replaced", None), ("dies", 2)])
 def test_probe_finishes_every_other_model_and_names_the_bad_one_once(folder, monkeypatch,
                                                                       kind, workers):
     if kind == "replaced":  # a state dict replaced by other bytes after it was added
@@ -188,13 +199,16 @@ def test_probe_finishes_every_other_model_and_names_the_bad_one_once(folder, mon
                    folder / "x01.pt")
         reason = "sha256"
     else:
-        arch = {"raises": "Raises", "nan": "NaNs"}[kind]
+        arch = {"raises": "Raises", "nan": "NaNs", "dies": "Dies"}[kind]
         add_model(folder, monkeypatch, "x01", f"module:badnets:{arch}",
                   state_dict(folder, arch))
         reason = {"raises": "(RuntimeError: exploded on a batch of 80)",
-                  "nan": "'prob' values are NaN or infinite"}[kind]
+                  "nan": "'prob' values are NaN or infinite",
+                  "dies": "the worker process running it died"}[kind]
     extra = ["--workers", str(workers)] if workers else []
-    result = ml4ml("probe", "spec.toml", *extra, cwd=folder)  # progress lines included
+    # a task whose worker died is not tried on another (the default tries 3 more workers)
+    env = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"} if kind == "dies" else None
+    result = ml4ml("probe", "spec.toml", *extra, cwd=folder, env=env)  # with progress lines
 
     assert result.returncode == 1, result.stdout + result.stderr
     output = quiet_terminal(result)
@@ -206,11 +220,14 @@ def test_probe_finishes_every_other_model_and_names_the_bad_one_once(folder, mon
     assert store.done_mids(probes) == ["m001", "m002", "m003"]
     assert reason.strip("()") in str(probes[store.ERROR].sel({dims.MID: "x01"}).values)
     log = (folder / "db.zarr.log").read_text()
-    assert "probe: model x01 failed on digits/rotation" in log and "Traceback" in log
+    assert "probe: model x01 failed on digits/rotation" in log
+    assert ("KilledWorker" if kind == "dies" else "Traceback") in log
     if kind == "raises":  # what its forward warned and logged went to the log only
         assert "a warning from the forward of Raises" in log
         assert "Failed to communicate with scheduler during heartbeat" in log
 
+    if kind == "dies":
+        return  # its rerun would be the same again
     # a rerun retries x01 only: the others' probes stay as they are
     before = probe_digests(folder / "db.zarr")
     again = ml4ml("probe", "spec.toml", "-q", cwd=folder)
