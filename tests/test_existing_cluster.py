@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from ml4ml import dims, store
+from badmodels import write_badnets
 from processes import ml4ml
 
 SPEC = """
@@ -120,27 +121,6 @@ def test_probe_and_measure_on_a_scheduler_started_by_hand_equal_a_serial_run(tmp
     assert np.isfinite(ma["value"].values).mean() > 0.5
 
 
-RAISES = '''
-import torch
-from torch import nn
-
-
-class Raises(nn.Module):
-    """Fine on the few images add-models tries; raises on a probe's batches."""
-
-    def __init__(self, num_classes=10, in_channels=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 4, 3)
-        self.conv2 = nn.Conv2d(4, 4, 3)
-        self.head = nn.Linear(4, num_classes)
-
-    def forward(self, x):
-        if x.shape[0] > 20:
-            raise RuntimeError(f"exploded on a batch of {x.shape[0]}")
-        return self.head(self.conv2(torch.relu(self.conv1(x))).mean(dim=(2, 3)))
-'''
-
-
 def test_one_bad_model_on_a_scheduler_started_by_hand_fails_alone(tmp_path, scheduler,
                                                                   monkeypatch):
     import torch
@@ -149,7 +129,7 @@ def test_one_bad_model_on_a_scheduler_started_by_hand_fails_alone(tmp_path, sche
     from ml4ml.cli import cli
 
     (tmp_path / "spec.toml").write_text(SPEC)
-    (tmp_path / "badnets.py").write_text(RAISES)
+    write_badnets(tmp_path)
     assert ml4ml("train", "spec.toml", "-q", cwd=tmp_path).returncode == 0
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)

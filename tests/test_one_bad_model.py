@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from ml4ml import dims, store
 from ml4ml.cli import cli
+from badmodels import write_badnets
 from processes import ml4ml
 
 SPEC = """
@@ -39,73 +40,6 @@ seed = 1
 mid = "m003"
 seed = 2
 """
-
-# models that pass add-models' checks (a few images at a time, identity only) and fail
-# when probed (16 images x 5 angles = 80 per forward pass)
-BADNETS = '''
-import logging
-import warnings
-
-import torch
-from torch import nn
-
-
-class Small(nn.Module):
-    def __init__(self, num_classes=10, in_channels=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 4, 3)
-        self.conv2 = nn.Conv2d(4, 4, 3)
-        self.head = nn.Linear(4, num_classes)
-
-    def logits(self, x):
-        return self.head(self.conv2(torch.relu(self.conv1(x))).mean(dim=(2, 3)))
-
-
-class Raises(Small):
-    """Raises on batches larger than 20, after a warning and an error in distributed's log
-    (as a worker's heartbeat failure would be)."""
-
-    def forward(self, x):
-        if x.shape[0] > 20:
-            warnings.warn("a warning from the forward of Raises")
-            logging.getLogger("distributed.worker").error(
-                "Failed to communicate with scheduler during heartbeat (a test's message)")
-            raise RuntimeError(f"exploded on a batch of {x.shape[0]}")
-        return self.logits(x)
-
-
-class NaNs(Small):
-    """NaN logits on batches larger than 20."""
-
-    def forward(self, x):
-        out = self.logits(x)
-        return out * float("nan") if x.shape[0] > 20 else out
-
-
-class Dies(Small):
-    """Kills its own process on batches larger than 20 (as the out-of-memory killer would)."""
-
-    def forward(self, x):
-        if x.shape[0] > 20:
-            import os
-
-            os._exit(3)
-        return self.logits(x)
-
-
-class Flat(Small):
-    """The same outputs and activations for every image: every variance matrix is 0."""
-
-    def __init__(self, num_classes=10, in_channels=1):
-        super().__init__(num_classes, in_channels)
-        for parameter in self.parameters():
-            nn.init.zeros_(parameter)
-        nn.init.constant_(self.conv1.bias, 0.5)
-        nn.init.constant_(self.head.bias, 0.1)
-
-    def forward(self, x):
-        return self.logits(x)
-'''
 
 # a registered measure that raises on the matrices of a model whose responses never change
 FLAT_MEASURE = '''
@@ -144,7 +78,7 @@ def trained(tmp_path_factory):
     """Three trained CNN5 models and the bad architectures' module, never changed."""
     folder = tmp_path_factory.mktemp("onebad")
     (folder / "spec.toml").write_text(SPEC)
-    (folder / "badnets.py").write_text(BADNETS)
+    write_badnets(folder)
     (folder / "flat_measure.py").write_text(FLAT_MEASURE)
     result = CliRunner().invoke(cli, ["train", str(folder / "spec.toml"), "-q"])
     assert result.exit_code == 0, result.output
