@@ -178,8 +178,14 @@ def test_a_replaced_checkpoint_put_back_is_probed_by_the_rerun(folder, monkeypat
     add_model(folder, monkeypatch, "x01", "cnn5", weights)
     good = (folder / "x01.pt").read_bytes()
     (folder / "x01.pt").write_bytes(good[: len(good) // 2])
-    result = ml4ml("probe", "spec.toml", "-q", cwd=folder)
+    missing = ml4ml("probe", "spec.toml", "-q", "--log", "logs/probe.log", cwd=folder)
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr == "error: logs/probe.log: field '--log': folder 'logs' does not " \
+                             "exist (create it first, or write somewhere else)\n"
+    result = ml4ml("probe", "spec.toml", "-q", "--log", "probe.log", cwd=folder)
     assert result.returncode == 1 and "1 failed: x01 (" in result.stdout
+    assert "probe: model x01 failed" in (folder / "probe.log").read_text()
+    assert not (folder / "db.zarr.log").exists()
     (folder / "x01.pt").write_bytes(good)
     again = ml4ml("probe", "spec.toml", "-q", cwd=folder)
     assert again.returncode == 0, again.stderr
