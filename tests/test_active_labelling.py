@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from ml4ml import store
 from ml4ml.assess.estimators import make_assessor
@@ -20,7 +20,7 @@ from ml4ml.labelling.active import (
     learning_curve,
     rater_learning_curve,
 )
-from ml4ml.store.labels import write_rating
+from ml4ml.store.labels import pick_names, read_labels, write_rating
 
 MIDS = [f"m{k:02d}" for k in range(1, 17)] + ["t1", "t2", "t3", "t4"]
 INVARIANT = {m for k, m in enumerate(MIDS) if k % 2 == 0}
@@ -148,21 +148,23 @@ def test_bad_parameters_are_refused_in_one_line(features):
         ActiveOrder(features, n_start=0, assessor=L2LinearThreshold()).next(truth(MIDS[:4]))
 
 
-def test_the_learning_curve_equals_cross_val_score(features):
+def test_the_learning_curve_with_every_label_scored_is_cross_validation(features):
     ordered = [(m, int(m in INVARIANT)) for m in reversed(MIDS)] + [("nope", 1), ("m01", -1)]
     curve = learning_curve(features, ordered, min_labels=6, step=5, folds=5, seed=2)
     assert curve["n_labels"].tolist() == [6, 11, 16, 20]
+    assert curve["n_scored"].tolist() == [6, 11, 16, 20]
     X = features.loc[list(reversed(MIDS))].to_numpy()
     y = np.array([int(m in INVARIANT) for m in reversed(MIDS)])
     for row in curve.itertuples():
         n = row.n_labels
         k = min(5, np.bincount(y[:n]).min())
-        scores = cross_val_score(make_assessor("logistic", 2).set_params(model__C=PENALTY_C),
-                                 X[:n], y[:n],
-                                 cv=StratifiedKFold(k, shuffle=True, random_state=2))
+        predicted = cross_val_predict(
+            make_assessor("logistic", 2).set_params(model__C=PENALTY_C), X[:n], y[:n],
+            cv=StratifiedKFold(k, shuffle=True, random_state=2))
+        a = np.mean(predicted == y[:n])
         assert row.n_folds == k
-        assert row.accuracy == pytest.approx(scores.mean(), abs=1e-12)
-        assert row.sd == pytest.approx(scores.std(), abs=1e-12)
+        assert row.accuracy == pytest.approx(a, abs=1e-12)
+        assert row.se == pytest.approx(np.sqrt(a * (1 - a) / n), abs=1e-12)
     assert curve["n_folds"].tolist() == [3, 5, 5, 5]
     # one class among the first n: no estimate; fewer than min_labels: no rows
     one = [(m, 1) for m in MIDS[:3]] + [(m, int(m in INVARIANT)) for m in MIDS[3:12]]
@@ -173,39 +175,82 @@ def test_the_learning_curve_equals_cross_val_score(features):
     assert learning_curve(features, ordered[:5], min_labels=6).empty
 
 
+def test_the_learning_curve_scores_the_random_picks_and_fits_on_every_label(features):
+    """Each random pick is predicted by the assessor fit on every other label of the
+    first n (the chosen picks included) but its fold's; the chosen picks are never
+    scored. Computed here with plain sklearn fits."""
+    ordered = [(m, int(m in INVARIANT)) for m in MIDS]
+    scored = np.array([k % 3 != 1 for k in range(len(MIDS))])  # 1 in 3 chosen
+    curve = learning_curve(features, ordered, scored=scored, min_labels=12, step=4, seed=1)
+    X = features.loc[MIDS].to_numpy()
+    y = np.array([v for _, v in ordered])
+    for row in curve.itertuples():
+        n = row.n_labels
+        picks = np.flatnonzero(scored[:n])
+        k = min(5, np.bincount(y[picks]).min())
+        right = 0
+        for _, test in StratifiedKFold(k, shuffle=True, random_state=1).split(picks, y[picks]):
+            train = np.setdiff1d(np.arange(n), picks[test])
+            assert not set(train) & set(picks[test]) and len(train) == n - len(test)
+            model = make_assessor("logistic", 1).set_params(model__C=PENALTY_C)
+            right += np.sum(model.fit(X[train], y[train]).predict(X[picks[test]]) ==
+                            y[picks[test]])
+        assert (row.n_scored, row.n_folds) == (picks.size, k)
+        assert row.accuracy == pytest.approx(right / picks.size, abs=1e-12)
+    assert curve["n_labels"].tolist() == [12, 16, 20]
+    assert curve["n_scored"].tolist() == [8, 11, 13]
+    with pytest.raises(InputError, match="'scored' must have one entry per label"):
+        learning_curve(features, ordered, scored=scored[:5])
+
+
 def test_a_raters_curve_follows_the_order_of_the_ratings(path, features):
     given = ["t2", "m05", "m02", "m11", "m08", "m01", "t1", "m14", "m03", "m04", "m13",
              "m16"]
+    picks = ["start"] * 5 + ["least_sure", "random", "least_sure", "browsed", "random",
+                             "least_sure", "seeded"]
     with store.writing(path, "test"):
-        for mid in given:
-            write_rating(path, "rotation", "ann", mid, int(mid in INVARIANT))
-        write_rating(path, "rotation", "ann", "m06", -1)  # skipped: not a label
+        for mid, pick in zip(given, picks):
+            write_rating(path, "rotation", "ann", mid, int(mid in INVARIANT), pick=pick)
+        write_rating(path, "rotation", "ann", "m06", -1, pick="start")  # skipped: no label
     curve = rater_learning_curve(path, "rotation", "ann", min_labels=10, step=1)
+    scored = [p in ("start", "random", "seeded") for p in picks]
     expected = learning_curve(features, [(m, int(m in INVARIANT)) for m in given],
-                              min_labels=10, step=1)
+                              scored=scored, min_labels=10, step=1)
     pd.testing.assert_frame_equal(curve, expected)
-    assert curve.attrs == {"who": "rater ann", "n_labels": 12,
-                           "order": "the order the ratings were given (rated_at)"}
+    assert curve.attrs == {"who": "rater ann", "n_labels": 12, "n_scored": 8,
+                           "order": "the order the ratings were given (rated_at)",
+                           "picks": {"browsed": 1, "least_sure": 3, "random": 2, "seeded": 1,
+                                     "start": 5},
+                           "unrecorded": 0}
 
 
 def test_the_cli_prints_each_raters_curve_and_draws_it(path, tmp_path, features):
     with store.writing(path, "test"):
-        for mid in MIDS[:12]:
-            write_rating(path, "rotation", "ann", mid, int(mid in INVARIANT))
-        for mid in MIDS[8:]:
+        for k, mid in enumerate(MIDS[:12]):
+            write_rating(path, "rotation", "ann", mid, int(mid in INVARIANT),
+                         pick="start" if k < 10 else "least_sure")
+        for mid in MIDS[8:]:  # as rated before picks were recorded
             write_rating(path, "rotation", "bob", mid, int(mid in INVARIANT))
     plot = tmp_path / "curve.png"
     result = run("label", path, "--transform", "rotation", "--learning-curve", "--plot", plot)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == ("rotation, rater ann: 12 label(s), in the order the ratings were "
-                        "given (rated_at)")
-    assert lines[1].split() == ["labels", "out-of-fold", "accuracy", "sd", "folds"]
-    ann = learning_curve(features, [(m, int(m in INVARIANT)) for m in MIDS[:12]])
+                        "given (rated_at); 10 random pick(s) scored, 2 fit on only (picks: "
+                        "least_sure 2, start 10)")
+    assert lines[1].split() == ["labels", "scored", "accuracy", "se", "folds"]
+    ann = learning_curve(features, [(m, int(m in INVARIANT)) for m in MIDS[:12]],
+                         scored=[True] * 10 + [False] * 2)
     assert [line.split() for line in lines[2:4]] == [
-        [str(r.n_labels), f"{r.accuracy:.3f}", f"{r.sd:.3f}", str(r.n_folds)]
-        for r in ann.itertuples()]
-    assert lines[4].startswith("rotation, rater bob: 12 label(s)")
+        [str(r.n_labels), str(r.n_scored), f"{r.accuracy:.3f}", f"{r.se:.3f}",
+         str(r.n_folds)] for r in ann.itertuples()]
+    assert lines[4] == ("rotation, rater bob: 12 label(s), in the order the ratings were "
+                        "given (rated_at); 12 random pick(s) scored, 0 fit on only (picks: "
+                        "unrecorded 12)")
+    assert lines[5] == ("  12 label(s) given before the store recorded how models were "
+                        "picked count as random picks")
+    assert lines[-2].startswith("(accuracy on the models not yet labelled, estimated from "
+                                "your random picks only")
     assert lines[-1] == f"wrote {plot}"
     assert Image.open(plot).size == (700, 400)
     only = run("label", path, "--transform", "rotation", "--learning-curve", "--rater", "bob")
@@ -237,6 +282,7 @@ def test_a_source_without_order_is_shuffled_by_seed(path, features):
                               seed=4)
     pd.testing.assert_frame_equal(curve, expected)
     assert curve.attrs["who"] == "source file" and curve.attrs["n_labels"] == 20
+    assert curve.attrs["n_scored"] == 20 and curve.attrs["picks"] == {"seeded": 20}
 
 
 def test_the_page_in_active_order_asks_what_active_order_picks_and_shows_the_curve(path):
@@ -273,10 +319,24 @@ def test_the_page_in_active_order_asks_what_active_order_picks_and_shows_the_cur
         assert answer.status_code == 200, answer.text
         labels[mid] = int(mid in INVARIANT)
     assert least_sure >= 5 and client.get("/api/next", headers=headers).json()["done"]
+    # the store says how each was picked: the start and the coin's random picks are the
+    # random picks the curve scores; the least-sure picks are fit on only
+    ds = read_labels(str(path), "rotation")
+    kinds = dict(zip(ds["mid"].values, pick_names(ds["pick"].sel(rater="ann").values)))
+    given = list(labels)
+    expected_kinds = ["start" if n < 10 else "random" if random_step[n] else "least_sure"
+                      for n in range(len(MIDS))]
+    assert [kinds[m] for m in given] == expected_kinds
     curve = client.get("/api/curve", headers=headers).json()
-    expected = rater_learning_curve(path, "rotation", "ann")
+    scored = [k != "least_sure" for k in expected_kinds]
+    expected = learning_curve(features, [(m, labels[m]) for m in given], scored=scored)
     assert curve["order"] == "active" and curve["labelled"] == 20
+    assert curve["scored"] == sum(scored) == 20 - least_sure
+    assert curve["picks"] == {"least_sure": least_sure, "start": 10,
+                              "random": 10 - least_sure}
     assert [p["n_labels"] for p in curve["points"]] == expected["n_labels"].tolist()
+    assert [p["n_scored"] for p in curve["points"]] == expected["n_scored"].tolist()
     assert np.allclose([p["accuracy"] for p in curve["points"]], expected["accuracy"],
                        atol=1e-4)
+    assert "random picks" in curve["what"] and "never scored" in curve["what"]
     assert "Order: active" in client.get("/", headers=headers).text

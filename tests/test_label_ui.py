@@ -90,6 +90,12 @@ def walk(client, token):
     return seen
 
 
+def forgeries(token):
+    """Tokens that are not ``token`` but start like it, or are it and more: a page that
+    compares only a prefix (or ``startswith``) would let them in."""
+    return [token[:-1], token[:len(token) // 2], token[:1], token + "A", token + token]
+
+
 def mid_of(path, rater, alias):
     access = Access.open(str(path), [rater])
     return {a: m for m, a in access.aliases(rater, MIDS).items()}[alias]
@@ -100,6 +106,7 @@ def test_next_gives_the_raters_own_seeded_order_and_resumes(served, path):
     client, tokens = served
     first = get(client, "/api/next", tokens["ann"]).json()
     assert first["progress"] == {"labelled": 0, "skipped": 0, "total": 6,
+                                 "overlap": {"total": 0, "rated": 0},
                                  "text": "0 of 6 labelled"}
     alias = first["alias"]
     assert re.fullmatch(r"[a-z2-7]{8}", alias)
@@ -169,6 +176,50 @@ def test_a_skip_is_recorded_shown_and_asked_again_last(served, path):
     assert done["progress"]["text"] == "6 of 6 labelled"
 
 
+def test_next_after_a_model_goes_on_after_it_in_the_raters_order(served, path):
+    """The page asks /api/next?after=ALIAS after every label: the first unrated model
+    after ALIAS in the rater's order (wrapping), not the first unrated of all, so a rater
+    who stepped ahead with the arrows goes on from there."""
+    client, tokens = served
+    token = tokens["ann"]
+    order = walk(client, token)
+    assert get(client, f"/api/next?after={order[2]}", token).json()["alias"] == order[3]
+    assert post(client, {"alias": order[3], "label": 1}, token).status_code == 200
+    assert get(client, f"/api/next?after={order[3]}", token).json()["alias"] == order[4]
+    assert get(client, f"/api/next?after={order[5]}", token).json()["alias"] == order[0]
+    assert get(client, "/api/next", token).json()["alias"] == order[0]  # no after: the first
+    for alias in order[4:]:
+        post(client, {"alias": alias, "label": 0}, token)
+    # order[3:] rated: after order[4] the next unrated wraps round to order[0]; after
+    # order[0] it is order[1], the models skipped over in between
+    assert get(client, f"/api/next?after={order[4]}", token).json()["alias"] == order[0]
+    assert get(client, f"/api/next?after={order[0]}", token).json()["alias"] == order[1]
+
+
+def test_the_store_records_how_each_model_was_picked(served, path):
+    """pick (rater, mid): the kind of the model /api/next offered ('seeded'), 'browsed'
+    for a model reached with the arrows and rated, kept from the first rating on; after a
+    restart the order's own pick is recognised without a new /api/next."""
+    from ml4ml.store.labels import PICKS, pick_names
+
+    client, tokens = served
+    token = tokens["ann"]
+    order = walk(client, token)
+    assert get(client, "/api/next", token).json()["alias"] == order[0]
+    post(client, {"alias": order[0], "label": 1}, token)  # the one offered
+    post(client, {"alias": order[2], "label": None}, token)  # stepped to with the arrows
+    post(client, {"alias": order[2], "label": 0}, token)  # labelled later: still browsed
+    again, _ = open_app(path)  # a restart: nothing offered yet in this process
+    post(again, {"alias": order[1], "label": 0}, token)  # what the order offers now
+    ds = read_labels(str(path), "rotation")
+    assert ds["pick"].attrs["flag_meanings"].split() == list(PICKS)
+    assert ds["pick"].attrs["flag_values"] == list(PICKS.values())
+    kinds = pick_names(ds["pick"].sel(rater="ann").values)
+    by_alias = {a: kinds[list(ds["mid"].values).index(mid_of(path, "ann", a))] for a in order}
+    assert [by_alias[a] for a in order] == ["seeded", "seeded", "browsed", "", "", ""]
+    assert ds["rating"].sel(rater="ann", mid=mid_of(path, "ann", order[2])).item() == 0
+
+
 BODIES = [
     (b"{bad json", 400, "the body must be JSON"),
     (b"[1, 2]", 400, "a JSON object"),
@@ -219,6 +270,9 @@ def test_only_an_invited_raters_token_reads_or_writes(served, path):
         assert ask({}, "token=").status_code == 401
         assert ask({"Authorization": "Basic YW5uOmFubg=="}).status_code == 401
         assert ask(bearer(tokens["ann"] + "x")).status_code == 403, url
+        for forged in forgeries(tokens["ann"]):  # a prefix, or more, of a valid token
+            assert ask(bearer(forged)).status_code == 403, (url, forged)
+            assert ask({}, "token=" + forged).status_code == 403, (url, forged)
         assert ask({}, "token=nope").status_code == 403, url
         assert ask(bearer(tokens["ann"]), "token=" + tokens["bob"]).status_code == 403
         assert ask({}, f"token={tokens['ann']}&rater=bob").status_code == 400, url
@@ -443,8 +497,9 @@ def test_two_raters_at_once_lose_nothing(path):
     # agreement and the merged labels from the command line (the admin's side: model ids)
     result = run("label", path, "--transform", "rotation", "--agreement")
     assert result.exit_code == 0, result.output
-    assert "ann: 6 invariant, 0 variant, 0 unlabelled" in result.output
-    assert re.search(r"Cohen's kappa (ann / bob|bob / ann): ", result.output)
+    assert "ann: 6 invariant, 0 variant, 0 skipped, 0 not rated" in result.output
+    assert re.search(r"Cohen's kappa (ann / bob|bob / ann): 0.000 on the 6 model\(s\) both "
+                     r"labelled", result.output)
     assert "Krippendorff's alpha" in result.output
     shown = run("label", path, "--transform", "rotation", "--show").output
     # the table shows model ids; the raters' columns come in the order they first wrote
@@ -458,6 +513,49 @@ def test_two_raters_at_once_lose_nothing(path):
     assert "0 model(s) labelled (0 invariant), 6 tie(s): m1, m2, m3, m4, t1, t2" in \
         result.output
     assert read_labels(str(path), "rotation").attrs["current_source"] == "expert"
+
+
+def test_the_page_label_show_and_the_store_count_the_same_models(path, tmp_path):
+    """Two models added after the measure pass are in the store (models table, labels
+    group) but not measured: the page cannot show them, and neither it, 'label --show'
+    nor 'label --agreement' counts them; all three say which set they count."""
+    results = np.load(io.BytesIO(gzip.open(golden.results("small2")).read()))
+    np.save(tmp_path / "late.npy", results)
+    for mid in ("m7", "m8"):
+        assert run("import-legacy", path, "--mid", mid, "--results", tmp_path / "late.npy",
+                   "--act", golden.act("small2")).exit_code == 0
+    client, tokens = open_app(path)
+    order = walk(client, tokens["ann"])
+    for alias, label in zip(order, (1, 0, None, 1)):
+        post(client, {"alias": alias, "label": label}, tokens["ann"])
+    progress = get(client, "/api/next", tokens["ann"]).json()["progress"]
+    assert (progress["labelled"], progress["skipped"], progress["total"]) == (3, 1, 6)
+    assert "Counted: the 6 model(s) measured for rotation (suite " in \
+        client.get(f"/?token={tokens['ann']}").text
+    # the store: a row for every model of the table, ratings on the measured ones only
+    ds = read_labels(str(path), "rotation")
+    assert sorted(ds["mid"].values) == sorted(MIDS + ["m7", "m8"])
+    rated = ds.sel(rater="ann", mid=MIDS)
+    skipped = (rated["rating"] == -1) & rated["rated_at"].notnull()
+    store_counts = (int((rated["rating"] >= 0).sum()), int(skipped.sum()), rated.sizes["mid"])
+    assert store_counts == (3, 1, 6)
+    shown = run("label", path, "--transform", "rotation", "--show").output.splitlines()
+    header = shown[0].split()
+    assert header[-1] == "measured"
+    marks = {line.split()[0]: line.split()[-1] for line in shown[1:9]}
+    assert marks == {**{m: "yes" for m in MIDS}, "m7": "no", "m8": "no"}
+    assert sorted(line.split()[header.index("rater:ann")] for line in shown[1:9]) == \
+        sorted(["1", "0", "s", "1", "-", "-", "-", "-"])
+    assert shown[9] == ("(* current source: none; 1 invariant, 0 variant, s skipped, - unknown "
+                        "or not rated)")
+    assert re.fullmatch(r"ratings counted over the 6 model\(s\) measured for rotation \(suite "
+                        r"\S+\), the models the labelling page shows:", shown[10])
+    assert shown[11] == "  ann: 3 of 6 labelled (2 invariant, 1 variant), 1 skipped, 2 not rated"
+    assert shown[12] == ("2 more model(s) in the store are not measured for rotation "
+                         "(measured: no): not on the page, not counted: m7, m8")
+    agreement = run("label", path, "--transform", "rotation", "--agreement").output
+    assert "counted over the 6 model(s) measured for rotation" in agreement
+    assert "  ann: 2 invariant, 1 variant, 1 skipped, 2 not rated" in agreement
 
 
 # ---------------------------------------------------------------------- the command line
@@ -504,6 +602,13 @@ def test_the_command_prints_one_private_url_per_rater_and_keeps_them(path):
         assert status == 200 and re.fullmatch(r"[a-z2-7]{8}", answer["alias"])
         assert fetch(f"{base}/api/next")[0] == 401
         assert fetch(f"{base}/api/next?token=wrong")[0] == 403
+        for forged in forgeries(tokens["ann"]):  # a prefix, or more, of a valid token
+            assert fetch(f"{base}/api/next?token={forged}")[0] == 403, forged
+            assert fetch(f"{base}/api/next", headers=bearer(forged))[0] == 403, forged
+            assert fetch(f"{base}/api/labels", json.dumps({"alias": answer["alias"],
+                                                           "label": 1}).encode(),
+                         {"Content-Type": "application/json", "Origin": base,
+                          **bearer(forged)})[0] == 403, forged
         body = json.dumps({"alias": answer["alias"], "label": 1}).encode()
         own = {"Content-Type": "application/json", "Origin": base}
         assert fetch(f"{base}/api/labels?token={tokens['bob']}", body, own)[0] == 404
@@ -520,6 +625,68 @@ def test_the_command_prints_one_private_url_per_rater_and_keeps_them(path):
     stop(again)
     assert {r: u.split("?", 1)[1] for r, u in urls_again.items()} == \
         {r: u.split("?", 1)[1] for r, u in urls.items()}
+
+
+def test_two_raters_are_asked_the_shared_overlap_first_and_agree_on_it(path):
+    """'label-ui --overlap 4' over HTTP: both raters are asked the same 4 models first,
+    each in their own order, then the rest in their own seeded order; 'label
+    --agreement' reports Cohen's kappa on the models both labelled (as sklearn computes
+    it), how many of them are the shared overlap, and the skips."""
+    from sklearn.metrics import cohen_kappa_score
+
+    from ml4ml.labelling.order import overlap_models
+
+    shared = overlap_models(MIDS, 4, seed=0)
+    # ann labels the overlap and one more; bob labels three of it, skips one, one more
+    plan = {"ann": dict(zip(shared, (1, 0, 1, 1))), "bob": dict(zip(shared, (1, 0, 0, None)))}
+    extra = {"ann": 0, "bob": 1}
+    process, urls = serve(path, "--overlap", "4")
+    asked = {}
+    try:
+        for rater, url in urls.items():
+            base, token = url.split("/?token=")
+            own = {"Content-Type": "application/json", "Origin": base, **bearer(token)}
+            seen, after = [], ""
+            for k in range(5):
+                status, answer = fetch(f"{base}/api/next?token={token}{after}")
+                assert status == 200, answer
+                assert answer["progress"]["overlap"] == {"total": 4, "rated": min(k, 4)}
+                mid = mid_of(path, rater, answer["alias"])
+                seen.append(mid)
+                label = plan[rater][mid] if k < 4 else extra[rater]
+                assert fetch(f"{base}/api/labels", json.dumps(
+                    {"alias": answer["alias"], "label": label}).encode(), own)[0] == 200
+                after = f"&after={answer['alias']}"
+            asked[rater] = seen
+    finally:
+        stop(process)
+    assert sorted(asked["ann"][:4]) == sorted(asked["bob"][:4]) == sorted(shared)
+    assert asked["ann"][:4] != asked["bob"][:4]  # each in their own order
+    for rater in ("ann", "bob"):  # then the rest, in the rater's own seeded order
+        client, _ = open_app(path, seed=0)
+        rest = [m for m in client.app.state.labelling.sequence(rater) if m not in shared]
+        assert asked[rater][4] == rest[0]
+    ds = read_labels(str(path), "rotation")
+    ann, bob = (ds["rating"].sel(rater=r, mid=MIDS).values for r in ("ann", "bob"))
+    both = (ann >= 0) & (bob >= 0)
+    kappa = cohen_kappa_score(ann[both], bob[both])
+    n_shared = sum(1 for m, b in zip(MIDS, both) if b and m in shared)
+    assert n_shared == 3 and both.sum() == 3 + (asked["ann"][4] == asked["bob"][4])
+    result = run("label", path, "--transform", "rotation", "--agreement")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    counts = {r: (sum(1 for v in plan[r].values() if v == 1) + (extra[r] == 1),
+                  sum(1 for v in plan[r].values() if v == 0) + (extra[r] == 0),
+                  sum(1 for v in plan[r].values() if v is None)) for r in plan}
+    for rater, (ones, zeros, skips) in counts.items():
+        assert (f"  {rater}: {ones} invariant, {zeros} variant, {skips} skipped, "
+                f"{6 - ones - zeros - skips} not rated") in lines
+    pair = next(line for line in lines if line.startswith("  overlap of "))
+    assert pair.endswith(f": {both.sum()} model(s) both labelled ({n_shared} of them in the "
+                         "shared overlap both were asked first), 1 more rated by both but "
+                         "skipped by one or both")
+    assert re.search(rf"  Cohen's kappa (ann / bob|bob / ann): {kappa:.3f} on the "
+                     rf"{both.sum()} model\(s\) both labelled", result.output), result.output
 
 
 def test_a_network_host_warns_that_the_traffic_is_plain_http(path):
@@ -543,6 +710,9 @@ def test_a_network_host_warns_that_the_traffic_is_plain_http(path):
                          "digits, '.', '_' or '-'"),
     (("--rater", "ann", "--rater", "ann"), "error: field '--rater': rater 'ann' is given "
                                            "twice (name each rater once)"),
+    (("--rater", "ann", "--overlap", "7"),
+     "error: field '--overlap': --overlap must be a whole number from 0 to 6 (the models the "
+     "page shows); got 7"),
     (("--rater", "ann", "--guideline", "absent.txt"),
      "error: absent.txt: field '--guideline': cannot read the guideline: No such file or "
      "directory"),
