@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from simulate_labelling import COLUMNS, ORDERS, one_database, simulated_store
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from ml4ml import store
@@ -161,10 +162,10 @@ def test_the_learning_curve_with_every_label_scored_is_cross_validation(features
         predicted = cross_val_predict(
             make_assessor("logistic", 2).set_params(model__C=PENALTY_C), X[:n], y[:n],
             cv=StratifiedKFold(k, shuffle=True, random_state=2))
-        a = np.mean(predicted == y[:n])
+        right = predicted == y[:n]
         assert row.n_folds == k
-        assert row.accuracy == pytest.approx(a, abs=1e-12)
-        assert row.se == pytest.approx(np.sqrt(a * (1 - a) / n), abs=1e-12)
+        assert row.accuracy == pytest.approx(right.mean(), abs=1e-12)
+        assert row.se == pytest.approx(right.std(ddof=1) / np.sqrt(n), abs=1e-12)
     assert curve["n_folds"].tolist() == [3, 5, 5, 5]
     # one class among the first n: no estimate; fewer than min_labels: no rows
     one = [(m, 1) for m in MIDS[:3]] + [(m, int(m in INVARIANT)) for m in MIDS[3:12]]
@@ -175,31 +176,40 @@ def test_the_learning_curve_with_every_label_scored_is_cross_validation(features
     assert learning_curve(features, ordered[:5], min_labels=6).empty
 
 
-def test_the_learning_curve_scores_the_random_picks_and_fits_on_every_label(features):
-    """Each random pick is predicted by the assessor fit on every other label of the
-    first n (the chosen picks included) but its fold's; the chosen picks are never
-    scored. Computed here with plain sklearn fits."""
-    ordered = [(m, int(m in INVARIANT)) for m in MIDS]
-    scored = np.array([k % 3 != 1 for k in range(len(MIDS))])  # 1 in 3 chosen
-    curve = learning_curve(features, ordered, scored=scored, min_labels=12, step=4, seed=1)
-    X = features.loc[MIDS].to_numpy()
-    y = np.array([v for _, v in ordered])
+def test_the_learning_curve_scores_the_random_picks_corrected_for_the_chosen(features):
+    """Every label's out-of-fold correctness c (stratified k-fold over the n labels); each
+    random pick i scores c_i + a_i (c_i - mean c of the a_i chosen picks after it) / u,
+    u the models not yet rated (skips count: they leave the pool); the chosen picks are
+    never scored. Computed here with sklearn's cross_val_predict and numpy."""
+    ordered = [(m, int(m in INVARIANT)) for m in MIDS[:14]]
+    ordered.insert(5, ("t4", -1))  # a skip: out of the pool, no label
+    scored = np.array([k % 3 != 1 for k in range(len(ordered))])  # 1 in 3 chosen
+    curve = learning_curve(features, ordered, scored=scored, min_labels=8, step=6, seed=1)
+    pairs = [(m, v, s) for (m, v), s in zip(ordered, scored) if v >= 0]
+    X = features.loc[[m for m, _, _ in pairs]].to_numpy()
+    y = np.array([v for _, v, _ in pairs])
+    random_pick = np.array([s for _, _, s in pairs])
     for row in curve.itertuples():
         n = row.n_labels
-        picks = np.flatnonzero(scored[:n])
-        k = min(5, np.bincount(y[picks]).min())
-        right = 0
-        for _, test in StratifiedKFold(k, shuffle=True, random_state=1).split(picks, y[picks]):
-            train = np.setdiff1d(np.arange(n), picks[test])
-            assert not set(train) & set(picks[test]) and len(train) == n - len(test)
-            model = make_assessor("logistic", 1).set_params(model__C=PENALTY_C)
-            right += np.sum(model.fit(X[train], y[train]).predict(X[picks[test]]) ==
-                            y[picks[test]])
-        assert (row.n_scored, row.n_folds) == (picks.size, k)
-        assert row.accuracy == pytest.approx(right / picks.size, abs=1e-12)
-    assert curve["n_labels"].tolist() == [12, 16, 20]
-    assert curve["n_scored"].tolist() == [8, 11, 13]
-    with pytest.raises(InputError, match="'scored' must have one entry per label"):
+        k = min(5, np.bincount(y[:n]).min())
+        c = cross_val_predict(make_assessor("logistic", 1).set_params(model__C=PENALTY_C),
+                              X[:n], y[:n], cv=StratifiedKFold(k, shuffle=True,
+                                                               random_state=1)) == y[:n]
+        left = len(MIDS) - n - (n > 5)  # the skip came before the 6th label
+        e = []
+        for i in np.flatnonzero(random_pick[:n]):
+            later = [j for j in range(i + 1, n) if not random_pick[j]]
+            e.append(c[i] + len(later) * (c[i] - (c[later].mean() if later else 0)) / left)
+        assert (row.n_scored, row.n_folds) == (len(e), k)
+        assert row.accuracy == pytest.approx(np.clip(np.mean(e), 0, 1), abs=1e-12)
+        assert row.se == pytest.approx(np.std(e, ddof=1) / np.sqrt(len(e)), abs=1e-12)
+    assert curve["n_labels"].tolist() == [8, 14]
+    assert curve["n_scored"].tolist() == [5, 9]
+    # the chosen picks change the estimate only through the correction: all scored, it
+    # is the plain out-of-fold accuracy of every label
+    every = learning_curve(features, ordered, min_labels=14, seed=1)
+    assert every["accuracy"].iloc[0] == pytest.approx(c.mean(), abs=1e-12)
+    with pytest.raises(InputError, match="'scored' must have one entry per rating"):
         learning_curve(features, ordered, scored=scored[:5])
 
 
@@ -209,15 +219,21 @@ def test_a_raters_curve_follows_the_order_of_the_ratings(path, features):
     picks = ["start"] * 5 + ["least_sure", "random", "least_sure", "browsed", "random",
                              "least_sure", "seeded"]
     with store.writing(path, "test"):
-        for mid, pick in zip(given, picks):
+        for k, (mid, pick) in enumerate(zip(given, picks)):
             write_rating(path, "rotation", "ann", mid, int(mid in INVARIANT), pick=pick)
-        write_rating(path, "rotation", "ann", "m06", -1, pick="start")  # skipped: no label
+            if k == 5:  # skipped: out of the pool, no label
+                write_rating(path, "rotation", "ann", "m06", -1, pick="least_sure")
     curve = rater_learning_curve(path, "rotation", "ann", min_labels=10, step=1)
+    ordered = [(m, int(m in INVARIANT)) for m in given]
+    ordered.insert(6, ("m06", -1))
     scored = [p in ("start", "random", "seeded") for p in picks]
-    expected = learning_curve(features, [(m, int(m in INVARIANT)) for m in given],
-                              scored=scored, min_labels=10, step=1)
+    scored.insert(6, False)
+    expected = learning_curve(features, ordered, scored=scored, min_labels=10, step=1)
     pd.testing.assert_frame_equal(curve, expected)
-    assert curve.attrs == {"who": "rater ann", "n_labels": 12, "n_scored": 8,
+    without_skip = learning_curve(features, ordered[:6] + ordered[7:],
+                                  scored=scored[:6] + scored[7:], min_labels=10, step=1)
+    assert not np.allclose(curve["accuracy"], without_skip["accuracy"])  # u counts it
+    assert curve.attrs == {"who": "rater ann", "n_labels": 12, "n_scored": 8, "skipped": 1,
                            "order": "the order the ratings were given (rated_at)",
                            "picks": {"browsed": 1, "least_sure": 3, "random": 2, "seeded": 1,
                                      "start": 5},
@@ -250,7 +266,9 @@ def test_the_cli_prints_each_raters_curve_and_draws_it(path, tmp_path, features)
     assert lines[5] == ("  12 label(s) given before the store recorded how models were "
                         "picked count as random picks")
     assert lines[-2].startswith("(accuracy on the models not yet labelled, estimated from "
-                                "your random picks only")
+                                "your random picks (the shared overlap")
+    assert lines[-2].endswith("; se: its standard error; n/a: a class has fewer than 2 "
+                              "labels, or there are fewer than 2 random picks)")
     assert lines[-1] == f"wrote {plot}"
     assert Image.open(plot).size == (700, 400)
     only = run("label", path, "--transform", "rotation", "--learning-curve", "--rater", "bob")
@@ -336,7 +354,39 @@ def test_the_page_in_active_order_asks_what_active_order_picks_and_shows_the_cur
                               "random": 10 - least_sure}
     assert [p["n_labels"] for p in curve["points"]] == expected["n_labels"].tolist()
     assert [p["n_scored"] for p in curve["points"]] == expected["n_scored"].tolist()
-    assert np.allclose([p["accuracy"] for p in curve["points"]], expected["accuracy"],
-                       atol=1e-4)
+    shown = np.array([np.nan if p["accuracy"] is None else p["accuracy"]
+                      for p in curve["points"]])
+    assert np.allclose(shown, expected["accuracy"], atol=1e-4, equal_nan=True)
+    # every model labelled: no model left to estimate for, while chosen picks need
+    # correcting; before that, an estimate at every point
+    assert curve["points"][-1]["accuracy"] is None and np.isfinite(shown[:-1]).all()
     assert "random picks" in curve["what"] and "never scored" in curve["what"]
     assert "Order: active" in client.get("/", headers=headers).text
+
+
+# ------------------------------------------------------------ the curve under active order
+def test_the_curve_says_active_beats_random_when_it_does_on_the_models_left():
+    """The review's setup (tests/simulate_labelling.py): 200 models, 60 labels, 8 seeds,
+    active order (20% random picks) and random order. On the models not labelled after
+    60 labels the assessor is more accurate with the active order; the curve (the random
+    picks, corrected for the assessor's picks) says so and is near the truth for both
+    orders, where the out-of-fold accuracy over every label ranks them the wrong way."""
+    rows = {order: [one_database(seed, order) for seed in range(8)] for order in ORDERS}
+    mean = {order: {c: float(np.mean([r[c] for r in rows[order]])) for c in COLUMNS}
+            for order in ORDERS}
+    print(mean)
+    active, random = mean["active"], mean["random"]
+    assert [r["n_scored"] for r in rows["random"]] == [60] * 8
+    assert [r["n_scored"] for r in rows["active"]] == [
+        10 + int(ActiveOrder(simulated_store(seed)[0], seed=seed, rater="sim")
+                 .random_steps(60)[10:].sum()) for seed in range(8)]
+    assert active["truth"] - random["truth"] >= 0.05  # the setup: active is better
+    assert active["curve"] - random["curve"] >= 0.03  # and the curve says so
+    for order in ORDERS:  # without the selection's bias (8 seeds: s.e. about 0.02)
+        assert abs(mean[order]["curve"] - mean[order]["truth"]) <= 0.04, mean
+    assert random["curve"] == random["random_picks_only"] == random["every_label"]
+    # what the curve showed before (every label scored): upside down
+    assert active["every_label"] < random["every_label"]
+    assert active["truth"] - active["every_label"] >= 0.1
+    # the random picks alone, uncorrected: low for the models left under active order
+    assert active["random_picks_only"] < active["curve"]

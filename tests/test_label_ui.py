@@ -220,6 +220,123 @@ def test_the_store_records_how_each_model_was_picked(served, path):
     assert ds["rating"].sel(rater="ann", mid=mid_of(path, "ann", order[2])).item() == 0
 
 
+RATE = """
+import json, os, shutil, sys
+from ml4ml import store
+from ml4ml.store.backend import writes_done
+from ml4ml.store.labels import write_rating
+
+base, folder, rater, mid, label, pick = sys.argv[1:7]
+
+
+def child(path, fault):
+    # a forked child: rate once (dying after write 'fault' if given); 0, or 1 on an error
+    try:
+        if fault:
+            os.environ["ML4ML_FAULT_AFTER_WRITES"] = str(fault)
+        with store.writing(path, "test"):
+            write_rating(path, "rotation", rater, mid, int(label), pick=pick)
+        with open(f"{path}.writes", "w") as out:
+            out.write(str(writes_done()))
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        os._exit(1)
+    os._exit(0)
+
+
+def fork(path, fault=0):
+    pid = os.fork()
+    if pid == 0:
+        child(path, fault)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+# nothing touches a store in this process: each child forks from a clean one
+shutil.copytree(base, f"{folder}/count.zarr")
+assert fork(f"{folder}/count.zarr") == 0
+writes = int(open(f"{folder}/count.zarr.writes").read())
+report = {"writes": writes, "crashed": [], "rerun": []}
+for k in range(1, writes + 1):
+    copy = f"{folder}/k{k}.zarr"
+    shutil.copytree(base, copy)
+    report["crashed"].append(fork(copy, k))
+    report["rerun"].append(fork(copy))
+print(json.dumps(report))
+"""
+
+
+def old_layout(path):
+    """The labels group as written before 'pick' existed: ann and bob rated one model
+    each, and no pick array."""
+    from ml4ml import store
+    from ml4ml.store.labels import write_rating
+    from ml4ml.store.layout import begin, commit
+
+    with store.writing(str(path), "test"):
+        write_rating(str(path), "rotation", "ann", "m1", 1)
+        write_rating(str(path), "rotation", "bob", "m2", 0)
+        group = store.zarr_group(str(path), "labels/rotation")
+        begin(str(path), "labels/rotation")
+        del group["pick"]
+        commit(str(path), "labels/rotation")
+
+
+def test_ratings_from_before_picks_were_recorded_read_and_grow_the_pick_array(path):
+    """A labels group without 'pick' (an older ml4ml) reads as every pick unrecorded;
+    the next rating adds the array (one committed change): the old entries unrecorded,
+    the new one recorded; store check stays ok."""
+    import xarray as xr
+
+    from ml4ml.store.labels import pick_names, write_rating
+
+    old_layout(path)
+    assert "pick" not in xr.open_zarr(path, group="labels/rotation")
+    ds = read_labels(str(path), "rotation")
+    assert (ds["pick"].values == -1).all() and ds["pick"].dims == ("rater", "mid")
+    from ml4ml import store
+
+    with store.writing(str(path), "test"):
+        write_rating(str(path), "rotation", "ann", "m3", 0, pick="random")
+        write_rating(str(path), "rotation", "cleo", "m4", 1, pick="seeded")
+    plain = xr.open_zarr(path, group="labels/rotation").load()
+    kinds = {r: dict(zip(plain["mid"].values, pick_names(plain["pick"].sel(rater=r).values)))
+             for r in ("ann", "bob", "cleo")}
+    assert (kinds["ann"]["m1"], kinds["ann"]["m3"], kinds["bob"]["m2"], kinds["cleo"]["m4"]) \
+        == ("", "random", "", "seeded")
+    assert plain["pick"].attrs["flag_meanings"].split()[:4] == ["overlap", "start", "random",
+                                                                "seeded"]
+    assert run("store", "check", path).output == f"{path}: ok\n"
+
+
+def test_a_crash_at_any_write_of_a_rating_loses_no_pick(path, tmp_path):
+    """Kill the write of a rating (on a group from before picks, so the pick array is
+    added first) after each of its store writes; the same write again then records the
+    label with its pick, every other rating as it was, and store check is ok."""
+    old_layout(path)
+    script = tmp_path / "rate.py"
+    script.write_text(RATE)
+    before = read_labels(str(path), "rotation")
+    done = subprocess.run([sys.executable, str(script), str(path), str(tmp_path), "ann", "m3",
+                           "0", "random"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    writes = report["writes"]
+    assert writes >= 6  # the new array, its commit, the rating's three arrays
+    assert report["crashed"] == [-9] * writes and report["rerun"] == [0] * writes, report
+    for k in range(1, writes + 1):
+        copy = tmp_path / f"k{k}.zarr"
+        ds = read_labels(str(copy), "rotation")
+        at = {"rater": "ann", "mid": "m3"}
+        assert (ds["rating"].sel(at).item(), int(ds["pick"].sel(at).item())) == (0, 3), k
+        others = ds["mid"] != "m3"
+        for name in ("rating", "rated_at"):
+            assert ds[name].where(others).equals(before[name].where(others)), (k, name)
+        assert (ds["pick"].where(others, -1).values == -1).all(), k
+        assert run("store", "check", copy).output == f"{copy}: ok\n", k
+
+
 BODIES = [
     (b"{bad json", 400, "the body must be JSON"),
     (b"[1, 2]", 400, "a JSON object"),

@@ -239,8 +239,8 @@ def _learning_curve(store_path, transform, rater, plot, suite):
         for row in frame.itertuples():
             click.echo(f"  {row.n_labels:6d}  {row.n_scored:6d}  {_number(row.accuracy):>8s}  "
                        f"{_number(row.se):>5s}  {row.n_folds:5d}")
-    click.echo(f"({ESTIMATOR}; se: its binomial standard error; n/a: a class has fewer than "
-               "2 random picks)")
+    click.echo(f"({ESTIMATOR}; se: its standard error; n/a: a class has fewer than 2 "
+               "labels, or there are fewer than 2 random picks)")
     if plot:
         learning_curve_png(plot, curves, title=f"learning curve, {transform}")
         click.echo(f"wrote {plot}")

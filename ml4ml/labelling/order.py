@@ -38,7 +38,7 @@ import numpy as np
 
 from ml4ml.errors import InputError
 
-__all__ = ["ORDERS", "SeededOrder", "ActiveLabellingOrder", "overlap_models"]
+__all__ = ["ORDERS", "SeededOrder", "ActiveLabellingOrder", "overlap_models", "reason_kind"]
 
 
 def overlap_models(mids, n: int, seed: int = 0) -> list[str]:
@@ -51,8 +51,9 @@ def overlap_models(mids, n: int, seed: int = 0) -> list[str]:
     return [m for m in mids if m in chosen]
 
 
-def _kind_of(why: str) -> str:
-    """The pick kind of an ``ActiveOrder`` reason."""
+def reason_kind(why: str) -> str:
+    """The pick kind (a name of ``store.labels.PICKS``) of an ``ActiveOrder.next`` reason:
+    "start", "random" or "least_sure"."""
     why = why.removeprefix("skipped before; ")
     if why.startswith("random start"):
         return "start"
@@ -182,7 +183,7 @@ class ActiveLabellingOrder(SeededOrder):
             # an unrated model with features is left: the active pick is one of them
             mid, why = self._active(rater).next(labels, skipped=skipped)
             self.reasons[rater] = why
-            return mid, _kind_of(why), why
+            return mid, reason_kind(why), why
         return super().pick(rater, ratings, after=after)
 
 

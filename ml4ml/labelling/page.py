@@ -163,7 +163,7 @@ function drawCurve(answer) {
   byId("curve-note").textContent = (last ?
       "at " + last.n_labels + " labels: " + last.accuracy.toFixed(2) + " +- " +
       last.se.toFixed(2) + ", from " + last.n_scored + " random pick(s). " :
-      "no estimate yet (it needs 10 labels, 2 random picks of each kind). ") +
+      "no estimate yet (it needs 10 labels, 2 of each kind, 2 random picks). ") +
       answer.scored + " of your " + answer.labelled + " labels are random picks. Line: " +
       answer.what + " (band); assessor: " + answer.assessor + ".";
   body.dataset.curvePoints = pts.length;
