@@ -1,6 +1,8 @@
 """Active labelling: the order of ActiveOrder, learning curves, and 'ml4ml label --learning-curve'."""
 
 
+import html
+
 import golden
 import numpy as np
 import pandas as pd
@@ -362,6 +364,54 @@ def test_the_page_in_active_order_asks_what_active_order_picks_and_shows_the_cur
     assert curve["points"][-1]["accuracy"] is None and np.isfinite(shown[:-1]).all()
     assert "random picks" in curve["what"] and "never scored" in curve["what"]
     assert "Order: active" in client.get("/", headers=headers).text
+
+
+def test_in_active_order_the_shared_overlap_comes_first_and_starts_it(path, features):
+    """--overlap 6 with --order active: both raters are asked the same 6 models first,
+    each in their own order (recorded as 'overlap', random picks the curve scores), then
+    ActiveOrder goes on from those labels: its random start takes 4 more (the overlap
+    counts towards its 10), then the least sure or, by the seeded coin, a random one."""
+    from starlette.testclient import TestClient
+
+    from ml4ml.labelling.app import create_app
+    from ml4ml.labelling.order import overlap_models
+
+    app = create_app(str(path), "rotation", ["ann", "bob"], order="active", overlap=6)
+    client = TestClient(app, base_url="http://127.0.0.1:8765")
+    shared = overlap_models(MIDS, 6, seed=0)
+    asked = {}
+    for rater in ("ann", "bob"):
+        token = app.state.access.tokens[rater]
+        headers = {"Authorization": f"Bearer {token}", "Origin": "http://127.0.0.1:8765"}
+        aliases = app.state.access.aliases(rater, MIDS)
+        reference = ActiveOrder(features, seed=0, rater=rater)
+        labels = {}
+        for n in range(14):
+            answer = client.get("/api/next", headers=headers).json()
+            mid = {a: m for m, a in aliases.items()}[answer["alias"]]
+            assert answer["progress"]["overlap"] == {"total": 6, "rated": min(n, 6)}
+            if n < 6:
+                assert mid in shared and mid not in labels
+            else:
+                assert mid == reference.next(labels)[0]
+            assert client.post("/api/labels", json={"alias": aliases[mid], "label": int(
+                mid in INVARIANT)}, headers=headers).status_code == 200
+            labels[mid] = int(mid in INVARIANT)
+        asked[rater] = list(labels)
+        ds = read_labels(str(path), "rotation")
+        kinds = dict(zip(ds["mid"].values, pick_names(ds["pick"].sel(rater=rater).values)))
+        steps = reference.random_steps(14)
+        assert [kinds[m] for m in asked[rater]] == ["overlap"] * 6 + ["start"] * 4 + [
+            "random" if steps[n] else "least_sure" for n in range(10, 14)]
+        curve = client.get("/api/curve", headers=headers).json()
+        assert curve["scored"] == 10 + int(steps[10:14].sum())
+        assert curve["picks"]["overlap"] == 6 and curve["picks"]["start"] == 4
+    assert sorted(asked["ann"][:6]) == sorted(asked["bob"][:6]) == sorted(shared)
+    assert asked["ann"][:6] != asked["bob"][:6]
+    page = client.get(f"/?token={app.state.access.tokens['ann']}").text
+    assert "Order: first the 6 models every rater is shown (in your own order), so that the "\
+        "raters' agreement can be measured; then active: 10 models" in \
+        " ".join(html.unescape(page).split())
 
 
 # ------------------------------------------------------------ the curve under active order
