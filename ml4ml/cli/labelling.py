@@ -264,16 +264,14 @@ def _import(store_path, transform, source, name):
 
 def _counted(store_path, transform, suite):
     """(suite, mids) the ratings are counted over (``labelling.counts.page_models``), or
-    (None, None) when no model is measured for ``transform`` yet."""
-    from ml4ml.errors import StoreError
+    (None, None) when no model is measured for ``transform`` (in ``suite``) yet."""
+    from ml4ml import store
     from ml4ml.labelling.counts import page_models
 
-    try:
-        return page_models(store_path, transform, suite)
-    except StoreError as exc:
-        if "no measures" in exc.message:
-            return None, None
-        raise
+    if not any(t == transform and suite in (None, s)
+               for s, t in store.list_groups(store_path, "measures")):
+        return None, None
+    return page_models(store_path, transform, suite)
 
 
 def _show(store_path, transform, suite):
@@ -372,6 +370,8 @@ def _agreement(store_path, transform, suite):
         recipe = np.array([by_mid.get(str(m), -1) for m in ds["mid"].values])
     except Exception:  # noqa: BLE001 - no recipes or probes: agreement without the proxy
         recipe = None
+    if recipe is not None and not (recipe >= 0).any():
+        recipe = None  # no model has a recipe (imported, or trained elsewhere)
     result = agreement(ratings, raters, recipe, skipped=skipped, shared=shared)
     n = len(counted) if counted is not None else ds.sizes["mid"]
     click.echo(f"ratings for {transform} by {len(raters)} rater(s), counted over {what}:")

@@ -182,7 +182,7 @@ class LabellingState:
 
         ratings = self.ratings(rater)
         labels = tuple(sorted((m, v, t) for m, (v, t) in ratings.items() if v in (0, 1)))
-        key = (rater, labels)
+        key = (rater, tuple(sorted((m, v, t) for m, (v, t) in ratings.items())))  # skips too
         with self._draw:
             if key in self._learning:
                 return self._learning[key]
