@@ -82,6 +82,76 @@ def test_out_of_fold_probability_is_over_the_repeats_a_model_was_tested_in():
     assert np.isnan(value.values[2]) and value.dims == ("mid",)
 
 
+def _models_table():
+    """A mixed models table: two trained CNNs, a trained ResNet, an added export and an
+    imported model, as the stages write them (missing fields empty or NaN)."""
+    return xr.Dataset({
+        "arch": ("mid", np.array(["cnn5", "cnn5", "resnet", "export", ""], dtype=object)),
+        "augmentation": ("mid", np.array(["rotation", "scaling", "none", "none", ""],
+                                         dtype=object)),
+        "aug_range": ("mid", [20.0, 0.2, 0.0, 0.0, np.nan]),
+        "anomaly": ("mid", [4, 0, 0, 0, 0]),
+        "holdout": ("mid", [False, False, True, False, True]),
+        "source": ("mid", np.array(["", "", "", "added", "legacy"], dtype=object)),
+        "checkpoint_format": ("mid", np.array(["", "", "", "export", ""], dtype=object)),
+        "checkpoint": ("mid", np.array(["/c/a.pt", "/c/b.pt", "/c/r.pt",
+                                        "/home/me/<x>.pt2", ""], dtype=object)),
+        "results_file": ("mid", np.array(["", "", "", "", "/data/t9_results.npy"],
+                                         dtype=object))},
+        coords={"mid": np.array(["a", "b", "r", "x", "t9"], dtype=object)})
+
+
+def test_every_kind_of_model_names_its_source():
+    from ml4ml.assess.judgements import model_sources
+
+    assert model_sources(_models_table()) == [
+        "cnn5, rotation ± 20 degrees, anomaly 4 (class_ordered)",
+        "cnn5, scaling factor 1 ± 0.2, no anomaly",
+        "resnet, no augmentation, no anomaly",
+        "added: export file <x>.pt2",
+        "imported: t9_results.npy"]
+    # one architecture among the trained models: not repeated on every row
+    one = _models_table().isel(mid=[0, 1, 3])
+    assert model_sources(one)[0] == "rotation ± 20 degrees, anomaly 4 (class_ordered)"
+
+
+def test_a_model_outside_the_assessment_is_not_judged():
+    from ml4ml.assess.judgements import answer_counts, judgement_table
+
+    models = _models_table()
+    mids = ["a", "b", "r", "x"]  # t9 was not measured when the assessment was made
+    assessment = xr.Dataset({
+        "out_of_fold": ("mid", np.array([0, 1, -1, 0], dtype=np.int8)),
+        "out_of_fold_probability": ("mid", [0.2, 0.9, np.nan, 0.4]),
+        "predicted": ("mid", np.array([0, 1, 0, 1], dtype=np.int8)),
+        "score": ("mid", [0.1, 0.95, 0.3, 0.6]),
+        "robust_accuracy": ("mid", [0.1, 0.8, 0.2, 0.5])},
+        coords={"mid": np.array(mids, dtype=object)},
+        attrs={"chosen_assessor": "tree", "label_source": "file"})
+    assessment["out_of_fold_probability"].attrs["kind"] = "probability"
+    clean = pd.Series([0.9, 0.8, 0.7, 0.6, 0.5], index=["a", "b", "r", "x", "t9"])
+    table = judgement_table(assessment, models, {"a": 1, "b": 1, "x": 0}, clean)
+    assert table["mid"].tolist() == ["a", "b", "r", "x", "t9"]
+    assert table["judgement"].tolist() == [0, 1, 0, 0, -1]
+    assert table["judged_by"].tolist() == ["out_of_fold", "out_of_fold", "refit",
+                                           "out_of_fold", "none"]
+    assert table["disagrees_with_label"].tolist() == [True, False, False, False, False]
+    assert table["label"].tolist() == [1, 1, -1, 0, -1]
+    assert np.isnan(table["refit_score"].iloc[-1])
+    assert answer_counts(table) == {
+        "models": 5, "judged": 4, "variant": 3, "invariant": 1, "labelled": 3,
+        "labelled_variant": 2, "unlabelled": 1, "unlabelled_variant": 1, "disagree": 1,
+        "unjudged": 1}
+    # the page says so, and escapes what comes from files
+    from ml4ml.report.answer import answer_section
+
+    html = answer_section(table, answer_counts(table), transform="rotation")
+    assert "The answer: 3 of 4 models are not invariant to rotation" in html
+    assert "added: export file &lt;x&gt;.pt2" in html and "<x>" not in html
+    assert "1 not in the assessment (no measures when it was made)" in html
+    assert "<td>refit 0.300</td>" in html  # the unlabelled model: its refit score
+
+
 # ----------------------------------------------------------------------------- assess CLI
 @pytest.fixture(scope="module")
 def assessed(tmp_path_factory):

@@ -44,7 +44,7 @@ COLUMNS = {
     "oof_probability": "out-of-fold probability of 'invariant' (PROBABILITY_KINDS); empty "
                        "for a model in no fold",
     "refit_prediction": "label by the chosen assessor refit on every labelled model "
-                        "(in-sample for labelled models); -1 without measures",
+                        "(in-sample for labelled models); -1 for a model not in the assessment",
     "refit_score": "the refit assessor's score: its probability of 'invariant', or its "
                    "decision function where it has no probabilities",
     "holdout": "a hold-out model (always its own fold)",
@@ -54,7 +54,8 @@ COLUMNS = {
     "robust_accuracy": "fraction of samples correct at every parameter of the grid",
     "judgement": "the answer: oof_prediction where the model was in a test fold, else "
                  "refit_prediction; 1 invariant, 0 variant (not invariant), -1 not judged",
-    "judged_by": "out_of_fold, refit (unlabelled: in no test fold) or none (no measures)",
+    "judged_by": "out_of_fold, refit (unlabelled: in no test fold) or none (not in the "
+                 "assessment: no measures when it was made)",
     "disagrees_with_label": "labelled, and the judgement differs from the label",
 }
 
@@ -200,7 +201,7 @@ def answer_counts(table: pd.DataFrame) -> dict:
     """The answer's numbers: models judged (``judged``) and judged variant (``variant``),
     of them labelled (out of fold: ``labelled``, ``labelled_variant``) and unlabelled
     (refit: ``unlabelled``, ``unlabelled_variant``), ``disagree`` (with the label),
-    ``models`` (every row) and ``unjudged`` (no measures)."""
+    ``models`` (every row) and ``unjudged`` (not in the assessment)."""
     judged = table["judgement"].to_numpy() >= 0
     variant = table["judgement"].to_numpy() == 0
     oof = (table["judged_by"] == "out_of_fold").to_numpy()

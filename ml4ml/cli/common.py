@@ -141,7 +141,7 @@ def answer_lines(table, path) -> list[str]:
         parts.append(f"{n['unlabelled_variant']} of {n['unlabelled']} unlabelled by the "
                      f"refit {chosen}")
     if n["unjudged"]:
-        parts.append(f"{n['unjudged']} without measures not judged")
+        parts.append(f"{n['unjudged']} not in the assessment (no measures when it was made)")
     lines = [f"variant:  {n['variant']} of {n['judged']} models judged not invariant by "
              f"{chosen}: {', '.join(parts)}; {n['disagree']} disagree with their label"]
     labelled = table[table["judged_by"] == "out_of_fold"]

@@ -87,7 +87,7 @@ def legend(counts: dict | None = None) -> str:
             "</span>"
             f"<span><span class='swatch variant'></span>judged not invariant (variant)"
             f"{count('variant')}</span>"
-            + ("<span><span class='swatch'></span>not judged (no measures)"
+            + ("<span><span class='swatch'></span>not judged (not in the assessment)"
                f"{count('unjudged')}</span>" if n.get("unjudged", 1) else "") +
             "<span><span class='stripe'></span><span class='badge differs'>≠ label</span> "
             f"the judgement differs from the model's label{count('disagree')}</span>"
@@ -163,6 +163,16 @@ def _rows(variant: pd.DataFrame) -> list[str]:
     return rows
 
 
+def _agreement(counts: dict) -> str:
+    """How often the judgements agree with the labels (out of fold, so an honest rate)."""
+    labelled = counts["labelled"]
+    if not labelled:
+        return f"{counts['disagree']} judgement(s) differ from the label."
+    agree = labelled - counts["disagree"]
+    return (f"Out of fold it agrees with {agree} of the {labelled} labels "
+            f"({agree / labelled:.0%}; {counts['disagree']} differ, marked ≠ label).")
+
+
 def answer_section(table: pd.DataFrame, counts: dict, *, transform: str,
                    csv: str = "judgements.csv") -> str:
     """The answer: how many models are judged not invariant, by which assessor and how,
@@ -177,14 +187,14 @@ def answer_section(table: pd.DataFrame, counts: dict, *, transform: str,
         how.append(f"the {counts['unlabelled']} unlabelled by the assessor refit on every "
                    f"label")
     if counts["unjudged"]:
-        how.append(f"{counts['unjudged']} without measures not judged")
+        how.append(f"{counts['unjudged']} not in the assessment (no measures when it was made)")
     variant = _ranked(table[table["judgement"] == 0])
     out = ["<section id='answer' aria-labelledby='answer-heading'>",
            f"<h2 id='answer-heading'>The answer: {counts['variant']} of {counts['judged']} "
            f"models are not invariant to {escape(transform)}</h2>",
            f"<p class='meta'>judged by <b>{escape(chosen)}</b>, the chosen assessor: "
-           f"{escape('; '.join(how))}. Judgements that differ from the label: "
-           f"{counts['disagree']}. Every model's judgement: "
+           f"{escape('; '.join(how))}. {_agreement(counts)} Whether it beats the formula "
+           f"baselines: <a href='#verdict'>the verdict</a>, below. Every model's judgement: "
            f"<a href='{escape(csv)}'>{escape(csv)}</a>.</p>",
            legend(counts)]
     if len(variant):

@@ -4,8 +4,10 @@
 assessment of one transform, draws the figures (``report.figures``: per model a gallery
 thumbnail ``models/<mid>.png`` and its full-size strip ``models/full/<mid>.png``) and
 writes the page
-(``report.page``) into a fresh folder that then replaces the old one, so a report is never
-half written. ``plot_model`` draws one model's strip of matrices.
+(``report.page``, opening with ``report.answer``: the models judged not invariant) and
+``judgements.csv`` (every model's judgement, ``ml4ml.assess.judgements``) into a fresh
+folder that then replaces the old one, so a report is never half written.
+``plot_model`` draws one model's strip of matrices.
 """
 
 from __future__ import annotations
