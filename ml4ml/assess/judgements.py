@@ -24,6 +24,7 @@ from ml4ml import dims, store
 from ml4ml.errors import StoreError
 
 __all__ = ["out_of_fold_probability", "judgement_table", "judgements", "answer_counts",
+           "how_judged",
            "model_sources", "clean_accuracy", "COLUMNS", "PROBABILITY_KINDS"]
 
 # how ``oof_probability`` was computed, by whether the assessor has predict_proba
@@ -212,3 +213,18 @@ def answer_counts(table: pd.DataFrame) -> dict:
             "unlabelled": int(refit.sum()), "unlabelled_variant": int((refit & variant).sum()),
             "disagree": int(table["disagrees_with_label"].sum()),
             "unjudged": int((~judged).sum())}
+
+
+def how_judged(counts: dict, chosen: str, repeats: int) -> list[str]:
+    """How the models were judged, in words, with the counts (``answer_counts``): out of
+    fold for the labelled, by the refit assessor for the unlabelled, none for the rest."""
+    parts = [f"{counts['labelled_variant']} of {counts['labelled']} labelled out of fold "
+             f"(the majority over {repeats} repeats of fits that never saw the model's "
+             f"label)"]
+    if counts["unlabelled"]:
+        parts.append(f"{counts['unlabelled_variant']} of {counts['unlabelled']} unlabelled "
+                     f"by the refit {chosen}")
+    if counts["unjudged"]:
+        parts.append(f"{counts['unjudged']} not in the assessment (no measures when it was "
+                     f"made)")
+    return parts

@@ -131,17 +131,11 @@ def write_judgements(store_path, transform: str, suite=None):
 def answer_lines(table, path) -> list[str]:
     """The summary's answer: how many models are judged variant, by which assessor, how,
     and where the list is (``table``: ``judgements``' table; ``path``: its CSV)."""
-    from ml4ml.assess.judgements import answer_counts
+    from ml4ml.assess.judgements import answer_counts, how_judged
 
     n = answer_counts(table)
     chosen, repeats = table.attrs["assessor"], table.attrs["repeats"]
-    parts = [f"{n['labelled_variant']} of {n['labelled']} labelled out of fold (the "
-             f"majority over {repeats} repeats of fits that never saw the model's label)"]
-    if n["unlabelled"]:
-        parts.append(f"{n['unlabelled_variant']} of {n['unlabelled']} unlabelled by the "
-                     f"refit {chosen}")
-    if n["unjudged"]:
-        parts.append(f"{n['unjudged']} not in the assessment (no measures when it was made)")
+    parts = how_judged(n, chosen, repeats)
     lines = [f"variant:  {n['variant']} of {n['judged']} models judged not invariant by "
              f"{chosen}: {', '.join(parts)}; {n['disagree']} disagree with their label"]
     labelled = table[table["judged_by"] == "out_of_fold"]

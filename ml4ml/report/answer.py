@@ -177,23 +177,17 @@ def answer_section(table: pd.DataFrame, counts: dict, *, transform: str,
                    csv: str = "judgements.csv") -> str:
     """The answer: how many models are judged not invariant, by which assessor and how,
     the legend, then the list of those models (most surely variant first)."""
-    from ml4ml.assess.judgements import PROBABILITY_KINDS
+    from ml4ml.assess.judgements import PROBABILITY_KINDS, how_judged
 
     chosen, repeats = table.attrs.get("assessor", ""), table.attrs.get("repeats", 0)
     kind = PROBABILITY_KINDS[table.attrs.get("probability_kind", "probability")]
-    how = [f"the {counts['labelled']} labelled models out of fold (the majority over "
-           f"{repeats} repeats of fits that never saw the model's label)"]
-    if counts["unlabelled"]:
-        how.append(f"the {counts['unlabelled']} unlabelled by the assessor refit on every "
-                   f"label")
-    if counts["unjudged"]:
-        how.append(f"{counts['unjudged']} not in the assessment (no measures when it was made)")
+    how = how_judged(counts, chosen, repeats)
     variant = _ranked(table[table["judgement"] == 0])
     out = ["<section id='answer' aria-labelledby='answer-heading'>",
            f"<h2 id='answer-heading'>The answer: {counts['variant']} of {counts['judged']} "
            f"models are not invariant to {escape(transform)}</h2>",
            f"<p class='meta'>judged by <b>{escape(chosen)}</b>, the chosen assessor: "
-           f"{escape('; '.join(how))}. {_agreement(counts)} Whether it beats the formula "
+           f"{escape(', '.join(how))}. {_agreement(counts)} Whether it beats the formula "
            f"baselines: <a href='#verdict'>the verdict</a>, below. Every model's judgement: "
            f"<a href='{escape(csv)}'>{escape(csv)}</a>.</p>",
            legend(counts)]
