@@ -38,7 +38,6 @@ dl.defs dd { margin: 0 0 2px 0; }
 .card a.enlarge { display: block; cursor: zoom-in; }
 .card a.enlarge:focus-visible { outline: 3px solid #111; outline-offset: 2px; }
 .card .caption { font-size: 0.82em; }
-.unknown { color: #777; }
 nav.sections { font-size: 0.88em; margin: 4px 0 0; } nav.sections a { margin-right: 0.9em; }
 img.figure { max-width: 100%%; }
 dialog#enlarged { max-width: 98vw; max-height: 96vh; overflow: auto; padding: 8px 12px;
