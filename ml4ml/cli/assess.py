@@ -46,7 +46,8 @@ def assess(store_path, predict_mids, transform, suite, repeats, seed, labels, as
     Runs the paper's protocol (hold-out models one fold, the regular models split into two,
     train on two and test on the third, all three ways, --repeats times), prints every
     method's accuracy, F1 and kappa and whether the best assessor beats the best baseline,
-    and writes it all, the refit assessor included, to the store's assess/<transform>.
+    and writes it all, the refit assessor included, to the store's assess/<transform>;
+    every model's judgement goes to STORE.<transform>.judgements.csv beside the store.
     """
     from ml4ml.errors import InputError
     from ml4ml.store import require_store
@@ -79,6 +80,11 @@ def assess(store_path, predict_mids, transform, suite, repeats, seed, labels, as
                    f"least {MIN_LABELLED} labelled models and {MIN_PER_CLASS} of each class); "
                    f"label more models before trusting its verdict", err=True)
     click.echo(print_assessment(report))
+    from ml4ml.cli.common import answer_lines, write_judgements
+
+    path, table = write_judgements(store_path, transform, suite)
+    for line in answer_lines(table, path):
+        click.echo(f"  {line}")
 
 
 def print_assessment(report) -> str:
