@@ -6,9 +6,9 @@ every model that failed (``ml4ml.failures``) are appended to one file; the worke
 of a local cluster write theirs there too (``ml4ml.cluster.dask_setup``). The terminal gets
 ml4ml's own lines only: progress, one summary line per stage, one line per error.
 
-Default file: ``STORE.log`` beside a local store, ``./NAME.log`` for a store at a URL
-(``default_log``); ``--log FILE`` chooses another. It is opened at its first record, so a
-quiet in-process run leaves none.
+The commands choose the file: ``STORE.log`` beside a local store, ``./NAME.log`` for a
+store at a URL, or ``--log FILE``. It is opened at its first record, so a quiet in-process
+run leaves none.
 """
 
 from __future__ import annotations
@@ -18,19 +18,11 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["log_to", "default_log", "current_log", "capture_printing_loggers", "ENV"]
+__all__ = ["log_to", "current_log", "capture_printing_loggers", "ENV"]
 
 ENV = "ML4ML_LOG"  # the log file, for the worker processes of a local cluster
 FORMAT = "%(asctime)s - pid %(process)d - %(name)s - %(levelname)s - %(message)s"
 _active: list = []  # the routings in force, innermost last
-
-
-def default_log(store) -> Path:
-    """``STORE.log`` beside a local store; ``./NAME.log`` (here) for a store at a URL."""
-    text = str(store).rstrip("/")
-    if "://" in text:
-        return Path.cwd() / f"{Path(text).name}.log"
-    return Path(text + ".log")
 
 
 def current_log() -> str | None:
