@@ -39,11 +39,23 @@ def user_errors(func):
 
 
 def cluster_options(func):
+    func = click.option("--log", "log", metavar="FILE", type=click.Path(dir_okay=False),
+                        help="Append dask's messages (the workers' too), warnings and the "
+                             "traceback of each failed model to FILE (default: STORE.log "
+                             "beside the store).")(func)
     func = click.option("--scheduler", metavar="ADDRESS",
                         help="Run on an existing dask cluster, e.g. tcp://127.0.0.1:8786.")(func)
     func = click.option("--workers", type=click.IntRange(min=1), metavar="N",
                         help="Start a local dask cluster of N worker processes.")(func)
     return func
+
+
+def stage_log(store, log=None):
+    """The log of a stage command (``ml4ml.logs.log_to``): ``--log FILE``, else beside
+    ``store``. The terminal then shows ml4ml's lines only."""
+    from ml4ml.logs import log_to
+
+    return log_to(output_file(log, "--log") if log else beside_store(store, ".log"))
 
 
 def pipeline_cluster(pipeline, workers, scheduler):
@@ -93,16 +105,19 @@ def import_plugin(plugin: str):
         raise ML4MLError(f"cannot import plugin: {exc}", file=plugin, field="--plugin") from exc
 
 
-def refused(file, failed: dict, what: str) -> None:
-    """After a stage finished the rest: one line naming the refused models, exit 1."""
+def refused(file, failed: dict, what: str, log=None) -> None:
+    """After a stage finished the rest: exit 1 with one line saying how many models failed
+    and what to do. The stage's summary line has named each one, with its reason, once.
+
+    failed : {mid: reason}; log : the command's log file (the tracebacks).
+    """
     if not failed:
         return
-    first, why = next(iter(failed.items()))
-    name = first if isinstance(first, str) else "/".join(first)
-    raise ML4MLError(f"{len(failed)} model(s) refused by {what} (the others are done), e.g. "
-                     f"{name}: {why}", file=file, field="models",
-                     hint="fix the recipe or model and rerun; the refusal is recorded in the "
-                          "store")
+    details = f"; their reasons and tracebacks are in {log}" if log else ""
+    raise ML4MLError(f"{len(failed)} model(s) failed in {what}; the others are done",
+                     file=file, field="models",
+                     hint=f"fix them and rerun the same command: it retries only the failed "
+                          f"one(s){details}")
 
 
 def beside_store(store_path, suffix: str) -> Path:

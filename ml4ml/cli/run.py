@@ -9,7 +9,7 @@ import click
 
 from ml4ml.cli.common import (CONTEXT, answer_lines, beside_store, cluster_options,
                               device_option, pipeline_cluster, quiet_option, refused,
-                              user_errors, write_judgements)
+                              stage_log, user_errors, write_judgements)
 
 
 @click.command(context_settings=CONTEXT)
@@ -23,7 +23,7 @@ from ml4ml.cli.common import (CONTEXT, answer_lines, beside_store, cluster_optio
 @click.option("--force", is_flag=True, help="Redo every stage for every model.")
 @quiet_option
 @user_errors
-def run(pipeline, store_path, report_dir, workers, scheduler, device, force, quiet):
+def run(pipeline, store_path, report_dir, workers, scheduler, log, device, force, quiet):
     """Train, probe, measure, label, assess and report: the whole pipeline.
 
     \b
@@ -31,7 +31,9 @@ def run(pipeline, store_path, report_dir, workers, scheduler, device, force, qui
     ml4ml run pipelines/demo-digits.toml --store stores/other.zarr --workers 2
 
     Every stage resumes: a rerun after an interruption finishes the rest and redoes
-    nothing that was done. The closing summary names every output.
+    nothing that was done. The closing summary names every output. A model that fails in
+    a stage is named once in that stage's line; the others go on to the report, the exit
+    status is 1 and a rerun retries only it.
     """
     from ml4ml.config import load_pipeline
     from ml4ml.measure.stage import measure_store
@@ -51,18 +53,23 @@ def run(pipeline, store_path, report_dir, workers, scheduler, device, force, qui
         lines.append(line)
         click.echo(line)
 
-    with pipeline_cluster(p, workers, scheduler) as client:
-        t = train_pipeline(p, client=client, device=device, force=force, progress=progress)
-        say(f"train: {t.summary()} ({t.seconds:.1f} s)")
-        pr = probe_pipeline(p, client=client, device=device, force=force, progress=progress)
-        say(f"probe: {len(pr.probed)} probed, {pr.skipped} already ({pr.seconds:.1f} s)")
-        reports = measure_store(p.store, force=force, progress=progress)
-        for report in reports:
-            say(f"measure: {report.summary()}")
-    outputs = _after_measures(p, force, progress, say, report_dir)
-    failed = {**t.failed, **{"/".join(k): v for k, v in pr.failed.items()}}
+    with stage_log(p.store, log) as log:
+        with pipeline_cluster(p, workers, scheduler) as client:
+            t = train_pipeline(p, client=client, device=device, force=force,
+                               progress=progress)
+            say(f"train: {t.summary()} ({t.seconds:.1f} s)")
+            pr = probe_pipeline(p, client=client, device=device, force=force,
+                                progress=progress)
+            say(f"probe: {pr.summary()} ({pr.seconds:.1f} s)")
+            reports = measure_store(p.store, force=force, progress=progress)
+            for report in reports:
+                say(f"measure: {report.summary()}")
+        outputs = _after_measures(p, force, progress, say, report_dir)
+    failed = {**t.failed, **pr.failed_models()}
+    for report in reports:
+        failed.update(report.failed)
     _summary(p, outputs, failed)
-    refused(p.file, failed, "training or probing")
+    refused(p.file, failed, "train, probe or measure", log)
 
 
 def _local_outputs(p) -> tuple[Path, Path]:
@@ -172,9 +179,7 @@ def _summary(p, outputs, failed) -> None:
         click.echo(f"verdict:  no assessment: {outputs['skipped']}")
         click.echo(f"features: {outputs['csv']}")
         click.echo(f"report:   {outputs['report']}  (open it in a browser)")
-        if failed:
-            click.echo(f"refused:  {len(failed)} model(s): "
-                       + ", ".join(f"{k} ({v})" for k, v in list(failed.items())[:3]))
+        _failed_line(failed)
         return
     ds = store.open_group(p.store, store.assess_group(p.assess.transform))
     path, judged = outputs["judgements"]
@@ -187,6 +192,12 @@ def _summary(p, outputs, failed) -> None:
     click.echo(f"report:   {outputs['report']}  (open it in a browser)")
     click.echo(f"next:     ml4ml assess {p.store} --transform {p.assess.transform} --predict "
                f"MID...   judges any model with the stored assessor")
+    _failed_line(failed)
+
+
+def _failed_line(failed) -> None:
+    """How many models failed; the stage lines above named each once, with its reason."""
     if failed:
-        click.echo(f"refused:  {len(failed)} model(s): "
-                   + ", ".join(f"{k} ({v})" for k, v in list(failed.items())[:3]))
+        click.echo(f"failed:   {len(failed)} model(s), named in the stage lines above; "
+                   "rerun to retry only them")
+
