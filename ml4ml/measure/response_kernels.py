@@ -24,7 +24,6 @@ __all__ = [
     "ANOVA_BONFERRONI",
     "GOODFELLOW_ALPHA",
     "GOODFELLOW_MIN_STD",
-    "KL_EPSILON",
     "ResponseBlock",
     "anova_critical_value",
     "goodfellow_z",
@@ -43,8 +42,6 @@ ANOVA_BONFERRONI = True
 # tmeasures.pytorch.GoodfellowInvariance() defaults: NormalPValueThreshold(sign=1, alpha=0.99)
 GOODFELLOW_ALPHA = 0.99
 GOODFELLOW_MIN_STD = 1e-16
-# floor of both arguments of the log in geed_kl (float underflow only; see docs)
-KL_EPSILON = 1e-12
 
 
 def safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -93,6 +90,22 @@ def _std_from_sum_of_squares(sum_sq: np.ndarray, n: int) -> np.ndarray:
     return np.sqrt(sum_sq / (n - 1))
 
 
+def _sum_units(a: np.ndarray) -> np.ndarray:
+    """Sum over the last axis (..., U) -> (...) (a BLAS product: numpy's own sum over a short
+    last axis is several times slower)."""
+    return a @ np.ones(a.shape[-1])
+
+
+def _sum_samples(a: np.ndarray) -> np.ndarray:
+    """Sum over samples (B, P, S, U) -> (B, P, U)."""
+    return np.einsum("bpsu->bpu", a)
+
+
+def _sum_grid_samples(a: np.ndarray) -> np.ndarray:
+    """Sum over grid and samples (B, P, S, U) -> (B, U)."""
+    return np.einsum("bpsu->bu", a)
+
+
 class ResponseBlock:
     """One block of responses and the intermediates the measures share, each computed once.
 
@@ -114,24 +127,30 @@ class ResponseBlock:
     @cached_property
     def sample_mean(self):
         """Mean over samples at each grid value (B, P, U)."""
-        return self.x.mean(axis=2)
+        return _sum_samples(self.x) / self.n_samples
 
     @cached_property
     def sample_sum_sq(self):
         """Sum over samples of squared deviations from ``sample_mean`` (B, P, U)."""
         deviation = self.x - self.sample_mean[:, :, None, :]
-        return np.einsum("bpsu,bpsu->bpu", deviation, deviation)
+        return _sum_samples(np.multiply(deviation, deviation, out=deviation))
 
     @cached_property
     def centroid(self):
         """Each sample's orbit centroid: the mean over the grid (B, S, U)."""
-        return self.x.mean(axis=1)
+        return self.x.sum(axis=1) / self.n_params
 
     @cached_property
-    def orbit_sq(self):
-        """Squared deviations from the orbit centroid (B, P, S, U)."""
+    def _orbit(self):
+        """Squared deviations from the centroid (B, P, S, U) and their dot product with
+        it summed over units (B, P, S) (taken before squaring, for ``geed_cos``)."""
         deviation = self.x - self.centroid[:, None]
-        return deviation * deviation
+        dot = _sum_units(deviation * self.centroid[:, None])
+        return np.multiply(deviation, deviation, out=deviation), dot
+
+    @property
+    def orbit_sq(self):
+        return self._orbit[0]
 
     @cached_property
     def identity_threshold(self):
@@ -158,60 +177,70 @@ class ResponseBlock:
         """1 where the one-way ANOVA F of the unit exceeds tmeasures' critical value, else 0."""
         p, s = self.n_params, self.n_samples
         between = self.sample_mean - self.sample_mean.mean(axis=1, keepdims=True)
-        ssb = s * np.einsum("bpu,bpu->bu", between, between) / (p - 1)
+        ssb = s * (between * between).sum(axis=1) / (p - 1)
         ssw = self.sample_sum_sq.sum(axis=1) / ((s - 1) * p)
         f_score = ssb / ssw  # 0/0 -> NaN (never above), x/0 -> inf (above), as tmeasures
         return (f_score > self.anova_critical).astype(np.float64)
 
     def goodfellow(self):
         """Firing rate over the grid over the firing rate at the identity (``safe_divide``)."""
-        threshold = self.identity_threshold[:, None, None, :]
-        fires = self.x > threshold  # (B, P, S, U)
-        local = fires.mean(axis=(1, 2))
-        global_ = fires[:, self.identity_index].mean(axis=1)
+        fires = (self.x > self.identity_threshold[:, None, None, :]).view(np.int8)
+        local = np.einsum("bpsu->bu", fires, dtype=np.int64) / (self.n_params * self.n_samples)
+        global_ = np.einsum("bsu->bu", fires[:, self.identity_index], dtype=np.int64)
+        global_ = global_ / self.n_samples
         return safe_divide(local, global_)
 
     # --- distances to the orbit centroid, (B,) or per unit (B, U) ---------------------
+    def _mean_grid_samples(self, a, per_unit: bool):
+        """Mean over grid and samples of (B, P, S, U) per unit, or of (B, P, S)."""
+        total = _sum_grid_samples(a) if per_unit else a.reshape(a.shape[0], -1).sum(axis=1)
+        return total / (self.n_params * self.n_samples)
+
     def geed_l2(self, per_unit: bool):
         """Mean over grid and samples of ``||x - centroid||_2``."""
-        sq = self.orbit_sq if per_unit else self.orbit_sq.sum(axis=-1)
-        return np.sqrt(sq).mean(axis=(1, 2))
+        sq = self.orbit_sq if per_unit else _sum_units(self.orbit_sq)
+        return self._mean_grid_samples(np.sqrt(sq), per_unit)
 
     def geed_cos(self, per_unit: bool):
         """Mean of ``1 - cos(x, centroid)``; 0 where both are zero, 1 where one is."""
-        x, centroid = self.x, self.centroid[:, None]
+        centroid = self.centroid[:, None]
         if per_unit:
-            dot, x_sq, c_sq = x * centroid, x * x, centroid * centroid
-        else:
-            dot = np.einsum("bpsu,bsu->bps", x, self.centroid)
-            x_sq = np.einsum("bpsu,bpsu->bps", x, x)
-            c_sq = np.einsum("bsu,bsu->bs", self.centroid, self.centroid)[:, None]
+            dot, x_sq, c_sq = self.x * centroid, self.x * self.x, centroid * centroid
+        else:  # x = d + c: x.c = d.c + c.c, x.x = d.d + 2 d.c + c.c
+            c_sq = _sum_units(self.centroid * self.centroid)[:, None]
+            dot = self._orbit[1] + c_sq
+            x_sq = np.maximum(_sum_units(self.orbit_sq) + 2.0 * self._orbit[1] + c_sq, 0.0)
         norms = np.sqrt(x_sq) * np.sqrt(c_sq)
-        distance = 1.0 - np.divide(dot, norms, out=np.zeros(np.broadcast(dot, norms).shape),
-                                   where=norms > 0)
-        both_zero = (x_sq == 0) & (c_sq == 0)
-        return np.where(both_zero, 0.0, distance).mean(axis=(1, 2))
+        cosine = np.divide(dot, norms, out=np.zeros(np.broadcast(dot, norms).shape),
+                           where=norms > 0)
+        distance = np.where((x_sq == 0) & (c_sq == 0), 0.0, 1.0 - cosine)
+        return self._mean_grid_samples(distance, per_unit)
 
     def geed_kl(self, per_unit: bool):
-        """Mean of ``KL(x || centroid) = sum_u x_u (log x_u - log c_u)``, logs floored at
-        ``KL_EPSILON``, ``0 log 0 = 0``."""
-        x, centroid = self.x, self.centroid[:, None]
-        log_ratio = (np.log(np.maximum(x, KL_EPSILON))
-                     - np.log(np.maximum(centroid, KL_EPSILON)))
-        terms = np.where(x > 0, x * log_ratio, 0.0)
-        return (terms if per_unit else terms.sum(axis=-1)).mean(axis=(1, 2))
+        """Mean of ``KL(x || centroid) = sum_u x_u log(x_u / c_u)`` (``0 log 0 = 0``), as
+        ``mean_p sum_u x log x - sum_u c log c`` (the mean over the grid of x is c)."""
+        tiny = np.finfo(np.float64).tiny  # log(0) -> a finite number times 0
+        x_log_x = self.x * np.log(np.maximum(self.x, tiny))
+        c_log_c = self.centroid * np.log(np.maximum(self.centroid, tiny))  # (B, S, U)
+        if per_unit:
+            return (self._mean_grid_samples(x_log_x, True)
+                    - c_log_c.sum(axis=1) / self.n_samples)
+        return (self._mean_grid_samples(_sum_units(x_log_x), False)
+                - _sum_units(c_log_c).sum(axis=1) / self.n_samples)
 
     # --- around the identity --------------------------------------------------------
     def consistency(self):
         """Fraction of (grid value, sample) whose prediction is the identity's (B,)."""
         same = self.predictions == self.predictions[:, self.identity_index][:, None]
-        return same.mean(axis=(1, 2))
+        return same.reshape(same.shape[0], -1).mean(axis=1)
 
     def lee_fd(self, per_unit: bool):
         """Mean over samples (and units) of ``|x(p_{c+1}) - x(p_{c-1})| / spacing``."""
         c = self.identity_index
         derivative = np.abs(self.x[:, c + 1] - self.x[:, c - 1]) / self.spacing  # (B, S, U)
-        return derivative.mean(axis=1) if per_unit else derivative.mean(axis=(1, 2))
+        if per_unit:
+            return derivative.mean(axis=1)
+        return derivative.reshape(derivative.shape[0], -1).mean(axis=1)
 
 
 def builtin_measures(block: ResponseBlock, names, *, per_unit: bool) -> dict[str, np.ndarray]:

@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 
 from ml4ml import dims
+from ml4ml.cluster import keep_freed_memory_once
 from ml4ml.errors import InputError
 from ml4ml.measure.matrices import apply_to_blocks
 from ml4ml.measure.response_kernels import (
@@ -264,12 +265,15 @@ def response_measures(responses: xr.DataArray, names=None, *, identity_index: in
 def _responses_block(responses, predictions=None, *, names, user, nan_names, identity_index,
                      spacing, grid, anova_critical, z, per_unit):
     """Measures (lead..., [U,] len(names)) of a block (lead..., P, S, U), in one read."""
+    keep_freed_memory_once()  # the kernel's temporaries: reused, not mapped afresh per block
     p, s, u = responses.shape[-3:]
     lead = responses.shape[:-3]
     if predictions is not None:
         lead = np.broadcast_shapes(lead, predictions.shape[:-2])
         predictions = np.broadcast_to(predictions, lead + (p, s)).reshape(-1, p, s)
-    x = np.broadcast_to(np.asarray(responses, dtype=np.float64), lead + (p, s, u))
+    x = np.array(responses, dtype=np.float64, order="C")  # one copy, whatever the layout
+    if x.shape[:-3] != lead:
+        x = np.broadcast_to(x, lead + (p, s, u))
     x = x.reshape(-1, p, s, u)
     x.flags.writeable = False  # shared by every measure; user functions must not write it
     block = ResponseBlock(x, predictions, identity_index=identity_index, spacing=spacing,
