@@ -483,6 +483,11 @@ def test_input_errors():
         response_measures(responses, ["lee_fd"], identity_index=0)
     with pytest.raises(InputError, match="grid_step must be a positive number"):
         response_measures(responses, ["lee_fd"], identity_index=2, grid_step=-1.0)
+    shifted = xr.DataArray(np.zeros((1, 5, 10), int), dims=("mid", "aug_param", "sample"),
+                           coords={"sample": np.arange(10) + 1})
+    with pytest.raises(InputError, match="responses and predictions do not line up"):
+        response_measures(responses.assign_coords(sample=np.arange(10)), ["consistency"],
+                          identity_index=2, predictions=shifted)
     with pytest.raises(InputError, match="twice"):
         response_measures(responses, ["nv", "nv"], identity_index=2)
     value = response_measures(responses, identity_index=2)  # unavailable ones are NaN

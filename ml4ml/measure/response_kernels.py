@@ -153,6 +153,11 @@ class ResponseBlock:
         return self._orbit[0]
 
     @cached_property
+    def orbit_sq_units(self):
+        """Squared distance to the centroid summed over units (B, P, S)."""
+        return _sum_units(self.orbit_sq)
+
+    @cached_property
     def identity_threshold(self):
         """Goodfellow's firing threshold per unit (B, U): ``mu + sigma z`` of the identity."""
         c = self.identity_index
@@ -161,17 +166,25 @@ class ResponseBlock:
         return self.sample_mean[:, c] + sigma * self.z
 
     # --- tmeasures' per-unit measures, (B, U) ----------------------------------------
+    @cached_property
+    def _tv(self):
+        return _std_from_sum_of_squares(self.orbit_sq.sum(axis=1), self.n_params).mean(axis=1)
+
+    @cached_property
+    def _sv(self):
+        return _std_from_sum_of_squares(self.sample_sum_sq, self.n_samples).mean(axis=1)
+
     def tv(self):
         """Mean over samples of the std over the grid (ddof 1)."""
-        return _std_from_sum_of_squares(self.orbit_sq.sum(axis=1), self.n_params).mean(axis=1)
+        return self._tv
 
     def sv(self):
         """Mean over the grid of the std over samples (ddof 1)."""
-        return _std_from_sum_of_squares(self.sample_sum_sq, self.n_samples).mean(axis=1)
+        return self._sv
 
     def nv(self):
         """``tv / sv`` with tmeasures' 0/0 = 1 and x/0 = inf."""
-        return safe_divide(self.tv(), self.sv())
+        return safe_divide(self._tv, self._sv)
 
     def anova(self):
         """1 where the one-way ANOVA F of the unit exceeds tmeasures' critical value, else 0."""
@@ -198,7 +211,7 @@ class ResponseBlock:
 
     def geed_l2(self, per_unit: bool):
         """Mean over grid and samples of ``||x - centroid||_2``."""
-        sq = self.orbit_sq if per_unit else _sum_units(self.orbit_sq)
+        sq = self.orbit_sq if per_unit else self.orbit_sq_units
         return self._mean_grid_samples(np.sqrt(sq), per_unit)
 
     def geed_cos(self, per_unit: bool):
@@ -209,7 +222,7 @@ class ResponseBlock:
         else:  # x = d + c: x.c = d.c + c.c, x.x = d.d + 2 d.c + c.c
             c_sq = _sum_units(self.centroid * self.centroid)[:, None]
             dot = self._orbit[1] + c_sq
-            x_sq = np.maximum(_sum_units(self.orbit_sq) + 2.0 * self._orbit[1] + c_sq, 0.0)
+            x_sq = np.maximum(self.orbit_sq_units + 2.0 * self._orbit[1] + c_sq, 0.0)
         norms = np.sqrt(x_sq) * np.sqrt(c_sq)
         cosine = np.divide(dot, norms, out=np.zeros(np.broadcast(dot, norms).shape),
                            where=norms > 0)
@@ -220,7 +233,8 @@ class ResponseBlock:
         """Mean of ``KL(x || centroid) = sum_u x_u log(x_u / c_u)`` (``0 log 0 = 0``), as
         ``mean_p sum_u x log x - sum_u c log c`` (the mean over the grid of x is c)."""
         tiny = np.finfo(np.float64).tiny  # log(0) -> a finite number times 0
-        x_log_x = self.x * np.log(np.maximum(self.x, tiny))
+        x_log_x = np.maximum(self.x, tiny)
+        x_log_x = np.multiply(np.log(x_log_x, out=x_log_x), self.x, out=x_log_x)
         c_log_c = self.centroid * np.log(np.maximum(self.centroid, tiny))  # (B, S, U)
         if per_unit:
             return (self._mean_grid_samples(x_log_x, True)
