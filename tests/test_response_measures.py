@@ -340,6 +340,10 @@ def test_leading_dims_and_broadcast_predictions():
     value = response_measures(responses, ["consistency", "tv"], identity_index=2,
                               predictions=predictions)
     assert value.dims == ("mid", "level", "response_measure")
+    lazy = response_measures(responses.chunk({"mid": 1}), ["consistency", "tv"],
+                             identity_index=2, predictions=predictions.chunk({"mid": 1}))
+    assert lazy.data.chunks[:2] == ((1, 1), (3,))
+    xr.testing.assert_allclose(lazy.compute(), value, rtol=1e-14)
     for m in range(2):
         expected = loop_consistency(predictions.values[m], 2)
         np.testing.assert_allclose(value.sel(response_measure="consistency").values[m],
@@ -426,9 +430,15 @@ def test_registered_measure_values_keywords_and_per_unit(registered):
     gap = np.abs(x - x[:, 2:3]).mean(axis=(1, 2, 3)) + 0.0 + (predictions.values == 0).mean(
         axis=(1, 2))
     np.testing.assert_allclose(value.sel(response_measure="identity_gap"), gap, rtol=1e-12)
-    per_unit = response_measures(as_array(x), ["orbit_range"], identity_index=2, per_unit=True)
+    per_unit = response_measures(as_array(x, grid=np.arange(5) * 2.0 - 4.0),
+                                 ["orbit_range", "identity_gap"], identity_index=2,
+                                 predictions=predictions, per_unit=True)
     np.testing.assert_allclose(per_unit.sel(response_measure="orbit_range"),
                                np.ptp(x, axis=1).mean(axis=1), rtol=1e-12)
+    gap_per_unit = np.abs(x - x[:, 2:3]).mean(axis=(1, 2)) + (predictions.values == 0).mean(
+        axis=(1, 2))[:, None]
+    np.testing.assert_allclose(per_unit.sel(response_measure="identity_gap"), gap_per_unit,
+                               rtol=1e-12)
 
 
 def test_registered_measure_runs_on_a_local_cluster_worker(registered):

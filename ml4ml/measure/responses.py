@@ -237,22 +237,22 @@ def response_measures(responses: xr.DataArray, names=None, *, identity_index: in
         "z": goodfellow_z(),
         "per_unit": bool(per_unit),
     }
-    try:
-        value = xr.apply_ufunc(
-            functools.partial(apply_to_blocks, _responses_block),
-            *args,
-            input_core_dims=core_dims,
-            output_core_dims=[out_core],
-            kwargs=kwargs,
-            dask="allowed",
-            join="exact",
-            keep_attrs=False,
-        )
-    except ValueError as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(f"responses and predictions do not line up: {exc}".splitlines()[0],
-                         field="predictions") from exc
+    if predictions is not None:
+        try:
+            xr.align(responses, predictions, join="exact")
+        except ValueError as exc:
+            raise InputError(f"responses and predictions do not line up: {exc}"
+                             .splitlines()[0], field="predictions") from exc
+    value = xr.apply_ufunc(
+        functools.partial(apply_to_blocks, _responses_block),
+        *args,
+        input_core_dims=core_dims,
+        output_core_dims=[out_core],
+        kwargs=kwargs,
+        dask="allowed",
+        join="exact",
+        keep_attrs=False,
+    )
     value = value.assign_coords({dims.RESPONSE_MEASURE: np.array(names, dtype=object)})
     value.name = dims.RESPONSE_VALUE
     long_name, description = dims.DESCRIPTIONS[dims.RESPONSE_VALUE]
@@ -302,8 +302,8 @@ def _user_measure(name, func, keywords, block: ResponseBlock, lead, per_unit, gr
              "predictions": None}
     if block.predictions is not None:
         predictions = block.predictions
-        if per_unit:
-            predictions = np.broadcast_to(predictions[:, None], (x.size // (p * s),) + (p, s))
+        if per_unit:  # the same predictions for every unit
+            predictions = np.broadcast_to(predictions[:, None], (predictions.shape[0], u, p, s))
         given["predictions"] = predictions.reshape(lead + (p, s))
     result = np.asarray(func(x, **{key: given[key] for key in keywords}), dtype=np.float64)
     if result.shape != lead:
