@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 
 from ml4ml.errors import InputError
@@ -241,6 +242,14 @@ def keep_freed_memory(mmap_threshold: int = 32 * 2**20, trim_threshold: int = 64
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))
                 and mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))
+
+
+@functools.cache
+def keep_freed_memory_once() -> bool:
+    """:func:`keep_freed_memory`, the first time this process calls it (for kernels that
+    allocate megabyte-sized temporaries per block: otherwise glibc returns them to the OS
+    after each block and the page faults cost more than the arithmetic)."""
+    return keep_freed_memory()
 
 
 def prepare_dask_worker() -> bool:
