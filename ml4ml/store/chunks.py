@@ -143,8 +143,9 @@ def read_rows(arrays: dict, rows, *, block_bytes: int = _BLOCK_BYTES):
     the zarr ``arrays`` (along ``mid`` first) a block of consecutive rows at a time.
 
     One read per block and array (its chunks fetched concurrently) rather than one per row
-    and array: a store of thousands of models is read in seconds. A block spans at most
-    ``block_bytes`` of rows, so memory stays bounded whatever the size of a model's rows.
+    and array: a store of thousands of models is read in seconds. A block holds only rows
+    asked for (a row left out, e.g. one whose chunk is unreadable, is never read) and at
+    most ``block_bytes`` of them, so memory stays bounded whatever a model's rows hold.
     """
     rows = [int(r) for r in rows]
     row_bytes = sum(int(np.prod(a.shape[1:], dtype=np.int64)) * max(a.dtype.itemsize, 8)
@@ -154,7 +155,8 @@ def read_rows(arrays: dict, rows, *, block_bytes: int = _BLOCK_BYTES):
     while k < len(rows):
         first = rows[k]
         stop = k
-        while stop < len(rows) and rows[stop] < first + per_block:
+        while stop < len(rows) and rows[stop] == first + (stop - k) \
+                and stop - k < per_block:
             stop += 1
         last = rows[stop - 1]
         with quiet():

@@ -17,7 +17,6 @@ from __future__ import annotations
 import shlex
 
 import numpy as np
-import pandas as pd
 
 from ml4ml import dims
 from ml4ml.errors import StoreError
@@ -52,7 +51,9 @@ def probe_state(mids, probe_mids, probe_done, probe_digest) -> tuple[np.ndarray,
     """The probe group's ``done`` flag and ``digest`` of each of ``mids``, (len(mids),):
     False and "" for a model the probe group does not hold."""
     mids = np.asarray(mids).astype(str)
-    where = pd.Index(np.asarray(probe_mids).astype(str)).get_indexer(mids)
+    # a repeated id (damage ``store check`` reports on its own): its last row
+    position = {m: k for k, m in enumerate(np.asarray(probe_mids).astype(str).tolist())}
+    where = np.array([position.get(m, -1) for m in mids.tolist()], dtype=np.int64)
     known = where >= 0
     at = np.where(known, where, 0)
     done = np.asarray(probe_done, dtype=bool)
