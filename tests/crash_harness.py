@@ -15,7 +15,8 @@ first run), on a copy of the base store:
 3. a second child runs the same stage again with no fault: it must finish;
 4. the store is compared with the uninterrupted run's, array by array, bitwise (NaN
    equal to NaN), except wall-clock seconds and checkpoint paths; every row finished at
-   the crash must still be done, with the same chunk bytes.
+   the crash must still be done, with the same chunk bytes; no temporary file of an
+   interrupted write is left (``leftover_files``: the rerun cleans up after the crash).
 
 Writes a JSON report to WORKDIR/report.json.
 """
@@ -224,6 +225,26 @@ def compare(reference: dict, got: dict) -> list[str]:
     return problems
 
 
+def leftover_files(store_path) -> list[str]:
+    """Temporary files an interrupted write left: ``*.partial`` files anywhere in the store
+    (zarr writes each key to one, then renames it into place) and temporary checkpoints
+    (``.tmp-*.pt``) in its checkpoints folder; paths relative to the store's parent."""
+    store_path = Path(store_path)
+    checkpoints = store_path.with_name(store_path.name + ".checkpoints")
+    found = [f for f in store_path.rglob("*.partial")] if store_path.is_dir() else []
+    if checkpoints.is_dir():
+        found += [f for f in checkpoints.rglob("*") if f.name.endswith(".partial")
+                  or (f.name.startswith(".tmp-") and f.name.endswith(".pt"))]
+    return sorted(str(f.relative_to(store_path.parent)) for f in found)
+
+
+def assert_no_partial_files(store_path) -> None:
+    """AssertionError naming every temporary file an interrupted write left in the store
+    (``leftover_files``): a rerun after a crash must clean up after it."""
+    left = leftover_files(store_path)
+    assert not left, f"{len(left)} temporary file(s) left: {', '.join(left[:5])}"
+
+
 def _save(obj, file: Path) -> None:
     import pickle
 
@@ -262,6 +283,7 @@ def _resume_and_compare(folder: Path, stage: str, reference: Path) -> dict:
     got = snapshot(store_path)
     problems = compare(_load(reference), got)
     problems += untouched(before, got, finished, done_rows(store_path))
+    problems += [f"left behind: {name}" for name in leftover_files(store_path)]
     return {"finished": sum(len(m) for m in finished.values()), "problems": problems}
 
 

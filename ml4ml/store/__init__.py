@@ -21,12 +21,12 @@ from ml4ml.store.probes import (DIGEST, ERROR, SOURCE, check_compatible,  # noqa
                                 write_probe, write_probe_data, write_probe_failure)
 from ml4ml.store.rows import (PROBE_DIGEST, RowWrites, append_measures,  # noqa: F401
                               clear_done, prepare_rows)
-from ml4ml.store.lineage import fresh_mids, row_lineage  # noqa: F401
+from ml4ml.store.lineage import fresh_mids, fresh_rows, row_lineage  # noqa: F401
 
 __all__ = list(_groups_all) + [
     "is_url", "require_store", "commit", "recover", "holder", "writing", "add_models", "model_ids",
     "read_models", "update_models", "DIGEST", "ERROR", "SOURCE", "check_compatible",
     "clear_done", "init_probes", "open_probes", "probe_digest", "write_probe",
     "write_probe_data", "finish_probes", "probe_layout", "write_probe_failure", "PROBE_DIGEST", "RowWrites",
-    "append_measures", "prepare_rows", "fresh_mids", "row_lineage",
+    "append_measures", "prepare_rows", "fresh_mids", "fresh_rows", "row_lineage",
 ]
