@@ -129,6 +129,21 @@ def test_extensions_are_torchvisions():
     assert IMG_EXTENSIONS == TV_EXTENSIONS
 
 
+def test_spec_fields_and_their_checks():
+    from ml4ml.data.own import OWN_FIELDS
+
+    assert OWN_FIELDS == ("kind", "root", "path", "size", "channels", "classes", "layout",
+                          "n_samples", "seed")
+    good = OwnSuiteSpec(name="m", kind="imagefolder", root="r", size=[28, 28],
+                        classes=["a", "b"])
+    assert good.size == (28, 28) and good.classes == ("a", "b") and hash(good)
+    assert own_spec_problems(good) == []
+    bad = OwnSuiteSpec(name="m", kind="npz", root="r", size=[28, 28.0], n_samples=0, seed=-1,
+                       channels=True, classes=[])
+    assert [f for f, _ in own_spec_problems(bad)] == [
+        "path", "root", "size", "channels", "classes", "n_samples", "seed"]
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_imagefolder_equals_torchvision_order_and_pil_load(folders, channels):
     suite = load_own_suite(spec(root=folders["clean"], size=[28, 28], channels=channels))
@@ -170,6 +185,19 @@ def test_downsampling_is_antialiased_like_pillow(folders):
     aliased = F.interpolate(torch.from_numpy(plain)[:, None], size=(28, 28), mode="bilinear",
                             antialias=False)[:, 0].numpy()
     assert np.abs(aliased - pillow).max() > 10 / 255
+
+
+@pytest.mark.parametrize("size", [(28, 28), (9, 40), (64, 20)])
+def test_resize_is_torchvisions_antialiased_resize(size):
+    from ml4ml.data.own_files import resize_images
+
+    images = torch.rand(5, 3, 33, 47, generator=torch.Generator().manual_seed(0))
+    ours = resize_images(images, size)
+    for image, resized in zip(images, ours):
+        expected = TF.resize(image, list(size), interpolation=InterpolationMode.BILINEAR,
+                             antialias=True).clamp(0, 1)
+        assert torch.equal(resized, expected)
+    assert resize_images(images, (33, 47)) is images
 
 
 def test_hidden_entries_and_other_files_are_skipped(folders):

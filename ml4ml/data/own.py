@@ -53,7 +53,9 @@ mapped by name to the spec's order). Other arrays are ignored. 3 -> 1 channel us
 **Resizing** (both kinds, after the channel conversion): ``(n, C, h, w)`` float32 in [0, 1]
 -> ``torchvision.transforms.v2.functional.resize(x, [H, W], InterpolationMode.BILINEAR,
 antialias=True)`` (bilinear with an antialiasing filter when shrinking, on the float image,
-not on uint8), clamped to [0, 1]; an image already H x W is left as it is.
+not on uint8; for float images torchvision runs ``torch.nn.functional.interpolate(x, [H, W],
+mode="bilinear", align_corners=False, antialias=True)``, which is what is called), clamped
+to [0, 1]; an image already H x W is left as it is.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +75,7 @@ from ml4ml.data.own_files import IMG_EXTENSIONS, resize_images, workers
 from ml4ml.data.suites import Suite
 from ml4ml.errors import InputError
 
-__all__ = ["OwnSuiteSpec", "KINDS", "LAYOUTS", "IMG_EXTENSIONS", "own_spec_problems",
+__all__ = ["OwnSuiteSpec", "OWN_FIELDS", "KINDS", "LAYOUTS", "IMG_EXTENSIONS", "own_spec_problems",
            "check_own_spec", "load_own_suite", "own_suite_classes", "suite_digest",
            "resize_images"]
 
@@ -107,6 +109,10 @@ class OwnSuiteSpec:
             if isinstance(value, (list, np.ndarray)):
                 object.__setattr__(self, field, tuple(value.tolist() if isinstance(
                     value, np.ndarray) else value))
+
+
+# the keys a spec table of an own suite may hold (all fields but the name, which is the table's)
+OWN_FIELDS = tuple(f.name for f in fields(OwnSuiteSpec) if f.name != "name")
 
 
 # --- validation of the spec (no IO) ------------------------------------------------------

@@ -45,16 +45,15 @@ def resize_images(images: torch.Tensor, size) -> torch.Tensor:
     """(n_samples, channel, h, w) float32 in [0, 1] -> (n_samples, channel, H, W).
 
     ``torchvision.transforms.v2.functional.resize(images, [H, W], BILINEAR,
-    antialias=True)`` on a contiguous tensor, clamped to [0, 1]; unchanged (the same tensor)
-    when ``size`` is None or already (h, w).
+    antialias=True)``, clamped to [0, 1]: for float images that is the call below (without
+    importing torchvision's transforms, seconds on a busy machine); the tests compare the
+    two. Unchanged (the same tensor) when ``size`` is None or already (h, w).
     """
     if size is None or tuple(images.shape[-2:]) == tuple(size):
         return images
-    from torchvision.transforms.v2 import InterpolationMode
-    from torchvision.transforms.v2.functional import resize
-
-    out = resize(images.contiguous(), [int(size[0]), int(size[1])],
-                 interpolation=InterpolationMode.BILINEAR, antialias=True)
+    out = torch.nn.functional.interpolate(
+        images.contiguous(), size=[int(size[0]), int(size[1])], mode="bilinear",
+        align_corners=False, antialias=True)
     return out.clamp_(0.0, 1.0)
 
 
