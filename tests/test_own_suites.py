@@ -1,6 +1,7 @@
 """Your own images as a suite (ml4ml.data.own): an ImageFolder of real PNG/JPEG/BMP files and
 npz files in every layout, checked against a plain Pillow load + torchvision's antialiased
-resize, torchvision's own ImageFolder order, the content digest, and a trained CNN5 probed on the loaded suites against a plain torch loop."""
+resize, torchvision's own ImageFolder order, the content digest, and a trained CNN5 probed
+on the loaded suites against a plain torch loop (errors: test_own_suite_errors.py)."""
 
 from __future__ import annotations
 
