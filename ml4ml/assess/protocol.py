@@ -45,9 +45,9 @@ from ml4ml.assess.splitter import FOLD_NAMES, ProtocolSplit
 from ml4ml.errors import InputError
 
 __all__ = ["run_protocol", "FOLD_NAMES", "permutation_drops", "binary_metrics",
-           "fold_assignment"]
+           "fold_assignment", "selection_folds_of"]
 
-_MODEL_STREAM, _PERMUTATION_STREAM = 1, 2
+_MODEL_STREAM, _PERMUTATION_STREAM, _SELECTION_SPLIT, _SELECTION_MODEL = 1, 2, 3, 4
 
 PROTOCOL = (
     "three folds per repeat: the hold-out models, and the regular models split at random "
@@ -83,6 +83,14 @@ _ATTRS = {
                    "trained on the two folds not containing the model"),
     dims.LABEL: ("label", "label used for training and testing: 1 invariant, 0 variant"),
     "holdout": ("hold-out model", "true for hold-out models (always one fold)"),
+    "selection_fold": ("selection fold", "fold of the regular model in the selection's "
+                       "cross-validation on the regular models alone; -1: hold-out model"),
+    "selection_prediction": ("selection prediction", "label predicted for the regular "
+                             "model by the method fit on the other selection folds (never "
+                             "on a hold-out model); -1: hold-out model"),
+    "selection_accuracy": ("selection accuracy", "accuracy of the method in the selection's "
+                           "cross-validation on the regular models alone: it chooses the "
+                           "assessor and the baseline the verdict compares"),
     "importance": ("permutation importance", "mean drop in test accuracy when the feature's "
                    "column of the test fold is permuted, averaged over permutations, folds "
                    "and repeats"),
@@ -341,8 +349,41 @@ def _fit(estimator, X, y, name: str = "estimator", where: str = ""):
         return DummyClassifier(strategy="most_frequent").fit(X, y), True
 
 
+def selection_folds_of(labels, holdout, n_folds, seed) -> np.ndarray:
+    """Fold of every regular model in the selection's cross-validation, -1 for hold-out
+    models: int8 (n_models,) (module docstring: stratified where it can be, seeded)."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    regular = np.flatnonzero(~np.asarray(holdout, dtype=bool))
+    y = np.asarray(labels)[regular]
+    k = int(min(n_folds, regular.size))
+    state = _derived_seed(seed, 0, 0, _SELECTION_SPLIT)
+    counts = np.unique(y, return_counts=True)[1]
+    splitter = (StratifiedKFold(k, shuffle=True, random_state=state) if counts.min() >= k
+                else KFold(k, shuffle=True, random_state=state))
+    folds = np.full(np.asarray(holdout).size, -1, dtype=np.int8)
+    for fold, (_, test) in enumerate(splitter.split(regular, y)):
+        folds[regular[test]] = fold
+    return folds
+
+
+def _selection(templates, names, values, labels, holdout, n_folds, seed):
+    """(selection_fold (mid,), selection_prediction (mid, estimator)): every method
+    cross-validated on the regular models alone, -1 for the hold-out models."""
+    folds = selection_folds_of(labels, holdout, n_folds, seed)
+    prediction = np.full((labels.size, len(names)), -1, dtype=np.int8)
+    for fold in range(int(folds.max()) + 1):
+        train, test = (folds >= 0) & (folds != fold), folds == fold
+        model_seed = _derived_seed(seed, 0, fold, _SELECTION_MODEL)
+        for m, template in enumerate(templates):
+            estimator, _ = _fit(_seeded(template, model_seed), values[train], labels[train],
+                                names[m], f"selection fold {fold} (regular models only)")
+            prediction[test, m] = np.asarray(estimator.predict(values[test])).astype(np.int8)
+    return folds, prediction
+
+
 def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=None,
-                 importance=True, n_permutations=5) -> xr.Dataset:
+                 importance=True, n_permutations=5, selection_folds=5) -> xr.Dataset:
     """Train and test every method over the paper's three-fold protocol.
 
     Parameters
@@ -362,6 +403,8 @@ def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=N
         ``baseline_robust_accuracy``.
     importance : compute permutation importances on the test folds.
     n_permutations : permutations per feature and test fold.
+    selection_folds : folds of the selection's cross-validation on the regular models
+        alone (fewer where there are fewer regular models; module docstring).
 
     Returns
     -------
@@ -371,6 +414,9 @@ def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=N
         n_train, n_test, model_seed, permutation_seed  (repeat, fold)  int64
         test_fold            (repeat, mid)           int8
         prediction           (repeat, mid, estimator)   int8
+        selection_fold       (mid,)                  int8, -1 for hold-out models
+        selection_prediction (mid, estimator)        int8, -1 for hold-out models
+        selection_accuracy   (estimator,)            float64
         label, holdout       (mid,)                  int8, bool
         importance, importance_std  (feature, estimator)  float64   if ``importance``
         coords repeat (0..R-1), fold (0, 1, 2) with fold_name (holdout, regular_a,
@@ -380,7 +426,8 @@ def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=N
     labels = _labels(y, mids)
     holdout = _holdout(holdout, mids)
     for name, value, low in (("repeats", repeats, 1), ("seed", seed, 0),
-                             ("n_permutations", n_permutations, 1)):
+                             ("n_permutations", n_permutations, 1),
+                             ("selection_folds", selection_folds, 2)):
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
             raise InputError(f"{name} must be an int >= {low}; got {value!r}", field=name)
     robust_index = _robust_index(robust_feature, columns)
@@ -419,7 +466,13 @@ def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=N
         accuracy[repeat, fold], f1[repeat, fold], kappa[repeat, fold] = binary_metrics(
             y_test, prediction[repeat, test].T)
 
+    selection_fold, selection_prediction = _selection(
+        templates, names, values, labels, holdout, selection_folds, seed)
+    regular = ~holdout
     arrays = {
+        "selection_fold": selection_fold, "selection_prediction": selection_prediction,
+        "selection_accuracy": (selection_prediction[regular] == labels[regular, None])
+        .mean(axis=0),
         "accuracy": accuracy, "f1": f1, "kappa": kappa, "fallback": fallback,
         "n_train": counts[0], "n_test": counts[1], "model_seed": seeds[0],
         "test_fold": test_fold, "prediction": prediction, dims.LABEL: labels,
@@ -430,7 +483,8 @@ def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=N
         arrays |= {"permutation_seed": seeds[1], "importance": per_fold.mean(axis=0),
                    "importance_std": per_fold.std(axis=0)}
     attrs = {"repeats": int(repeats), "seed": int(seed), "importance": int(bool(importance)),
-             "n_permutations": int(n_permutations)}
+             "n_permutations": int(n_permutations),
+             "selection_folds": int(selection_fold.max()) + 1}
     if robust_index is not None:
         attrs["robust_feature"] = str(columns[robust_index])
     return _dataset(arrays, names, mids, columns, attrs)
@@ -449,6 +503,9 @@ _DIMS = {
     "prediction": ("repeat", dims.MID, dims.ESTIMATOR),
     dims.LABEL: (dims.MID,),
     "holdout": (dims.MID,),
+    "selection_fold": (dims.MID,),
+    "selection_prediction": (dims.MID, dims.ESTIMATOR),
+    "selection_accuracy": (dims.ESTIMATOR,),
     "importance": ("feature", dims.ESTIMATOR),
     "importance_std": ("feature", dims.ESTIMATOR),
 }
