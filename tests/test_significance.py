@@ -125,6 +125,13 @@ def test_the_decision_is_strict():
     # p is at least 2 / 16); just above, every shift below 1 is
     assert (result["ci_low"], result["ci_high"]) == (-1.0, 1.0)
     assert (above["ci_low"], above["ci_high"]) == (1.0, 1.0)
+    # a shift whose p is alpha exactly is not rejected, so it is in the interval: flipping
+    # the fourth model alone (mean -0.5) or nothing reaches the observed sum, p = 4 / 16
+    for sign in (1, -1):
+        edge = sign_flip_test(sign * np.array([1, 1, 1, -0.5]), alpha=0.25)
+        assert edge["p_value"] == 0.25 and not edge["significant"]
+        bound = edge["ci_low"] if sign == 1 else edge["ci_high"]
+        assert bound == -0.5 * sign  # 0 inside, as the decision says
     assert not rejects(float("nan"), 0.5) and rejects(0.01, 0.05)
 
 
