@@ -427,14 +427,14 @@ def test_assessor_beats_baselines_on_xor():
     result = compare(results)
     best = result["chosen_assessor"]
     assert best == "random_forest" and result["n_models"] == 40
-    assert result["selection"] == "5-fold CV on the 80 regular models"
+    assert result["selection"] == "3 x 5-fold CV on the 80 regular models"
     assert result["selection_accuracy_assessor"] > 0.8
     assert result["accuracy_assessor"] > 0.8 and result["accuracy_baseline"] < 0.65
     assert result["difference"] > 0.2 and result["ci_low"] > 0.05
     assert result["p_value"] < 0.01 and result["significant"]
     assert result["verdict"].startswith(
         f"{best} beats {result['best_baseline']}: {best} vs {result['best_baseline']}, "
-        f"chosen by 5-fold CV on the 80 regular models (CV accuracy ")
+        f"chosen by 3 x 5-fold CV on the 80 regular models (CV accuracy ")
     assert f"difference {result['difference']:+.3f} (95% CI " in result["verdict"]
 
 

@@ -105,13 +105,14 @@ def test_assess_writes_the_protocol_the_comparison_and_the_assessor(folder):
     # the verdict's pair: the highest accuracy of each kind in the selection's
     # cross-validation on the regular models; its figures: on the hold-out models
     regular = ~ds["holdout"].values
-    selected = ds["selection_prediction"].values[regular] == ds["label"].values[regular, None]
-    cv = dict(zip(ds["estimator"].values.tolist(), selected.mean(axis=0)))
+    selected = ds["selection_prediction"].values[:, regular] == \
+        ds["label"].values[regular, None]
+    cv = dict(zip(ds["estimator"].values.tolist(), selected.mean(axis=(0, 1))))
     kinds = dict(zip(ds["estimator"].values.tolist(), ds["method_kind"].values.tolist()))
     chosen, baseline = ds.attrs["chosen_assessor"], ds.attrs["best_baseline"]
     assert cv[chosen] == max(v for k, v in cv.items() if kinds[k] == "assessor")
     assert cv[baseline] == max(v for k, v in cv.items() if kinds[k] == "baseline")
-    assert ds.attrs["comparison_selection"] == "5-fold CV on the 6 regular models"
+    assert ds.attrs["comparison_selection"] == "3 x 5-fold CV on the 6 regular models"
     held = ds["holdout"].values
     correct = (ds["prediction"].values[:, held] == ds["label"].values[held][None, :, None])
     accuracy = dict(zip(ds["estimator"].values.tolist(), correct.mean(axis=(0, 1))))
@@ -123,7 +124,7 @@ def test_assess_writes_the_protocol_the_comparison_and_the_assessor(folder):
         assert float(ds[f"comparison_{key}"]) == expected[key]
     assert ds.attrs["comparison_models"] == 3 and "hold-out" in ds.attrs["comparison_test"]
     assert f"p = {expected['p_value']:.3g}" in ds.attrs["verdict"]
-    assert "chosen by 5-fold CV on the 6 regular models" in ds.attrs["verdict"]
+    assert "chosen by 3 x 5-fold CV on the 6 regular models" in ds.attrs["verdict"]
     # out of fold: the majority of the chosen assessor's test-fold predictions
     votes = ds["prediction"].sel({"estimator": chosen}).values
     for k, mid in enumerate(ds["mid"].values.tolist()):
@@ -164,6 +165,7 @@ def test_the_stored_layout_and_the_api_give_one_verdict_with_unlabelled_models(f
         [-1, -1]
     assert (ds["prediction"].sel(mid="t3").values == -1).all()
     assert (ds["selection_prediction"].sel(mid=["m6", "t3"]).values == -1).all()
+    assert ds["selection_prediction"].dims == ("selection_repeat", "mid", "estimator")
     # the protocol as the stage ran it, on the labelled models alone
     table, _ = feature_table(path, "rotation", labels=True)
     labelled = table[table["label"] >= 0]
@@ -176,7 +178,7 @@ def test_the_stored_layout_and_the_api_give_one_verdict_with_unlabelled_models(f
     assert stored == api
     assert significance_test(ds) == significance_test(results)
     assert api["n_models"] == 2 and api["n_selection_models"] == 5  # not 3 and 6
-    assert api["selection"] == "5-fold CV on the 5 regular models"
+    assert api["selection"] == "3 x 5-fold CV on the 5 regular models"
     for key in ("difference", "p_value", "ci_low", "ci_high", "accuracy_assessor"):
         assert float(ds[f"comparison_{key}"]) == api[key]
     assert ds.attrs["verdict"].endswith(api["verdict"])

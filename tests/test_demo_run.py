@@ -70,7 +70,7 @@ def test_the_reduced_demo_runs_end_to_end_and_names_every_output(demo):
     figures = {k: float(ds[f"comparison_{k}"]) for k in ("difference", "ci_low", "ci_high",
                                                            "p_value")}
     n_regular = int((~ds["holdout"].values).sum())
-    assert (f"chosen by 5-fold CV on the {n_regular} regular models (CV accuracy " in out
+    assert (f"chosen by 3 x 5-fold CV on the {n_regular} regular models (CV accuracy " in out
             and f"on the {int(ds['holdout'].sum())} hold-out models {chosen} " in out
             and f"difference {figures['difference']:+.3f} (95% CI {figures['ci_low']:+.3f} "
                 f"to {figures['ci_high']:+.3f}), p = {figures['p_value']:.3g}" in out

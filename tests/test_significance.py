@@ -199,18 +199,38 @@ def test_on_run_protocol_results_select_then_test():
     results = run_protocol(X, y, holdout, methods=METHODS, repeats=3, seed=1,
                            importance=False)
     result = significance_test(results)
-    # the selection: 5-fold CV on the 60 regular models, its predictions stored
+    # the selection: 3 x 5-fold CV on the 60 regular models, its predictions stored
     regular = ~holdout
-    assert (results["selection_fold"].values[holdout] == -1).all()
-    assert sorted(np.unique(results["selection_fold"].values[regular])) == [0, 1, 2, 3, 4]
+    folds = results["selection_fold"].values
+    assert folds.shape == (3, 90) and (folds[:, holdout] == -1).all()
+    for repeat in folds:  # stratified: each fold holds 12 regular models, both classes
+        assert np.bincount(repeat[regular]).tolist() == [12] * 5
+        for fold in range(5):
+            share = y[repeat == fold].mean()
+            assert abs(share - y[regular].mean()) <= 1 / 12
+    assert not np.array_equal(folds[0], folds[1])  # a new split per repeat
     selected = results["selection_prediction"].values
-    assert (selected[holdout] == -1).all() and (selected[regular] >= 0).all()
-    cv = (selected[regular] == y[regular, None]).mean(axis=0)
+    assert selected.shape == (3, 90, 4)
+    assert (selected[:, holdout] == -1).all() and (selected[:, regular] >= 0).all()
+    cv = (selected[:, regular] == y[regular, None]).mean(axis=(0, 1))
     np.testing.assert_allclose(results["selection_accuracy"].values, cv)
+    # each selection fit as run by hand: the regular models of the other folds only
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold
+    state = int(np.random.SeedSequence([1, 2, 0, 3]).generate_state(1)[0])
+    regular_ids = np.flatnonzero(regular)
+    for fold, (train, test) in enumerate(StratifiedKFold(5, shuffle=True, random_state=state)
+                                         .split(regular_ids, y[regular])):
+        assert (folds[2, regular_ids[test]] == fold).all()
+        seed = int(np.random.SeedSequence([1, 2, fold, 4]).generate_state(1)[0])
+        tree = clone(METHODS["tree"]).set_params(random_state=seed).fit(
+            X.to_numpy()[regular_ids[train]], y[regular_ids[train]])
+        np.testing.assert_array_equal(selected[2, regular_ids[test], 1],
+                                      tree.predict(X.to_numpy()[regular_ids[test]]))
     a, b = int(np.argmax(cv[:2])), 2 + int(np.argmax(cv[2:]))
     names = list(METHODS)
     assert (result["chosen_assessor"], result["best_baseline"]) == (names[a], names[b])
-    assert result["selection"] == "5-fold CV on the 60 regular models"
+    assert result["selection"] == "3 x 5-fold CV on the 60 regular models"
     assert result["selection_accuracy_assessor"] == cv[a]
     # the test: the chosen pair on the 30 hold-out models
     correct = (results["prediction"].values[:, holdout] == y[holdout][None, :, None]).mean(0)

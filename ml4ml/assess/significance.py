@@ -6,10 +6,10 @@ are left out, so both give identical results).
 
 1. Select, without the hold-out models' labels. ``run_protocol`` cross-validates every
    method on the regular models alone (``selection_prediction``: k-fold CV whose fits never
-   see a hold-out model); the assessor and the baseline of highest CV accuracy (the first
-   of equals, in the methods' order) are the pair. The protocol's own regular folds cannot
-   choose it: their fits also train on the hold-out models, so their out-of-fold results
-   depend on the hold-out labels.
+   see a hold-out model; 3 x 5-fold by default); the assessor and the baseline of highest
+   CV accuracy (the first of equals, in the methods' order) are the pair. The protocol's
+   own regular folds cannot choose it: their fits also train on the hold-out models, so
+   their out-of-fold results depend on the hold-out labels.
 2. Test, on the hold-out models alone. ``d[m] = c_a[m] - c_b[m]``: the fraction of the
    repeats in which the chosen assessor predicts hold-out model m correctly minus the
    baseline's. Every repeat predicts the hold-out models with fits on the regular models
@@ -55,8 +55,8 @@ _DRAW_BLOCK = 4096  # random flips per matrix product (bounds memory)
 _TIE = 1e-9  # subset sums this close to 0 count as 0 (off a lattice)
 
 METHOD_DESCRIPTION = (
-    "select, then test: the assessor and the baseline of highest accuracy in a k-fold "
-    "cross-validation on the regular models alone (fits that never see a hold-out model), "
+    "select, then test: the assessor and the baseline of highest accuracy in a repeated "
+    "k-fold cross-validation on the regular models alone (fits that never see a hold-out model), "
     "compared on the hold-out models by a paired sign-flip test of their per-model "
     "correctness difference (averaged over the repeats; exact over every flip when the "
     "differences lie on a lattice, else Monte Carlo with p = (1 + g) / (1 + n)); the "
@@ -311,9 +311,10 @@ def select_pair(selection_accuracy, is_assessor) -> tuple[int, int]:
             int(np.argmax(np.where(~is_assessor, accuracy, -np.inf))))
 
 
-def selection_text(n_folds: int, n_regular: int) -> str:
-    """How the pair was chosen, e.g. "5-fold CV on the 100 regular models"."""
-    return f"{n_folds}-fold CV on the {n_regular} regular models"
+def selection_text(n_folds: int, n_regular: int, n_repeats: int = 1) -> str:
+    """How the pair was chosen, e.g. "3 x 5-fold CV on the 100 regular models"."""
+    times = f"{n_repeats} x " if n_repeats > 1 else ""
+    return f"{times}{n_folds}-fold CV on the {n_regular} regular models"
 
 
 def significance_test(results: xr.Dataset, *, alpha=0.05, n_draws=10_000,
@@ -321,16 +322,17 @@ def significance_test(results: xr.Dataset, *, alpha=0.05, n_draws=10_000,
     """Select, then test (module docstring) on ``run_protocol``'s results or the stored
     assess group.
 
-    Uses ``prediction (repeat, mid, estimator)``, ``selection_prediction (mid,
-    estimator)``, ``label (mid,)`` (models labelled -1 are left out), ``holdout (mid,)``
-    and the coord ``method_kind (estimator,)``.
+    Uses ``prediction (repeat, mid, estimator)``, ``selection_prediction
+    (selection_repeat, mid, estimator)``, ``label (mid,)`` (models labelled -1 are left
+    out), ``holdout (mid,)`` and the coord ``method_kind (estimator,)``.
 
     Returns
     -------
     dict: ``sign_flip_test``'s keys for the chosen pair (``difference`` = hold-out
     accuracy of the assessor minus the baseline's, averaged over repeats), and
     ``chosen_assessor``, ``best_baseline`` (the baseline chosen), ``selection`` (how:
-    "5-fold CV on the 100 regular models"), ``selection_folds``, ``n_selection_models``,
+    "3 x 5-fold CV on the 100 regular models"), ``selection_folds``,
+    ``selection_repeats``, ``n_selection_models``,
     ``selection_accuracy_assessor``, ``selection_accuracy_baseline`` (their CV accuracy),
     ``accuracy_assessor``, ``accuracy_baseline`` (on the hold-out models), ``alpha``,
     ``test`` (its short name), ``method`` (``METHOD_DESCRIPTION``).
@@ -348,25 +350,31 @@ def significance_test(results: xr.Dataset, *, alpha=0.05, n_draws=10_000,
     regular, held = labelled & ~holdout, labelled & holdout
     names = [str(name) for name in results[dim].values]
     kinds = np.asarray(results["method_kind"].transpose(dim).values, dtype=object)
-    selected = results["selection_prediction"].transpose("mid", dim).values[regular]
-    if selected.shape[0] == 0 or (selected < 0).any():
+    selected = results["selection_prediction"]
+    if "selection_repeat" not in selected.dims:
+        selected = selected.expand_dims("selection_repeat")
+    selected = selected.transpose("selection_repeat", "mid", dim).values[:, regular]
+    if selected.shape[1] == 0 or (selected < 0).any():
+        found = int((selected >= 0).all(axis=(0, 2)).sum())
         raise InputError("the selection needs a cross-validated prediction of every "
-                         f"labelled regular model; found {int((selected >= 0).all(1).sum())}"
-                         f" of {int(regular.sum())}", field="selection_prediction")
-    cv_accuracy = (selected == label[regular, None]).mean(axis=0)
+                         f"labelled regular model; found {found} of {int(regular.sum())}",
+                         field="selection_prediction")
+    cv_accuracy = (selected == label[regular][None, :, None]).mean(axis=(0, 1))
     assessor, baseline = select_pair(cv_accuracy, kinds == "assessor")
     prediction = results["prediction"].transpose("repeat", "mid", dim).values[:, held]
     correct = (prediction[..., [assessor, baseline]] == label[held][None, :, None]).mean(0)
     result = sign_flip_test(correct[:, 0] - correct[:, 1], alpha=alpha, n_draws=n_draws,
                             seed=seed)
     folds = int(results.attrs.get("selection_folds", 0)) or int(
-        np.unique(results["selection_fold"].values[regular]).size
+        np.unique(results["selection_fold"].values[..., regular]).size
         if "selection_fold" in results else 0)
+    repeats = selected.shape[0]
     test = ("exact sign-flip test over the hold-out models" if result["exact"] else
             f"sign-flip test over the hold-out models, {result['n_draws']:,} random flips")
     return {"chosen_assessor": names[assessor], "best_baseline": names[baseline],
-            "selection": selection_text(folds, int(regular.sum())),
-            "selection_folds": folds, "n_selection_models": int(regular.sum()),
+            "selection": selection_text(folds, int(regular.sum()), repeats),
+            "selection_folds": folds, "selection_repeats": repeats,
+            "n_selection_models": int(regular.sum()),
             "selection_accuracy_assessor": float(cv_accuracy[assessor]),
             "selection_accuracy_baseline": float(cv_accuracy[baseline]),
             "accuracy_assessor": float(correct[:, 0].mean()),
