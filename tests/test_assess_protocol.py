@@ -284,21 +284,29 @@ def test_summary_by_hand():
     assert table.loc["tree", "accuracy_min"] == 0.7
 
 
-def _predictions(prediction, label, holdout, names, kinds):
-    """run_protocol's prediction layout: prediction (repeat, mid, estimator)."""
+def _predictions(prediction, label, holdout, names, kinds, selection=None):
+    """run_protocol's prediction layout: prediction (repeat, mid, estimator), and the
+    selection's cross-validated predictions of the regular models (mid, estimator), -1
+    for the hold-out models (default: every method right on every regular model)."""
     prediction = np.asarray(prediction, dtype=np.int8)
+    label, holdout = np.asarray(label, dtype=np.int8), np.asarray(holdout, dtype=bool)
+    if selection is None:
+        selection = np.repeat(label[:, None], prediction.shape[2], axis=1)
+    selection = np.where(holdout[:, None], -1, selection).astype(np.int8)
     mids = [f"m{k}" for k in range(prediction.shape[1])]
     return xr.Dataset(
         {"prediction": (("repeat", "mid", "estimator"), prediction),
-         "label": ("mid", np.asarray(label, dtype=np.int8)),
-         "holdout": ("mid", np.asarray(holdout, dtype=bool))},
+         "selection_prediction": (("mid", "estimator"), selection),
+         "label": ("mid", label), "holdout": ("mid", holdout)},
         coords={"mid": mids, "estimator": list(names),
-                "method_kind": ("estimator", list(kinds))})
+                "method_kind": ("estimator", list(kinds))}, attrs={"selection_folds": 2})
 
 
-def test_compare_is_the_hold_out_permutation_test_by_hand():
-    """Two methods, 8 hold-out models: the sign-flip test enumerated by hand (2^8 flips);
-    the regular models (wrong for the assessor everywhere) do not enter it."""
+def test_compare_is_the_hold_out_sign_flip_test_by_hand():
+    """Three methods, 8 hold-out models: the pair is the one the selection's predictions of
+    the regular models choose (not the hold-out's best), then the sign-flip test
+    enumerated by hand (2^8 flips); the regular models' protocol predictions (wrong for the
+    assessor everywhere) do not enter it."""
     label = np.array([1, 0, 1, 1, 0, 0, 1, 0, 1, 0, 1, 0])
     holdout = np.arange(12) < 8
     tree = np.array([label, label])  # (repeat, mid): right on every hold-out model ...
@@ -306,8 +314,12 @@ def test_compare_is_the_hold_out_permutation_test_by_hand():
     base = np.array([label, label])
     base[:, [0, 3, 5, 7]] = 1 - label[[0, 3, 5, 7]]  # wrong on 4 models in both repeats
     base[1, 6], base[0, 1] = 1 - label[6], 1 - label[1]  # and on 2 in one repeat
-    results = _predictions(np.stack([tree, base], axis=-1), label, holdout,
-                           ["tree", "baseline_a"], ["assessor", "baseline"])
+    perfect = np.array([label, label])  # right on every hold-out model, but ...
+    selection = np.stack([label, label, label], axis=1)
+    selection[8, 2] = 1 - label[8]  # ... wrong on one regular model in the selection
+    results = _predictions(np.stack([tree, base, perfect], axis=-1), label, holdout,
+                           ["tree", "baseline_a", "baseline_b"],
+                           ["assessor", "baseline", "baseline"], selection)
     result = compare(results)
     c = np.stack([(tree == label).mean(axis=0), (base == label).mean(axis=0)], axis=-1)[:8]
     d = c[:, 0] - c[:, 1]
@@ -316,25 +328,37 @@ def test_compare_is_the_hold_out_permutation_test_by_hand():
     p_greater = (null >= d.mean() - 1e-12).mean()
     p_less = (null <= d.mean() + 1e-12).mean()
     assert result["chosen_assessor"] == "tree" and result["best_baseline"] == "baseline_a"
-    assert result["n_models"] == 8 and result["exact"] and result["n_draws"] == 256
+    assert result["selection"] == "2-fold CV on the 4 regular models"
+    assert (result["selection_accuracy_assessor"], result["selection_accuracy_baseline"]) \
+        == (1.0, 1.0)
+    assert result["n_models"] == 8 and result["exact"] and result["n_draws"] == 0
     assert result["accuracy_assessor"] == pytest.approx(c[:, 0].mean()) == 1.0
     assert result["accuracy_baseline"] == pytest.approx(c[:, 1].mean()) == 0.375
     assert result["difference"] == pytest.approx(0.625)
     assert result["p_greater"] == pytest.approx(p_greater)
     assert result["p_value"] == pytest.approx(min(1, 2 * min(p_greater, p_less)))
     assert result["p_value"] == pytest.approx(2 * 4 / 256)  # 4 of 256 flips reach +0.625
-    assert result["ci_low"] < result["difference"] < result["ci_high"]
+    # the interval inverts the test: it excludes 0, the test rejecting
+    assert 0 < result["ci_low"] < result["difference"] < result["ci_high"] <= 1
     assert result["verdict"] == (
-        f"tree beats baseline_a: on the 8 hold-out models, tree 1.000 vs baseline_a 0.375 "
-        f"accuracy, difference +0.625 (95% CI {result['ci_low']:+.3f} to "
-        f"{result['ci_high']:+.3f}), p = {2 * 4 / 256:.3g} ({TEST_NAME})"
-        + ("" if result["ci_low"] > 0 else
-           "; the interval includes 0 although p < 0.05: it holds for every "
-           "assessor-baseline pair at once, so it is wider than the test"))
+        f"tree beats baseline_a: tree vs baseline_a, chosen by 2-fold CV on the 4 regular "
+        f"models (CV accuracy 1.000 vs 1.000); on the 8 hold-out models tree 1.000 vs "
+        f"baseline_a 0.375 accuracy, difference +0.625 (95% CI {result['ci_low']:+.3f} to "
+        f"{result['ci_high']:+.3f}), p = {2 * 4 / 256:.3g} ({TEST_NAME})")
+    # the stored layout: unlabelled models (label -1, prediction -1) are left out
+    padded = _predictions(np.concatenate([np.stack([tree, base, perfect], axis=-1),
+                                          -np.ones((2, 3, 3))], axis=1),
+                          np.r_[label, [-1, -1, -1]], np.r_[holdout, [True, True, False]],
+                          ["tree", "baseline_a", "baseline_b"],
+                          ["assessor", "baseline", "baseline"],
+                          np.r_[selection, -np.ones((3, 3))])
+    assert compare(padded) == result
 
 
 def _figures(**changes):
     figures = {"chosen_assessor": "tree", "best_baseline": "base", "n_models": 50,
+               "selection": "5-fold CV on the 100 regular models",
+               "selection_accuracy_assessor": 0.87, "selection_accuracy_baseline": 0.85,
                "accuracy_assessor": 0.9, "accuracy_baseline": 0.8, "difference": 0.1,
                "ci_low": 0.02, "ci_high": 0.18, "confidence": 0.95, "p_value": 0.01,
                "alpha": 0.05}
@@ -343,33 +367,36 @@ def _figures(**changes):
 
 def test_verdict_sentences():
     tail = f" ({TEST_NAME})"
-    figures = ("on the 50 hold-out models, tree 0.900 vs base 0.800 accuracy, difference "
+    chosen = ("tree vs base, chosen by 5-fold CV on the 100 regular models (CV accuracy "
+              "0.870 vs 0.850); ")
+    figures = ("on the 50 hold-out models tree 0.900 vs base 0.800 accuracy, difference "
                "+0.100 (95% CI +0.020 to +0.180), p = 0.01")
-    assert verdict(_figures()) == f"tree beats base: {figures}{tail}"
-    # the interval includes 0 although the test rejects: decided by p, said so
-    assert verdict(_figures(ci_low=-0.01)) == (
-        f"tree beats base: {figures.replace('+0.020', '-0.010')}{tail}; the interval "
-        "includes 0 although p < 0.05: it holds for every assessor-baseline pair at once, "
-        "so it is wider than the test")
-    # not significant, the interval excludes 0: decided by p, said so
-    assert verdict(_figures(p_value=0.07)) == (
-        f"no assessor beats the best baseline significantly: "
-        f"{figures.replace('p = 0.01', 'p = 0.07')}, not below 0.05{tail}; the interval "
-        "excludes 0 although p >= 0.05: the interval is a bootstrap approximation, the "
-        "decision is the test's")
+    assert verdict(_figures()) == f"tree beats base: {chosen}{figures}{tail}"
+    # p at alpha is not below it: not significant (the decision is strict)
+    at = figures.replace("p = 0.01", "p = 0.05").replace("+0.020", "+0.000")
+    assert verdict(_figures(p_value=0.05, ci_low=0.0)) == (
+        f"tree is ahead of base, not significantly: {chosen}{at}, not below 0.05{tail}")
     assert verdict(_figures(p_value=0.5, ci_low=-0.1, ci_high=0.3)) == (
-        "no assessor beats the best baseline significantly: on the 50 hold-out models, tree "
+        f"tree is ahead of base, not significantly: {chosen}on the 50 hold-out models tree "
         "0.900 vs base 0.800 accuracy, difference +0.100 (95% CI -0.100 to +0.300), "
         f"p = 0.5, not below 0.05{tail}")
+    # the baseline ahead: it is named as the winner, or as ahead
     assert verdict(_figures(accuracy_assessor=0.7, difference=-0.1, ci_low=-0.18,
                             ci_high=-0.02)) == (
-        "no assessor beats the best baseline, base beats tree: on the 50 hold-out models, "
-        "tree 0.700 vs base 0.800 accuracy, difference -0.100 (95% CI -0.180 to -0.020), "
-        f"p = 0.01{tail}")
+        f"base beats tree: {chosen}on the 50 hold-out models tree 0.700 vs base 0.800 "
+        f"accuracy, difference -0.100 (95% CI -0.180 to -0.020), p = 0.01{tail}")
+    assert verdict(_figures(accuracy_assessor=0.7, difference=-0.1, ci_low=-0.18,
+                            ci_high=0.01, p_value=0.09)).startswith(
+        "base is ahead of tree, not significantly: ")
     assert verdict(_figures(accuracy_assessor=0.8, difference=0.0, ci_low=-0.05,
                             ci_high=0.05, p_value=1.0)) == (
-        "no assessor beats the best baseline: on the 50 hold-out models, tree 0.800 vs base "
-        "0.800 accuracy, difference +0.000 (95% CI -0.050 to +0.050), p = 1" + tail)
+        f"tree and base tie: {chosen}on the 50 hold-out models tree 0.800 vs base "
+        f"0.800 accuracy, difference +0.000 (95% CI -0.050 to +0.050), p = 1, not below "
+        f"0.05{tail}")
+    # a Monte Carlo test names itself
+    assert verdict(_figures(test="sign-flip test over the hold-out models, 10,000 random "
+                                 "flips")).endswith("(sign-flip test over the hold-out "
+                                                    "models, 10,000 random flips)")
 
 
 def test_out_of_fold_is_the_majority_over_the_repeats():
@@ -400,11 +427,14 @@ def test_assessor_beats_baselines_on_xor():
     result = compare(results)
     best = result["chosen_assessor"]
     assert best == "random_forest" and result["n_models"] == 40
+    assert result["selection"] == "3 x 5-fold CV on the 80 regular models"
+    assert result["selection_accuracy_assessor"] > 0.8
     assert result["accuracy_assessor"] > 0.8 and result["accuracy_baseline"] < 0.65
     assert result["difference"] > 0.2 and result["ci_low"] > 0.05
-    assert result["p_value"] < 1e-3
-    assert result["verdict"].startswith(f"{best} beats {result['best_baseline']}: on the 40 "
-                                        f"hold-out models, ")
+    assert result["p_value"] < 0.01 and result["significant"]
+    assert result["verdict"].startswith(
+        f"{best} beats {result['best_baseline']}: {best} vs {result['best_baseline']}, "
+        f"chosen by 3 x 5-fold CV on the 80 regular models (CV accuracy ")
     assert f"difference {result['difference']:+.3f} (95% CI " in result["verdict"]
 
 
@@ -417,9 +447,11 @@ def test_no_assessor_beats_a_perfect_feature():
     result = compare(results)
     assert result["best_baseline"] == "baseline_best_feature"
     assert result["accuracy_baseline"] >= result["accuracy_assessor"]
-    assert result["verdict"].startswith("no assessor beats the best baseline")
+    assert not result["significant"] or result["difference"] < 0
+    assert not result["verdict"].startswith(f"{result['chosen_assessor']} beats")
     assert result["chosen_assessor"] in result["verdict"]
-    assert f"p = {result['p_value']:.3g} ({TEST_NAME})" in result["verdict"]
+    assert f"p = {result['p_value']:.3g}" in result["verdict"]
+    assert result["verdict"].endswith(f"({TEST_NAME})")
 
 
 def test_paper_scale_protocol_finds_the_signal():

@@ -83,8 +83,9 @@ def test_assess_writes_the_protocol_the_comparison_and_the_assessor(folder):
                    "gradient_boosting", "baseline_robust_accuracy", "baseline_best_feature",
                    "baseline_majority"):
         assert f"\n  {method} " in result.output
-    assert "verdict: " in result.output and "(permutation test over the hold-out models" \
-        in result.output and "the verdict: the 3 hold-out models only" in result.output
+    assert "verdict: " in result.output and "(exact sign-flip test over the hold-out " \
+        "models)" in result.output and "the verdict: the 3 hold-out models only" in \
+        result.output
     ds = xr.open_zarr(path, group="assess/rotation").load()
     for name in ("accuracy", "f1", "kappa"):
         assert ds[name].dims == ("repeat", "fold", "estimator")
@@ -101,23 +102,29 @@ def test_assess_writes_the_protocol_the_comparison_and_the_assessor(folder):
     mean = ds["accuracy"].mean(("repeat", "fold")).values
     np.testing.assert_allclose(ds["summary_accuracy_mean"].values, mean, rtol=1e-12)
     assert ds.attrs["label_source"] == "file" and ds.attrs["verdict"] in result.output
-    # the verdict's figures: the hold-out models' accuracies, computed here from the stored
-    # predictions; the best of each kind on them; p and interval as significance_test's
-    held = ds["holdout"].values & (ds["label"].values >= 0)
-    correct = (ds["prediction"].values[:, held] == ds["label"].values[held][None, :, None])
-    accuracy = dict(zip(ds["estimator"].values.tolist(), correct.mean(axis=(0, 1))))
+    # the verdict's pair: the highest accuracy of each kind in the selection's
+    # cross-validation on the regular models; its figures: on the hold-out models
+    regular = ~ds["holdout"].values
+    selected = ds["selection_prediction"].values[:, regular] == \
+        ds["label"].values[regular, None]
+    cv = dict(zip(ds["estimator"].values.tolist(), selected.mean(axis=(0, 1))))
     kinds = dict(zip(ds["estimator"].values.tolist(), ds["method_kind"].values.tolist()))
     chosen, baseline = ds.attrs["chosen_assessor"], ds.attrs["best_baseline"]
-    assert accuracy[chosen] == max(v for k, v in accuracy.items() if kinds[k] == "assessor")
-    assert accuracy[baseline] == max(v for k, v in accuracy.items() if kinds[k] == "baseline")
+    assert cv[chosen] == max(v for k, v in cv.items() if kinds[k] == "assessor")
+    assert cv[baseline] == max(v for k, v in cv.items() if kinds[k] == "baseline")
+    assert ds.attrs["comparison_selection"] == "3 x 5-fold CV on the 6 regular models"
+    held = ds["holdout"].values
+    correct = (ds["prediction"].values[:, held] == ds["label"].values[held][None, :, None])
+    accuracy = dict(zip(ds["estimator"].values.tolist(), correct.mean(axis=(0, 1))))
     assert float(ds["comparison_difference"]) == pytest.approx(
         accuracy[chosen] - accuracy[baseline])
     assert float(ds["comparison_accuracy_assessor"]) == pytest.approx(accuracy[chosen])
-    expected = significance_test(ds.isel(mid=np.flatnonzero(ds["label"].values >= 0)))
+    expected = significance_test(ds)
     for key in ("p_value", "p_greater", "ci_low", "ci_high"):
         assert float(ds[f"comparison_{key}"]) == expected[key]
     assert ds.attrs["comparison_models"] == 3 and "hold-out" in ds.attrs["comparison_test"]
     assert f"p = {expected['p_value']:.3g}" in ds.attrs["verdict"]
+    assert "chosen by 3 x 5-fold CV on the 6 regular models" in ds.attrs["verdict"]
     # out of fold: the majority of the chosen assessor's test-fold predictions
     votes = ds["prediction"].sel({"estimator": chosen}).values
     for k, mid in enumerate(ds["mid"].values.tolist()):
@@ -135,6 +142,47 @@ def test_assess_writes_the_protocol_the_comparison_and_the_assessor(folder):
     xr.testing.assert_identical(
         xr.open_zarr(path, group="assess/rotation").load().drop_vars("assessor"),
         ds.drop_vars("assessor"))
+
+
+def test_the_stored_layout_and_the_api_give_one_verdict_with_unlabelled_models(folder):
+    """A store where m6 and t3 have no label: the stored group holds them at label -1
+    (predictions -1); compare and significance_test on it equal those on run_protocol's
+    dataset of the labelled models, and the figures stored."""
+    from ml4ml.assess import compare, run_protocol
+    from ml4ml.assess.estimators import ASSESSORS
+    from ml4ml.assess.stage import ROBUST, _methods, feature_table
+
+    path = folder / "db.zarr"
+    partial = folder / "partial.csv"
+    partial.write_text("mid,label\n" + "".join(f"{m},{int(m in INVARIANT)}\n" for m in MIDS
+                                               if m not in ("m6", "t3")))
+    assert run("label", path, "--transform", "rotation", "--from", partial).exit_code == 0
+    result = run("assess", path, "--transform", "rotation", "--repeats", "3", "-q")
+    assert result.exit_code == 0, result.output
+    assert "not in the protocol (no label): 2 model(s), e.g. m6, t3" in result.output
+    ds = xr.open_zarr(path, group="assess/rotation").load()
+    assert ds.sizes["mid"] == 9 and ds["label"].sel(mid=["m6", "t3"]).values.tolist() == \
+        [-1, -1]
+    assert (ds["prediction"].sel(mid="t3").values == -1).all()
+    assert (ds["selection_prediction"].sel(mid=["m6", "t3"]).values == -1).all()
+    assert ds["selection_prediction"].dims == ("selection_repeat", "mid", "estimator")
+    # the protocol as the stage ran it, on the labelled models alone
+    table, _ = feature_table(path, "rotation", labels=True)
+    labelled = table[table["label"] >= 0]
+    features = [c for c in table.columns
+                if c not in ("mid", "holdout", "partition", "label", ROBUST)]
+    results = run_protocol(labelled.set_index("mid")[features + [ROBUST]],
+                           labelled["label"].to_numpy(), labelled["holdout"].to_numpy(),
+                           methods=_methods(ASSESSORS, len(features), 0), repeats=3, seed=0)
+    api, stored = compare(results, seed=0), compare(ds, seed=0)
+    assert stored == api
+    assert significance_test(ds) == significance_test(results)
+    assert api["n_models"] == 2 and api["n_selection_models"] == 5  # not 3 and 6
+    assert api["selection"] == "3 x 5-fold CV on the 5 regular models"
+    for key in ("difference", "p_value", "ci_low", "ci_high", "accuracy_assessor"):
+        assert float(ds[f"comparison_{key}"]) == api[key]
+    assert ds.attrs["verdict"].endswith(api["verdict"])
+    assert ds.attrs["comparison_models"] == 2
 
 
 def test_the_stored_assessor_judges_models_and_refuses_other_features(folder):

@@ -67,14 +67,18 @@ def test_the_reduced_demo_runs_end_to_end_and_names_every_output(demo):
     index = folder / "demo.zarr.report" / "index.html"
     assert f"features: {csv}" in out and f"report:   {index}" in out
     assert csv.is_file() and index.is_file()
-    # the numbers: the chosen assessor against the best baseline on the hold-out models,
-    # the difference with its interval, then p, as stored
+    # the numbers: the pair chosen by cross-validation on the regular models, compared on
+    # the hold-out models: the difference with its interval, then p, as stored
     figures = {k: float(ds[f"comparison_{k}"]) for k in ("difference", "ci_low", "ci_high",
                                                            "p_value")}
-    assert (f"on the {int(ds['holdout'].sum())} hold-out models, " in out
+    n_regular = int((~ds["holdout"].values).sum())
+    assert (f"chosen by 3 x 5-fold CV on the {n_regular} regular models (CV accuracy " in out
+            and f"on the {int(ds['holdout'].sum())} hold-out models {chosen} " in out
             and f"difference {figures['difference']:+.3f} (95% CI {figures['ci_low']:+.3f} "
                 f"to {figures['ci_high']:+.3f}), p = {figures['p_value']:.3g}" in out
-            and "(permutation test over the hold-out models" in out)
+            and "(exact sign-flip test over the hold-out models)" in out)
+    # the interval inverts the test: it excludes 0 exactly when p < 0.05
+    assert (figures["p_value"] < 0.05) == (figures["ci_low"] > 0 or figures["ci_high"] < 0)
 
 
 def _out_of_fold(ds):

@@ -5,12 +5,13 @@ Modules: ``estimators`` (the assessors and baselines as scikit-learn estimators:
 name registries ``ASSESSORS``, ``BASELINES``), ``protocol`` (``run_protocol``: the paper's
 three-fold protocol with hold-out models, metrics and permutation importances as one
 ``xarray.Dataset``), ``comparison`` (``summary``, ``compare``: the verdict, by
-``significance_test`` on the hold-out models, ``out_of_fold`` labels, ``top_features``,
+``significance_test``: select, then test, ``out_of_fold`` labels, ``top_features``,
 ``nadeau_bengio_ttest``), ``labels`` (labels per transform and
 source: files, recipe proxies, expert raters), ``stage`` (the protocol over a store),
 ``splitter`` (``ProtocolSplit``: the protocol's folds as a scikit-learn CV splitter),
-``significance`` (``significance_test``: the chosen assessor against the best baseline,
-a permutation test over the hold-out models that holds its level), ``judgements``
+``significance`` (``significance_test``: select, then test: the assessor and the baseline
+chosen by cross-validation on the regular models alone, compared on the hold-out models by
+an exact sign-flip test, ``sign_flip_test``, with the interval that inverts it), ``judgements``
 (every model's judgement by the chosen assessor: out-of-fold label and probability,
 refit label and score, source; what ``STORE.<transform>.judgements.csv`` holds).
 """
@@ -21,7 +22,7 @@ __all__ = ["L2LinearThreshold", "FeatureThreshold", "ASSESSORS", "BASELINES", "M
            "make_assessor", "make_baseline", "make_method", "method_kind", "run_protocol",
            "permutation_drops", "binary_metrics", "fold_assignment", "FOLD_NAMES", "summary",
            "compare", "out_of_fold", "top_features", "nadeau_bengio_ttest", "ProtocolSplit",
-           "significance_test", "model_permutation_test"]
+           "significance_test", "sign_flip_test"]
 
 __getattr__ = lazy_exports(__name__, {
     "L2LinearThreshold": "ml4ml.assess.estimators",
@@ -45,6 +46,6 @@ __getattr__ = lazy_exports(__name__, {
     "nadeau_bengio_ttest": "ml4ml.assess.comparison",
     "ProtocolSplit": "ml4ml.assess.splitter",
     "significance_test": "ml4ml.assess.significance",
-    "model_permutation_test": "ml4ml.assess.significance",
+    "sign_flip_test": "ml4ml.assess.significance",
 })
 

@@ -1,9 +1,10 @@
 """Honest comparison of assessors with baselines from ``run_protocol`` results.
 
 - ``summary``: accuracy, F1 and kappa per method.
-- ``compare``: the verdict, the best assessor against the best baseline on the hold-out
-  models (``ml4ml.assess.significance``: a permutation test that holds its level, with a
-  95% interval), and its sentence (``verdict``).
+- ``compare``: the verdict, select then test (``ml4ml.assess.significance``): the
+  assessor and the baseline chosen by cross-validation on the regular models alone,
+  compared on the hold-out models by an exact paired sign-flip test with the interval
+  that inverts it; and its sentence (``verdict``).
 - ``nadeau_bengio_ttest``: the Nadeau-Bengio corrected resampled t-test (Nadeau & Bengio
   2003), kept as a function; it is not the verdict's test (it rejects a true null too
   often under this protocol, whose repeats share their training models).
@@ -134,37 +135,35 @@ def out_of_fold(results: xr.Dataset, estimator: str) -> xr.DataArray:
 
 
 def compare(results: xr.Dataset, alpha: float = 0.05, *, n_draws: int = 10_000,
-            seed: int = 0, confidence: float = 0.95) -> dict:
-    """The verdict: the chosen assessor against the best baseline on the hold-out models.
+            seed: int = 0) -> dict:
+    """The verdict: select, then test (``ml4ml.assess.significance``).
 
-    The decision is ``significance.significance_test``'s (a permutation test over the
-    hold-out models whose statistic re-selects the best assessor and the best baseline on
-    every permutation, so the selection is accounted for; the regular models are left out
-    because the protocol's shared fits correlate their results). The Nadeau-Bengio test
-    (``nadeau_bengio_ttest``) rejected a true null in up to 13% of simulated databases at
-    alpha = 0.05 and is no longer used here.
+    The assessor and the baseline of highest accuracy in a cross-validation on the regular
+    models alone (fits that never see a hold-out model) are compared on the hold-out
+    models by a paired sign-flip test, with the interval that inverts it at ``1 - alpha``.
+    The Nadeau-Bengio test (``nadeau_bengio_ttest``) rejected a true null in up to 13% of
+    simulated databases at alpha = 0.05 and is not used here.
+
+    Works alike on ``run_protocol``'s dataset and on the stored assess group (unlabelled
+    models, label -1, left out).
 
     Returns
     -------
     dict: ``significance_test``'s keys (``chosen_assessor``, ``best_baseline``,
-    ``accuracy_assessor`` and ``accuracy_baseline`` on the hold-out models, ``difference``,
-    ``ci_low``, ``ci_high``, ``confidence``, ``p_value`` (two-sided), ``p_greater``,
-    ``n_models``, ``n_draws``, ``exact``, ``method``), ``alpha`` and ``verdict``: one
-    sentence that says which side wins, on which models, the difference with its interval,
-    then the p-value and the test (``verdict``).
-
-    How the decision and the interval fit together: the decision is the test's alone
-    (``p_value < alpha`` and the sign of the difference); it holds its level. The interval
-    is simultaneous over every assessor-baseline pair (so it covers the chosen pair's
-    difference however it was chosen) and is not the test's inversion; where the two
-    disagree the verdict says so instead of hiding one of them.
+    ``selection``, ``selection_accuracy_assessor`` / ``_baseline``, ``accuracy_assessor``
+    and ``accuracy_baseline`` on the hold-out models, ``difference``, ``ci_low``,
+    ``ci_high``, ``confidence`` (``1 - alpha``), ``p_value`` (two-sided), ``p_greater``,
+    ``p_less``, ``significant`` (``p_value < alpha``), ``n_models``, ``n_draws``,
+    ``exact``, ``test``, ``method``), ``alpha`` and ``verdict``: one sentence that says
+    which side wins (or that neither does significantly), how the pair was chosen, the
+    hold-out figures with the interval, p and the test (``verdict``). The interval excludes
+    0 exactly when the test rejects, so the two never disagree.
     """
     from ml4ml.assess.significance import significance_test
 
-    if not 0 < alpha < 1:
+    if not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise InputError(f"alpha must be in (0, 1); got {alpha!r}", field="alpha")
-    result = significance_test(results, n_draws=n_draws, seed=seed, confidence=confidence)
-    result["alpha"] = float(alpha)
+    result = significance_test(results, alpha=alpha, n_draws=n_draws, seed=seed)
     result["verdict"] = verdict(result)
     return result
 
@@ -210,37 +209,35 @@ def best_feature_text(attrs) -> str:
             f"{attrs['best_feature_fits']} training parts: {often}")
 
 
-TEST_NAME = ("permutation test over the hold-out models, the best assessor and the best "
-             "baseline both chosen on them")
+TEST_NAME = "exact sign-flip test over the hold-out models"
 
 
 def verdict(r: dict) -> str:
-    """One sentence from ``compare``'s figures: who wins, on which models, the difference
-    with its interval, the p-value, the test; a note where interval and test disagree."""
-    a, b, d, p, alpha = (r["chosen_assessor"], r["best_baseline"], r["difference"],
-                         r["p_value"], r["alpha"])
-    low, high = r["ci_low"], r["ci_high"]
-    significant = bool(np.isfinite(p) and p < alpha)
-    figures = (f"on the {r['n_models']} hold-out models, {a} {r['accuracy_assessor']:.3f} vs "
-               f"{b} {r['accuracy_baseline']:.3f} accuracy, difference {d:+.3f} "
-               f"({r['confidence']:.0%} CI {low:+.3f} to {high:+.3f}), p = {p:.3g}")
-    if d > 0 and significant:
-        text = f"{a} beats {b}: {figures}"
-    elif d < 0 and significant:
-        text = f"no assessor beats the best baseline, {b} beats {a}: {figures}"
+    """One sentence from ``compare``'s figures: who wins (or that neither does
+    significantly), how the pair was chosen, the hold-out difference with its interval,
+    p, the test. The decision is ``significance.rejects(p_value, alpha)``."""
+    from ml4ml.assess.significance import rejects
+
+    a, b, d = r["chosen_assessor"], r["best_baseline"], r["difference"]
+    significant = rejects(r["p_value"], r["alpha"])
+    if significant:
+        lead = f"{a} beats {b}" if d > 0 else f"{b} beats {a}"
     elif d > 0:
-        text = (f"no assessor beats the best baseline significantly: {figures}, not below "
-                f"{alpha:g}")
+        lead = f"{a} is ahead of {b}, not significantly"
+    elif d < 0:
+        lead = f"{b} is ahead of {a}, not significantly"
     else:
-        text = f"no assessor beats the best baseline: {figures}"
-    text += f" ({TEST_NAME})"
-    if significant and low <= 0 <= high:
-        text += (f"; the interval includes 0 although p < {alpha:g}: it holds for every "
-                 "assessor-baseline pair at once, so it is wider than the test")
-    elif not significant and not low <= 0 <= high:
-        text += (f"; the interval excludes 0 although p >= {alpha:g}: the interval is a "
-                 "bootstrap approximation, the decision is the test's")
-    return text
+        lead = f"{a} and {b} tie"
+    chosen = (f"{a} vs {b}, chosen by {r['selection']} (CV accuracy "
+              f"{r['selection_accuracy_assessor']:.3f} vs "
+              f"{r['selection_accuracy_baseline']:.3f})")
+    figures = (f"on the {r['n_models']} hold-out models {a} {r['accuracy_assessor']:.3f} vs "
+               f"{b} {r['accuracy_baseline']:.3f} accuracy, difference {d:+.3f} "
+               f"({r['confidence']:.0%} CI {r['ci_low']:+.3f} to {r['ci_high']:+.3f}), "
+               f"p = {r['p_value']:.3g}")
+    if not significant:
+        figures += f", not below {r['alpha']:g}"
+    return f"{lead}: {chosen}; {figures} ({r.get('test', TEST_NAME)})"
 
 
 def top_features(results: xr.Dataset, method: str, n: int = 10) -> pd.DataFrame:

@@ -26,10 +26,20 @@ Policies
   ``sklearn.inspection.permutation_importance(..., n_repeats=n_permutations,
   random_state=permutation_seed)``, so one fold's numbers equal scikit-learn's. All
   permuted copies of the test rows are stacked into one matrix and predicted in one call.
+- Selection (``ml4ml.assess.significance``): besides the protocol, every method is
+  cross-validated on the regular models alone, ``selection_folds`` (5) folds repeated
+  ``selection_repeats`` (3) times, stratified by label where every class has that many
+  models (``StratifiedKFold``, else ``KFold``; repeat ``r`` shuffled with
+  ``SeedSequence([seed, r, 0, 3])``), the estimators of fold ``f`` of repeat ``r`` seeded
+  with ``SeedSequence([seed, r, f, 4])``; repeating it steadies the choice (one model is
+  1% of 100). No fit of it sees a hold-out model, so the pair it chooses is independent
+  of the hold-out labels that test it; the protocol's regular folds cannot serve, their
+  fits training on the hold-out models too.
 """
 
 from __future__ import annotations
 
+import itertools
 import numbers
 from collections.abc import Mapping
 
@@ -45,9 +55,9 @@ from ml4ml.assess.splitter import FOLD_NAMES, ProtocolSplit
 from ml4ml.errors import InputError
 
 __all__ = ["run_protocol", "FOLD_NAMES", "permutation_drops", "binary_metrics",
-           "fold_assignment"]
+           "fold_assignment", "selection_folds_of"]
 
-_MODEL_STREAM, _PERMUTATION_STREAM = 1, 2
+_MODEL_STREAM, _PERMUTATION_STREAM, _SELECTION_SPLIT, _SELECTION_MODEL = 1, 2, 3, 4
 
 PROTOCOL = (
     "three folds per repeat: the hold-out models, and the regular models split at random "
@@ -87,6 +97,16 @@ _ATTRS = {
                     "probabilities (linear, the threshold baselines) and for untested models"),
     dims.LABEL: ("label", "label used for training and testing: 1 invariant, 0 variant"),
     "holdout": ("hold-out model", "true for hold-out models (always one fold)"),
+    "selection_repeat": ("selection repeat", "index of the random split of the regular "
+                         "models in the selection's cross-validation"),
+    "selection_fold": ("selection fold", "fold of the regular model in the selection's "
+                       "cross-validation on the regular models alone; -1: hold-out model"),
+    "selection_prediction": ("selection prediction", "label predicted for the regular "
+                             "model by the method fit on the other selection folds (never "
+                             "on a hold-out model); -1: hold-out model"),
+    "selection_accuracy": ("selection accuracy", "accuracy of the method in the selection's "
+                           "cross-validation on the regular models alone, over its repeats: "
+                           "it chooses the assessor and the baseline the verdict compares"),
     "importance": ("permutation importance", "mean drop in test accuracy when the feature's "
                    "column of the test fold is permuted, averaged over permutations, folds "
                    "and repeats"),
@@ -351,10 +371,46 @@ def _invariant_probability(estimator, X) -> np.ndarray:
     proba = np.asarray(estimator.predict_proba(X), dtype=np.float64)
     classes = list(getattr(estimator, "classes_", []))
     return proba[:, classes.index(1)] if 1 in classes else np.zeros(len(X))
+def selection_folds_of(labels, holdout, n_folds, seed, repeat=0) -> np.ndarray:
+    """Fold of every regular model in repeat ``repeat`` of the selection's
+    cross-validation, -1 for hold-out models: int8 (n_models,) (module docstring:
+    stratified where it can be, seeded)."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    regular = np.flatnonzero(~np.asarray(holdout, dtype=bool))
+    y = np.asarray(labels)[regular]
+    k = int(min(n_folds, regular.size))
+    state = _derived_seed(seed, repeat, 0, _SELECTION_SPLIT)
+    counts = np.unique(y, return_counts=True)[1]
+    splitter = (StratifiedKFold(k, shuffle=True, random_state=state) if counts.min() >= k
+                else KFold(k, shuffle=True, random_state=state))
+    folds = np.full(np.asarray(holdout).size, -1, dtype=np.int8)
+    for fold, (_, test) in enumerate(splitter.split(regular, y)):
+        folds[regular[test]] = fold
+    return folds
+
+
+def _selection(templates, names, values, labels, holdout, n_folds, n_repeats, seed):
+    """(selection_fold (selection_repeat, mid), selection_prediction (selection_repeat,
+    mid, estimator)): every method cross-validated on the regular models alone, -1 for
+    the hold-out models."""
+    folds = np.stack([selection_folds_of(labels, holdout, n_folds, seed, repeat)
+                      for repeat in range(n_repeats)])
+    prediction = np.full((n_repeats, labels.size, len(names)), -1, dtype=np.int8)
+    for repeat, fold in itertools.product(range(n_repeats), range(int(folds.max()) + 1)):
+        train, test = (folds[repeat] >= 0) & (folds[repeat] != fold), folds[repeat] == fold
+        model_seed = _derived_seed(seed, repeat, fold, _SELECTION_MODEL)
+        for m, template in enumerate(templates):
+            estimator, _ = _fit(_seeded(template, model_seed), values[train], labels[train],
+                                names[m], f"selection repeat {repeat}, fold {fold} "
+                                "(regular models only)")
+            prediction[repeat, test, m] = np.asarray(estimator.predict(values[test]))
+    return folds, prediction
 
 
 def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=None,
-                 importance=True, n_permutations=5) -> xr.Dataset:
+                 importance=True, n_permutations=5, selection_folds=5,
+                 selection_repeats=3) -> xr.Dataset:
     """Train and test every method over the paper's three-fold protocol.
 
     Parameters
@@ -374,6 +430,9 @@ def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=N
         ``baseline_robust_accuracy``.
     importance : compute permutation importances on the test folds.
     n_permutations : permutations per feature and test fold.
+    selection_folds, selection_repeats : folds (fewer where there are fewer regular
+        models) and repeats of the selection's cross-validation on the regular models
+        alone (module docstring).
 
     Returns
     -------
@@ -385,6 +444,9 @@ def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=N
         prediction           (repeat, mid, estimator)   int8
         probability          (repeat, mid, estimator)   float64: P(invariant) on the test
                              fold (predict_proba); NaN for methods without probabilities
+        selection_fold       (selection_repeat, mid)  int8, -1 for hold-out models
+        selection_prediction (selection_repeat, mid, estimator)  int8, -1 likewise
+        selection_accuracy   (estimator,)            float64
         label, holdout       (mid,)                  int8, bool
         importance, importance_std  (feature, estimator)  float64   if ``importance``
         coords repeat (0..R-1), fold (0, 1, 2) with fold_name (holdout, regular_a,
@@ -394,7 +456,9 @@ def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=N
     labels = _labels(y, mids)
     holdout = _holdout(holdout, mids)
     for name, value, low in (("repeats", repeats, 1), ("seed", seed, 0),
-                             ("n_permutations", n_permutations, 1)):
+                             ("n_permutations", n_permutations, 1),
+                             ("selection_folds", selection_folds, 2),
+                             ("selection_repeats", selection_repeats, 1)):
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
             raise InputError(f"{name} must be an int >= {low}; got {value!r}", field=name)
     robust_index = _robust_index(robust_feature, columns)
@@ -437,7 +501,14 @@ def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=N
         accuracy[repeat, fold], f1[repeat, fold], kappa[repeat, fold] = binary_metrics(
             y_test, prediction[repeat, test].T)
 
+    selection_fold, selection_prediction = _selection(
+        templates, names, values, labels, holdout, selection_folds, selection_repeats,
+        seed)
+    regular = ~holdout
     arrays = {
+        "selection_fold": selection_fold, "selection_prediction": selection_prediction,
+        "selection_accuracy": (selection_prediction[:, regular] == labels[regular, None])
+        .mean(axis=(0, 1)),
         "accuracy": accuracy, "f1": f1, "kappa": kappa, "fallback": fallback,
         "n_train": counts[0], "n_test": counts[1], "model_seed": seeds[0],
         "test_fold": test_fold, "prediction": prediction, "probability": probability,
@@ -449,7 +520,9 @@ def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=N
         arrays |= {"permutation_seed": seeds[1], "importance": per_fold.mean(axis=0),
                    "importance_std": per_fold.std(axis=0)}
     attrs = {"repeats": int(repeats), "seed": int(seed), "importance": int(bool(importance)),
-             "n_permutations": int(n_permutations)}
+             "n_permutations": int(n_permutations),
+             "selection_folds": int(selection_fold.max()) + 1,
+             "selection_repeats": int(selection_repeats)}
     if robust_index is not None:
         attrs["robust_feature"] = str(columns[robust_index])
     return _dataset(arrays, names, mids, columns, attrs)
@@ -469,6 +542,9 @@ _DIMS = {
     "probability": ("repeat", dims.MID, dims.ESTIMATOR),
     dims.LABEL: (dims.MID,),
     "holdout": (dims.MID,),
+    "selection_fold": ("selection_repeat", dims.MID),
+    "selection_prediction": ("selection_repeat", dims.MID, dims.ESTIMATOR),
+    "selection_accuracy": (dims.ESTIMATOR,),
     "importance": ("feature", dims.ESTIMATOR),
     "importance_std": ("feature", dims.ESTIMATOR),
 }
@@ -479,6 +555,7 @@ def _dataset(arrays, names, mids, columns, attrs) -> xr.Dataset:
     names = np.asarray(names, dtype=object)
     coords = {
         "repeat": ("repeat", np.arange(attrs["repeats"])),
+        "selection_repeat": ("selection_repeat", np.arange(attrs["selection_repeats"])),
         "fold": ("fold", np.arange(len(FOLD_NAMES))),
         "fold_name": ("fold", np.asarray(FOLD_NAMES, dtype=object)),
         dims.ESTIMATOR: (dims.ESTIMATOR, names),

@@ -3,9 +3,9 @@
 ``label_store`` writes labels (from a file, or the recipe proxy) into ``labels/<transform>``;
 ``feature_table`` joins a store's features with hold-out flags, partitions and labels;
 ``assess_store`` runs the protocol (``run_protocol``) for the assessors and the baselines,
-compares the best of each on the hold-out models (``compare``: a permutation test that holds
-its level), refits the chosen assessor on every labelled model
-and writes everything, the refit assessor as skops bytes included, to ``assess/<transform>``
+chooses an assessor and a baseline by cross-validation on the regular models alone and
+compares them on the hold-out models (``compare``: an exact sign-flip test), refits the
+chosen assessor on every labelled model and writes everything, the refit assessor as skops bytes included, to ``assess/<transform>``
 (one committed change; the old results are replaced). ``predict`` judges models with the
 stored assessor.
 
@@ -202,8 +202,8 @@ def inputs_digest(table: pd.DataFrame, source, assessors, repeats, seed, set, sp
     import hashlib
 
     h = hashlib.sha256()
-    h.update(json.dumps([LINEAGE_VERSION, source, list(assessors), repeats, seed, set,
-                         split, list(table.columns)]).encode())
+    h.update(json.dumps([LINEAGE_VERSION, VERDICT_VERSION, source, list(assessors),
+                         repeats, seed, set, split, list(table.columns)]).encode())
     h.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
     return h.hexdigest()
 
@@ -378,7 +378,8 @@ def _assess_dataset(results, table, frame, comparison, top, chosen, predicted, s
 
     mids = np.asarray(table[dims.MID].to_numpy(), dtype=object)
     ds = results.reindex({dims.MID: mids})
-    for name, fill in (("label", -1), ("test_fold", -1), ("prediction", -1)):
+    for name, fill in (("label", -1), ("test_fold", -1), ("prediction", -1),
+                       ("selection_fold", -1), ("selection_prediction", -1)):
         ds[name] = ds[name].fillna(fill).astype(np.int8)
     ds["label"] = xr.DataArray(table["label"].to_numpy(np.int8), dims=dims.MID)
     ds["holdout"] = xr.DataArray(table["holdout"].to_numpy(bool), dims=dims.MID)
@@ -426,6 +427,10 @@ def _assess_dataset(results, table, frame, comparison, top, chosen, predicted, s
         "comparison_models": int(comparison["n_models"]),
         "comparison_alpha": float(comparison["alpha"]),
         "comparison_draws": int(comparison["n_draws"]),
+        "comparison_selection": str(comparison["selection"]),
+        "comparison_selection_accuracy": json.dumps({
+            comparison["chosen_assessor"]: comparison["selection_accuracy_assessor"],
+            comparison["best_baseline"]: comparison["selection_accuracy_baseline"]}),
         "repeats": int(repeats), "seed": int(seed),
         "title": f"assessors against baselines for '{transform}' (paper's protocol)"})
     return ds.assign_coords({dims.MID: mids})
@@ -435,6 +440,7 @@ def _assess_dataset(results, table, frame, comparison, top, chosen, predicted, s
 # in the inputs digest: assessments made before lineage (1) or before the out-of-fold
 # probabilities (2) are redone
 LINEAGE_VERSION = 2
+VERDICT_VERSION = 2  # in the inputs digest: verdicts of an earlier test are redone
 
 
 def _feature_hashes(table: pd.DataFrame, columns) -> np.ndarray:

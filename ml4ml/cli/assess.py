@@ -45,7 +45,7 @@ def assess(store_path, predict_mids, transform, suite, repeats, seed, labels, as
 
     Runs the paper's protocol (hold-out models one fold, the regular models split into two,
     train on two and test on the third, all three ways, --repeats times), prints every
-    method's accuracy, F1 and kappa and whether the best assessor beats the best baseline,
+    method's accuracy, F1 and kappa and whether the assessor chosen beats the baseline chosen,
     and writes it all, the refit assessor included, to the store's assess/<transform>;
     every model's judgement goes to STORE.<transform>.judgements.csv beside the store.
     """
@@ -110,9 +110,11 @@ def print_assessment(report) -> str:
         lines.append(f"  {best_feature_text(report.best_feature)}")
     c = report.comparison
     lines.append(f"  verdict: {c['verdict']}")
+    null = "every sign flip counted" if c["exact"] else f"{c['n_draws']:,} random sign flips"
     lines.append(f"  (the table: all {report.summary.iloc[0]['n_evaluations']} evaluations; "
-                 f"the verdict: the {c['n_models']} hold-out models only, predicted by fits "
-                 f"on the regular models alone, {c['n_draws']} permutations)")
+                 f"the pair: chosen by {c['selection']}, fits that never saw a hold-out "
+                 f"model; the verdict: the {c['n_models']} hold-out models only, predicted "
+                 f"by fits on the regular models alone, {null})")
     top = ", ".join(f"{name} ({row['importance']:.3f})"
                     for name, row in report.top.head(5).iterrows())
     lines.append(f"  top features of {report.chosen} (permutation importance): {top}")

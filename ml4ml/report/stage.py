@@ -248,6 +248,8 @@ def _assessment(path, transform, mids, models, measures) -> dict | None:
             "n_holdout": int(ds.attrs.get("comparison_models", 0)),
             "test": str(ds.attrs.get("comparison_test", "")),
             "best_baseline": str(ds.attrs.get("best_baseline", "")), "top": top,
+            "selection": str(ds.attrs.get("comparison_selection", "cross-validation on the "
+                                          "regular models")),
             "score": score, "predicted": predicted, "out_of_fold": oof,
             "repeats": int(ds.attrs.get("repeats", 0)),
             "n_permutations": int(ds.attrs.get("n_permutations", 0)) or None,
