@@ -67,8 +67,8 @@ def test_labels_are_stored_per_transform_and_source_and_refusals_write_nothing(f
     result = run("label", path, "--transform", "rotation", "--from", "recipe")
     assert "labelled 0 model(s)" in result.output and "9 unknown" in result.output
     shown = run("label", path, "--transform", "rotation", "--show").output.splitlines()
-    assert shown[0].split() == ["mid", "file", "recipe*"]
-    assert shown[1].split() == ["m1", "1", "-"] and shown[2].split() == ["m2", "0", "-"]
+    assert shown[0].split() == ["mid", "file", "recipe*", "measured"]
+    assert shown[1].split() == ["m1", "1", "-", "yes"] and shown[2].split() == ["m2", "0", "-", "yes"]
 
 
 def test_assess_writes_the_protocol_the_comparison_and_the_assessor(folder):
