@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from ml4ml import dims, store
 from ml4ml.cli import cli
+from ml4ml.probe.responses import forward_sizes
 from badmodels import write_badnets
 from processes import ml4ml
 
@@ -136,7 +137,9 @@ def test_probe_finishes_every_other_model_and_names_the_bad_one_once(folder, mon
         arch = {"raises": "Raises", "nan": "NaNs", "dies": "Dies"}[kind]
         add_model(folder, monkeypatch, "x01", f"module:badnets:{arch}",
                   state_dict(folder, arch))
-        reason = {"raises": "(RuntimeError: exploded on a batch of 80)",
+        # every forward has the probe's width: 16 samples x 5 angles padded to one batch
+        width = forward_sizes(n_samples=16, n_params=5)[0]
+        reason = {"raises": f"(RuntimeError: exploded on a batch of {width})",
                   "nan": "'prob' values are NaN or infinite",
                   "dies": "the worker process running it died"}[kind]
     extra = ["--workers", str(workers)] if workers else []
