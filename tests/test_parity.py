@@ -41,7 +41,8 @@ def golden_case(request):
 
 def _reference_entries(expected, levels):
     """Yield (level, reference measure dict) for the confidence and every layer statistic;
-    ``levels``: the database's level coordinate (layers named after their modules)."""
+    ``levels``: the database's level coordinate (layers named by position from the
+    output: the reference's first layer is layer-2, its last layer-1)."""
     prefixes = dims.prefixes_of_levels(levels)
     yield dims.CONFIDENCE_LEVEL, expected["reference"]["confidence"]["l2_dist"]
     layers = [key for key in expected["reference"] if key != "confidence"]  # layer order
@@ -101,7 +102,13 @@ def test_paper80_features_match(golden_case):
     case, database, expected = golden_case
     table = paper80(database)
     reference = expected["features80"]
-    assert list(table.columns) == [dims.MID] + list(reference)
+    # the reference names its two layers after their numbers (conv8, conv9); ours go by
+    # position from the output (layer-2, layer-1)
+    layers = [key for key in expected["reference"] if key != "confidence"]
+    renamed = {f"{layer}_": f"layer-{len(layers) - k}_" for k, layer in enumerate(layers)}
+    names = [next((new + name[len(old):] for old, new in renamed.items()
+                   if name.startswith(old)), name) for name in reference]
+    assert list(table.columns) == [dims.MID] + names
     assert list(table[dims.MID]) == [case]
     np.testing.assert_allclose(
         table.iloc[0, 1:].to_numpy(dtype=float),

@@ -295,16 +295,19 @@ def print_assessment(report) -> str:
                      f"{_format(row['accuracy_min']):>6s} {_format(row['accuracy_max']):>6s} "
                      f"{_format(row['accuracy_sem']):>6s} {_format(row['f1_mean']):>6s} "
                      f"{_format(row['kappa_mean']):>6s}")
+    from ml4ml.dims import module_note
+
+    modules = getattr(report, "layer_modules", {})
     if report.best_feature:
         from ml4ml.assess.comparison import best_feature_text
 
-        lines.append(f"  {best_feature_text(report.best_feature)}")
+        lines.append(f"  {best_feature_text(report.best_feature, modules)}")
     c = report.comparison
     lines.append(f"  verdict: {c['verdict']}")
     lines.append(f"  (the table: all {report.summary.iloc[0]['n_evaluations']} evaluations; "
                  f"the verdict: the {c['n_models']} hold-out models only, predicted by fits "
                  f"on the regular models alone, {c['n_draws']} permutations)")
-    top = ", ".join(f"{name} ({row['importance']:.3f})"
+    top = ", ".join(f"{module_note(name, modules)} ({row['importance']:.3f})"
                     for name, row in report.top.head(5).iterrows())
     lines.append(f"  top features of {report.chosen} (permutation importance): {top}")
     return "\n".join(lines)
