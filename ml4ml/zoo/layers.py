@@ -76,21 +76,26 @@ def select_layers(model, layers: Sequence[str] | None = None,
                   n_layers: int | None = None) -> list[str]:
     """Names of the modules to record: ``layers`` checked, or the model's last convolutions.
 
-    The default is the last ``n_layers`` (``DEFAULT_N_LAYERS`` if None) 2-d convolutions
-    ``zoo.checkpoints.conv_layers`` finds: ``nn.Conv2d`` modules, nested ones included, and
-    the convolutions of TorchScript and ``torch.export`` models. n_layers : when given, the
-    number of layers every model of the store records; a list of another length, or a
-    model with fewer convolutions, is refused.
+    The default is the last ``n_layers`` 2-d convolutions ``zoo.checkpoints.conv_layers``
+    finds: ``nn.Conv2d`` modules, nested ones included, and the convolutions of
+    TorchScript and ``torch.export`` models. n_layers : the number of layers every model
+    of the store records; a list of another length, or a model with fewer convolutions,
+    is refused. None: any list, and by default the last ``DEFAULT_N_LAYERS`` convolutions
+    (or fewer, if the model has fewer).
     """
     from ml4ml.zoo.checkpoints import conv_layers
 
     convs = conv_layers(model)
     wanted = DEFAULT_N_LAYERS if n_layers is None else int(n_layers)
     if layers is None:
-        if len(convs) < wanted:
-            found = (f"only {len(convs)} 2-d convolution(s) ({', '.join(convs)})" if convs
+        if len(convs) < (1 if n_layers is None else wanted):
+            found = (f"only {len(convs)} 2-d convolution(s) ({_some(convs)[1:-1]})" if convs
                      else "no 2-d convolution (nn.Conv2d, or one in a TorchScript or "
                           "torch.export graph)")
+            if n_layers is None:
+                raise InputError(f"the model has {found} to record by default",
+                                 field="layers", hint=f"pass layers=[...] with names from "
+                                 f"model.named_modules(): {_some(_recordable(model))}")
             raise InputError(
                 f"the model has {found} to record by default; {wanted} layer(s) are "
                 f"recorded per model", field="layers",
@@ -133,8 +138,8 @@ def _some(names, most: int = 8) -> str:
     """``names`` listed, the last ``most`` of a long list (the ones nearest the output)."""
     names = list(names)
     if len(names) <= most:
-        return "[" + ", ".join(names) + "]"
-    return f"[... {len(names) - most} more, " + ", ".join(names[-most:]) + "]"
+        return "[" + ", ".join(map(repr, names)) + "]"
+    return f"[... {len(names) - most} more, " + ", ".join(map(repr, names[-most:])) + "]"
 
 
 def recorded_layers(path, pipeline=None) -> tuple[int, tuple]:
