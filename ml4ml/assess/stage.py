@@ -326,7 +326,7 @@ def best_feature(template, X, y, test_fold, feature_columns) -> dict:
     every labelled model.
 
     Returns the attrs ``best_feature`` (the refit's feature), ``best_feature_rule`` (e.g.
-    "invariant where conv3_max_sstv < 0.0123"), ``best_feature_folds`` (JSON {feature:
+    "invariant where layer-1_max_sstv < 0.0123"), ``best_feature_folds`` (JSON {feature:
     number of training parts that chose it}, most often first) and ``best_feature_fits``.
     """
     from collections import Counter
@@ -491,6 +491,10 @@ def check_assessment(path, transform: str, *, suite=None, current_labels: bool =
         (f" --suite {shlex.quote(suite)}" if suite else "")
     if "features_digest" not in attrs or "feature_hash" not in ds:
         raise _stale(path, transform, "it records no lineage (made by an older ml4ml)", mend)
+    removed = list(attrs.get("models_removed", []) or [])  # by ml4ml remove-models
+    if removed:
+        raise _stale(path, transform, f"{len(removed)} labelled model(s) it was made with were "
+                     f"removed since: {stale_message_models(removed)}", mend)
     source = str(attrs["label_source"])
     current_source = ""
     try:

@@ -110,3 +110,38 @@ def add_models(store_path, files, arch, mids, holdout, partition, normalize_mean
     replaced = f" ({len(report.replaced)} replaced)" if report.replaced else ""
     click.echo(f"{len(report.added) + len(report.replaced)} added{replaced}, "
                f"{len(report.already)} already; store {store_path}")
+
+
+@click.command("remove-models", context_settings=CONTEXT)
+@click.argument("store_path", metavar="STORE")
+@click.argument("mids", nargs=-1, required=True, metavar="MID...")
+@click.option("--force", is_flag=True,
+              help="Also remove models that carry expert ratings (the ratings go too) or "
+                   "that the store's recorded spec lists (its next 'ml4ml run' trains or "
+                   "adds them again).")
+@user_errors
+def remove_models(store_path, mids, force):
+    """Remove models, and every result of theirs, from STORE.
+
+    \b
+    ml4ml remove-models stores/mine.zarr r18 ts1
+    ml4ml remove-models stores/demo-digits.zarr m042 --force
+
+    Every row of each MID goes from every group (models, probes, matrices, measures,
+    labels and expert ratings, assessments); the other models' rows stay bit for bit.
+    Crash-safe: a killed or interrupted run is finished by the next command that writes
+    STORE. Refused while another process writes STORE, for an unknown MID (nothing is
+    removed), and, without --force, for models with expert ratings or listed in the
+    store's spec. Checkpoint files are deleted only where ml4ml wrote them (a trained
+    model's <checkpoints>/<mid>.pt, a model add_models saved from memory); files you
+    added stay. An assessment made with a removed labelled model is to be redone.
+    """
+    from ml4ml.zoo.removing import remove_models as remove
+
+    report = remove(store_path, mids, force=force)
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"{report.summary()}; store {store_path}")
+    for transform in report.stale_assessments:
+        click.echo(f"the assessment of {transform!r} used removed labelled models: run "
+                   f"'ml4ml assess {store_path} --transform {transform}' to redo it")

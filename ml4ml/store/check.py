@@ -30,6 +30,7 @@ from ml4ml.store import layout
 from ml4ml.store.arrays import ROW_CHUNK, ROW_TABLE_VARIABLES
 from ml4ml.store.backend import local_root
 from ml4ml.store.check_levels import level_problems
+from ml4ml.store.removal import pending_problems
 from ml4ml.store.chunks import scan_group
 from ml4ml.store.groups import (MODELS_GROUP, list_groups, matrices_group, measures_group,
                                 probe_group, store_attrs, zarr_group)
@@ -95,6 +96,7 @@ def check_store(path) -> list[Problem]:
                 problems += _derived_rows(derived, rows, hurt[derived], probes, hurt[group])
     problems += _unregistered(path, scans, hurt)
     problems += _leftover_files(path)
+    problems += [Problem(*found) for found in pending_problems(path)]
     problems += _old_layout(path, committed)
     problems += _level_problems(path, committed)
     return problems
@@ -374,7 +376,9 @@ def _relabel(path, transform, name, keys, scans) -> str:
     scan = scans[name]
     axis_name = "source" if "source" in scan.dims else "rater"
     axis = scan.dims.index(axis_name)
-    index = {tuple(int(i) for i in k.rsplit("/c/", 1)[1].split("/")) for k in keys}
+    # the chunk index: the key's last components (keys "c/0/1", or "0/1" in the v2
+    # encoding a group takes after 'remove-models')
+    index = {tuple(int(i) for i in k.split("/")[-len(scan.dims):]) for k in keys}
     names = scans[axis_name].values if axis_name in scans else None
     commands = []
     for position in sorted({i[axis] for i in index}):

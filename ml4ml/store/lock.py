@@ -15,7 +15,8 @@ storage", says what that guarantees). Within one process the lock is re-entrant,
 dask workers of the holder's run write their own regions without it.
 
 Taking the lock first rolls back whatever layout change a crashed writer left uncommitted
-(``layout.recover``), so every writer starts from a committed layout.
+(``layout.recover``), so every writer starts from a committed layout, and finishes the
+removal of models a killed ``remove-models`` left in its journal (``removal.resume``).
 """
 
 from __future__ import annotations
@@ -104,6 +105,9 @@ def writing(path, command: str = "ml4ml", *, wait: float = 0.0, recover: bool = 
                 from ml4ml.store.layout import recover as roll_back
 
                 notes += roll_back(path)
+            from ml4ml.store.removal import resume  # a removal a killed writer began
+
+            notes += resume(path)
             yield notes
         finally:
             with _guard:
