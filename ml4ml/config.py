@@ -85,7 +85,8 @@ class Pipeline:
     workers: int | None = None  # [cluster] workers: a LocalCluster when no option says else
     added: tuple = ()  # of zoo.adding.AddedModel: models trained elsewhere, never trained
     labels: LabelsSpec = field(default_factory=LabelsSpec)
-    layers: dict = field(default_factory=dict)  # mid -> its own layers ([[zoo.models]])
+    # mid -> the layers the spec chooses for it ([[zoo.models]], [zoo.checkpoints] layers)
+    layers: dict = field(default_factory=dict)
 
     @property
     def mids(self) -> list[str]:

@@ -30,10 +30,11 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    """Four trained, probed, measured, labelled and assessed CNN5s (crash_harness's spec),
-    an expert's ratings of m002 and t001, and a model added from a file of the user's."""
+    """Five trained, probed, measured, labelled and assessed CNN5s (crash_harness's spec
+    and one more regular model), an expert's ratings of m002 and t001, and a model added
+    from a file of the user's."""
     folder = crash_harness.fresh(tmp_path_factory.mktemp("remove") / "base",
-                                 crash_harness.SPEC + crash_harness.ASSESS_MODELS)
+                                 crash_harness.SPEC + crash_harness.ASSESS_MODELS + MORE)
     crash_harness.run_stages(folder, "tpmlae")
     from ml4ml.zoo.training import load_checkpoint
 
@@ -44,7 +45,20 @@ def base(tmp_path_factory):
                "cnn5").exit_code == 0
     assert run("probe", folder / "crash.toml", "-q").exit_code == 0
     assert run("measure", folder / "db.zarr", "-q").exit_code == 0
+    # labelled (unknown: no recipe) and judged with the others
+    assert run("label", folder / "db.zarr", "--transform", "rotation", "--from",
+               "recipe").exit_code == 0
+    assert run("assess", folder / "db.zarr", "--transform", "rotation", "--repeats", "2",
+               "--assessor", "decision_tree", "-q").exit_code == 0
     return folder
+
+
+MORE = """
+[[zoo.models]]
+mid = "m003"
+aug_range = 0
+seed = 4
+"""
 
 
 def copy(base, tmp_path) -> Path:
@@ -69,7 +83,7 @@ def groups(path) -> list[str]:
 
 def same(a, b) -> bool:
     a, b = np.asarray(a), np.asarray(b)
-    if a.dtype.kind == "f":
+    if a.dtype.kind in "fmM":  # NaN (NaT: a rating never given) equal to NaN
         return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=True))
     return a.shape == b.shape and bool(np.array_equal(a.astype(object), b.astype(object)))
 
@@ -117,7 +131,7 @@ def test_removed_models_leave_every_group_and_the_others_stay_bit_identical(base
     assert checked > 60
     # the expert's other rating stays; plain xarray reads every group
     labels = xr.open_zarr(path, group="labels/rotation")
-    assert labels["rating"].sel(rater="ann", mid="t001").item() == 0
+    assert labels["rating"].sel(rater="ann", mid="t001").values.item() == 0
     assert "m002" not in labels[dims.MID].values
     # the store is sound, with no trace of the removal
     check = run("store", "check", path)
@@ -125,7 +139,8 @@ def test_removed_models_leave_every_group_and_the_others_stay_bit_identical(base
     assert not list(path.rglob("*.partial")) and not (path / ".ml4ml-removing").exists()
     # m002's checkpoint, written by ml4ml's train, is gone; the user's file stays
     checkpoints = folder / "db.zarr.checkpoints"
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["m001.pt", "t001.pt", "t002.pt"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["m001.pt", "m003.pt", "t001.pt",
+                                                            "t002.pt"]
     assert (folder / "mine" / "a001.pt").is_file()
     # the stale assessment says so; assessing again clears it
     stale = run("assess", path, "--transform", "rotation", "--predict", "t001")
@@ -146,14 +161,14 @@ def test_unknown_ids_and_models_kept_without_force_are_refused_writing_nothing(b
     unknown = run("remove-models", path, "m001", "zz9", "m0002")
     assert unknown.exit_code == 1 and unknown.output.count("\n") == 1
     assert unknown.output == (f"error: {path}: field 'MID': unknown model id(s) zz9, m0002; "
-                              "nothing was removed; the store has 5 model(s): a001, m001, "
-                              "m002, t001, t002\n")
+                              "nothing was removed; the store has 6 model(s): a001, m001, "
+                              "m002, m003, t001, t002\n")
     # m002 carries a rating and is in the spec; a001 (added, unrated) would go alone
     kept = run("remove-models", path, "m002", "a001")
     assert kept.exit_code == 1 and kept.output.count("\n") == 1
     assert kept.output == (
-        f"error: {path}: field 'MID': nothing was removed: 1 carry expert ratings (m002: "
-        f"labels/rotation by ann) that would go with them; m002 is in the store's spec "
+        f"error: {path}: field 'MID': nothing was removed: m002 has expert ratings "
+        f"(labels/rotation by ann) that would go with it; m002 is in the store's spec "
         f"{folder / 'crash.toml'}: 'ml4ml run' would train (or add) it again (pass --force "
         f"to remove them all the same, or take them out of the spec first)\n")
     assert tree.digest(folder) == digest

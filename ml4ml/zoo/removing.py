@@ -117,8 +117,11 @@ def _refuse_without_force(path, mids, pipeline, spec) -> None:
     reasons = []
     rated = _rated(path, mids)
     if rated:
-        where = "; ".join(f"{m}: {', '.join(sorted(groups))}" for m, groups in rated.items())
-        reasons.append(f"{len(rated)} carry expert ratings ({where}) that would go with them")
+        one = len(rated) == 1
+        where = "; ".join((f"{m}: " if not one else "") + ", ".join(sorted(groups))
+                          for m, groups in rated.items())
+        reasons.append(f"{', '.join(rated)} {'has' if one else 'have'} expert ratings "
+                       f"({where}) that would go with {'it' if one else 'them'}")
     listed = [m for m in mids if pipeline is not None and m in set(pipeline.mids)]
     if listed:
         reasons.append(f"{', '.join(listed)} {'is' if len(listed) == 1 else 'are'} in the "
@@ -140,7 +143,8 @@ def _rated(path, mids) -> dict:
         if ratings is None or ratings.sizes.get("rater", 0) == 0:
             continue
         ids = [str(m) for m in ratings[dims.MID].values]
-        given = np.isfinite(np.asarray(ratings["rated_at"].values, dtype=np.float64))
+        when = np.asarray(ratings["rated_at"].values)  # datetime64, NaT where none given
+        given = ~np.isnat(when) if when.dtype.kind == "M" else np.isfinite(when)
         raters = [str(r) for r in ratings["rater"].values]
         for m in mids:
             if m in ids:
