@@ -80,7 +80,7 @@ def trained(net, seed):
 # each added model: (mid, the layers it records, the option that names them)
 ADDED = {
     "r18": ["layer4.1.conv1", "layer4.1.conv2"],  # torchvision's ResNet: its last two convs
-    "ts1": ["body.3", "body.5"],  # found inside the scripted Sequential
+    "sq1": ["body.3", "body.5"],  # found inside the scripted Sequential
     "ex1": ["features.0", "features.4"],  # --layers: its first and last convolutions
     "c5a": ["conv2", "conv3"],  # the demo's own architecture
     "fx1": ["features.2", "features.4"],  # fixed batch (FIXED_BATCH_EXPORT)
@@ -103,7 +103,7 @@ def mixed(demo_run, tmp_path_factory):
     torch.save(resnet.state_dict(), files / "r18.pt")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated
-        torch.jit.save(torch.jit.script(trained(SequentialCNN(), 1)), files / "ts1.ts")
+        torch.jit.save(torch.jit.script(trained(SequentialCNN(), 1)), files / "sq1.ts")
     small = trained(SmallCNN(), 2)
     torch.export.save(torch.export.export(small, (example.repeat(2, 1, 1, 1),),
                                           dynamic_shapes=({0: torch.export.Dim("b")},)),
@@ -112,7 +112,7 @@ def mixed(demo_run, tmp_path_factory):
     cnn5 = trained(build_model("cnn5", num_classes=10, in_channels=1, image_size=(28, 28)), 3)
     torch.save(cnn5.state_dict(), files / "c5a.pt")
     adds = [("add-models", path, files / "r18.pt", "--arch", "torchvision:resnet18"),
-            ("add-models", path, files / "ts1.ts", *TRUST),
+            ("add-models", path, files / "sq1.ts", *TRUST),
             ("add-models", path, files / "ex1.pt2", "--layers", "features.0", "--layers",
              "features.4"),
             ("add-models", path, files / "c5a.pt", "--arch", "cnn5")]

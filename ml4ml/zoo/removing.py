@@ -16,7 +16,9 @@ the recorded spec's ``[store] checkpoints``), and a model held in memory that
 ``add_models`` saved as ``<store>.checkpoints/<mid>.pt`` or ``.pt2``; and only when no
 model left in the store refers to the file. A file you added (``add-models FILE``) is
 never deleted. An assessment whose protocol used a removed (labelled) model is marked
-stale (``models_removed``): ``check_assessment`` asks for it to be redone.
+stale (``models_removed``): ``check_assessment`` asks for it to be redone. The models
+table's attribute ``removed_models`` lists every id removed, so that running the same
+removal again (after a crash, say) says "already removed" rather than "unknown".
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ __all__ = ["RemoveReport", "remove_models", "MODELS_REMOVED"]
 
 # assess group attribute: the labelled models removed since the assessment was made
 MODELS_REMOVED = "models_removed"
+# models table attribute: every id removed from the store (a rerun says "already removed")
+REMOVED = "removed_models"
 
 
 @dataclass
@@ -52,8 +56,8 @@ class RemoveReport:
                  + (f" ({', '.join(self.removed)})" if self.removed else "")
                  + f" from {len(self.groups)} group(s)"]
         if self.already:
-            parts.append(f"{', '.join(self.already)} already removed by the interrupted run "
-                         "finished now")
+            parts.append(f"{', '.join(self.already)} already removed (by an earlier run, or "
+                         "an interrupted one finished now)")
         parts.append(f"deleted {len(self.deleted_files)} checkpoint file(s) ml4ml wrote")
         if self.kept_files:
             parts.append(f"kept {len(self.kept_files)} checkpoint file(s): "
@@ -76,14 +80,15 @@ def remove_models(path, mids, *, force: bool = False,
     if not mids:
         raise InputError("give the id of at least one model to remove", field="MID")
     store.require_store(path)
-    in_flight = set((pending(path) or {}).get("mids", []))
-    _refuse_unknown(path, mids, in_flight)
+    gone = set((pending(path) or {}).get("mids", [])) | _removed_before(store.read_models(path))
+    _refuse_unknown(path, mids, gone)
     with store.writing(path, command) as notes:  # finishes an interrupted removal first
         notes += [f"deleted {name}, a temporary file of an interrupted write"
                   for name in clean_partial_files(path)]
         table = store.read_models(path)
         have = {str(m) for m in table[dims.MID].values}
-        _refuse_unknown(path, mids, in_flight, have)
+        gone |= _removed_before(table)
+        _refuse_unknown(path, mids, gone, have)
         present = [m for m in mids if m in have]
         report = RemoveReport(removed=present, already=[m for m in mids if m not in have],
                               notes=notes)
@@ -95,15 +100,21 @@ def remove_models(path, mids, *, force: bool = False,
         report.deleted_files, report.kept_files = _checkpoint_files(path, table, present,
                                                                     pipeline)
         attrs, report.stale_assessments = _assessment_attrs(path, present)
+        attrs[store.MODELS_GROUP] = {REMOVED: sorted(_removed_before(table) | set(present))}
         report.groups = remove_rows(path, present, files=report.deleted_files,
                                     group_attrs=attrs, command=command)
     return report
 
 
-def _refuse_unknown(path, mids, in_flight, have=None) -> None:
+def _removed_before(table) -> set:
+    return {str(m) for m in table.attrs.get(REMOVED, []) or []}
+
+
+def _refuse_unknown(path, mids, gone, have=None) -> None:
+    """InputError naming the ids neither in the store nor removed from it before."""
     if have is None:
         have = set(store.model_ids(path))
-    unknown = [m for m in mids if m not in have and m not in in_flight]
+    unknown = [m for m in mids if m not in have and m not in gone]
     if unknown:
         known = sorted(have)
         raise InputError(f"unknown model id(s) {', '.join(unknown)}; nothing was removed; the "
