@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ml4ml.errors import SpecError
-from ml4ml.zoo.layers import DEFAULT_N_LAYERS, LAYERS, parse_layers
+from ml4ml.zoo.layers import DEFAULT_N_LAYERS, LAYERS, check_layer_counts, parse_layers
 from ml4ml.zoo.recipe import ANOMALIES, AUGMENTATIONS, OPTIMIZERS, Recipe
 
 BUILTIN_ARCHS = ("cnn5", "vgg13bn", "resnet")
@@ -170,7 +170,7 @@ def load_pipeline(path) -> Pipeline:
     transforms = _transforms(raw, problems)
     recipes, added, own_layers = _zoo(raw, problems, base)
     probe = _probe(raw, problems)
-    _check_layer_counts(own_layers, len(probe.layers) or DEFAULT_N_LAYERS, problems)
+    check_layer_counts(own_layers, len(probe.layers) or DEFAULT_N_LAYERS, problems)
     workers = _cluster(raw, problems)
     assess = _assess(raw, transforms, suites, problems, base)
     labels = _labels(raw, problems)
@@ -180,15 +180,6 @@ def load_pipeline(path) -> Pipeline:
                     transforms=transforms, recipes=tuple(recipes), probe=probe, assess=assess,
                     workers=workers, added=tuple(added), labels=labels,
                     layers={mid: layers for mid, (_, layers) in own_layers.items()})
-
-
-def _check_layer_counts(own_layers: dict, n_layers: int, problems) -> None:
-    """Every model's own layers name as many modules as the store records per model."""
-    for mid, (where, layers) in own_layers.items():
-        if layers and len(layers) != n_layers:
-            problems.add(where, f"model {mid!r} names {len(layers)} layer(s); every model "
-                         f"records {n_layers} ([probe] layers, or {DEFAULT_N_LAYERS} by "
-                         f"default): name {n_layers}")
 
 
 def labels_spec(path) -> LabelsSpec:

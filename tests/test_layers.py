@@ -8,6 +8,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+
+import crash_harness
 from click.testing import CliRunner
 from torch import nn
 
@@ -112,18 +114,8 @@ def test_a_store_records_as_many_layers_per_model_and_says_so(model):
         select_layers(model, ["body.0", "conv3"], n_layers=2)
 
 
-SPEC = """
-name = "layers"
-[store]
-path = "db.zarr"
-[suites.digits]
-n_samples = 12
-[transforms.rotation]
-grid = [-2, 2, 5]
-[zoo]
-arch = "cnn5"
-epochs = 1
-n_train = 48
+# crash_harness's small store and zoo defaults, with models of their own
+SPEC = crash_harness.SPEC.split("[[zoo.models]]")[0] + """
 [[zoo.models]]
 mid = "m001"
 layers = ["conv1", "conv3"]

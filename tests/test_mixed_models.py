@@ -169,8 +169,10 @@ def test_added_models_are_judged_and_drawn(mixed):
     path = folder / "demo.zarr"
     result = run("assess", path, "--transform", "rotation", "--predict", *added())
     assert result.exit_code == 0, result.output
+    judged = {line.split(":")[0]: line for line in result.output.splitlines()}
+    assert sorted(judged) == sorted(added())
     for mid in added():
-        assert any(line.split()[:1] == [mid] for line in result.output.splitlines()), mid
+        assert judged[mid].split(": ")[1].split(" (")[0] in ("invariant", "variant"), mid
     page = (folder / "demo.zarr.report" / "index.html").read_text()
     for mid in added():
         assert f">{mid}<" in page, mid

@@ -3,7 +3,6 @@ name per layer everywhere, units on variables, and Dataset.where / to_dataframe 
 plot work on every group (issue 17, points 1-3)."""
 
 import inspect
-import re
 import shutil
 
 import matplotlib
@@ -227,9 +226,8 @@ def test_an_old_layout_store_gets_one_line_saying_how_to_upgrade(store, tmp_path
         refused = CliRunner().invoke(cli, command)
         assert refused.exit_code == 1 and refused.output.count("\n") == 1, refused.output
         assert (f"'matrices/digits/rotation' names its levels {old_names}_mean, ... (an "
-                "earlier ml4ml's naming, after module names); levels are now named by "
-                "position from the output, layer-2_mean, ..., layer-1_max_std") \
-            in refused.output
+                "earlier ml4ml's naming); levels are now named by position from the output, "
+                "layer-2_mean, ..., layer-1_max_std") in refused.output
         assert f"run 'ml4ml store check {old}' to see how to upgrade it" in refused.output
     # the mend: measure --force rewrites both groups; store check then names the assess
     # group alone

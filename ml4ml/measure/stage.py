@@ -119,9 +119,9 @@ def level_problem(group: str, stored, n_layers: int | None = None) -> str | None
     if found is None:
         example = stored[1] if len(stored) > 1 else (stored[0] if stored else "none")
         expected = dims.level_names(n_layers or dims.DEFAULT_N_LAYERS)
-        return (f"'{group}' names its levels {example}, ... (an earlier ml4ml's naming, "
-                f"after module names); levels are now named by position from the output, "
-                f"{expected[1]}, ..., {expected[-1]}")
+        return (f"'{group}' names its levels {example}, ... (an earlier ml4ml's naming); "
+                f"levels are now named by position from the output, {expected[1]}, ..., "
+                f"{expected[-1]}")
     if n_layers is not None and found != n_layers:
         return (f"'{group}' has the levels of {found} recorded layer(s); its probes record "
                 f"{n_layers}")

@@ -27,7 +27,7 @@ from ml4ml.zoo.attacks import fgsm
 from ml4ml.cluster import keep_freed_memory
 from ml4ml.errors import InputError
 from ml4ml.probe.transforms import Transform, get_transform, validate_grid
-from ml4ml.zoo.layers import DEFAULT_N_LAYERS, select_layers  # noqa: F401 (re-exported)
+from ml4ml.zoo.layers import select_layers
 
 
 __all__ = ["probe_model", "layer_statistics", "select_layers", "forward_sizes"]

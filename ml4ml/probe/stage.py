@@ -123,8 +123,7 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
                              hint=f"run 'ml4ml train {pipeline.file}' first")
         n_layers = len(pipeline.probe.layers) or DEFAULT_N_LAYERS
         # every model's own layers: the spec's, else those add-models recorded
-        own = {**table_layers(table), **pipeline.layers,
-               **{a.mid: a.layers for a in pipeline.added if a.layers}}
+        own = {**table_layers(table), **pipeline.layers}
         pipeline = replace(pipeline, layers=own)
         # 1. plan without writing: which (model, suite, transform) to probe, and why
         jobs = {m: [] for m in mids}  # mid -> [(suite, transform)]

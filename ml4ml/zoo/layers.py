@@ -22,7 +22,8 @@ from ml4ml import dims
 from ml4ml.errors import InputError
 
 __all__ = ["select_layers", "DEFAULT_N_LAYERS", "LAYERS", "LAYERS_ATTRS", "parse_layers",
-           "layers_json", "table_layers", "chosen_layers"]
+           "check_layer_counts", "layers_json", "table_layers", "chosen_layers",
+           "recorded_layers", "check_model_layers", "sync_layers"]
 
 # number of layers recorded when ``layers`` is not given: the last this many convolutions
 DEFAULT_N_LAYERS = dims.DEFAULT_N_LAYERS
@@ -46,6 +47,16 @@ def parse_layers(value, where: str, problems) -> tuple:
         problems.add(where, f"each layer may be named once; found {twice} more than once")
         return ()
     return tuple(value)
+
+
+def check_layer_counts(own_layers: dict, n_layers: int, problems) -> None:
+    """A spec problem for each model whose own layers (``{mid: (where, layers)}``) name
+    another number of modules than every model records (``n_layers``)."""
+    for mid, (where, layers) in own_layers.items():
+        if layers and len(layers) != n_layers:
+            problems.add(where, f"model {mid!r} names {len(layers)} layer(s); every model "
+                         f"records {n_layers} ([probe] layers, or {DEFAULT_N_LAYERS} by "
+                         f"default): name {n_layers}")
 
 
 def layers_json(layers) -> str:
