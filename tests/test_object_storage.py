@@ -105,6 +105,11 @@ def test_every_stage_works_on_a_store_in_s3(s3, tmp_path, monkeypatch):
     index = tmp_path / "db.zarr.report" / "index.html"
     assert f"features: {csv}" in out and f"report:   {index}" in out
     assert csv.is_file() and index.is_file()
+    # every model's judgement, here too (the store is in the bucket)
+    judgements = tmp_path / "db.zarr.rotation.judgements.csv"
+    assert f"judgements: {judgements}  (" in out
+    assert judgements.read_text().splitlines()[0].startswith("mid,label,oof_prediction,")
+    assert len(judgements.read_text().splitlines()) == 1 + 6
     # checkpoints beside the store, in the bucket
     import s3fs
 

@@ -103,3 +103,45 @@ def refused(file, failed: dict, what: str) -> None:
                      f"{name}: {why}", file=file, field="models",
                      hint="fix the recipe or model and rerun; the refusal is recorded in the "
                           "store")
+
+
+def beside_store(store_path, suffix: str) -> Path:
+    """A local output named after the store: ``STORE<suffix>`` beside a local store; for an
+    object store (``s3://bucket/db.zarr``), ``db.zarr<suffix>`` in the current folder."""
+    if "://" in str(store_path):
+        return Path.cwd() / f"{Path(str(store_path).rstrip('/')).name}{suffix}"
+    return Path(str(store_path).rstrip("/") + suffix)
+
+
+def write_judgements(store_path, transform: str, suite=None):
+    """Write every model's judgement (``ml4ml.assess.judgements``) to
+    ``STORE.<transform>.judgements.csv`` (whole or not at all); (path, table)."""
+    import os
+
+    from ml4ml.assess.judgements import judgements
+
+    table = judgements(store_path, transform, suite=suite)
+    path = beside_store(store_path, f".{transform}.judgements.csv")
+    partial = path.with_name(f".{path.name}.partial")
+    table.to_csv(partial, index=False)
+    os.replace(partial, path)
+    return path, table
+
+
+def answer_lines(table, path) -> list[str]:
+    """The summary's answer: how many models are judged variant, by which assessor, how,
+    and where the list is (``table``: ``judgements``' table; ``path``: its CSV)."""
+    from ml4ml.assess.judgements import answer_counts, how_judged
+
+    n = answer_counts(table)
+    chosen, repeats = table.attrs["assessor"], table.attrs["repeats"]
+    parts = how_judged(n, chosen, repeats)
+    lines = [f"variant:  {n['variant']} of {n['judged']} models judged not invariant by "
+             f"{chosen}: {', '.join(parts)}; {n['disagree']} disagree with their label"]
+    labelled = table[table["judged_by"] == "out_of_fold"]
+    otherwise = int((labelled["refit_prediction"] != labelled["oof_prediction"]).sum())
+    lines.append(f"          the refit {chosen} (fit on every label, so in-sample) labels "
+                 f"{otherwise} of those {n['labelled']} labelled models otherwise")
+    lines.append(f"judgements: {path}  (every model: label, out-of-fold prediction and "
+                 f"probability, refit score, source, clean accuracy)")
+    return lines

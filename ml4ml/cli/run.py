@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from ml4ml.cli.common import (CONTEXT, cluster_options, device_option, pipeline_cluster,
-                              quiet_option, refused, user_errors)
+from ml4ml.cli.common import (CONTEXT, answer_lines, beside_store, cluster_options,
+                              device_option, pipeline_cluster, quiet_option, refused,
+                              user_errors, write_judgements)
 
 
 @click.command(context_settings=CONTEXT)
@@ -66,11 +67,8 @@ def run(pipeline, store_path, report_dir, workers, scheduler, device, force, qui
 
 def _local_outputs(p) -> tuple[Path, Path]:
     """Where the features CSV and the report go: beside a local store, else here."""
-    name = f"{p.assess.transform}.{p.assess.features}.csv"
-    if "://" in str(p.store):
-        stem = Path(str(p.store).rstrip("/")).name
-        return Path.cwd() / f"{stem}.{name}", Path.cwd() / f"{stem}.report"
-    return Path(str(p.store).rstrip("/") + f".{name}"), Path(str(p.store).rstrip("/") + ".report")
+    return (beside_store(p.store, f".{p.assess.transform}.{p.assess.features}.csv"),
+            beside_store(p.store, ".report"))
 
 
 def _after_measures(p, force, progress, say, report_dir=None) -> dict:
@@ -134,6 +132,7 @@ def _after_measures(p, force, progress, say, report_dir=None) -> dict:
         else:
             say(f"assess: {report.n_models} labelled model(s), {report.seconds:.1f} s: "
                 f"{report.comparison['verdict']}")
+    judged = None if skipped else write_judgements(p.store, transform, suite)
     if not force and report is None and not skipped and \
             _report_current(report_dir, p.store, len(table)):
         say(f"report: already current ({report_dir / 'index.html'})")
@@ -145,7 +144,7 @@ def _after_measures(p, force, progress, say, report_dir=None) -> dict:
             f"({made.seconds:.1f} s)")
         index = made.index
     return {"csv": csv, "report": index, "assess": report, "table": table,
-            "skipped": skipped}
+            "skipped": skipped, "judgements": judged}
 
 
 def _report_current(folder: Path, store_path, n_models: int) -> bool:
@@ -163,20 +162,7 @@ def _report_current(folder: Path, store_path, n_models: int) -> bool:
             and made.get("assess_inputs") == ds.attrs.get("inputs_digest"))
 
 
-def _out_of_fold(ds, chosen):
-    """(mid,) out-of-fold labels of ``chosen``: stored, or from the predictions."""
-    import numpy as np
-
-    if "out_of_fold" in ds:
-        return np.asarray(ds["out_of_fold"].values)
-    from ml4ml.assess.comparison import out_of_fold
-
-    return np.asarray(out_of_fold(ds, chosen).values)
-
-
 def _summary(p, outputs, failed) -> None:
-    import numpy as np
-
     from ml4ml import store
 
     n_models = len(store.model_ids(p.store))
@@ -190,26 +176,13 @@ def _summary(p, outputs, failed) -> None:
             click.echo(f"refused:  {len(failed)} model(s): "
                        + ", ".join(f"{k} ({v})" for k, v in list(failed.items())[:3]))
         return
-    ds = store.open_group(p.store, store.assess_group(p.assess.transform)).load()
-    mids = [str(m) for m in ds["mid"].values]
-    chosen = str(ds.attrs["chosen_assessor"])
-    oof = _out_of_fold(ds, chosen)
-    refit = np.asarray(ds["predicted"].values)
-    tested = oof >= 0
-    variant = [m for m, v in zip(mids, oof) if v == 0]
-    disagree = int((tested & (refit != oof)).sum())
+    ds = store.open_group(p.store, store.assess_group(p.assess.transform))
+    path, judged = outputs["judgements"]
     click.echo("")
-    click.echo(f"store:    {p.store} ({n_models} models, {len(mids)} measured)")
+    click.echo(f"store:    {p.store} ({n_models} models, {ds.sizes['mid']} measured)")
     click.echo(f"verdict:  {ds.attrs['verdict']}")
-    click.echo(f"variant:  {len(variant)} of {int(tested.sum())} labelled models predicted "
-               f"variant out of fold by {chosen} (the majority over {ds.sizes['repeat']} "
-               f"repeats of fits that never saw the model's label)"
-               + (f": {', '.join(variant[:12])}{' ...' if len(variant) > 12 else ''}"
-                  if variant else ""))
-    click.echo(f"          the refit {chosen} (fit on every label, so in-sample) labels "
-               f"{disagree} of those {int(tested.sum())} models otherwise"
-               + (f"; it judges the {int((~tested).sum())} unlabelled model(s) "
-                  f"({int((refit[~tested] == 0).sum())} variant)" if (~tested).any() else ""))
+    for line in answer_lines(judged, path):
+        click.echo(line)
     click.echo(f"features: {outputs['csv']}")
     click.echo(f"report:   {outputs['report']}  (open it in a browser)")
     click.echo(f"next:     ml4ml assess {p.store} --transform {p.assess.transform} --predict "
