@@ -160,8 +160,9 @@ def modules_of_levels(levels, level_modules) -> dict:
     out = {}
     first = f"_{STATS[0]}"
     for level, module in zip([str(v) for v in levels], [str(v) for v in level_modules]):
-        if level.endswith(first) and module.endswith(first) and level != module:
-            out[level[:-len(first)]] = module[:-len(first)]
+        prefix = level[:-len(first)]
+        if level.endswith(first) and is_layer_label(prefix) and module.endswith(first):
+            out[prefix] = module[:-len(first)]
     return out
 
 
