@@ -19,7 +19,7 @@ matrices dataset
                   of the seeded 90% sample subset (for ``sstv``)
     coords: level ("confidence", "layer-2_mean", ..., "layer-1_max_std": dims.level_names),
             level_module (level,) str: the same by module name ("conv3_max") where every
-            done model recorded that module there, "" elsewhere; split, kind, aug_param_i/j
+            measured model recorded that module there, "" elsewhere; split, kind, aug_param_i/j
 
 measures dataset
     value            (mid, level, split, interval, measure)  float64
@@ -74,7 +74,7 @@ KINDS = ("l2", "cosine", "corrcoef")
 # recorded layer is "layer-1", the one before it "layer-2", ... (docs/measures.md, "Levels")
 CONFIDENCE_LEVEL = "confidence"
 # non-index coordinate along ``level``: the level by module name ("conv3_max") where every
-# done model of the group recorded a module of that name at that position, "" elsewhere
+# measured model of the group recorded a module of that name at that position, "" elsewhere
 LEVEL_MODULE = "level_module"
 DEFAULT_N_LAYERS = 2
 _LAYER_LABEL = re.compile(r"^layer-([1-9][0-9]*)$")
@@ -145,11 +145,32 @@ def shared_modules(layer_names) -> list[str]:
     return out
 
 
+def named_rows(layer_names):
+    """The rows of ``layer_names`` (model, layer) that hold module names: the models a
+    matrices or measures group holds measures of (a row laid out but never written holds
+    ""). ``level_module`` is made from them, whether their ``done`` flag is set or was
+    cleared since (a redo pending), so clearing flags never makes it out of date."""
+    import numpy as np
+
+    values = np.asarray(layer_names, dtype=object)
+    if values.ndim < 2 or not values.size:
+        return values.reshape(0, values.shape[-1] if values.ndim else 0)
+    written = np.array([any(str(v or "") for v in row) for row in values], dtype=bool)
+    return values[written]
+
+
 def level_modules(modules) -> list[str]:
     """The ``level_module`` coordinate of ``shared_modules`` (one name or "" per layer):
     ``["confidence", "conv2_mean", ..., "conv3_max_std"]``, "" where the models differ."""
     return [CONFIDENCE_LEVEL] + [layer_level(m, stat) if m else "" for m in modules
                                  for stat in STATS]
+
+
+def level_modules_of(layer_names, n_layers: int) -> list[str]:
+    """The ``level_module`` coordinate a matrices or measures group holds: from the module
+    names of its rows that hold some (``named_rows``; ``layer_names`` (model, layer))."""
+    named = named_rows(layer_names)
+    return level_modules(shared_modules(named) if len(named) else [""] * int(n_layers))
 
 
 def modules_of_levels(levels, level_modules) -> dict:

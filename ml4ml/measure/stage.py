@@ -159,18 +159,16 @@ def _check_levels(path, groups, n_layers, force) -> None:
 
 def group_level_modules(ds: xr.Dataset) -> list[str]:
     """The ``level_module`` labels a matrices or measures group should hold: from the
-    ``layer_name`` of its done rows (``dims.level_modules``)."""
+    ``layer_name`` of its rows (``dims.level_modules_of``)."""
     n_layers = ds.sizes.get(dims.LAYER, len(dims.prefixes_of_levels(ds[dims.LEVEL].values)))
-    done = np.asarray(ds[dims.DONE].values, dtype=bool) if dims.DONE in ds else None
-    if dims.LAYER_NAME not in ds or done is None or not done.any():
+    if dims.LAYER_NAME not in ds:
         return dims.level_modules([""] * n_layers)
-    names = np.asarray(ds[dims.LAYER_NAME].transpose(dims.MID, dims.LAYER).values,
-                       dtype=object)[done]
-    return dims.level_modules(dims.shared_modules(names))
+    names = ds[dims.LAYER_NAME].transpose(dims.MID, dims.LAYER).values
+    return dims.level_modules_of(names, n_layers)
 
 
 def refresh_level_modules(path, groups) -> None:
-    """Rewrite the ``level_module`` coordinate of ``groups`` from their done rows (models
+    """Rewrite the ``level_module`` coordinate of ``groups`` from their rows (models
     measured, re-measured or removed since it was written). The caller holds the lock."""
     for group in groups:
         if not store.group_exists(path, group):

@@ -1,6 +1,6 @@
 """``store check``'s level checks: matrices and measures groups whose ``level`` labels are
 not this version's (docs/measures.md, "Levels"), or whose ``level_module`` coordinate no
-longer matches the module names of their done rows."""
+longer matches the module names of their rows."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def level_problems(path, committed: dict) -> list[tuple[str, str, str]]:
     """Matrices and measures groups whose ``level`` labels are not this version's (levels
     named after modules, ``conv2_mean``, or ``layer0_mean``, by earlier versions; or levels
     of another number of layers than their probes record), or whose ``level_module``
-    coordinate no longer matches the module names of their done rows: (group, what is
+    coordinate no longer matches the module names of their rows: (group, what is
     wrong, the mend) of each (``store check`` lists them)."""
     out = []
     for node, metadata in sorted(committed.items()):
@@ -48,14 +48,12 @@ def level_problems(path, committed: dict) -> list[tuple[str, str, str]]:
         if dims.LEVEL_MODULE not in zgroup or dims.LAYER_NAME not in zgroup:
             continue
         stored = [str(v) for v in zgroup[dims.LEVEL_MODULE][:].tolist()]
-        done = np.asarray(zgroup[dims.DONE][:], dtype=bool)
-        names = np.asarray(zgroup[dims.LAYER_NAME][:], dtype=object)[done]
-        expected = dims.level_modules(dims.shared_modules(names) if len(names)
-                                      else [""] * found)
+        names = np.asarray(zgroup[dims.LAYER_NAME][:], dtype=object)
+        expected = dims.level_modules_of(names, found)
         if stored != expected:
             k = next(k for k, (a, b) in enumerate(zip(stored, expected)) if a != b)
             out.append((group, f"'{dims.LEVEL_MODULE}' is out of date with the module names "
-                        f"of its done rows (level {levels[k]}: {stored[k] or 'none'!r}, its "
+                        f"of its rows (level {levels[k]}: {stored[k] or 'none'!r}, its "
                         f"rows give {expected[k] or 'none'!r})",
                         f"run 'ml4ml measure {path}' to rewrite it"))
     return out

@@ -14,7 +14,7 @@ committed layout does not look, and one commit switches to it:
    "/"): chunk files the committed layout never reads, so readers see the old rows,
    whole, until
 3. one layout change (``layout.begin`` / ``commit``) gives each ``mid`` array its new
-   shape and encoding, rewrites the derived ``level_module`` coordinate from the kept done
+   shape and encoding, rewrites the derived ``level_module`` coordinate from the kept
    rows and sets the planned group attributes;
 4. the chunk files of the old encoding are deleted, and the journal marks the group done;
    once every group is, the planned files, then the journal, are deleted.
@@ -241,19 +241,16 @@ def _delete_chunks(store, array: str, encoding: dict) -> None:
 
 def _rewrite_derived(path, group: str, attrs: dict) -> None:
     """The values of ``group`` that depend on its rows: ``level_module`` (from the kept
-    done rows' ``layer_name``), and the planned attributes."""
+    rows' ``layer_name``), and the planned attributes."""
     from ml4ml.store.arrays import fit
     from ml4ml.store.groups import zarr_group
 
     with quiet():
         zgroup = zarr_group(path, group)
-        if dims.LEVEL_MODULE in zgroup and dims.LAYER_NAME in zgroup and dims.DONE in zgroup:
-            done = np.asarray(zgroup[dims.DONE][:], dtype=bool)
+        if dims.LEVEL_MODULE in zgroup and dims.LAYER_NAME in zgroup:
             names = np.asarray(zgroup[dims.LAYER_NAME][:], dtype=object)
-            modules = (dims.shared_modules(names[done]) if done.any()
-                       else [""] * names.shape[-1])
+            modules = dims.level_modules_of(names, names.shape[-1])
             array = zgroup[dims.LEVEL_MODULE]
-            array[...] = fit(array, np.asarray(dims.level_modules(modules), dtype=object),
-                             dims.LEVEL_MODULE)
+            array[...] = fit(array, np.asarray(modules, dtype=object), dims.LEVEL_MODULE)
         if attrs:
             zgroup.attrs.update(json.loads(json.dumps(attrs)))

@@ -435,7 +435,7 @@ def conv_layers(model) -> list[str]:
     if callable(own):
         return list(own())
     return [name for name, module in model.named_modules()
-            if name and (isinstance(module, nn.Conv2d) or _graph_ends_in_conv(module))]
+            if isinstance(module, nn.Conv2d) or (name and _graph_ends_in_conv(module))]
 
 
 def _graph_ends_in_conv(module) -> bool:
