@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ml4ml.errors import SpecError
+from ml4ml.zoo.layers import DEFAULT_N_LAYERS, LAYERS, check_layer_counts, parse_layers
 from ml4ml.zoo.recipe import ANOMALIES, AUGMENTATIONS, OPTIMIZERS, Recipe
 
 BUILTIN_ARCHS = ("cnn5", "vgg13bn", "resnet")
@@ -39,7 +40,7 @@ class SuiteSpec:
 
 @dataclass(frozen=True)
 class ProbeSpec:
-    layers: tuple = ()  # module names; () = the last two Conv2d modules
+    layers: tuple = ()  # module names; () = the last two convolutions (zoo.layers)
     batch_size: int = 256
     device: str = "cpu"
     fgsm_epsilon: float = 0.0
@@ -84,6 +85,8 @@ class Pipeline:
     workers: int | None = None  # [cluster] workers: a LocalCluster when no option says else
     added: tuple = ()  # of zoo.adding.AddedModel: models trained elsewhere, never trained
     labels: LabelsSpec = field(default_factory=LabelsSpec)
+    # mid -> the layers the spec chooses for it ([[zoo.models]], [zoo.checkpoints] layers)
+    layers: dict = field(default_factory=dict)
 
     @property
     def mids(self) -> list[str]:
@@ -165,8 +168,9 @@ def load_pipeline(path) -> Pipeline:
 
     suites = _suites(raw, problems)
     transforms = _transforms(raw, problems)
-    recipes, added = _zoo(raw, problems, base)
+    recipes, added, own_layers = _zoo(raw, problems, base)
     probe = _probe(raw, problems)
+    check_layer_counts(own_layers, len(probe.layers) or DEFAULT_N_LAYERS, problems)
     workers = _cluster(raw, problems)
     assess = _assess(raw, transforms, suites, problems, base)
     labels = _labels(raw, problems)
@@ -174,7 +178,8 @@ def load_pipeline(path) -> Pipeline:
     return Pipeline(file=path, name=str(name), store=store, precision=precision,
                     checkpoints=checkpoints, data_root=data_root, suites=tuple(suites),
                     transforms=transforms, recipes=tuple(recipes), probe=probe, assess=assess,
-                    workers=workers, added=tuple(added), labels=labels)
+                    workers=workers, added=tuple(added), labels=labels,
+                    layers={mid: layers for mid, (_, layers) in own_layers.items()})
 
 
 def labels_spec(path) -> LabelsSpec:
@@ -374,12 +379,13 @@ def _assess(raw, transforms, suites, problems, base=None) -> AssessSpec:
 ZOO_KEYS = {"defaults", "grids", "models", "sample", "checkpoints"}
 # fields of a model trained elsewhere ([[zoo.models]] with checkpoint, [zoo.checkpoints])
 ADDED_FIELDS = {"mid", "checkpoint", "arch", "holdout", "partition", "normalize_mean",
-                "normalize_std"}
+                "normalize_std", LAYERS}
 
 
-def _zoo(raw, problems, base=Path(".")) -> tuple[list[Recipe], list]:
+def _zoo(raw, problems, base=Path(".")) -> tuple[list[Recipe], list, dict]:
     """Expand ``[zoo]``: defaults + grids (cartesian) + sampled recipes + explicit models,
-    and the models trained elsewhere (``checkpoint`` models, ``[zoo.checkpoints]``)."""
+    and the models trained elsewhere (``checkpoint`` models, ``[zoo.checkpoints]``);
+    {mid: (where, layers)} of the models that name their own layers."""
     tab = _table(raw, "zoo", problems)
     _unknown_keys(tab, ZOO_KEYS | RECIPE_FIELDS, "zoo.", problems)
     # plain recipe fields directly under [zoo] act as defaults too
@@ -424,7 +430,7 @@ def _zoo(raw, problems, base=Path(".")) -> tuple[list[Recipe], list]:
         entries.extend(_sampled(sample, problems))
     sample_broken = len(problems.items) > before
 
-    added = []
+    added, entry_layers = [], {}
     for k, model in enumerate(tab.get("models", [])):
         where = f"zoo.models[{k}]"
         if not isinstance(model, dict):
@@ -433,8 +439,11 @@ def _zoo(raw, problems, base=Path(".")) -> tuple[list[Recipe], list]:
         if "checkpoint" in model:
             added.extend(_added(model, where, base, problems))
             continue
+        model = dict(model)
+        entry_layers[where] = parse_layers(model.pop(LAYERS, None), f"{where}.{LAYERS}",
+                                           problems)
         _recipe_keys(model, where + ".", problems)
-        entries.append((where, dict(model)))
+        entries.append((where, model))
     if "checkpoints" in tab:
         added.extend(_added(tab["checkpoints"], "zoo.checkpoints", base, problems))
 
@@ -458,12 +467,16 @@ def _zoo(raw, problems, base=Path(".")) -> tuple[list[Recipe], list]:
             continue
         seen[recipe.mid] = where
         recipes.append(recipe)
+    own_layers = {r.mid: (f"{seen[r.mid]}.{LAYERS}", entry_layers[seen[r.mid]])
+                  for r in recipes if entry_layers.get(seen[r.mid])}
     for model in added:
         if model.mid in seen:
             problems.add(f"zoo.models ({model.mid})", f"model id {model.mid!r} is already used "
                          f"by {seen[model.mid]}")
         seen[model.mid] = f"checkpoint {model.checkpoint}"
-    return recipes, added
+        if model.layers:
+            own_layers[model.mid] = (f"{model.where}.{LAYERS}", model.layers)
+    return recipes, added, own_layers
 
 
 def _added(tab, where, base, problems) -> list:
@@ -499,6 +512,7 @@ def _added(tab, where, base, problems) -> list:
     if len(values["normalize_mean"]) != len(values["normalize_std"]):
         problems.add(f"{where}.normalize_std", "normalize_mean and normalize_std need one "
                      "value per channel each")
+    layers = parse_layers(tab.get(LAYERS), f"{where}.{LAYERS}", problems)
     arch = values["arch"]
     if arch.startswith("module:"):
         _check_module_arch(arch, base, f"{where}.arch", problems)
@@ -526,7 +540,8 @@ def _added(tab, where, base, problems) -> list:
         out.append(AddedModel(mid=mid, checkpoint=file, arch=arch, holdout=bool(holdout),
                               partition=values["partition"],
                               normalize_mean=values["normalize_mean"],
-                              normalize_std=values["normalize_std"], base=str(base)))
+                              normalize_std=values["normalize_std"], base=str(base),
+                              layers=layers, where=where))
     return out
 
 

@@ -17,7 +17,9 @@ matrices dataset
     matrix        (mid, level, split, kind, aug_param_i, aug_param_j)  float64
     matrix_subset (mid, level, split, aug_param_i, aug_param_j)        float64  L2 matrix
                   of the seeded 90% sample subset (for ``sstv``)
-    coords: level ("confidence", "conv2_mean", ...: dims.level_names), split, kind, aug_param_i/j
+    coords: level ("confidence", "layer-2_mean", ..., "layer-1_max_std": dims.level_names),
+            level_module (level,) str: the same by module name ("conv3_max") where every
+            measured model recorded that module there, "" elsewhere; split, kind, aug_param_i/j
 
 measures dataset
     value            (mid, level, split, interval, measure)  float64
@@ -26,6 +28,8 @@ measures dataset
     robust_accuracy  (mid, interval)                         float64
     coords: interval (0..K-1), half_width (interval,) in grid steps, measure (names)
 """
+
+import re
 
 # dimensions
 MID = "mid"
@@ -71,50 +75,130 @@ SPLITS = ("all", "correct", "incorrect")
 # variance-matrix kinds; every paper measure uses "l2"
 KINDS = ("l2", "cosine", "corrcoef")
 # level label of the confidence response; a layer's levels are f"{layer}_{stat}", where
-# layer is the recorded module's name (``layer_prefix``), e.g. "conv3_max"
+# layer is the recorded layer's position from the output (``layer_label``): the last
+# recorded layer is "layer-1", the one before it "layer-2", ... (docs/measures.md, "Levels")
 CONFIDENCE_LEVEL = "confidence"
+# non-index coordinate along ``level``: the level by module name ("conv3_max") where every
+# measured model of the group recorded a module of that name at that position, "" elsewhere
+LEVEL_MODULE = "level_module"
+DEFAULT_N_LAYERS = 2
+_LAYER_LABEL = re.compile(r"^layer-([1-9][0-9]*)$")
 
 
-def layer_prefix(name, index: int) -> str:
-    """The name a recorded layer goes by in levels, feature columns, the report and the
-    labelling page: its module name with "." replaced by "_" ("conv3", "features_10");
-    ``layer<index>`` for a layer without a name (or whose models disagree on it)."""
-    name = str(name or "").replace(".", "_")
-    return name or f"layer{index}"
+def layer_label(index: int, n_layers: int) -> str:
+    """The name recorded layer ``index`` (0 .. n_layers-1, input to output) goes by in
+    levels, feature columns, the report and the labelling page: its position from the
+    output, ``layer_label(1, 2) == "layer-1"`` (the last), ``layer_label(0, 2) == "layer-2"``."""
+    if not 0 <= int(index) < int(n_layers):
+        raise ValueError(f"layer index {index} outside 0..{n_layers - 1}")
+    return f"layer-{int(n_layers) - int(index)}"
+
+
+def layer_labels(n_layers: int) -> list[str]:
+    """Every recorded layer's label, input to output: ``["layer-2", "layer-1"]`` for two."""
+    return [layer_label(index, n_layers) for index in range(int(n_layers))]
 
 
 def layer_level(prefix: str, stat: str) -> str:
-    """Level label of one layer statistic, e.g. ``layer_level("conv3", "max") == "conv3_max"``."""
+    """Level label of one layer statistic, e.g. ``layer_level("layer-1", "max") ==
+    "layer-1_max"``."""
     return f"{prefix}_{stat}"
 
 
-def layer_prefixes(layer_names) -> list[str]:
-    """One prefix per recorded layer from ``layer_name`` values (layer,) or (model, layer):
-    the models' common module name at each position, ``layer<i>`` where they differ."""
+def level_names(n_layers: int) -> list[str]:
+    """Every level of a matrices / measures group with ``n_layers`` recorded layers: the
+    confidence, then each layer's statistics in ``STATS`` order, input to output, e.g.
+    ``["confidence", "layer-2_mean", ..., "layer-1_max_std"]``. The same for every model
+    and every store of that many layers: adding a model never renames a level."""
+    return [CONFIDENCE_LEVEL] + [layer_level(p, stat) for p in layer_labels(n_layers)
+                                 for stat in STATS]
+
+
+def prefixes_of_levels(levels) -> list[str]:
+    """The layer labels of a ``level`` coordinate made by ``level_names``, input to output."""
+    levels = [str(level) for level in levels if str(level) != CONFIDENCE_LEVEL]
+    first = f"_{STATS[0]}"
+    return [level[:-len(first)] for level in levels[::len(STATS)]]
+
+
+def is_layer_label(prefix: str) -> bool:
+    return bool(_LAYER_LABEL.match(str(prefix)))
+
+
+def n_layers_of_levels(levels) -> int | None:
+    """The number of recorded layers of a ``level`` coordinate in this version's naming
+    (``level_names``), or None for any other (e.g. a store of an earlier version whose
+    levels took module names, ``conv2_mean``, or ``layer0_mean``)."""
+    levels = [str(level) for level in levels]
+    n_layers, rest = divmod(len(levels) - 1, len(STATS))
+    if rest or n_layers < 0 or levels != level_names(n_layers):
+        return None
+    return n_layers
+
+
+def shared_modules(layer_names) -> list[str]:
+    """Per recorded layer (input to output), the module name every model recorded there,
+    "" where they differ (or none is named): ``layer_names`` (layer,) or (model, layer)."""
     import numpy as np
 
     values = np.asarray(layer_names, dtype=object)
     values = values.reshape(-1, values.shape[-1]) if values.ndim else values.reshape(1, 1)
     out = []
     for index in range(values.shape[-1]):
-        names = {layer_prefix(name, index) for name in values[:, index]}
-        out.append(names.pop() if len(names) == 1 else f"layer{index}")
-    if len(set(out)) != len(out):  # two positions of one name: positions tell them apart
-        out = [f"layer{index}" for index in range(len(out))]
+        names = {str(name or "") for name in values[:, index]}
+        out.append(names.pop() if len(names) == 1 else "")
     return out
 
 
-def level_names(prefixes) -> list[str]:
-    """Every level of a matrices / measures group: the confidence, then each layer's
-    statistics in ``STATS`` order, e.g. ``["confidence", "conv2_mean", ..., "conv3_max_std"]``."""
-    return [CONFIDENCE_LEVEL] + [layer_level(p, stat) for p in prefixes for stat in STATS]
+def named_rows(layer_names):
+    """The rows of ``layer_names`` (model, layer) that hold module names: the models a
+    matrices or measures group holds measures of (a row laid out but never written holds
+    ""). ``level_module`` is made from them, whether their ``done`` flag is set or was
+    cleared since (a redo pending), so clearing flags never makes it out of date."""
+    import numpy as np
+
+    values = np.asarray(layer_names, dtype=object)
+    if values.ndim < 2 or not values.size:
+        return values.reshape(0, values.shape[-1] if values.ndim else 0)
+    written = np.array([any(str(v or "") for v in row) for row in values], dtype=bool)
+    return values[written]
 
 
-def prefixes_of_levels(levels) -> list[str]:
-    """The layer prefixes of a ``level`` coordinate made by ``level_names``."""
-    levels = [str(level) for level in levels if str(level) != CONFIDENCE_LEVEL]
+def level_modules(modules) -> list[str]:
+    """The ``level_module`` coordinate of ``shared_modules`` (one name or "" per layer):
+    ``["confidence", "conv2_mean", ..., "conv3_max_std"]``, "" where the models differ."""
+    return [CONFIDENCE_LEVEL] + [layer_level(m, stat) if m else "" for m in modules
+                                 for stat in STATS]
+
+
+def level_modules_of(layer_names, n_layers: int) -> list[str]:
+    """The ``level_module`` coordinate a matrices or measures group holds: from the module
+    names of its rows that hold some (``named_rows``; ``layer_names`` (model, layer))."""
+    named = named_rows(layer_names)
+    return level_modules(shared_modules(named) if len(named) else [""] * int(n_layers))
+
+
+def modules_of_levels(levels, level_modules) -> dict:
+    """{layer label: module name} of the layers every model recorded alike, from a group's
+    ``level`` and ``level_module`` coordinates: ``{"layer-2": "conv2", "layer-1": "conv3"}``."""
+    if level_modules is None:
+        return {}
+    out = {}
     first = f"_{STATS[0]}"
-    return [level[:-len(first)] for level in levels[::len(STATS)]]
+    for level, module in zip([str(v) for v in levels], [str(v) for v in level_modules]):
+        prefix = level[:-len(first)]
+        if level.endswith(first) and is_layer_label(prefix) and module.endswith(first):
+            out[prefix] = module[:-len(first)]
+    return out
+
+
+def module_note(name: str, modules: dict) -> str:
+    """``name`` (a level or feature column such as "layer-1_max_sstv") with the module
+    recorded at its layer beside it where ``modules`` ({"layer-1": "conv3", ...}) knows
+    it: "layer-1_max_sstv (conv3)"; else ``name`` as it is."""
+    prefix = str(name).split("_", 1)[0]
+    module = (modules or {}).get(prefix, "")
+    return f"{name} ({module})" if module and is_layer_label(prefix) else str(name)
 
 
 # CF-style attributes of every variable and coordinate the stages write: name ->
@@ -132,7 +216,11 @@ DESCRIPTIONS = {
     LAYER: ("recorded layer", "position of the recorded layer; its module name is layer_name"),
     STAT: ("layer statistic", f"the eight per-sample statistics of a layer output ({DOCS})"),
     LEVEL: ("response", "the model response a matrix is built from: the confidence, or "
-            "<layer>_<stat> (the recorded module's name, e.g. conv3_max)"),
+            "<layer>_<stat>, layer-1 being the last recorded layer, layer-2 the one before "
+            f"it, ... (e.g. layer-1_max; {DOCS})"),
+    LEVEL_MODULE: ("response by module name", "the level by the recorded module's name "
+                   "(e.g. conv3_max) where every model of the group recorded that module "
+                   "there; empty where they differ"),
     SPLIT: ("sample split", "all samples, or those the model classifies correctly / "
             "incorrectly at the identity"),
     KIND: ("matrix kind", "l2 (every paper measure), cosine, corrcoef"),

@@ -4,7 +4,9 @@ Run by tests/test_crash.py as ``python crash_harness.py WORKDIR SIGNAL STAGE [WO
 [EVERY]]``, in a process of its own (EVERY = n: only after writes 1, 1 + n, ... and the
 last). It imports everything first and never computes or opens a store before
 forking, so each child forks from a clean process (no OpenMP or zarr threads yet).
-STAGE is ``train``, ``probe`` or ``measure``: a base store is built up to that stage, and
+STAGE is ``train``, ``probe``, ``measure``, ``assess`` or ``remove`` (``remove-models`` of a
+rated model, after every other stage and an expert's ratings): a base store is built up to
+that stage, and
 for each k = 1 .. W (W: the writes of an uninterrupted run of the stage, counted by a
 first run), on a copy of the base store:
 
@@ -119,6 +121,17 @@ def run_stages(folder: Path, stages: str) -> None:
     if "a" in stages:
         assess_store(pipeline.store, "rotation", repeats=2, assessors=["decision_tree"],
                      skip_current=True)
+    if "e" in stages:  # expert ratings: a rater's row in the labels group
+        from ml4ml.store import writing
+        from ml4ml.store.labels import write_rating
+
+        with writing(pipeline.store, "crash test ratings"):
+            for mid, label in (("m002", 1), ("t001", 0)):
+                write_rating(pipeline.store, "rotation", "ann", mid, label)
+    if "r" in stages:  # a model, and every row of it, out of every group
+        from ml4ml.zoo.removing import remove_models
+
+        remove_models(pipeline.store, REMOVED, force=True)
 
 
 def in_child(function, *args, env=None) -> tuple[int, object]:
@@ -204,7 +217,7 @@ def same(a, b) -> bool:
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape or a.dtype.kind != b.dtype.kind:
         return False
-    if a.dtype.kind == "f":
+    if a.dtype.kind in "fmM":  # NaN (NaT: a rating time never given) equal to NaN
         return bool(np.array_equal(a, b, equal_nan=True))
     return bool(np.array_equal(a.astype(object) if a.dtype.kind == "T" else a,
                                b.astype(object) if b.dtype.kind == "T" else b))
@@ -263,7 +276,9 @@ def _reference_snapshot(store_path: Path, out: Path) -> int:
 
 
 STAGES = {"train": ("", "t"), "probe": ("t", "p"), "measure": ("tp", "m"),
-          "assess": ("tpm", "la")}
+          "assess": ("tpm", "la"), "remove": ("tpmlae", "r")}
+# the model the remove stage takes out (a regular one between others, rated by an expert)
+REMOVED = ["m002"]
 PRELOAD = ("torch", "torch._dynamo", "torch.optim", "torchvision", "sklearn.datasets",
            "sklearn.model_selection", "dask.array", "dask.diagnostics", "xarray", "zarr",
            "ml4ml.config", "ml4ml.zoo.stage", "ml4ml.zoo.training", "ml4ml.zoo.architectures",
@@ -271,17 +286,27 @@ PRELOAD = ("torch", "torch._dynamo", "torch.optim", "torchvision", "sklearn.data
            "ml4ml.measure.stage", "ml4ml.measure.measures", "ml4ml.measure.matrices",
            "ml4ml.store", "ml4ml.store.layout", "ml4ml.progress", "distributed",
            "ml4ml.assess.stage", "ml4ml.assess.protocol", "ml4ml.assess.estimators",
-           "sklearn.ensemble", "sklearn.tree", "skops.io")
+           "sklearn.ensemble", "sklearn.tree", "skops.io", "ml4ml.zoo.removing",
+           "ml4ml.store.removal")
 
 
 def _resume_and_compare(folder: Path, stage: str, reference: Path) -> dict:
     """In a fresh child: the rows finished at the crash, the resumed run, the comparison."""
     store_path = folder / "db.zarr"
     finished = done_rows(store_path) if (store_path / "zarr.json").exists() else {}
-    before = snapshot(store_path) if finished else {"arrays": {}, "files": {}}
+    before = snapshot(store_path) if finished and stage != "r" else {"arrays": {},
+                                                                     "files": {}}
     run_stages(folder, stage)
     got = snapshot(store_path)
     problems = compare(_load(reference), got)
+    if stage == "r":
+        # the rows move up: the comparison with the uninterrupted removal is the check (a
+        # snapshot taken after the crash reads any group as committed, old or new); and
+        # nothing of the interrupted run is left
+        problems += [f"left {p.relative_to(folder)}" for p in store_path.rglob("*.partial")]
+        problems += [f"left {name}" for name in (".ml4ml-removing", ".ml4ml-pending")
+                     if (store_path / name).exists()]
+        return {"finished": sum(len(m) for m in finished.values()), "problems": problems}
     problems += untouched(before, got, finished, done_rows(store_path))
     problems += [f"left behind: {name}" for name in leftover_files(store_path)]
     return {"finished": sum(len(m) for m in finished.values()), "problems": problems}
@@ -326,7 +351,8 @@ def main(workdir: str, signal_name: str, stage: str, workers: str = "2", every: 
     before_stage, stages = STAGES[stage]
     work = Path(workdir)
     started = time.monotonic()
-    base = fresh(work / "base", SPEC + ASSESS_MODELS if stage == "assess" else SPEC)
+    base = fresh(work / "base", SPEC + ASSESS_MODELS if stage in ("assess", "remove")
+                 else SPEC)
     if before_stage:
         status, result = in_child(run_stages, base, before_stage)
         assert status == 0, result

@@ -33,6 +33,17 @@ def expected(case: str) -> Path:
     return folder(case) / f"{case}.json"
 
 
+def features80(expected: dict) -> dict:
+    """The reference's 80 features under ml4ml's names: the reference names its two layers
+    after their numbers (``conv8_max_sstv``), ml4ml by position from the output (its first
+    layer is ``layer-2``, its last ``layer-1``: docs/measures.md, "Levels")."""
+    layers = [key for key in expected["reference"] if key != "confidence"]
+    renamed = {f"{layer}_": f"layer-{len(layers) - k}_" for k, layer in enumerate(layers)}
+    return {next((new + name[len(old):] for old, new in renamed.items()
+                  if name.startswith(old)), name): value
+            for name, value in expected["features80"].items()}
+
+
 def large_available() -> bool:
     return LARGE.is_dir()
 

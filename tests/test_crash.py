@@ -8,9 +8,13 @@ recipe, then the assessment), and compares the store with the uninterrupted run'
 by array and bitwise. Every row finished at the crash must still be done, with the same
 values and chunk bytes.
 
+"remove" is ``remove-models`` of a rated model from the assessed store: rerun after the
+crash, it must finish, leave no temporary file or journal, and give the uninterrupted
+removal's store (rows move up, so this comparison, not the finished rows', is the check).
+
 Ctrl-C (a real SIGINT: KeyboardInterrupt, with every cleanup handler run) is tested the
 same way after every 4th write for train and probe (k = 1, 5, 9, ... and W) and every
-8th for measure and assess (k = 1, 9, 17, ... and W; their writes are many, and each k
+8th for measure, assess and remove (k = 1, 9, 17, ... and W; their writes are many, and each k
 reruns the stage twice): what it adds to SIGKILL is the cleanup on the way out, and
 every cleanup context spans several writes, so each is still entered and left by a
 Ctrl-C at several points; at every k it would add half again to the suite's longest
@@ -25,20 +29,22 @@ from pathlib import Path
 import pytest
 
 HARNESS = Path(__file__).with_name("crash_harness.py")
-INT_EVERY = {"train": 4, "probe": 4, "measure": 8, "assess": 8}
+INT_EVERY = {"train": 4, "probe": 4, "measure": 8, "assess": 8, "remove": 8}
 
 
 @pytest.mark.parametrize("signal_name", ["KILL", "INT"])
-@pytest.mark.parametrize("stage", ["train", "probe", "measure", "assess"])
+@pytest.mark.parametrize("stage", ["train", "probe", "measure", "assess", "remove"])
 def test_a_crash_after_any_write_resumes_to_the_uninterrupted_store(tmp_path, stage,
                                                                     signal_name):
     every = 1 if signal_name == "KILL" else INT_EVERY[stage]
     result = subprocess.run([sys.executable, str(HARNESS), str(tmp_path), signal_name, stage,
-                             "2", str(every)], capture_output=True, text=True, timeout=900)
+                             "2", str(every)], capture_output=True, text=True,
+                            timeout=3600 if stage == "remove" else 900)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["failures"] == []
-    assert report["writes"] >= {"train": 60, "probe": 30, "measure": 50, "assess": 40}[stage]
+    assert report["writes"] >= {"train": 60, "probe": 30, "measure": 50, "assess": 40,
+                                "remove": 200}[stage]
     # every k (every 4th or 8th for Ctrl-C, and the last) crashed the run, and it resumed
     assert report["killed"] == len(set(range(1, report["writes"] + 1, every))
                                    | {report["writes"]})

@@ -282,8 +282,12 @@ def test_the_readmes_xarray_examples_run_on_the_demo_store(demo):
     assert table.iloc[-1] == assessed["accuracy"].mean(["repeat", "fold"]).max()
     k = assessed["estimator"].values.tolist().index("random_forest")
     np.testing.assert_array_equal(namespace["forest"].values, assessed["accuracy"].values[..., k])
-    conv3 = measures["value"].sel(level="conv3_max", split="correct").values
+    # positional levels: layer-1 is CNN5's conv3, the last recorded layer
+    last = measures["value"].sel(level="layer-1_max", split="correct").values
     m = measures["measure"].values.tolist().index("mean")
-    np.testing.assert_array_equal(namespace["conv3"].values, conv3[..., m])
+    np.testing.assert_array_equal(namespace["last"].values, last[..., m])
+    np.testing.assert_array_equal(namespace["conv3"].values, last[..., m])
+    assert namespace["conv3"]["level"].item() == "layer-1_max"
+    assert namespace["recorded"] == ["conv2", "conv3"]
     wide = models["aug_range"].values == 45
     assert namespace["wide"]["mid"].values.tolist() == models["mid"].values[wide].tolist()

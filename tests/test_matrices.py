@@ -10,7 +10,8 @@ import xarray as xr
 
 from ml4ml import dims
 from ml4ml.errors import InputError
-from ml4ml.measure.matrices import matrix_levels, subset_indices, variance_matrices
+from ml4ml.measure.matrices import (matrix_level_modules, matrix_levels, subset_indices,
+                                    variance_matrices)
 from ml4ml.measure.measures import measure_database
 
 
@@ -70,9 +71,11 @@ def responses(probe, model):
     """Each level's response (P, n) of one model, keyed by level label."""
     one = probe.isel({dims.MID: model})
     out = {dims.CONFIDENCE_LEVEL: one[dims.CONFIDENCE].values}
-    for layer in range(probe.sizes[dims.LAYER]):
+    n_layers = probe.sizes[dims.LAYER]
+    for layer in range(n_layers):
         for stat in dims.STATS:
-            out[dims.layer_level(f"conv{layer}", stat)] = (
+            # positional labels: the last recorded layer is layer-1
+            out[dims.layer_level(f"layer-{n_layers - layer}", stat)] = (
                 one[dims.ACT].isel({dims.LAYER: layer}).sel({dims.STAT: stat}).values
             )
     return out
@@ -131,15 +134,24 @@ def test_layout_coords_and_layer_names():
         dims.MID, dims.LEVEL, dims.SPLIT, dims.AUG_PARAM_I, dims.AUG_PARAM_J
     )
     assert matrices[dims.MATRIX].dtype == np.float64
-    # levels are named after the layers' modules (make_probe's "conv0", "conv1")
+    # levels are named by position from the output, whatever the modules are called;
+    # level_module names them after the modules every model recorded there
     assert list(matrices[dims.LEVEL].values) == matrix_levels(probe)
-    assert matrix_levels(probe)[:3] == ["confidence", "conv0_mean", "conv0_std"]
-    assert matrix_levels(probe)[-1] == "conv1_max_std"
-    assert matrix_levels(probe.drop_vars(dims.LAYER_NAME))[1] == "layer0_mean"
+    assert matrix_levels(probe)[:3] == ["confidence", "layer-2_mean", "layer-2_std"]
+    assert matrix_levels(probe)[-1] == "layer-1_max_std"
+    assert matrix_levels(probe.drop_vars(dims.LAYER_NAME)) == matrix_levels(probe)
+    modules = matrices[dims.LEVEL_MODULE]
+    assert modules.dims == (dims.LEVEL,)
+    assert modules.values.tolist()[:3] == ["confidence", "conv0_mean", "conv0_std"]
+    assert modules.values.tolist()[-1] == "conv1_max_std"
+    assert matrices.set_xindex(dims.LEVEL_MODULE).sel({dims.LEVEL_MODULE: "conv1_max"})[
+        dims.LEVEL].item() == "layer-1_max"
     mixed = probe.copy()
     mixed[dims.LAYER_NAME] = mixed[dims.LAYER_NAME].copy(data=[["conv0", "conv1"],
                                                                ["features.3", "conv1"]])
-    assert matrix_levels(mixed)[1::8] == ["layer0_mean", "conv1_mean"]
+    assert matrix_levels(mixed) == matrix_levels(probe)  # other modules: the same levels
+    assert matrix_level_modules(mixed)[1::8] == ["", "conv1_mean"]
+    assert matrix_level_modules(probe.drop_vars(dims.LAYER_NAME))[1:] == [""] * 16
     assert list(matrices[dims.SPLIT].values) == list(dims.SPLITS)
     assert list(matrices[dims.KIND].values) == list(dims.KINDS)
     np.testing.assert_array_equal(matrices[dims.AUG_PARAM_I].values, probe[dims.AUG_PARAM].values)

@@ -9,7 +9,7 @@ import xarray as xr
 
 from ml4ml import dims
 from ml4ml.errors import InputError
-from ml4ml.measure.feature_sets import FEATURE_SETS, features, paper80
+from ml4ml.measure.feature_sets import FEATURE_SETS, features, paper80, selection
 from ml4ml.measure.measures import (
     PAPER_MEASURES,
     accuracy,
@@ -106,7 +106,7 @@ def random_matrices(n_params, n_models=2, seed=0):
         },
         coords={
             dims.MID: ["a", "b"][:n_models],
-            dims.LEVEL: ["confidence", "layer0_mean"],
+            dims.LEVEL: ["confidence", "layer-1_mean"],
             dims.SPLIT: list(dims.SPLITS),
             dims.KIND: list(dims.KINDS),
         },
@@ -197,7 +197,7 @@ def test_measures_of_real_variance_matrices_match_loops():
     from ml4ml.measure.matrices import variance_matrices
 
     matrices = variance_matrices(probe).isel({dims.MID: 0})
-    for level in ("confidence", "conv9_max"):
+    for level in ("confidence", "layer-1_max"):
         for split in dims.SPLITS:
             where = {dims.LEVEL: level, dims.SPLIT: split}
             expected = loop_all_measures(
@@ -359,12 +359,17 @@ def test_paper80_names_order_and_values():
     assert list(table.columns[:4]) == [
         dims.MID, "confidence_sstv", "confidence_mean", "confidence_s_mean"
     ]
-    assert table.columns[17] == "conv8_max_sstv"
-    assert table.columns[33] == "conv8_max_mean_sstv"
-    assert table.columns[-1] == "conv9_max_mean_grad_d_std"
+    # the last two recorded layers by position (conv8, conv9 here: layer-2, layer-1)
+    assert table.columns[17] == "layer-2_max_sstv"
+    assert table.columns[33] == "layer-2_max_mean_sstv"
+    assert table.columns[-1] == "layer-1_max_mean_grad_d_std"
     value = database[dims.VALUE].sel({dims.SPLIT: "correct", dims.INTERVAL: 0, dims.MID: "m0"})
-    assert table.loc[0, "conv9_max_grad_overall"] == value.sel(
-        {dims.LEVEL: "conv9_max", dims.MEASURE: "grad_overall"}).item()
+    assert table.loc[0, "layer-1_max_grad_overall"] == value.sel(
+        {dims.LEVEL: "layer-1_max", dims.MEASURE: "grad_overall"}).item()
+    # the same level by its module name (level_module)
+    by_module = value.set_xindex(dims.LEVEL_MODULE).sel({dims.LEVEL_MODULE: "conv9_max"})
+    assert by_module.sel({dims.MEASURE: "grad_overall"}).item() == table.loc[
+        0, "layer-1_max_grad_overall"]
     assert table.loc[0, "confidence_asymm"] == value.sel(
         {dims.LEVEL: "confidence", dims.MEASURE: "asymm"}).item()
     incorrect = features(database, set="paper80", split="incorrect")
@@ -374,13 +379,29 @@ def test_paper80_names_order_and_values():
     assert FEATURE_SETS["paper80"] is paper80
 
 
-def test_paper80_module_layer_names():
+def test_paper80_columns_do_not_depend_on_module_names():
+    """Other modules (a VGG's features.24 and .28 beside a CNN's conv8 and conv9) give the
+    same columns: features compare layers by position from the output; selection takes
+    the module names where every model recorded the same."""
     probe = tiny_probe()
-    names = np.array([["features.24", "features.28"]], dtype=object)
-    probe[dims.LAYER_NAME] = ((dims.MID, dims.LAYER), names)
-    table = paper80(measure_database(probe))
-    assert "features_24_max_sstv" in table.columns
-    assert table.columns[-1] == "features_28_max_mean_grad_d_std"
+    plain = paper80(measure_database(probe))
+    mixed = xr.concat([probe, probe.assign_coords({dims.MID: ["v0"]})], dims.MID)
+    names = np.array([["conv8", "conv9"], ["features.24", "features.28"]], dtype=object)
+    mixed[dims.LAYER_NAME] = ((dims.MID, dims.LAYER), names)
+    database = measure_database(mixed)
+    table = paper80(database)
+    assert list(table.columns) == list(plain.columns)
+    assert "layer-2_max_sstv" in table.columns
+    assert table.columns[-1] == "layer-1_max_mean_grad_d_std"
+    np.testing.assert_array_equal(table.iloc[0, 1:].to_numpy(float),
+                                  plain.iloc[0, 1:].to_numpy(float))
+    # no module is shared: level_module is empty beyond the confidence
+    assert set(database[dims.LEVEL_MODULE].values.tolist()[1:]) == {""}
+    one = measure_database(probe)
+    picked = selection(one, levels=["conv9_max"], names=["mean"])
+    assert list(picked.columns) == [dims.MID, "layer-1_max_mean"]
+    with pytest.raises(InputError, match="unknown level 'conv9_max'"):
+        selection(database, levels=["conv9_max"], names=["mean"])
 
 
 def test_feature_errors():

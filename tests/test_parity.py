@@ -41,7 +41,8 @@ def golden_case(request):
 
 def _reference_entries(expected, levels):
     """Yield (level, reference measure dict) for the confidence and every layer statistic;
-    ``levels``: the database's level coordinate (layers named after their modules)."""
+    ``levels``: the database's level coordinate (layers named by position from the
+    output: the reference's first layer is layer-2, its last layer-1)."""
     prefixes = dims.prefixes_of_levels(levels)
     yield dims.CONFIDENCE_LEVEL, expected["reference"]["confidence"]["l2_dist"]
     layers = [key for key in expected["reference"] if key != "confidence"]  # layer order
@@ -100,7 +101,7 @@ def test_every_reference_number_matches(golden_case):
 def test_paper80_features_match(golden_case):
     case, database, expected = golden_case
     table = paper80(database)
-    reference = expected["features80"]
+    reference = golden.features80(expected)  # layers renamed by position
     assert list(table.columns) == [dims.MID] + list(reference)
     assert list(table[dims.MID]) == [case]
     np.testing.assert_allclose(

@@ -417,7 +417,7 @@ def _call(model, suite, **overrides):
     (dict(labels=[0, 1, 2, 10]), r"labels must lie in 0..9 \(the model has 10 outputs\); "
                                  r"found 10"),
     (dict(layers=["features.99"]), r"field 'layers': unknown layer 'features.99'; the model's "
-                                   r"conv modules are \['features.0', 'features.4', "
+                                   r"convolutions are \['features.0', 'features.4', "
                                    r"'features.7'\]"),
     (dict(layers=[]), r"at least one layer name"),
     (dict(layers=["features.0", "features.0"]), r"\['features.0'\] more than once"),
@@ -446,8 +446,9 @@ def test_model_must_be_a_module(suite):
 
 def test_model_without_conv_needs_layers(suite):
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
-    with pytest.raises(InputError, match=r"no nn.Conv2d module to record by default.*"
-                                         r"pass layers="):
+    with pytest.raises(InputError, match=r"no 2-d convolution \(nn.Conv2d, or one in a "
+                                         r"TorchScript or torch.export graph\) to record "
+                                         r"by default.*pass layers="):
         _call(mlp, suite)
     ds = _call(mlp, suite, layers=["1"])
     assert list(ds[dims.LAYER_NAME].values) == ["1"]

@@ -119,8 +119,16 @@ def test_the_best_feature_baseline_names_its_feature(demo):
             assert (rule.predict(imputer.transform(X[test])) == stored[repeat, test]).all()
     assert json.loads(ds.attrs["best_feature_folds"]) == dict(chosen.most_common())
     assert ds.attrs["best_feature_fits"] == 3 * ds.sizes["repeat"] == sum(chosen.values())
-    often = ", ".join(f"{k} in {v}" for k, v in chosen.most_common())
-    text = (f"baseline_best_feature uses {ds.attrs['best_feature']} (refit on every label: "
+    # every model is a CNN5: each feature's layer is named by its module beside it
+    assert json.loads(ds.attrs["layer_modules"]) == {"layer-2": "conv2", "layer-1": "conv3"}
+
+    def named(feature):
+        layer = {"layer-2": "conv2", "layer-1": "conv3"}.get(feature.split("_", 1)[0])
+        return f"{feature} ({layer})" if layer else feature
+
+    often = ", ".join(f"{named(k)} in {v}" for k, v in chosen.most_common())
+    text = (f"baseline_best_feature uses {named(ds.attrs['best_feature'])} (refit on every "
+            f"label: "
             f"{ds.attrs['best_feature_rule']}); chosen in the protocol's "
             f"{3 * ds.sizes['repeat']} training parts: {often}")
     assert f"<p class='meta' id='best-feature'>{escape(text)}.</p>" in index.read_text()
@@ -128,8 +136,8 @@ def test_the_best_feature_baseline_names_its_feature(demo):
 
 def test_units_and_definitions():
     assert quantity("confidence") == "RMS Δ confidence\n(probability)"
-    assert quantity("conv3_max_mean") == "RMS Δ conv3_max_mean\n(layer output)"
-    assert quantity("conv3_max", short=True) == "RMS Δ\n(layer output)"
+    assert quantity("layer-1_max_mean") == "RMS Δ layer-1_max_mean\n(layer output)"
+    assert quantity("layer-1_max (conv3)", short=True) == "RMS Δ\n(layer output)"
     assert recipe_range("rotation", 30.0) == "± 30 degrees"
     assert recipe_range("scaling", 0.2) == "factor 1 ± 0.2"
     assert recipe_range("brightness", 0.25) == "factor 1 ± 0.25"

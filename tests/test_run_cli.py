@@ -66,7 +66,7 @@ def test_run_end_to_end_then_resume(spec, tmp_path):
     csv = tmp_path / "db.zarr.rotation.paper80.csv"
     table = pd.read_csv(csv)
     assert table.shape == (3, 81) and table["mid"].tolist() == ["m001", "m002", "t001"]
-    assert table.columns[17] == "conv2_max_sstv"  # CNN5's last two convs: conv2, conv3
+    assert table.columns[17] == "layer-2_max_sstv"  # by position: CNN5's conv2, conv3
     # the numbers: stored probes and the CSV equal an independent recomputation
     assert_stored_as_recomputed(load_pipeline(spec), ["m001", "m002", "t001"], table)
     again = run("run", spec, "-q")

@@ -3,7 +3,6 @@ name per layer everywhere, units on variables, and Dataset.where / to_dataframe 
 plot work on every group (issue 17, points 1-3)."""
 
 import inspect
-import re
 import shutil
 
 import matplotlib
@@ -76,10 +75,19 @@ def test_one_name_per_layer_in_the_store_the_features_the_report_and_the_assesso
     assert levels == matrices["level"].values.tolist()
     names = np.asarray(measures["layer_name"].values)
     assert (names == names[0]).all() and names[0].tolist() == ["conv2", "conv3"]
-    assert levels == dims.level_names(["conv2", "conv3"])
-    assert levels[:3] == ["confidence", "conv2_mean", "conv2_std"]
-    assert not any(re.match(r"layer\d", level) for level in levels)
-    assert measures["value"].sel(level="conv3_max").sizes["measure"] > 0
+    # levels by position from the output, the same for any architecture
+    assert levels == dims.level_names(2)
+    assert levels[:3] == ["confidence", "layer-2_mean", "layer-2_std"]
+    assert levels[-1] == "layer-1_max_std"
+    assert measures["value"].sel(level="layer-1_max").sizes["measure"] > 0
+    # by module name, where every model recorded the same module: here all (CNN5s)
+    modules = measures["level_module"].values.tolist()
+    assert modules == matrices["level_module"].values.tolist()
+    assert modules[:3] == ["confidence", "conv2_mean", "conv2_std"]
+    assert modules[-1] == "conv3_max_std"
+    by_module = measures.set_xindex("level_module").sel(level_module="conv3_max")
+    np.testing.assert_array_equal(by_module["value"].values,
+                                  measures["value"].sel(level="layer-1_max").values)
     # the features CSV: every column is <level>_<measure>
     columns = pd.read_csv(folder / "demo.zarr.rotation.paper80.csv").columns[1:]
     measure_names = measures["measure"].values.tolist()
@@ -88,23 +96,25 @@ def test_one_name_per_layer_in_the_store_the_features_the_report_and_the_assesso
     assert stems == set(columns)
     used = {c[:-len(m) - 1] for c in columns for m in measure_names
             if c.endswith(f"_{m}") and c[:-len(m) - 1] in levels}
-    assert used == {"confidence", "conv2_max", "conv2_max_mean", "conv3_max", "conv3_max_mean"}
+    assert used == {"confidence", "layer-2_max", "layer-2_max_mean", "layer-1_max",
+                    "layer-1_max_mean"}
     # the assessors' features are the CSV's columns (and robust accuracy)
     assess = xr.open_zarr(store, group="assess/rotation")
     assert set(assess["feature"].values.tolist()) - {"robust_accuracy"} == set(columns)
-    # the report's and the labelling page's strip titles are the level strings
+    # the report's and the labelling page's strip titles: each level, its module beside it
     from ml4ml.report.stage import _matrices
 
     _, _, titles, _, _ = _matrices(store, "digits", "rotation", "all")
-    assert titles == ["confidence", "conv2_max", "conv2_max_mean", "conv3_max",
-                      "conv3_max_mean"]
-    # --level takes them
-    out = folder / "conv3.csv"
-    result = CliRunner().invoke(cli, ["features", str(store), "--transform", "rotation",
-                                      "--level", "conv3_max", "--measure", "mean", "-o",
-                                      str(out)])
-    assert result.exit_code == 0, result.output
-    assert list(pd.read_csv(out).columns) == ["mid", "conv3_max_mean"]
+    assert titles == ["confidence", "layer-2_max (conv2)", "layer-2_max_mean (conv2)",
+                      "layer-1_max (conv3)", "layer-1_max_mean (conv3)"]
+    # --level takes the levels, and the module names where they are every model's
+    for level in ("layer-1_max", "conv3_max"):
+        out = folder / f"{level}.csv"
+        result = CliRunner().invoke(cli, ["features", str(store), "--transform", "rotation",
+                                          "--level", level, "--measure", "mean", "-o",
+                                          str(out)])
+        assert result.exit_code == 0, result.output
+        assert list(pd.read_csv(out).columns) == ["mid", "layer-1_max_mean"]
 
 
 @pytest.mark.parametrize("group", GROUPS[1:4])
@@ -172,21 +182,27 @@ def test_the_users_where_on_the_models_table(store):
     assert set(kept["arch"].values.tolist()) == {"cnn5"}
 
 
-def test_an_old_layout_store_gets_one_line_saying_how_to_upgrade(store, tmp_path):
-    """An assess group with the old dim 'method' and levels named layer<i>: store check
-    names each and the command that upgrades it; the report refuses the old group."""
+@pytest.mark.parametrize("old_names", ["conv2", "layer0"])
+def test_an_old_layout_store_gets_one_line_saying_how_to_upgrade(store, tmp_path, old_names):
+    """An assess group with the old dim 'method' and levels named after modules (conv2_mean,
+    the previous version) or layer<i> (the one before): store check names each and the
+    command that upgrades it; measure, features and the report refuse the old groups."""
     old = tmp_path / "old.zarr"
     shutil.copytree(store, old)
     from ml4ml.store import writing
     from ml4ml.store.groups import read_group, replace_group, zarr_group
 
+    renamed = {"conv2": {"layer-2": "conv2", "layer-1": "conv3"},
+               "layer0": {"layer-2": "layer0", "layer-1": "layer1"}}[old_names]
     with writing(old, "test"):
         ds = read_group(old, "assess/rotation").rename({"estimator": "method"})
         replace_group(old, "assess/rotation", ds)
         for group in ("matrices/digits/rotation", "measures/digits/rotation"):
             level = zarr_group(old, group)["level"]
-            level[:] = np.asarray([v.replace("conv2", "layer0").replace("conv3", "layer1")
-                                   for v in level[:].tolist()], dtype=level.dtype)
+            values = level[:].tolist()
+            for new, before in renamed.items():
+                values = [v.replace(new, before) for v in values]
+            level[:] = np.asarray(values, dtype=level.dtype)
     from ml4ml.store import commit
 
     with writing(old, "test"):
@@ -196,13 +212,29 @@ def test_an_old_layout_store_gets_one_line_saying_how_to_upgrade(store, tmp_path
     assert result.exit_code == 1
     assert ("assess/rotation: dim 'method' is the old name of 'estimator' -> run 'ml4ml "
             f"assess {old} --transform rotation --force' to rewrite it") in result.output
-    assert ("measures/digits/rotation: levels named layer0_mean, ... (before levels took "
-            "the layers' module names, conv2_mean, ...) -> run 'ml4ml measure "
-            f"{old} --force' to measure every model again") in result.output
+    assert (f"measures/digits/rotation: levels named {old_names}_mean, ... (an earlier "
+            "ml4ml's naming; now by position from the output: layer-2_mean, ..., "
+            f"layer-1_max_std) -> run 'ml4ml measure {old} --force' to measure every model "
+            f"again, then 'ml4ml assess {old} --transform rotation --force' (its features "
+            "are named after the levels)") in result.output
     report = CliRunner().invoke(cli, ["report", str(old), "-o", str(tmp_path / "r")])
-    assert report.exit_code == 1 and "has the old layout" in report.output
-    measure = CliRunner().invoke(cli, ["measure", str(old)])
-    assert measure.exit_code == 1 and "store check" in measure.output
+    assert report.exit_code == 1 and report.output.count("\n") == 1
+    assert "store check" in report.output
+    for command in (["measure", str(old)],
+                    ["features", str(old), "--transform", "rotation", "-o",
+                     str(tmp_path / "f.csv")]):
+        refused = CliRunner().invoke(cli, command)
+        assert refused.exit_code == 1 and refused.output.count("\n") == 1, refused.output
+        assert (f"'matrices/digits/rotation' names its levels {old_names}_mean, ... (an "
+                "earlier ml4ml's naming); levels are now named by position from the output, "
+                "layer-2_mean, ..., layer-1_max_std") in refused.output
+        assert f"run 'ml4ml store check {old}' to see how to upgrade it" in refused.output
+    # the mend: measure --force rewrites both groups; store check then names the assess
+    # group alone
+    mended = CliRunner().invoke(cli, ["measure", str(old), "--force", "-q"])
+    assert mended.exit_code == 0, mended.output
+    after = CliRunner().invoke(cli, ["store", "check", str(old)])
+    assert "levels" not in after.output and "assess/rotation: dim 'method'" in after.output
 
 
 def test_a_string_longer_than_its_array_is_refused_and_an_error_text_is_cut():

@@ -196,15 +196,20 @@ def underpowered_verdict(text: str, note: str) -> str:
     return f"underpowered comparison, {note}; read it as a hint, not a result: {text}"
 
 
-def best_feature_text(attrs) -> str:
+def best_feature_text(attrs, modules=None) -> str:
     """Which feature ``baseline_best_feature`` chose, from the assess group's attrs
     (``ml4ml.assess.stage.best_feature``): the refit's rule and how often each feature was
-    chosen over the protocol's training parts."""
+    chosen over the protocol's training parts; modules : {layer label: module} to name
+    beside each feature ("layer-1_max_sstv (conv3)", ``dims.module_note``)."""
     import json
 
+    from ml4ml.dims import module_note
+
     folds = json.loads(attrs["best_feature_folds"])
-    often = ", ".join(f"{name} in {count}" for name, count in folds.items())
-    return (f"baseline_best_feature uses {attrs['best_feature']} (refit on every label: "
+    often = ", ".join(f"{module_note(name, modules)} in {count}"
+                      for name, count in folds.items())
+    return (f"baseline_best_feature uses {module_note(attrs['best_feature'], modules)} "
+            f"(refit on every label: "
             f"{attrs['best_feature_rule']}); chosen in the protocol's "
             f"{attrs['best_feature_fits']} training parts: {often}")
 

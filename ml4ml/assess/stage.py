@@ -173,6 +173,8 @@ class AssessReport:
     notes: list = field(default_factory=list)
     underpowered: str = ""  # why the comparison is underpowered ("" when it is not)
     best_feature: dict = field(default_factory=dict)  # ``best_feature``'s attrs
+    # {layer label: module} where every measured model recorded the same module there
+    layer_modules: dict = field(default_factory=dict)
 
 
 def _methods(assessors, n_features: int, seed: int) -> dict:
@@ -230,6 +232,7 @@ def assess_store(path, transform: str, *, suite=None, labels: str | None = None,
                                          underpowered_verdict)
     from ml4ml.assess.estimators import ASSESSORS
     from ml4ml.assess.protocol import run_protocol
+    from ml4ml.measure.stage import layer_modules as stored_layer_modules
     from ml4ml.progress import progress as stage_progress
 
     started = time.perf_counter()
@@ -294,13 +297,16 @@ def assess_store(path, transform: str, *, suite=None, labels: str | None = None,
         "robust accuracy) the assessment was made from (pandas.util.hash_pandas_object)"})
     ds.attrs.update(lineage)
     ds.attrs["inputs_digest"] = digest
+    modules = stored_layer_modules(path, transform, suite)
+    ds.attrs["layer_modules"] = json.dumps(modules)
     with store.writing(path, f"ml4ml assess {transform}") as notes:
         store.replace_group(path, store.assess_group(transform), ds)
     return AssessReport(transform=transform, label_source=source, n_models=len(labelled),
                         unlabelled=unlabelled, unmeasured=unmeasured, summary=frame,
                         comparison=comparison, top=top, chosen=chosen,
                         seconds=time.perf_counter() - started, notes=list(notes),
-                        underpowered=comparison["underpowered"], best_feature=chosen_feature)
+                        underpowered=comparison["underpowered"], best_feature=chosen_feature,
+                        layer_modules=modules)
 
 
 BEST_FEATURE = "baseline_best_feature"
@@ -320,7 +326,7 @@ def best_feature(template, X, y, test_fold, feature_columns) -> dict:
     every labelled model.
 
     Returns the attrs ``best_feature`` (the refit's feature), ``best_feature_rule`` (e.g.
-    "invariant where conv3_max_sstv < 0.0123"), ``best_feature_folds`` (JSON {feature:
+    "invariant where layer-1_max_sstv < 0.0123"), ``best_feature_folds`` (JSON {feature:
     number of training parts that chose it}, most often first) and ``best_feature_fits``.
     """
     from collections import Counter
@@ -495,6 +501,10 @@ def check_assessment(path, transform: str, *, suite=None, current_labels: bool =
         (f" --suite {shlex.quote(suite)}" if suite else "")
     if "features_digest" not in attrs or "feature_hash" not in ds:
         raise _stale(path, transform, "it records no lineage (made by an older ml4ml)", mend)
+    removed = list(attrs.get("models_removed", []) or [])  # by ml4ml remove-models
+    if removed:
+        raise _stale(path, transform, f"{len(removed)} labelled model(s) it was made with were "
+                     f"removed since: {stale_message_models(removed)}", mend)
     source = str(attrs["label_source"])
     current_source = ""
     try:

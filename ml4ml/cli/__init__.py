@@ -8,7 +8,7 @@ from ml4ml import __version__
 from ml4ml.cli.assess import assess, label
 from ml4ml.cli.common import CONTEXT
 from ml4ml.cli.labelling import label_ui
-from ml4ml.cli.models import add_models
+from ml4ml.cli.models import add_models, remove_models
 from ml4ml.cli.report import plot, report
 from ml4ml.cli.run import run
 from ml4ml.cli.stages import features, import_legacy, measure, probe, train, validate
@@ -44,11 +44,12 @@ def cli():
     "models/*.pt2"), or add them to a store without training:
       ml4ml add-models stores/demo-digits.zarr models/*.pt2   (README: "Test models you
       already trained")
+      ml4ml remove-models stores/demo-digits.zarr MID...   take models out again
     """
 
 
-for command in (validate, train, add_models, probe, measure, features, import_legacy, label, label_ui,
-                assess, report, plot, run, store_group):
+for command in (validate, train, add_models, remove_models, probe, measure, features,
+                import_legacy, label, label_ui, assess, report, plot, run, store_group):
     cli.add_command(command)
 
 

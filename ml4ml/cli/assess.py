@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import click
-import numpy as np
 
 from ml4ml.cli.common import CONTEXT, quiet_option, user_errors
 from ml4ml.cli.labelling import label  # noqa: F401 - the command's old home
@@ -104,10 +103,13 @@ def print_assessment(report) -> str:
                      f"{_format(row['accuracy_min']):>6s} {_format(row['accuracy_max']):>6s} "
                      f"{_format(row['accuracy_sem']):>6s} {_format(row['f1_mean']):>6s} "
                      f"{_format(row['kappa_mean']):>6s}")
+    from ml4ml.dims import module_note
+
+    modules = getattr(report, "layer_modules", {})
     if report.best_feature:
         from ml4ml.assess.comparison import best_feature_text
 
-        lines.append(f"  {best_feature_text(report.best_feature)}")
+        lines.append(f"  {best_feature_text(report.best_feature, modules)}")
     c = report.comparison
     lines.append(f"  verdict: {c['verdict']}")
     null = "every sign flip counted" if c["exact"] else f"{c['n_draws']:,} random sign flips"
@@ -115,7 +117,7 @@ def print_assessment(report) -> str:
                  f"the pair: chosen by {c['selection']}, fits that never saw a hold-out "
                  f"model; the verdict: the {c['n_models']} hold-out models only, predicted "
                  f"by fits on the regular models alone, {null})")
-    top = ", ".join(f"{name} ({row['importance']:.3f})"
+    top = ", ".join(f"{module_note(name, modules)} ({row['importance']:.3f})"
                     for name, row in report.top.head(5).iterrows())
     lines.append(f"  top features of {report.chosen} (permutation importance): {top}")
     return "\n".join(lines)

@@ -19,6 +19,16 @@ def _floats(value, option):
                          f"{value!r}", field=option) from None
 
 
+def _layers(layers) -> tuple:
+    from ml4ml.errors import InputError
+
+    twice = sorted({name for name in layers if layers.count(name) > 1})
+    if twice or any(not name for name in layers):
+        raise InputError(f"each --layers name once, none empty; got {list(layers)}",
+                         field="--layers")
+    return tuple(layers)
+
+
 @click.command("add-models", context_settings=CONTEXT)
 @click.argument("store_path", metavar="STORE")
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
@@ -33,11 +43,17 @@ def _floats(value, option):
               help="Input mean per channel, subtracted after the transformation.")
 @click.option("--normalize-std", default="", metavar="S,S,S",
               help="Input std per channel, divided by after the transformation.")
+@click.option("--layers", "layers", multiple=True, metavar="NAME",
+              help="A module to record (repeatable, in order; names from "
+                   "model.named_modules(), e.g. --layers layer4.1.conv1 --layers "
+                   "layer4.1.conv2); as many as every model of the store records (2 by "
+                   "default). Default: the spec's [probe] layers, else the model's last "
+                   "convolutions (nested, TorchScript and torch.export ones included).")
 @click.option("--force", is_flag=True,
               help="Replace models whose file changed (their later results are redone).")
 @user_errors
 def add_models(store_path, files, arch, mids, holdout, partition, normalize_mean,
-               normalize_std, force):
+               normalize_std, layers, force):
     """Add models trained elsewhere to STORE, as they are (never trained).
 
     \b
@@ -47,7 +63,8 @@ def add_models(store_path, files, arch, mids, holdout, partition, normalize_mean
 
     FILE is a state dict (torch.save(model.state_dict()), needs --arch), a torch.export
     program (.pt2) or a TorchScript file. Each is checked on the suites of the spec that
-    made STORE before the store is touched; 'ml4ml probe SPEC' then probes them too.
+    made STORE, and its layers to record found, before the store is touched; 'ml4ml probe
+    SPEC' then probes them too ('ml4ml remove-models STORE ID' takes one out again).
     """
     import os
     from pathlib import Path
@@ -87,9 +104,44 @@ def add_models(store_path, files, arch, mids, holdout, partition, normalize_mean
         entries.append(AddedModel(
             mid=mid, checkpoint=file if "://" in file else os.path.abspath(file), arch=arch,
             holdout=holdout, partition=partition, normalize_mean=mean, normalize_std=std,
-            base=os.getcwd()))
+            base=os.getcwd(), layers=_layers(layers)))
     report = register_added(store_path, entries, suites=store_suites(store_path),
                             force=force)
     replaced = f" ({len(report.replaced)} replaced)" if report.replaced else ""
     click.echo(f"{len(report.added) + len(report.replaced)} added{replaced}, "
                f"{len(report.already)} already; store {store_path}")
+
+
+@click.command("remove-models", context_settings=CONTEXT)
+@click.argument("store_path", metavar="STORE")
+@click.argument("mids", nargs=-1, required=True, metavar="MID...")
+@click.option("--force", is_flag=True,
+              help="Also remove models that carry expert ratings (the ratings go too) or "
+                   "that the store's recorded spec lists (its next 'ml4ml run' trains or "
+                   "adds them again).")
+@user_errors
+def remove_models(store_path, mids, force):
+    """Remove models, and every result of theirs, from STORE.
+
+    \b
+    ml4ml remove-models stores/mine.zarr r18 ts1
+    ml4ml remove-models stores/demo-digits.zarr m042 --force
+
+    Every row of each MID goes from every group (models, probes, matrices, measures,
+    labels and expert ratings, assessments); the other models' rows stay bit for bit.
+    Crash-safe: a killed or interrupted run is finished by the next command that writes
+    STORE. Refused while another process writes STORE, for an unknown MID (nothing is
+    removed), and, without --force, for models with expert ratings or listed in the
+    store's spec. Checkpoint files are deleted only where ml4ml wrote them (a trained
+    model's <checkpoints>/<mid>.pt, a model add_models saved from memory); files you
+    added stay. An assessment made with a removed labelled model is to be redone.
+    """
+    from ml4ml.zoo.removing import remove_models as remove
+
+    report = remove(store_path, mids, force=force)
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"{report.summary()}; store {store_path}")
+    for transform in report.stale_assessments:
+        click.echo(f"the assessment of {transform!r} used removed labelled models: run "
+                   f"'ml4ml assess {store_path} --transform {transform}' to redo it")

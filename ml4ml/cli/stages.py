@@ -135,7 +135,8 @@ def measure(store_path, suite, transform, measures, plugins, force, workers, sch
               type=click.Choice(["all", "correct", "incorrect"]), help="Sample split.")
 @click.option("--level", "levels", multiple=True, metavar="LEVEL",
               help="Select levels instead of a set: confidence, or <layer>_<stat> such as "
-                   "conv3_max (repeatable).")
+                   "layer-1_max (layer-1: the last recorded layer), or by module name such "
+                   "as conv3_max where every model recorded it (repeatable).")
 @click.option("--stat", "stats", multiple=True, metavar="STAT",
               help="Select the layer levels of these statistics (repeatable).")
 @click.option("--interval", "intervals", multiple=True, type=int, metavar="K",

@@ -31,12 +31,13 @@ PAPER80_MEASURES = (
     "grad_d_mean",
     "grad_d_std",
 )
-# layer statistics used, for each of the last two recorded layers
+# layer statistics used, for each of the last two recorded layers (layer-2 and layer-1)
 PAPER80_STATS = ("max", "max_mean")
 
 
 def _last_two_layers(measures: xr.Dataset) -> list[str]:
-    """Prefixes (``dims.layer_prefix``) of the last two recorded layers, from the levels."""
+    """Labels (``dims.layer_label``) of the last two recorded layers, from the levels:
+    ``["layer-2", "layer-1"]``."""
     prefixes = dims.prefixes_of_levels(measures[dims.LEVEL].values)
     if len(prefixes) < 2:
         raise InputError(
@@ -59,7 +60,8 @@ def paper80(measures: xr.Dataset, split: str = "correct") -> pd.DataFrame:
     -------
     pandas.DataFrame, one row per model: column ``mid``, then the 80 features
     ``confidence_<measure>`` and ``<layer>_<stat>_<measure>`` for stats max and max_mean of
-    the last two recorded layers, full interval, in docs/measures.md order.
+    the last two recorded layers (``layer-2``, ``layer-1``: e.g. ``layer-1_max_sstv``), full
+    interval, in docs/measures.md order.
     """
     if dims.VALUE not in measures:
         raise InputError("the measures dataset has no variable 'value'", field=dims.VALUE)
@@ -93,15 +95,18 @@ def selection(measures: xr.Dataset, split: str = "correct", *, levels=None, stat
     ----------
     measures : the measures dataset (``value`` (mid, level, split, interval, measure)).
     split : the sample split.
-    levels : levels to use: "confidence" or "<layer>_<stat>" (e.g. "conv3_max", the
-        store's ``level`` labels); default every level (filtered by ``stats``).
+    levels : levels to use: "confidence" or "<layer>_<stat>" (e.g. "layer-1_max", the
+        store's ``level`` labels), or a ``level_module`` label (e.g. "conv3_max", where
+        every model recorded that module there); default every level (filtered by
+        ``stats``).
     stats : keep only the layer levels of these statistics (the confidence stays).
     intervals : nested intervals to use (0 = the full grid).
     names : measure names (default every measure of the store but ``sstv`` beyond
         interval 0, where it is undefined).
 
     Columns ``<prefix>_<measure>`` for interval 0 and ``<prefix>_<measure>_k<interval>``
-    otherwise, where the prefix is the level ("confidence", "conv8_max", ...).
+    otherwise, where the prefix is the level ("confidence", "layer-1_max", ...), whichever
+    label selected it.
     """
     if split not in dims.SPLITS:
         raise InputError(f"unknown split {split!r}; expected one of {dims.SPLITS}", field="split")
@@ -112,11 +117,16 @@ def selection(measures: xr.Dataset, split: str = "correct", *, levels=None, stat
     stat_of = {dims.CONFIDENCE_LEVEL: None}
     for prefix in dims.prefixes_of_levels(all_levels):
         stat_of.update({dims.layer_level(prefix, stat): stat for stat in dims.STATS})
+    by_module = _by_module(value)
     chosen = []
     for level in (levels or all_levels):
+        level = by_module.get(level, level) if level not in stat_of else level
         if level not in stat_of:
+            modules = [m for m in by_module if m != dims.CONFIDENCE_LEVEL]
             raise InputError(f"unknown level {level!r}; the store has "
-                             f"{', '.join(all_levels)}", field="--level")
+                             f"{', '.join(all_levels)}"
+                             + (f" (by module name: {', '.join(modules)})" if modules else ""),
+                             field="--level")
         chosen.append(level)
     if stats:
         unknown = [s for s in stats if s not in dims.STATS]
@@ -151,6 +161,15 @@ def selection(measures: xr.Dataset, split: str = "correct", *, levels=None, stat
     frame = pd.DataFrame(np.asarray(numbers, dtype=np.float64), columns=columns)
     frame.insert(0, dims.MID, np.asarray(value[dims.MID].values, dtype=object))
     return frame
+
+
+def _by_module(value: xr.DataArray) -> dict:
+    """{level_module label: level} of the levels every model names alike ("" left out)."""
+    if dims.LEVEL_MODULE not in value.coords:
+        return {}
+    pairs = zip([str(m) for m in value[dims.LEVEL_MODULE].values],
+                [str(level) for level in value[dims.LEVEL].values])
+    return {module: level for module, level in pairs if module}
 
 
 FEATURE_SETS = {"paper80": paper80}

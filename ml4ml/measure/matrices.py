@@ -32,8 +32,8 @@ import xarray as xr
 from ml4ml import dims
 from ml4ml.errors import InputError
 
-__all__ = ["variance_matrices", "matrix_levels", "subset_indices", "single_threaded_blas",
-           "ordered_sum", "SUBSET_SEED"]
+__all__ = ["variance_matrices", "matrix_levels", "matrix_level_modules", "subset_indices",
+           "single_threaded_blas", "ordered_sum", "SUBSET_SEED"]
 
 # seed and fraction of the reference's sensitivity subset (docs/measures.md, "sstv")
 SUBSET_SEED = 2
@@ -188,18 +188,25 @@ def apply_to_blocks(block_function, *arrays, core_ndims, out_core_sizes, **kwarg
 
 
 def matrix_levels(probe: xr.Dataset) -> list[str]:
-    """Level labels of a probe dataset: ``["confidence", "conv2_mean", ..., "conv3_max_std"]``
-    (``dims.level_names`` of its layers' module names, ``layer<i>`` where it has none).
+    """Level labels of a probe dataset: ``["confidence", "layer-2_mean", ...,
+    "layer-1_max_std"]`` (``dims.level_names`` of its ``layer`` size): by position from the
+    output, the same for every model whatever its modules are called."""
+    return dims.level_names(probe.sizes[dims.LAYER])
+
+
+def matrix_level_modules(probe: xr.Dataset) -> list[str]:
+    """The ``level_module`` labels of a probe dataset (``dims.level_modules``): each level
+    by the module name every model of ``probe`` recorded at its layer, "" where they differ.
 
     ``layer_name`` is small and read at once, even from a dask-backed dataset.
     """
     n_layers = probe.sizes[dims.LAYER]
     if dims.LAYER_NAME not in probe:
-        return dims.level_names([f"layer{i}" for i in range(n_layers)])
+        return dims.level_modules([""] * n_layers)
     names = probe[dims.LAYER_NAME].transpose(..., dims.LAYER).data
     if dask.is_dask_collection(names):
         names = names.compute(scheduler="sync")  # a few strings; not the responses
-    return dims.level_names(dims.layer_prefixes(np.asarray(names)))
+    return dims.level_modules(dims.shared_modules(np.asarray(names)))
 
 
 def variance_matrices(probe: xr.Dataset) -> xr.Dataset:
@@ -219,7 +226,8 @@ def variance_matrices(probe: xr.Dataset) -> xr.Dataset:
     xr.Dataset
         ``matrix`` (..., level, split, kind, aug_param_i, aug_param_j) float64 and
         ``matrix_subset`` (..., level, split, aug_param_i, aug_param_j) float64 (the L2
-        matrix of the seeded 90% subset), plus ``layer_name``. Dask-backed inputs give
+        matrix of the seeded 90% subset), plus ``layer_name``; coordinates ``level``
+        (``matrix_levels``) and ``level_module`` (``matrix_level_modules``). Dask-backed inputs give
         dask-backed outputs with the input's chunks along the leading dims; nothing is
         computed. An empty split gives NaN matrices.
     """
@@ -253,6 +261,7 @@ def variance_matrices(probe: xr.Dataset) -> xr.Dataset:
     param = probe[dims.AUG_PARAM]
     coords = {
         dims.LEVEL: np.array(levels, dtype=object),
+        dims.LEVEL_MODULE: (dims.LEVEL, np.array(matrix_level_modules(probe), dtype=object)),
         dims.SPLIT: np.array(dims.SPLITS, dtype=object),
         dims.KIND: np.array(dims.KINDS, dtype=object),
         dims.AUG_PARAM_I: (dims.AUG_PARAM_I, param.values, dict(param.attrs)),

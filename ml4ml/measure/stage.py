@@ -25,7 +25,8 @@ from ml4ml.errors import InputError, StoreError
 from ml4ml.failures import Failure, log_failure
 
 __all__ = ["MeasureReport", "measure_store", "selected_groups", "open_measures",
-           "store_features"]
+           "store_features", "require_current_levels", "refresh_level_modules", "level_problem",
+           "layer_modules"]
 
 
 @dataclass
@@ -116,26 +117,71 @@ def _stored_rows(path, group) -> tuple[dict, dict, list]:
     return current, written, names
 
 
-def _check_levels(path, groups, probes, force) -> None:
-    """StoreError unless the stored groups label their levels as these probes' layers do
-    (stores written before levels took the layers' module names: ``store check``); with
-    ``force`` such groups are removed, so every model is measured again into new ones."""
-    from ml4ml.measure.matrices import matrix_levels
+def level_problem(group: str, stored, n_layers: int | None = None) -> str | None:
+    """Why ``group``'s ``level`` labels are not this version's (``dims.level_names``), in
+    one line, or None when they are. n_layers : the recorded layers its probes hold."""
+    stored = [str(level) for level in stored]
+    found = dims.n_layers_of_levels(stored)
+    if found is None:
+        example = stored[1] if len(stored) > 1 else (stored[0] if stored else "none")
+        expected = dims.level_names(n_layers or dims.DEFAULT_N_LAYERS)
+        return (f"'{group}' names its levels {example}, ... (an earlier ml4ml's naming); "
+                f"levels are now named by position from the output, {expected[1]}, ..., "
+                f"{expected[-1]}")
+    if n_layers is not None and found != n_layers:
+        return (f"'{group}' has the levels of {found} recorded layer(s); its probes record "
+                f"{n_layers}")
+    return None
 
-    if probes is None:
-        return
-    expected = matrix_levels(probes)
+
+def require_current_levels(path, suite: str, transform: str) -> None:
+    """StoreError (one line, pointing to ``store check``) unless the matrices and measures
+    groups of ``suite``/``transform`` name their levels as this version does."""
+    for group in (store.matrices_group(suite, transform),
+                  store.measures_group(suite, transform)):
+        if not store.group_exists(path, group):
+            continue
+        why = level_problem(group, store.open_group(path, group)[dims.LEVEL].values)
+        if why:
+            raise StoreError(why, file=path, field=f"{group}/{dims.LEVEL}",
+                             hint=f"run 'ml4ml store check {path}' to see how to upgrade it")
+
+
+def _check_levels(path, groups, n_layers, force) -> None:
+    """StoreError unless the stored groups label their levels as this version does for
+    probes of ``n_layers`` recorded layers (stores of earlier versions: ``store check``);
+    with ``force`` such groups are removed, so every model is measured again into new ones."""
     for group in groups:
         if not store.group_exists(path, group):
             continue
-        stored = [str(level) for level in store.open_group(path, group)[dims.LEVEL].values]
-        if stored != expected and force:
+        why = level_problem(group, store.open_group(path, group)[dims.LEVEL].values,
+                            n_layers)
+        if why and force:
             store.delete_group(path, group)
-        elif stored != expected:
-            raise StoreError(f"'{group}' labels its levels {', '.join(stored[1:3])}, ...; "
-                             f"the probed layers give {', '.join(expected[1:3])}, ...",
-                             file=path, field=f"{group}/{dims.LEVEL}",
+        elif why:
+            raise StoreError(why, file=path, field=f"{group}/{dims.LEVEL}",
                              hint=f"run 'ml4ml store check {path}' to see how to upgrade it")
+
+
+def group_level_modules(ds: xr.Dataset) -> list[str]:
+    """The ``level_module`` labels a matrices or measures group should hold: from the
+    ``layer_name`` of its rows (``dims.level_modules_of``)."""
+    n_layers = ds.sizes.get(dims.LAYER, len(dims.prefixes_of_levels(ds[dims.LEVEL].values)))
+    if dims.LAYER_NAME not in ds:
+        return dims.level_modules([""] * n_layers)
+    names = ds[dims.LAYER_NAME].transpose(dims.MID, dims.LAYER).values
+    return dims.level_modules_of(names, n_layers)
+
+
+def refresh_level_modules(path, groups) -> None:
+    """Rewrite the ``level_module`` coordinate of ``groups`` from their rows (models
+    measured, re-measured or removed since it was written). The caller holds the lock."""
+    for group in groups:
+        if not store.group_exists(path, group):
+            continue
+        ds = store.open_group(path, group)
+        if dims.LEVEL_MODULE in ds.coords:
+            store.rewrite_coordinate(path, group, dims.LEVEL_MODULE, group_level_modules(ds))
 
 
 def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureReport:
@@ -148,8 +194,7 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
                       [str(d) for d in probes[store.DIGEST].values]))
     m_group = store.measures_group(suite, transform)
     x_group = store.matrices_group(suite, transform)
-    _check_levels(path, (x_group, m_group), probes.sel({dims.MID: done}) if done else None,
-                  force)
+    _check_levels(path, (x_group, m_group), probes.sizes[dims.LAYER], force)
     measured, written, have_names = _stored_rows(path, m_group)
     matrixed, _, _ = _stored_rows(path, x_group)
 
@@ -212,6 +257,7 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
             bar.close()
     for mid, failure in failed.items():
         log_failure("measure", mid, failure, f"{suite}/{transform}")
+    refresh_level_modules(path, (x_group, m_group))
     return MeasureReport(suite=suite, transform=transform,
                          measured=[m for m in todo if m not in failed],
                          added_measures=added, skipped=len(done) - len(todo),
@@ -375,6 +421,20 @@ def open_measures(path, suite: str, transform: str) -> xr.Dataset:
     return store.open_group(path, store.measures_group(suite, transform))
 
 
+def layer_modules(path, transform: str, suite=None) -> dict:
+    """{layer label: module name} of the layers every measured model of ``transform``
+    recorded alike (``dims.modules_of_levels``): ``{"layer-2": "conv2", "layer-1": "conv3"}``
+    for a store of CNN5s, ``{}`` where no layer is shared or nothing is measured."""
+    pairs = [(s, t) for s, t in store.list_groups(path, "measures")
+             if t == transform and (suite is None or s == suite)]
+    if len(pairs) != 1:
+        return {}
+    ds = open_measures(path, *pairs[0])
+    if dims.LEVEL_MODULE not in ds.coords:
+        return {}
+    return dims.modules_of_levels(ds[dims.LEVEL].values, ds[dims.LEVEL_MODULE].values)
+
+
 def store_features(path, transform: str, *, suite=None, set: str = "paper80",
                    split: str = "correct", **selected) -> pd.DataFrame:
     """One row per measured model: ``mid`` then the feature set's columns, in order.
@@ -414,6 +474,7 @@ def store_features(path, transform: str, *, suite=None, set: str = "paper80",
         raise InputError(f"transform {transform!r} is measured on several suites "
                          f"({', '.join(s for s, _ in pairs)}); choose one with --suite",
                          file=path, field="--suite")
+    require_current_levels(path, *pairs[0])
     ds = open_measures(path, *pairs[0])
     # only rows measured from the probe data held now (StoreError naming stale ones)
     ds = ds.sel({dims.MID: store.fresh_mids(path, *pairs[0])}).load()

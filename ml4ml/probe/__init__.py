@@ -1,7 +1,8 @@
 """Probe stage: transformation families, one model's responses, and ``probe_pipeline``.
 
 Modules: ``transforms`` (rotation, scaling, brightness, ... and user families),
-``responses`` (``probe_model``: softmax and layer statistics over a grid), ``stage``
+``responses`` (``probe_model``: softmax and layer statistics over a grid; which layers:
+``zoo.layers.select_layers``), ``stage``
 (every trained model of a pipeline into ``probes/<suite>/<transform>``). Exports load
 lazily (torch).
 """
@@ -15,7 +16,7 @@ __all__ = ["probe_model", "layer_statistics", "select_layers", "forward_sizes",
 __getattr__ = lazy_exports(__name__, {
     "probe_model": "ml4ml.probe.responses",
     "layer_statistics": "ml4ml.probe.responses",
-    "select_layers": "ml4ml.probe.responses",
+    "select_layers": "ml4ml.zoo.layers",
     "forward_sizes": "ml4ml.probe.responses",
     "Transform": "ml4ml.probe.transforms",
     "get_transform": "ml4ml.probe.transforms",

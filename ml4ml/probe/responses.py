@@ -28,12 +28,11 @@ from ml4ml.cluster import keep_freed_memory
 from ml4ml.errors import InputError
 from ml4ml.probe.statistics import LayerRecorder, layer_statistics  # noqa: F401 (re-exported)
 from ml4ml.probe.transforms import Transform, get_transform, validate_grid
+from ml4ml.zoo.layers import select_layers
 
 
 __all__ = ["probe_model", "layer_statistics", "select_layers", "forward_sizes"]
 
-# number of layers recorded when ``layers`` is not given: the last this many nn.Conv2d
-DEFAULT_N_LAYERS = 2
 # model inputs whose statistics are finished together (raw buffers: this many rows)
 STATS_BLOCK_ROWS = 8192
 # images are transformed (to every grid value) as many at a time as fill this many forwards,
@@ -52,7 +51,7 @@ MIN_FORWARD_ROWS = 16
 def probe_model(model: nn.Module, images, labels, transform: str | Transform, params, *,
                 normalize=None, layers: Sequence[str] | None = None, batch_size: int = 256,
                 device="cpu", fgsm_epsilon: float = 0.0, sample_ids=None,
-                progress=None) -> xr.Dataset:
+                progress=None, n_layers: int | None = None) -> xr.Dataset:
     """Run ``model`` on every image under every parameter of a transformation grid.
 
     Parameters
@@ -66,7 +65,11 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
     normalize : optional ``(mean, std)`` (scalars or one value per channel) applied after the
         transformation: ``(x - mean) / std``.
     layers : module names (``dict(model.named_modules())`` keys) to record; default the last
-        two ``nn.Conv2d`` modules (raw conv output, before any norm or activation).
+        two 2-d convolutions (``select_layers``: ``nn.Conv2d`` modules, nested ones too,
+        and the convolutions of TorchScript and ``torch.export`` models; raw conv output,
+        before any norm or activation).
+    n_layers : the number of layers to record (``select_layers``): the default takes the
+        last ``n_layers`` convolutions, and ``layers`` must name that many.
     batch_size : number of model inputs per forward (at least ``MIN_FORWARD_ROWS``). Images
         are transformed to the whole grid a batch at a time, as many as fill
         ``TRANSFORM_BATCHES`` forwards (at least one image; the stack at most
@@ -114,7 +117,7 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
     fgsm_epsilon = _check_epsilon(fgsm_epsilon)
     batch_size = max(batch_size, MIN_FORWARD_ROWS)
     device = _check_device(device)
-    layer_names = select_layers(model, layers)
+    layer_names = select_layers(model, layers, n_layers)
     modules = dict(model.named_modules())
 
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
@@ -258,34 +261,6 @@ def _by_aug_param(rows: torch.Tensor, n_params: int, batch_width: int) -> torch.
     return out
 
 
-def select_layers(model: nn.Module, layers: Sequence[str] | None = None) -> list[str]:
-    """Names of the modules to record: ``layers`` checked, or the last two ``nn.Conv2d``."""
-    convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    if layers is None:
-        if not convs:
-            raise InputError(
-                "the model has no nn.Conv2d module to record by default",
-                field="layers", hint="pass layers=[...] with names from model.named_modules()",
-            )
-        return convs[-DEFAULT_N_LAYERS:]
-    if isinstance(layers, str):
-        layers = [layers]
-    names = list(layers)
-    if not names:
-        raise InputError("expected at least one layer name, found an empty list",
-                         field="layers", hint="pass layers=None for the last two conv layers")
-    modules = dict(model.named_modules())
-    for name in names:
-        if not isinstance(name, str) or name not in modules or name == "":
-            raise InputError(
-                f"unknown layer {name!r}; the model's conv modules are {convs}",
-                field="layers", hint="any name from model.named_modules() may be used",
-            )
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise InputError(f"each layer may be named once; found {duplicated} more than once",
-                         field="layers")
-    return names
 
 
 def _count_classes(model, first_image, norm, recorder) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import xarray as xr
@@ -20,6 +20,7 @@ import xarray as xr
 from ml4ml import dims, store
 from ml4ml.errors import StoreError
 from ml4ml.failures import Failure, log_failure
+from ml4ml.zoo.layers import DEFAULT_N_LAYERS, check_model_layers, chosen_layers, table_layers
 
 
 @dataclass
@@ -145,7 +146,10 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
         if not mids:
             raise StoreError("no model of this pipeline is trained yet", file=path,
                              hint=f"run 'ml4ml train {pipeline.file}' first")
-        n_layers = len(pipeline.probe.layers) or 2
+        n_layers = len(pipeline.probe.layers) or DEFAULT_N_LAYERS
+        # every model's own layers: the spec's, else those add-models recorded
+        own = {**table_layers(table), **pipeline.layers}
+        pipeline = replace(pipeline, layers=own)
         # 1. plan without writing: which (model, suite, transform) to probe, and why
         jobs = {m: [] for m in mids}  # mid -> [(suite, transform)]
         reprobed, redo, templates = {}, {}, {}
@@ -157,16 +161,19 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
                 templates[key] = probe_template(params, transform, suite.labels.numpy(),
                                                 suite.n_classes, n_layers,
                                                 fgsm_epsilon=pipeline.probe.fgsm_epsilon)
-                done, source = _probe_state(path, *key)
+                done, source, recorded = _probe_state(path, *key)
                 redo[key] = []
                 for m in mids:
                     changed = done.get(m, False) and source.get(m) != sha[m]
-                    if force or not done.get(m, False) or changed:
+                    chosen = chosen_layers(m, own, pipeline.probe.layers)
+                    moved = done.get(m, False) and chosen is not None and \
+                        recorded.get(m) != chosen
+                    if force or not done.get(m, False) or changed or moved:
                         jobs[m].append(key)
                         if done.get(m, False):
                             redo[key].append(m)
-                            reprobed[m] = "forced" if force and not changed else \
-                                "its checkpoint changed"
+                            reprobed[m] = ("its checkpoint changed" if changed else
+                                           "its layers changed" if moved else "forced")
                     else:
                         skipped += 1
         jobs = {m: j for m, j in jobs.items() if j}
@@ -211,15 +218,19 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
                        models=mids)
 
 
-def _probe_state(path, suite: str, transform: str) -> tuple[dict, dict]:
-    """{mid: done} and {mid: source sha256} of a probe group; empty if there is none yet."""
+def _probe_state(path, suite: str, transform: str) -> tuple[dict, dict, dict]:
+    """{mid: done}, {mid: source sha256} and {mid: recorded layer names} of a probe
+    group; empty if there is none yet."""
     group = store.probe_group(suite, transform)
     if not store.group_exists(path, group):
-        return {}, {}
+        return {}, {}, {}
     ds = store.open_probes(path, suite, transform)
     mids = [str(m) for m in ds[dims.MID].values]
+    names = np.asarray(ds[dims.LAYER_NAME].transpose(dims.MID, dims.LAYER).values,
+                       dtype=object) if dims.LAYER_NAME in ds else np.empty((len(mids), 0))
     return (dict(zip(mids, np.asarray(ds[dims.DONE].values, dtype=bool).tolist())),
-            dict(zip(mids, [str(s) for s in ds[store.SOURCE].values])))
+            dict(zip(mids, [str(s) for s in ds[store.SOURCE].values])),
+            dict(zip(mids, [[str(n) for n in row] for row in names])))
 
 
 def load_row_model(mid, checkpoint, sha256, info):
@@ -286,7 +297,11 @@ def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, info=None,
     from ml4ml.probe.responses import probe_model
 
     prepare_dask_worker()
-    model, recipe, own_layers = load_row_model(mid, checkpoint, sha256, info)
+    model, recipe, _ = load_row_model(mid, checkpoint, sha256, info)
+    # its own layers, else the spec's [probe] layers, else its last convolutions
+    layers = check_model_layers(model, mid, pipeline.layers.get(mid),
+                                (len(pipeline.probe.layers) or DEFAULT_N_LAYERS,
+                                 pipeline.probe.layers), checkpoint)
     suites = {s.name: s for s in pipeline.suites}
     loaded, refused = {}, {}  # suite name -> suite, or why the model cannot take it
     out = []
@@ -310,7 +325,7 @@ def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, info=None,
                 result = probe_model(
                     model, suite.images, suite.labels, transform,
                     pipeline.transforms[transform], normalize=recipe.normalize,
-                    layers=list(pipeline.probe.layers) or own_layers,
+                    layers=layers,
                     batch_size=pipeline.probe.batch_size, device=device,
                     fgsm_epsilon=pipeline.probe.fgsm_epsilon,
                 )

@@ -222,7 +222,7 @@ def _methods_table(a: dict) -> str:
     if a.get("best_feature"):
         from ml4ml.assess.comparison import best_feature_text
 
-        text = best_feature_text(a["best_feature"])
+        text = best_feature_text(a["best_feature"], a.get("layer_modules"))
         rows.append(f"<p class='meta' id='best-feature'>{escape(text)}.</p>")
     rows.append(_definitions(METHOD_COLUMNS))
     return "\n".join(rows)

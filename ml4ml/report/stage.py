@@ -52,23 +52,30 @@ def _pick_group(path, transform=None, suite=None) -> tuple[str, str]:
     return chosen[0]
 
 
-def strip_levels(levels) -> tuple[list[str], list[str]]:
-    """Levels and titles of a strip, from a group's ``level`` coordinate: the confidence
-    and the paper80 statistics of the last two layers; each title is its level's label."""
+def strip_levels(levels, level_modules=None) -> tuple[list[str], list[str]]:
+    """Levels and titles of a strip, from a group's ``level`` (and ``level_module``)
+    coordinate: the confidence and the paper80 statistics of the last two layers; each
+    title is its level's label, with the module every model recorded there beside it
+    ("layer-1_max (conv3)") where they all recorded the same."""
     from ml4ml.measure.feature_sets import PAPER80_STATS
 
     chosen = [dims.CONFIDENCE_LEVEL] + [
         dims.layer_level(prefix, stat) for prefix in dims.prefixes_of_levels(levels)[-2:]
         for stat in PAPER80_STATS]
-    return chosen, list(chosen)
+    modules = dims.modules_of_levels(levels, level_modules)
+    return chosen, [dims.module_note(level, modules) for level in chosen]
 
 
 def _matrices(path, suite, transform, split):
+    from ml4ml.measure.stage import require_current_levels
+
+    require_current_levels(path, suite, transform)  # an earlier version's: store check
     ds = store.open_group(path, store.matrices_group(suite, transform))
     # only rows computed from the probe data held now (StoreError naming stale ones)
     done = store.fresh_mids(path, suite, transform, kinds=("matrices", "measures"))
     ds = ds.sel({dims.MID: done})
-    levels, titles = strip_levels(ds[dims.LEVEL].values)
+    levels, titles = strip_levels(ds[dims.LEVEL].values, ds[dims.LEVEL_MODULE].values
+                                  if dims.LEVEL_MODULE in ds.coords else None)
     matrix = ds[dims.MATRIX].sel({dims.LEVEL: levels, dims.SPLIT: split, dims.KIND: "l2"})
     values = np.asarray(matrix.transpose(dims.MID, dims.LEVEL, ...).values)
     params = np.asarray(ds[dims.AUG_PARAM_I].values)
@@ -157,7 +164,8 @@ def report_store(path, folder, *, transform=None, suite=None, split="all", vmax=
     figures = 2 * len(done) + 1  # thumbnails, full-size strips, accuracy
     if assessment is not None and assessment["top"]:
         names, importance, std = zip(*assessment["top"])
-        importance_bars(work / "importance.png", list(names), importance, std,
+        names = [dims.module_note(n, assessment.get("layer_modules")) for n in names]
+        importance_bars(work / "importance.png", names, importance, std,
                         title=f"top features of {assessment['chosen']} (permutation "
                               f"importance)", n_evaluations=3 * assessment["repeats"],
                         n_permutations=assessment["n_permutations"])
@@ -258,4 +266,5 @@ def _assessment(path, transform, mids, models, measures) -> dict | None:
                 "best_feature", "best_feature_rule", "best_feature_folds",
                 "best_feature_fits") if key in ds.attrs},
             "score_kind": str(ds.attrs.get("score_kind", "")),
+            "layer_modules": json.loads(str(ds.attrs.get("layer_modules", "{}"))),
             "digest": str(ds.attrs.get("inputs_digest", ""))}

@@ -20,7 +20,7 @@ from ml4ml.store.probes import (DIGEST, ERROR, SOURCE, check_compatible,  # noqa
                                 probe_layout,
                                 write_probe, write_probe_data, write_probe_failure)
 from ml4ml.store.rows import (PROBE_DIGEST, RowWrites, append_measures,  # noqa: F401
-                              clear_done, prepare_rows)
+                              clear_done, prepare_rows, rewrite_coordinate)
 from ml4ml.store.lineage import fresh_mids, fresh_rows, row_lineage  # noqa: F401
 
 __all__ = list(_groups_all) + [
@@ -28,5 +28,6 @@ __all__ = list(_groups_all) + [
     "read_models", "update_models", "DIGEST", "ERROR", "SOURCE", "check_compatible",
     "clear_done", "init_probes", "open_probes", "probe_digest", "write_probe",
     "write_probe_data", "finish_probes", "probe_layout", "write_probe_failure", "PROBE_DIGEST", "RowWrites",
-    "append_measures", "prepare_rows", "fresh_mids", "fresh_rows", "row_lineage",
+    "append_measures", "prepare_rows", "rewrite_coordinate", "fresh_mids", "fresh_rows",
+    "row_lineage",
 ]

@@ -8,7 +8,9 @@ only where a complete (``done``) row must have written it; duplicate model ids; 
 responses still hash to the digest recorded when they were written); lineage (a probe made
 from another checkpoint than the model's; a matrices or measures row computed from other
 probe data); rows of probes, matrices, measures, labels and assess whose model id the
-``models`` table lacks (``_unregistered``); temporary files a killed writer left. ``repair_store`` mends what can be
+``models`` table lacks (``_unregistered``); matrices and measures whose level labels are an
+earlier version's or whose ``level_module`` is out of date (``check_levels``); temporary
+files a killed writer left. ``repair_store`` mends what can be
 mended without touching a finished model: it rolls back uncommitted layout, clears the
 ``done`` flag of rows whose data is missing, damaged or stale (the next run of their stage
 redoes them), first deleting unreadable chunks (they read as the fill value then), and
@@ -27,6 +29,8 @@ from ml4ml.errors import StoreError
 from ml4ml.store import layout
 from ml4ml.store.arrays import ROW_CHUNK, ROW_TABLE_VARIABLES
 from ml4ml.store.backend import local_root
+from ml4ml.store.check_levels import level_problems
+from ml4ml.store.removal import pending_problems
 from ml4ml.store.chunks import read_rows, scan_group
 from ml4ml.store.groups import (MODELS_GROUP, list_groups, matrices_group, measures_group,
                                 probe_group, store_attrs, zarr_group)
@@ -93,7 +97,9 @@ def check_store(path) -> list[Problem]:
                 problems += _derived_rows(derived, rows, hurt[derived], probes, hurt[group])
     problems += _unregistered(path, scans, hurt)
     problems += _leftover_files(path)
+    problems += [Problem(*found) for found in pending_problems(path)]
     problems += _old_layout(path, committed)
+    problems += _level_problems(path, committed)
     return problems
 
 
@@ -210,8 +216,7 @@ ASSESS_REQUIRED = {dims.MID, "predicted", dims.ESTIMATOR, dims.ESTIMATOR_KIND, "
 
 def _old_layout(path, committed: dict) -> list[Problem]:
     """Groups in the layout of earlier ml4ml versions, each with the command that rewrites
-    it: an assess group whose dim is 'method' (now 'estimator'), matrices and measures
-    whose levels are named layer<i>_<stat> (now after the layers' modules)."""
+    it: an assess group whose dim is 'method' (now 'estimator')."""
     out = []
     for node, metadata in sorted(committed.items()):
         parts = node.split("/")
@@ -221,23 +226,13 @@ def _old_layout(path, committed: dict) -> list[Problem]:
             out.append(Problem(f"assess/{parts[1]}", f"dim 'method' is the old name of "
                                f"'{dims.ESTIMATOR}'", f"run 'ml4ml assess {path} --transform "
                                f"{parts[1]} --force' to rewrite it"))
-        if parts[0] in ("matrices", "measures") and len(parts) == 4 and parts[3] == dims.LEVEL:
-            group = "/".join(parts[:3])
-            zgroup = _read_group(path, group)
-            if zgroup is None or dims.LAYER_NAME not in zgroup:
-                continue
-            levels = [str(v) for v in zgroup[dims.LEVEL][:].tolist()]
-            done = np.asarray(zgroup[dims.DONE][:], dtype=bool)
-            names = np.asarray(zgroup[dims.LAYER_NAME][:], dtype=object)[done]
-            if not len(names):
-                continue
-            expected = dims.level_names(dims.layer_prefixes(names))
-            if levels != expected:
-                out.append(Problem(group, f"levels named {levels[1]}, ... (before levels "
-                                   f"took the layers' module names, {expected[1]}, ...)",
-                                   f"run 'ml4ml measure {path} --force' to measure every "
-                                   f"model again"))
     return out
+
+
+def _level_problems(path, committed: dict) -> list[Problem]:
+    """Matrices and measures groups whose levels are not this version's, or whose
+    ``level_module`` is out of date (``store.check_levels``), each with its mend."""
+    return [Problem(group, what, mend) for group, what, mend in level_problems(path, committed)]
 
 
 def _read_group(path, group):
@@ -382,7 +377,9 @@ def _relabel(path, transform, name, keys, scans) -> str:
     scan = scans[name]
     axis_name = "source" if "source" in scan.dims else "rater"
     axis = scan.dims.index(axis_name)
-    index = {tuple(int(i) for i in k.rsplit("/c/", 1)[1].split("/")) for k in keys}
+    # the chunk index: the key's last components (keys "c/0/1", or "0/1" in the v2
+    # encoding a group takes after 'remove-models')
+    index = {tuple(int(i) for i in k.split("/")[-len(scan.dims):]) for k in keys}
     names = scans[axis_name].values if axis_name in scans else None
     commands = []
     for position in sorted({i[axis] for i in index}):

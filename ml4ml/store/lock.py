@@ -15,7 +15,9 @@ storage", says what that guarantees). Within one process the lock is re-entrant,
 dask workers of the holder's run write their own regions without it.
 
 Taking the lock first rolls back whatever layout change a crashed writer left uncommitted
-(``layout.recover``), so every writer starts from a committed layout. On a local disk, a
+(``layout.recover``), so every writer starts from a committed layout, and finishes the
+removal of models a killed ``remove-models`` left in its journal (``removal.resume``). On a
+local disk, a
 writer that was killed (its description is still in the lock file) or interrupted (it
 leaves ``"interrupted": true`` there on its way out) may also have left temporary files
 of writes in flight (``*.partial``, ``backend.partial_files``): the next writer deletes
@@ -109,6 +111,9 @@ def writing(path, command: str = "ml4ml", *, wait: float = 0.0, recover: bool = 
                 from ml4ml.store.layout import recover as roll_back
 
                 notes += roll_back(path)
+            from ml4ml.store.removal import resume  # a removal a killed writer began
+
+            notes += resume(path)
             yield notes
         except ML4MLError:  # a refusal: raised between writes, none is in flight
             raise

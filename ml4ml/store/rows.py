@@ -17,12 +17,13 @@ import xarray as xr
 
 from ml4ml import dims
 from ml4ml.errors import StoreError
-from ml4ml.store.arrays import (ROW_TABLE_VARIABLES, extend_dim, extend_rows, layout_group,
-                                set_flags, write_table_rows)
+from ml4ml.store.arrays import (ROW_TABLE_VARIABLES, extend_dim, extend_rows, fit,
+                                layout_group, set_flags, write_table_rows)
 from ml4ml.store.groups import group_exists, mid_positions, zarr_group
 from ml4ml.store.layout import begin, commit, quiet
 
-__all__ = ["prepare_rows", "RowWrites", "append_measures", "clear_done", "PROBE_DIGEST"]
+__all__ = ["prepare_rows", "RowWrites", "append_measures", "clear_done", "rewrite_coordinate",
+           "PROBE_DIGEST"]
 
 PROBE_DIGEST = "probe_digest"
 _LINEAGE = {PROBE_DIGEST: ("probe digest", "digest of the probe responses this row was "
@@ -178,3 +179,23 @@ def clear_done(path, group: str, mids, *, flag: str = dims.DONE) -> list[str]:
         cleared = [m for m in dict.fromkeys(str(m) for m in mids) if m in have and done[have[m]]]
         set_flags(zgroup, flag, [have[m] for m in cleared], False)
     return cleared
+
+
+def rewrite_coordinate(path, group: str, name: str, values) -> bool:
+    """Overwrite the values of the small coordinate ``name`` of ``group`` (same shape, one
+    write) where they differ; return whether they did. For coordinates derived from the
+    group's rows (``level_module``). The caller holds the store's lock."""
+    with quiet():
+        zgroup = zarr_group(path, group, committed=True)
+        array = zgroup[name]
+        current = array[...]
+        if current.dtype.kind == "T":
+            current = current.astype(object)
+        values = np.asarray(values, dtype=object)
+        if values.shape != current.shape:
+            raise StoreError(f"'{name}' holds {current.shape[0]} value(s), {values.shape[0]} "
+                             "given", file=path, field=f"{group}/{name}")
+        if [str(v) for v in current.tolist()] == [str(v) for v in values.tolist()]:
+            return False
+        array[...] = fit(array, values, name)
+    return True

@@ -1,8 +1,9 @@
 """Train stage: architectures, recipes, training, attacks, and ``train_pipeline`` over a store.
 
 Modules: ``recipe`` (one model's recipe, plain data), ``architectures`` (``build_model``),
-``training`` (``train_model``, checkpoints), ``attacks`` (FGSM), ``stage`` (the whole zoo of
-a pipeline into the store's ``models`` table). Exports load lazily (torch).
+``training`` (``train_model``, checkpoints), ``attacks`` (FGSM), ``layers`` (which layers
+each model records), ``stage`` (the whole zoo of a pipeline into the store's ``models``
+table). Exports load lazily (torch).
 """
 
 from ml4ml._lazy import lazy_exports

@@ -48,6 +48,8 @@ class AddedModel:
     normalize_mean, normalize_std : per-channel input normalisation applied after the
         transformation (empty: none).
     base : the folder ``module:`` architectures are imported relative to.
+    layers : module names the probe records for it (``zoo.layers``); () for the default.
+    where : the spec field it came from ("" for the command line), for messages.
     """
 
     mid: str
@@ -58,6 +60,8 @@ class AddedModel:
     normalize_mean: tuple = ()
     normalize_std: tuple = ()
     base: str = ""
+    layers: tuple = ()
+    where: str = ""
 
     @property
     def normalize(self):
@@ -149,14 +153,17 @@ def _row(added: AddedModel, checkpoint, sha, fmt, shape, n_classes) -> xr.Datase
                     partition=added.partition, normalize_mean=tuple(added.normalize_mean),
                     normalize_std=tuple(added.normalize_std))
     table = recipe_table([recipe])
+    from ml4ml.zoo.layers import LAYERS, LAYERS_ATTRS, layers_json
+
     values = {TRAINED: True, CHECKPOINT: str(checkpoint), SHA256: sha, SOURCE: ADDED,
               FORMAT: fmt, INPUT_SHAPE: json.dumps(shape), NUM_CLASSES: n_classes,
-              ARCH_ROOT: str(added.base or "")}
+              ARCH_ROOT: str(added.base or ""), LAYERS: layers_json(added.layers)}
     for name, value in values.items():
         table[name] = ((dims.MID,), np.array([value], dtype=object if isinstance(value, str)
                                              else None))
-        if name in ATTRS:
-            table[name].attrs.update(long_name=ATTRS[name][0], description=ATTRS[name][1])
+        if name in ATTRS or name == LAYERS:
+            long_name, description = ATTRS.get(name, LAYERS_ATTRS)
+            table[name].attrs.update(long_name=long_name, description=description)
     return table
 
 
@@ -188,6 +195,9 @@ def register_added(path, models, *, suites=(), force: bool = False, pipeline=Non
             table[dims.MID].values, table[SHA256].values if SHA256 in table else
             [""] * len(sources), table[CHECKPOINT].values if CHECKPOINT in table else
             [""] * len(sources), sources)}
+    from ml4ml.zoo.layers import check_model_layers, recorded_layers
+
+    recorded = recorded_layers(path, pipeline)
     rows, replace = [], []
     for added in models:  # 1. everything checked before the store is touched
         checkpoint = os.fspath(added.checkpoint)
@@ -217,6 +227,7 @@ def register_added(path, models, *, suites=(), force: bool = False, pipeline=Non
         model, _ = load_model(data, fmt, path=checkpoint, arch=added.arch,
                               base=added.base or None)
         shape, n_classes = _check_model(model, added, suites, checkpoint)
+        check_model_layers(model, added.mid, added.layers, recorded, checkpoint)
         if not suites:
             shape, n_classes = [], -1
         rows.append(_row(added, checkpoint, sha, fmt, shape, n_classes))
@@ -274,7 +285,7 @@ def store_suites(path, pipeline_obj=None):
 
 def add_models(store_path, models, *, arch: str = "", holdout=None, partition: str = "",
                normalize_mean=(), normalize_std=(), force: bool = False, pipeline=None,
-               base=None) -> AddReport:
+               base=None, layers=None) -> AddReport:
     """Register models trained elsewhere in ``store_path``, as they are (never trained).
 
     models : ``{mid: module_or_path}``: a checkpoint file (state dict, ``.pt2``,
@@ -285,6 +296,9 @@ def add_models(store_path, models, *, arch: str = "", holdout=None, partition: s
     normalize_mean, normalize_std : per-channel input normalisation (after the transform).
     pipeline : a spec file or ``Pipeline`` whose suites the models must fit (default: the
         spec the store records).
+    layers : module names to record, for every model (a list) or per model (``{mid:
+        list}``); default the spec's ``[probe] layers``, else each model's last
+        convolutions (``zoo.layers``).
     Returns an ``AddReport`` (added, replaced, already).
     """
     import torch
@@ -316,7 +330,8 @@ def add_models(store_path, models, *, arch: str = "", holdout=None, partition: s
             arch=arch, holdout=mid.startswith("t") if holdout is None else bool(holdout),
             partition=partition, normalize_mean=tuple(float(v) for v in normalize_mean),
             normalize_std=tuple(float(v) for v in normalize_std),
-            base=str(base or os.getcwd())))
+            base=str(base or os.getcwd()),
+            layers=tuple((layers.get(mid) if isinstance(layers, dict) else layers) or ())))
     spec = pipeline.file if isinstance(pipeline, Pipeline) else None
     precision = pipeline.precision if isinstance(pipeline, Pipeline) else "float32"
     return register_added(store_path, entries, suites=suites, force=force, pipeline=spec,

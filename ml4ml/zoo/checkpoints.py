@@ -288,92 +288,126 @@ class _Tap(nn.Identity):
     """Stands for one TorchScript submodule: called with its output, so hooks see it."""
 
 
-class TorchScriptModel(nn.Module):
-    """A loaded TorchScript module whose chosen submodules' outputs forward hooks can see.
+# graph operators whose output is a 2-d convolution's (TorchScript kinds, torch.export /
+# torch.fx targets as ``str(target)`` starts)
+CONV_KINDS = frozenset({"aten::conv2d", "aten::_convolution", "aten::convolution"})
+CONV_TARGETS = ("aten.conv2d", "aten.convolution", "aten._convolution")
 
-    TorchScript modules take no hooks; this wrapper runs a copy of the forward graph that
-    also returns the outputs of the submodules called from the top-level forward, and
-    passes each through a ``_Tap`` registered under the submodule's name.
+
+def _module_path(hierarchy: str) -> tuple:
+    """``("body", "0")`` from a TorchScript node's module hierarchy
+    ``"body(Sequential).0(Conv2d).SELF(Conv2d)"`` (method calls and functions left out)."""
+    import re
+
+    names = re.findall(r"([^.()]+)\(([^()]*)\)", hierarchy or "")
+    return tuple(name for name, _ in names if name not in ("SELF", "UNKNOWN_INSTANCE"))
+
+
+def _module_outputs(graph) -> dict:
+    """{dotted module name: (output value, producing node kind)} of the submodules of an
+    inlined TorchScript forward graph that return one tensor, called once, in call order.
+
+    A module's output is the tensor computed inside it (the nodes its module hierarchy
+    names) that a node outside it (or the graph's return) uses. Submodules called inside
+    a loop or branch, called twice, or returning several values are left out.
+    """
+    found, refused = {}, set()
+    for node in graph.nodes():
+        path = _module_path(node.getModuleHierarchy())
+        for value in node.outputs():
+            if not isinstance(value.type(), torch._C.TensorType):
+                continue
+            users = [_module_path(use.user.getModuleHierarchy())
+                     if use.user.kind() != "prim::Return" else () for use in value.uses()]
+            for depth in range(len(path), 0, -1):  # innermost first
+                module = path[:depth]
+                if any(user[:depth] != module for user in users):
+                    name = ".".join(module)
+                    if name in found and found[name][0].unique() != value.unique():
+                        refused.add(name)
+                    found[name] = (value, node.kind())
+    return {name: out for name, out in found.items() if name not in refused}
+
+
+class TorchScriptModel(nn.Module):
+    """A loaded TorchScript module whose submodules' outputs forward hooks can see.
+
+    TorchScript modules take no hooks; this wrapper registers a ``_Tap`` under the dotted
+    name of every submodule whose output its inlined forward graph exposes (nested ones
+    too: ``body.0`` inside an ``nn.Sequential``), and, while some taps have hooks, runs a
+    copy of the forward graph that also returns those submodules' outputs and passes each
+    through its tap. Without hooks it runs the script itself.
     """
 
     def __init__(self, script):
         super().__init__()
         self.script = script
         self._taps = []
-        self._function = None
-        for name in self.callable_layers():
-            if name.split(".")[0] != "script":
-                self._add_tap(name)
+        self._kinds = {}
+        self._functions = {}
+        outputs = _module_outputs(self._inlined())
+        for name in sorted(outputs, key=lambda n: n.count(".")):  # parents first
+            if name.split(".")[0] != "script" and self._add_tap(name):
+                self._kinds[name] = outputs[name][1]
+        order = list(outputs)
+        self._taps.sort(key=order.index)  # call order
+
+    def _inlined(self):
+        graph = self.script.forward.graph.copy()
+        torch._C._jit_pass_inline(graph)
+        return graph
 
     def callable_layers(self) -> list[str]:
-        """Submodules called from the top-level forward (dotted names), in call order."""
-        return [name for name, _ in self._calls()]
+        """Submodules whose outputs the probe can record (dotted names), in call order."""
+        return list(self._taps)
 
-    def _calls(self):
-        graph = self.script.forward.graph
-        attr = {}
-        for node in graph.nodes():
-            if node.kind() == "prim::GetAttr":
-                owner = attr.get(node.input().debugName())
-                attr[node.output().debugName()] = (f"{owner}." if owner else "") + node.s("name")
-        out = []
-        for node in graph.nodes():
-            if node.kind() == "prim::CallMethod" and node.s("name") == "forward":
-                name = attr.get(next(node.inputs()).debugName())
-                if name and name not in [n for n, _ in out]:
-                    out.append((name, node))
-        return out
+    def conv_layers(self) -> list[str]:
+        """The recordable submodules whose output is a 2-d convolution's, in call order."""
+        return [name for name in self._taps if self._kinds[name] in CONV_KINDS]
 
-    def _add_tap(self, name: str) -> None:
+    def _add_tap(self, name: str) -> bool:
         parent = self
         parts = name.split(".")
-        for part in parts[:-1]:
-            if part not in parent._modules:
-                parent.add_module(part, nn.Module())
-            parent = parent._modules[part]
-        parent.add_module(parts[-1], _Tap())
+        try:
+            for part in parts[:-1]:
+                if part not in parent._modules:
+                    parent.add_module(part, nn.Module())
+                parent = parent._modules[part]
+            parent.add_module(parts[-1], _Tap())
+        except (KeyError, TypeError):  # a name nn.Module reserves: not recordable
+            return False
         self._taps.append(name)
+        return True
 
     def default_layers(self) -> list[str] | None:
-        def original(name):
-            module = self.script
-            for part in name.split("."):
-                module = getattr(module, part)
-            return getattr(module, "original_name", "")
+        return self.conv_layers()[-2:] or None
 
-        names = [n for n in self._taps if original(n) == "Conv2d"]
-        return names[-2:] or None
+    def _hooked(self) -> tuple:
+        return tuple(name for name in self._taps
+                     if self.get_submodule(name)._forward_hooks)
 
-    def _tapped(self):
-        if self._function is None:
-            graph = self.script.forward.graph.copy()
-            calls = dict(self._calls_in(graph))
-            outputs = [calls[name].output() for name in self._taps]
+    def _tapped(self, names: tuple):
+        """The forward graph returning (output, *outputs of ``names``), compiled once."""
+        if names not in self._functions:
+            graph = self._inlined()
+            outputs = _module_outputs(graph)
+            values = [graph.return_node().inputsAt(0)] + [outputs[n][0] for n in names]
             ret = graph.return_node()
-            values = [ret.inputsAt(0)] + outputs
             tup = graph.create("prim::TupleConstruct", values)
             graph.insertNode(tup)
             tup.moveBefore(ret)
             tup.output().setType(torch._C.TupleType([v.type() for v in values]))
             ret.replaceInput(0, tup.output())
-            self._function = torch._C._create_function_from_graph("ml4ml_taps", graph)
-        return self._function
-
-    def _calls_in(self, graph):
-        attr = {}
-        for node in graph.nodes():
-            if node.kind() == "prim::GetAttr":
-                owner = attr.get(node.input().debugName())
-                attr[node.output().debugName()] = (f"{owner}." if owner else "") + node.s("name")
-        for node in graph.nodes():
-            if node.kind() == "prim::CallMethod" and node.s("name") == "forward":
-                name = attr.get(next(node.inputs()).debugName())
-                if name:
-                    yield name, node
+            self._functions[names] = torch._C._create_function_from_graph("ml4ml_taps",
+                                                                          graph)
+        return self._functions[names]
 
     def forward(self, x):
-        outputs = self._tapped()(self.script._c, x)
-        for name, value in zip(self._taps, outputs[1:]):
+        names = self._hooked()
+        if not names:
+            return self.script(x)
+        outputs = self._tapped(names)(self.script._c, x)
+        for name, value in zip(names, outputs[1:]):
             self.get_submodule(name)(value)
         return outputs[0]
 
@@ -393,8 +427,29 @@ def load_torchscript(data: bytes, path=""):
 
 
 def conv_layers(model) -> list[str]:
-    """Names of the model's ``nn.Conv2d`` modules (probe layers), in module order."""
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    """Names of the model's 2-d convolutions the probe can record, in order (the default
+    layers are the last of them): ``nn.Conv2d`` modules (nested ones too), the submodules
+    of a TorchScript model (``TorchScriptModel``) and of a ``torch.export`` program
+    (unflattened) or ``torch.fx`` graph module whose output is a convolution's."""
+    own = getattr(model, "conv_layers", None)
+    if callable(own):
+        return list(own())
+    return [name for name, module in model.named_modules()
+            if isinstance(module, nn.Conv2d) or (name and _graph_ends_in_conv(module))]
+
+
+def _graph_ends_in_conv(module) -> bool:
+    """Whether ``module`` runs an fx graph (an unflattened ``torch.export`` submodule, a
+    ``GraphModule``) whose output is a convolution node's."""
+    graph = getattr(module, "graph", None)
+    if not isinstance(graph, torch.fx.Graph):
+        return False
+    output = next((n for n in reversed(graph.nodes) if n.op == "output"), None)
+    value = output.args[0] if output is not None and output.args else None
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    return isinstance(value, torch.fx.Node) and value.op == "call_function" and \
+        str(value.target).startswith(CONV_TARGETS)
 
 
 def save_module(module: nn.Module, path, *, arch: str = "", example=None) -> str:

@@ -186,6 +186,10 @@ def train_pipeline(pipeline, *, client=None, force: bool = False, changed_only: 
                            added=added.added + added.replaced, already_added=added.already)
     with store.writing(path, f"ml4ml train {pipeline.file}") as notes:
         table = register_zoo(pipeline)
+        from ml4ml.zoo.layers import sync_layers
+
+        sync_layers(path, table, {r.mid: pipeline.layers.get(r.mid, ())
+                                  for r in pipeline.recipes})
         trained = dict(zip(table[dims.MID].values.tolist(),
                            table[TRAINED].values.astype(bool).tolist()))
         changed = _recipe_changes(pipeline, table)  # untrained ones just take the new recipe
