@@ -183,7 +183,7 @@ def test_layers_are_chosen_per_model_and_the_models_own_win(model, tmp_path):
     again = run(cli, ["probe", str(spec)])
     assert again.exit_code == 0, again.output
     assert "re-probing m001: its layers changed" in again.output
-    assert "probed 1 (model, suite, transform), 3 already done" in again.output
+    assert "probe: 1 probed, 3 already," in again.output
 
 
 def test_a_spec_naming_another_count_of_layers_is_one_problem(tmp_path):
