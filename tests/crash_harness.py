@@ -4,9 +4,11 @@ Run by tests/test_crash.py as ``python crash_harness.py WORKDIR SIGNAL STAGE [WO
 [EVERY]]``, in a process of its own (EVERY = n: only after writes 1, 1 + n, ... and the
 last). It imports everything first and never computes or opens a store before
 forking, so each child forks from a clean process (no OpenMP or zarr threads yet).
-STAGE is ``train``, ``probe`` or ``measure``: a base store is built up to that stage, and
-for each k = 1 .. W (W: the writes of an uninterrupted run of the stage, counted by a
-first run), on a copy of the base store:
+STAGE is ``train``, ``probe``, ``measure``, ``assess``, ``add-models`` (two models trained
+elsewhere, state dicts, added to a trained store) or ``add-models-force`` (both replaced
+with ``--force``, one by a torch.export program, in a trained, probed store that holds
+them): a base store is built up to that stage, and for each k = 1 .. W (W: the writes of
+an uninterrupted run of the stage, counted by a first run), on a copy of the base store:
 
 1. a child runs the stage with ``ML4ML_FAULT_AFTER_WRITES=k`` and dies (SIGKILL) or gets a
    Ctrl-C (INT) right after its k-th write of a store key or checkpoint file;
@@ -15,7 +17,9 @@ first run), on a copy of the base store:
 3. a second child runs the same stage again with no fault: it must finish;
 4. the store is compared with the uninterrupted run's, array by array, bitwise (NaN
    equal to NaN), except wall-clock seconds and checkpoint paths; every row finished at
-   the crash must still be done, with the same chunk bytes.
+   the crash must still be done, with the same chunk bytes (for ``add-models-force``:
+   every row but the replaced models'); for the add-models stages, ``store check`` must
+   find nothing and no temporary ``.partial`` file may be left (``leftover_files``).
 
 Writes a JSON report to WORKDIR/report.json.
 """
@@ -96,6 +100,59 @@ seed = 3
 """
 
 
+ADDED = ("a1", "a2")  # the models trained elsewhere of the add-models stages
+
+
+def _added_files(folder: Path, version: int) -> list[Path]:
+    """Version 1: two cnn5 state dicts (they load fastest: these tests are about the
+    store's writes); version 2 (for ``--force``): the first a torch.export program, so
+    the replaced row differs in file, sha256 and format, the second other weights."""
+    models = folder / "models"
+    return [models / ("a1.pt2" if version == 2 else "a1.pt"), models / "a2.pt"]
+
+
+def write_added_models(folder: Path, version: int) -> int:
+    """The files of ``_added_files``, trained elsewhere (seeded weights)."""
+    import torch
+
+    from ml4ml.zoo.architectures import build_model
+
+    (folder / "models").mkdir(exist_ok=True)
+    for k, file in enumerate(_added_files(folder, version)):
+        torch.manual_seed(100 * version + k)
+        net = build_model("cnn5", num_classes=10, in_channels=1, image_size=28).eval()
+        if file.suffix == ".pt2":
+            program = torch.export.export(net, (torch.rand(2, 1, 28, 28),),
+                                          dynamic_shapes=({0: torch.export.Dim("batch")},))
+            torch.export.save(program, file)
+        else:
+            torch.save(net.state_dict(), file)
+    return 0
+
+
+def add_models(folder: Path, force: bool) -> None:
+    """As ``ml4ml add-models db.zarr FILE FILE --mid a1 --mid a2 --arch cnn5 [--force]``."""
+    from ml4ml.zoo.adding import AddedModel, register_added, store_suites
+
+    path = str(folder / "db.zarr")
+    files = _added_files(folder, 2 if force else 1)
+    entries = [AddedModel(mid=mid, checkpoint=str(file), arch="cnn5", base=str(folder))
+               for mid, file in zip(ADDED, files)]
+    register_added(path, entries, suites=store_suites(path), force=force)
+
+
+def leftover_files(store_path: Path) -> list[str]:
+    """Problems: temporary files an interrupted write left that a finished rerun did not
+    remove (zarr's ``*.partial``, checkpoints' ``.tmp-*``). Shared by the crash tests of
+    every stage."""
+    store_path = Path(store_path)
+    found = sorted(str(f.relative_to(store_path)) for f in store_path.rglob("*.partial"))
+    checkpoints = Path(str(store_path) + ".checkpoints")
+    if checkpoints.is_dir():
+        found += sorted(f.name for f in checkpoints.glob(".tmp-*"))
+    return [f"leftover temporary file {name}" for name in found]
+
+
 def run_stages(folder: Path, stages: str) -> None:
     from ml4ml.assess.stage import assess_store, label_store
     from ml4ml.config import load_pipeline
@@ -118,6 +175,10 @@ def run_stages(folder: Path, stages: str) -> None:
     if "a" in stages:
         assess_store(pipeline.store, "rotation", repeats=2, assessors=["decision_tree"],
                      skip_current=True)
+    if "A" in stages:
+        add_models(folder, force=False)
+    if "F" in stages:
+        add_models(folder, force=True)
 
 
 def in_child(function, *args, env=None) -> tuple[int, object]:
@@ -242,7 +303,7 @@ def _reference_snapshot(store_path: Path, out: Path) -> int:
 
 
 STAGES = {"train": ("", "t"), "probe": ("t", "p"), "measure": ("tp", "m"),
-          "assess": ("tpm", "la")}
+          "assess": ("tpm", "la"), "add-models": ("t", "A"), "add-models-force": ("tpA", "F")}
 PRELOAD = ("torch", "torch._dynamo", "torch.optim", "torchvision", "sklearn.datasets",
            "sklearn.model_selection", "dask.array", "dask.diagnostics", "xarray", "zarr",
            "ml4ml.config", "ml4ml.zoo.stage", "ml4ml.zoo.training", "ml4ml.zoo.architectures",
@@ -250,18 +311,31 @@ PRELOAD = ("torch", "torch._dynamo", "torch.optim", "torchvision", "sklearn.data
            "ml4ml.measure.stage", "ml4ml.measure.measures", "ml4ml.measure.matrices",
            "ml4ml.store", "ml4ml.store.layout", "ml4ml.progress", "distributed",
            "ml4ml.assess.stage", "ml4ml.assess.protocol", "ml4ml.assess.estimators",
-           "sklearn.ensemble", "sklearn.tree", "skops.io")
+           "sklearn.ensemble", "sklearn.tree", "skops.io", "ml4ml.zoo.adding",
+           "ml4ml.zoo.checkpoints", "ml4ml.zoo.export_files", "ml4ml.store.check",
+           # what reading a torch.export program imports (else each child imports it again)
+           "torch._export.serde.serialize", "torch.export.unflatten", "torch.export._trace",
+           "torch._functorch.aot_autograd", "torch.fx.experimental.validator",
+           "sympy.combinatorics", "sympy.tensor.tensor", "torch._inductor.sizevars",
+           "torch._export.passes._node_metadata_hook")
 
 
 def _resume_and_compare(folder: Path, stage: str, reference: Path) -> dict:
     """In a fresh child: the rows finished at the crash, the resumed run, the comparison."""
     store_path = folder / "db.zarr"
     finished = done_rows(store_path) if (store_path / "zarr.json").exists() else {}
+    if "F" in stage:  # the replaced models' rows are meant to change
+        finished = {g: [m for m in mids if m not in ADDED] for g, mids in finished.items()}
     before = snapshot(store_path) if finished else {"arrays": {}, "files": {}}
     run_stages(folder, stage)
     got = snapshot(store_path)
     problems = compare(_load(reference), got)
     problems += untouched(before, got, finished, done_rows(store_path))
+    if stage in ("A", "F"):
+        from ml4ml.store.check import check_store
+
+        problems += [f"store check: {p.what}" for p in check_store(str(store_path))]
+        problems += leftover_files(store_path)
     return {"finished": sum(len(m) for m in finished.values()), "problems": problems}
 
 
@@ -305,8 +379,14 @@ def main(workdir: str, signal_name: str, stage: str, workers: str = "2", every: 
     work = Path(workdir)
     started = time.monotonic()
     base = fresh(work / "base", SPEC + ASSESS_MODELS if stage == "assess" else SPEC)
+    if stage.startswith("add-models"):  # files trained elsewhere, written in a child
+        status, result = in_child(write_added_models, base, 1)
+        assert status == 0, result
     if before_stage:
         status, result = in_child(run_stages, base, before_stage)
+        assert status == 0, result
+    if stage == "add-models-force":  # other bytes in the same files: --force replaces them
+        status, result = in_child(write_added_models, base, 2)
         assert status == 0, result
     reference_dir = work / "reference"
     shutil.rmtree(reference_dir, ignore_errors=True)

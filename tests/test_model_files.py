@@ -5,7 +5,6 @@ import hashlib
 import io
 import shutil
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -68,7 +68,8 @@ def writing(path, command: str = "ml4ml", *, wait: float = 0.0, recover: bool = 
 
     command : what the holder is doing, shown to a refused writer.
     wait : seconds to wait for another writer to finish before refusing.
-    recover : roll back uncommitted layout changes when the lock is first taken.
+    recover : roll back uncommitted layout changes, and delete the temporary files of
+        interrupted writes, when the lock is first taken.
     Yields a list of notes (a stale lock taken over, layout changes rolled back).
 
     Threads of one process take turns (the labelling page saves from several); another
@@ -102,8 +103,10 @@ def writing(path, command: str = "ml4ml", *, wait: float = 0.0, recover: bool = 
         try:
             if recover:
                 from ml4ml.store.layout import recover as roll_back
+                from ml4ml.store.layout import remove_partial_files
 
                 notes += roll_back(path)
+                notes += remove_partial_files(path)
             yield notes
         finally:
             with _guard:
