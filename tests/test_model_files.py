@@ -165,6 +165,16 @@ def test_a_file_writing_torchscript_is_refused_unless_trusted(made, copy, tmp_pa
                     .replace('path = "files.zarr"', f'path = "{copy}"'))
     one_line_refusal(run("train", spec), "a TorchScript file is a program")
     assert victim.read_bytes() == b"precious data" and digest(copy) == before
+    # a TorchScript file you trust: 'trust = true', recorded per model
+    torch.jit.save(torch.jit.script(crafted._Net().eval()), tmp_path / "mine.ts")
+    spec.write_text(SPEC.replace('glob = "models/*.pt2"', f'glob = "{tmp_path}/mine.ts"\n'
+                                 'trust = true').replace('path = "files.zarr"',
+                                                         f'path = "{copy}"'))
+    result = run("train", spec)
+    assert result.exit_code == 0 and "1 added" in result.output, result.output
+    table = store.read_models(copy)
+    assert table["trusted"].to_series().to_dict() == {"ok": False, "mine": True}
+    assert table["checkpoint_format"].sel(mid="mine").item() == "torchscript"
 
 
 def test_a_program_calling_an_operator_off_the_allow_list_needs_trust(copy, tmp_path):

@@ -37,6 +37,7 @@ import io
 import json
 import operator
 import re
+import sys
 import zipfile
 
 import torch
@@ -356,6 +357,10 @@ def read_program(data: bytes, path="", *, trusted: bool = False):
     archive = _Archive(data, path)
     if not archive.has("models/model.json"):
         archive.refuse("has no program 'model' (models/model.json)")
+    if archive.has("byteorder") and archive.read("byteorder").decode(
+            "ascii", "replace").strip() != sys.byteorder:
+        archive.refuse(f"was saved on a {archive.read('byteorder')[:8]!r}-endian machine; "
+                       f"this one is {sys.byteorder}-endian")
     program = _vet_program(archive.json("models/model.json"), archive, trusted)
     configs = _payload_configs(archive)
     tensors = {}
