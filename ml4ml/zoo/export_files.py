@@ -210,8 +210,10 @@ def _tensor(archive: _Archive, kind: str, fqn: str, entry: dict, raw_cache: dict
         width = torch.empty((), dtype=dtype).element_size()
         if flat.numel() % width:
             raise ValueError(f"{flat.numel()} bytes is not a whole number of {dtype}")
-        base = flat.view(dtype) if flat.numel() else torch.zeros(0, dtype=dtype)
-        tensor = torch.as_strided(base, sizes, strides, offset)
+        if flat.numel():
+            tensor = torch.as_strided(flat.view(dtype), sizes, strides, offset)
+        else:  # an empty member stands for zeros (as torch.export.load reads it)
+            tensor = torch.zeros(sizes, dtype=dtype)
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - bad metadata or too few bytes
@@ -307,12 +309,9 @@ def _vet_program(program: dict, archive: _Archive, trusted: bool) -> dict:
             archive.refuse(f"calls {len(refused)} operator(s) outside ml4ml's allow-list "
                            f"(e.g. {refused[0][:80]}): it may touch files or run other code",
                            _TRUST)
-    for node in nodes:
-        if not isinstance(node, dict):
-            archive.refuse("has a malformed graph node")
-        meta = node.get("metadata") or {}
-        stack = meta.get("nn_module_stack") if isinstance(meta, dict) else None
-        node["metadata"] = {"nn_module_stack": stack} if isinstance(stack, str) else {}
+    if not all(isinstance(node, dict) for node in nodes):
+        archive.refuse("has a malformed graph node")
+    _keep_module_stacks(program)
     program["graph_module"]["metadata"] = {}
     program["guards_code"] = []
     _vet_strings(program, archive)
@@ -320,6 +319,20 @@ def _vet_program(program: dict, archive: _Archive, trusted: bool) -> dict:
         if not _SYMBOL.match(str(symbol)):
             archive.refuse(f"has a shape symbol {str(symbol)[:40]!r} that is not a plain name")
     return program
+
+
+def _keep_module_stacks(value) -> None:
+    """Every node's metadata (subgraphs' included) cut to its ``nn_module_stack``."""
+    if isinstance(value, dict):
+        if "target" in value and "metadata" in value:
+            meta = value["metadata"] if isinstance(value["metadata"], dict) else {}
+            stack = meta.get("nn_module_stack")
+            value["metadata"] = {"nn_module_stack": stack} if isinstance(stack, str) else {}
+        for item in value.values():
+            _keep_module_stacks(item)
+    elif isinstance(value, list):
+        for item in value:
+            _keep_module_stacks(item)
 
 
 def _allowed_target(target: str) -> bool:
