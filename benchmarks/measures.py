@@ -8,6 +8,12 @@ building the graph and computing the matrices and measures datasets together.
     python benchmarks/measures.py                 # 8 models, default threaded scheduler
     python benchmarks/measures.py --models 16 --workers 2   # dask.distributed LocalCluster
 
+``--responses`` times the response measures (ml4ml.measure.responses: every built-in
+one, on the softmax probabilities and on each layer's 8 statistics as units) against the
+matrix side above on the same in-memory models, e.g. the demo's sizes:
+
+    python benchmarks/measures.py --responses --models 150 --samples 599
+
 ``--store DIR`` goes through real stores on disk, the user's path: it writes each model
 as the reference's two .npy files (float64), imports them with ``ml4ml import-legacy``'s
 function (timed per model), and times ``ml4ml measure``'s function on a store of
@@ -95,6 +101,71 @@ def synthetic_probe(n_models: int, n_params: int = N_PARAMS, n_samples: int = N_
             dims.CLASS: np.arange(N_CLASSES),
         },
     )
+
+
+def _probabilities_block(seed, n_params, n_samples):
+    """One model's synthetic softmax outputs (aug_param, sample, class), float32."""
+    rng = np.random.default_rng(10_000 + seed)
+    drift = np.abs(np.linspace(-1.0, 1.0, n_params))[:, None, None]
+    logits = rng.normal(0.0, 2.0, (1, n_samples, N_CLASSES)) * (1.0 - 0.5 * drift)
+    logits = logits + rng.normal(0.0, 0.5 + drift, (n_params, n_samples, N_CLASSES))
+    prob = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return (prob / prob.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def synthetic_probabilities(n_models: int, n_params: int = N_PARAMS,
+                            n_samples: int = N_SAMPLES) -> xr.DataArray:
+    """Dask-backed ``prob`` (mid, aug_param, sample, class), one model per chunk."""
+    shape = (n_params, n_samples, N_CLASSES)
+    prob = da.concatenate([
+        da.from_delayed(dask.delayed(_probabilities_block)(seed, n_params, n_samples), shape,
+                        np.float32)[None] for seed in range(1, n_models + 1)], axis=0)
+    return xr.DataArray(prob, dims=(dims.MID, dims.AUG_PARAM, dims.SAMPLE, dims.CLASS),
+                        name=dims.PROB)
+
+
+def response_graph(probe: xr.Dataset):
+    """The response measures of every model: the probabilities (units: classes) and each
+    layer (units: its 8 statistics), as ``ml4ml measure`` would ask for them."""
+    from ml4ml.measure.responses import response_measures
+
+    identity = probe.sizes[dims.AUG_PARAM] // 2
+    prob = probe[dims.PROB].rename({dims.CLASS: dims.UNIT})
+    act = probe[dims.ACT].rename({dims.STAT: dims.UNIT})
+    predictions = probe[dims.PREDICTION]
+    return (response_measures(prob, identity_index=identity, predictions=predictions),
+            response_measures(act, identity_index=identity, predictions=predictions))
+
+
+def run_responses(n_models: int, n_samples: int, repeat: int) -> None:
+    """Seconds per model of the matrix side, the response measures, and both in one graph."""
+    from ml4ml.cluster import keep_freed_memory_once
+
+    keep_freed_memory_once()  # the response kernel sets it on its first block: both sides alike
+    probe = synthetic_probe(n_models, n_samples=n_samples)
+    probe[dims.PROB] = synthetic_probabilities(n_models, n_samples=n_samples)
+    probe = probe.persist()
+    graphs = {
+        "matrices + measures": lambda: (variance_matrices(probe), measure_database(probe)),
+        "response measures": lambda: response_graph(probe),
+        "both, one graph": lambda: (variance_matrices(probe), measure_database(probe),
+                                    *response_graph(probe)),
+    }
+    best = {}
+    for attempt in range(repeat):
+        for name, graph in graphs.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            dask.compute(*graph())
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+            best[name] = min(best.get(name, (np.inf, np.inf)), (elapsed, cpu))
+            print(f"run {attempt + 1}: {name}: {elapsed / n_models * 1e3:.2f} ms per model "
+                  f"({cpu / n_models * 1e3:.2f} CPU ms)")
+    matrix, response = best["matrices + measures"], best["response measures"]
+    print(f"best of {repeat}, {n_models} models x {N_PARAMS} x {n_samples} samples: matrices "
+          f"{matrix[0] / n_models * 1e3:.2f} ms per model, responses "
+          f"{response[0] / n_models * 1e3:.2f} ms per model = {response[0] / matrix[0]:.0%} of "
+          f"the matrix side ({response[1] / matrix[1]:.0%} in CPU time); both in one graph "
+          f"{best['both, one graph'][0] / n_models * 1e3:.2f} ms per model")
 
 
 def run(n_models: int, workers: int | None, repeat: int) -> float:
@@ -254,6 +325,10 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--repeat", type=int, default=3, help="timed runs (default 3)")
     parser.add_argument("--store", metavar="DIR", help="go through real stores in DIR")
+    parser.add_argument("--responses", action="store_true",
+                        help="time the response measures against the matrix side")
+    parser.add_argument("--samples", type=int, default=N_SAMPLES,
+                        help=f"test samples per model with --responses (default {N_SAMPLES})")
     parser.add_argument("--codec", default="default", choices=sorted(CODECS),
                         help="how probe responses are stored (with --store)")
     args = parser.parse_args(argv)
@@ -261,6 +336,9 @@ def main(argv=None) -> int:
         parser.error("--models must be at least 1")
     if args.store:
         run_store(args.models, args.store, args.codec)
+        return 0
+    if args.responses:
+        run_responses(args.models, args.samples, args.repeat)
         return 0
     best = run(args.models, args.workers, args.repeat)
     print(f"best: {best:.3f} s per model (goal <= 0.1)")

@@ -18,7 +18,8 @@ from ml4ml._lazy import lazy_exports
 
 __version__ = "0.1.0"
 __all__ = ["probe_model", "load_pipeline", "variance_matrices", "measure_database",
-           "measure_matrices", "register_measure", "add_models", "__version__"]
+           "measure_matrices", "register_measure", "response_measures",
+           "register_response_measure", "add_models", "__version__"]
 
 __getattr__ = lazy_exports(__name__, {
     "probe_model": "ml4ml.probe.responses",
@@ -27,5 +28,7 @@ __getattr__ = lazy_exports(__name__, {
     "measure_database": "ml4ml.measure.measures",
     "measure_matrices": "ml4ml.measure.measures",
     "register_measure": "ml4ml.measure.measures",
+    "response_measures": "ml4ml.measure.responses",
+    "register_response_measure": "ml4ml.measure.responses",
     "add_models": "ml4ml.zoo.adding",
 })

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 
 from ml4ml.errors import InputError
@@ -21,6 +22,9 @@ def dask_client(workers: int | None = None, scheduler: str | None = None):
         return
     from distributed import Client
 
+    from ml4ml.logs import capture_printing_loggers
+
+    capture_printing_loggers()  # distributed's own stderr handler: to the log, if any
     if scheduler is not None:
         try:
             client = Client(scheduler, timeout="10s")
@@ -55,12 +59,17 @@ def _local_cluster(workers: int):
 
     from distributed import Client, LocalCluster
 
+    from ml4ml.logs import ENV, current_log
+
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     cluster = client = None
+    log = current_log()
     try:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address=None, preload=[__name__],
+                               # the workers' messages go to the command's log file
+                               env={ENV: log} if log else None,
                                # its HTTP server (health checks) on any free port: no
                                # warning when another cluster has 8787
                                scheduler_kwargs={"dashboard_address": ":0"})
@@ -111,12 +120,26 @@ def _close_quietly(client, cluster) -> None:
 
 def dask_setup(worker) -> None:
     """distributed's preload hook, run in every worker process as it starts: ignore
-    SIGINT (Ctrl-C is the client's to handle; see ``_local_cluster``)."""
+    SIGINT (Ctrl-C is the client's to handle; see ``_local_cluster``), and write
+    everything the process prints (distributed's messages: "Compute Failed", heartbeat
+    errors at shutdown) to the command's log file (``ml4ml.logs``) when it has one."""
+    import os
     import signal
     import threading
 
+    from ml4ml.logs import ENV
+
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    log = os.environ.get(ENV)
+    if log:
+        try:
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError:  # no log: the terminal keeps them
+            return
+        for stream in (1, 2):
+            os.dup2(fd, stream)
+        os.close(fd)
 
 
 def _kill_workers(cluster) -> None:
@@ -154,6 +177,47 @@ def _stop_now(client, cluster) -> None:
         logging.disable(logging.NOTSET)
 
 
+def run_each(func, jobs: dict, client=None, *, name: str, **kwargs):
+    """Yield ``(job, result)`` as each ``func(*args, **kwargs)`` finishes, for ``jobs``
+    ``{job: args}``: in process in order, or one dask task each on ``client``.
+
+    A job that raises yields its ``ml4ml.failures.Failure`` instead (a task returns it,
+    so the cluster reports nothing); so does a task the cluster lost (its worker died).
+    Every other job runs to the end. name : the tasks' key prefix.
+    """
+    import time
+
+    from ml4ml.failures import guarded
+
+    if client is None:
+        for job, args in jobs.items():
+            yield job, guarded(func, *args, **kwargs)
+        return
+    from distributed import as_completed
+
+    futures = [client.submit(guarded, func, *args, **kwargs, pure=False,
+                             key=f"{name}-{job}-{time.time_ns()}") for job, args in jobs.items()]
+    owner = {future.key: job for future, job in zip(futures, jobs)}
+    for future in as_completed(futures):
+        yield owner[future.key], future_outcome(future)
+
+
+def future_outcome(future):
+    """A finished dask future's result, or the ``Failure`` of its error (or loss)."""
+    from ml4ml.failures import Failure, failure_of
+
+    if future.status == "finished":
+        return future.result()
+    if future.status == "error":
+        exc = future.exception()
+        failure = failure_of(exc, future.traceback())
+        if type(exc).__name__ == "KilledWorker":
+            return Failure("the worker process running it died (out of memory, or a crash "
+                           "in native code)", failure.details)
+        return failure
+    return Failure(f"its task was {future.status} by the cluster")
+
+
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
@@ -178,6 +242,14 @@ def keep_freed_memory(mmap_threshold: int = 32 * 2**20, trim_threshold: int = 64
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))
                 and mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))
+
+
+@functools.cache
+def keep_freed_memory_once() -> bool:
+    """:func:`keep_freed_memory`, the first time this process calls it (for kernels that
+    allocate megabyte-sized temporaries per block: otherwise glibc returns them to the OS
+    after each block and the page faults cost more than the arithmetic)."""
+    return keep_freed_memory()
 
 
 def prepare_dask_worker() -> bool:

@@ -41,6 +41,10 @@ SPLIT = "split"
 KIND = "kind"
 INTERVAL = "interval"
 MEASURE = "measure"
+# response measures (docs/measures.md, "Response measures"): the units a response has
+# (softmax classes, layer statistics or channels) and the measures of them
+UNIT = "unit"
+RESPONSE_MEASURE = "response_measure"
 # the assess group's methods (assessors and baselines); not "method", a keyword of
 # xarray's .sel / .interp
 ESTIMATOR = "estimator"
@@ -58,6 +62,7 @@ MATRIX = "matrix"
 MATRIX_SUBSET = "matrix_subset"
 VALUE = "value"
 HALF_WIDTH = "half_width"
+RESPONSE_VALUE = "response_value"
 
 # the eight layer statistics of docs/measures.md, in the reference's column order
 STATS = ("mean", "std", "max", "min", "mean_max", "mean_std", "max_mean", "max_std")
@@ -135,6 +140,12 @@ DESCRIPTIONS = {
     HALF_WIDTH: ("interval half-width", "grid steps each side of the identity kept by the "
                  "interval"),
     MEASURE: ("measure", f"name of a measure of the variance matrix ({DOCS})"),
+    UNIT: ("unit", "one component of a response: a softmax class, a layer statistic or a "
+           "channel"),
+    RESPONSE_MEASURE: ("response measure", f"name of a measure of the responses themselves "
+                       f"(tv, sv, nv, anova, goodfellow, geed_*, consistency, lee_fd; {DOCS})"),
+    RESPONSE_VALUE: ("response measure value", f"response measures per level, averaged over "
+                     f"units where they are per unit ({DOCS}, 'Response measures')"),
     PROB: ("softmax probability", "the model's softmax output for each class"),
     PREDICTION: ("predicted class", "argmax of the model's output; -1 where not probed"),
     CONFIDENCE: ("confidence", "largest softmax probability"),

@@ -28,6 +28,7 @@ class Progress:
         self.tty = (tty if tty is not None
                     else bool(getattr(self.stream, "isatty", lambda: False)()))
         self.done = 0
+        self.failed = 0
         self.started = time.monotonic()
         self._last_line = self.started
         self._last_tenth = 0
@@ -48,7 +49,9 @@ class Progress:
         if not self.enabled:
             return
         if self._bar is not None:
-            self._bar.set_description_str(f"{self.stage} {item}".strip())
+            if item:
+                self._bar.set_description_str(f"{self.stage} {item}".strip())
+            note = ", ".join(part for part in (note, self._failed_text()) if part)
             if note:
                 self._bar.set_postfix_str(note, refresh=False)
             self._bar.update(n)
@@ -62,8 +65,18 @@ class Progress:
             elapsed = now - self.started
             eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
             extra = f" ({item}{', ' + note if note else ''})" if item else ""
+            failed = f", {self._failed_text()}" if self.failed else ""
             self._line(f"{self.stage}: {self.done}/{self.total} {self.unit}(s) in "
-                       f"{elapsed:.0f} s, about {eta:.0f} s left{extra}")
+                       f"{elapsed:.0f} s, about {eta:.0f} s left{failed}{extra}")
+
+    def fail(self, n: int = 1) -> None:
+        """Count ``n`` finished units that failed. They are counted, never named: the
+        stage's summary names each failed model once, with its reason."""
+        self.failed += n
+        self.advance(n=n)
+
+    def _failed_text(self) -> str:
+        return f"{self.failed} failed" if self.failed else ""
 
     def note(self, text: str) -> None:
         """A message for the user (a stale lock taken over, a model refused)."""

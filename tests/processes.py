@@ -4,7 +4,13 @@ import subprocess
 import sys
 
 
-def ml4ml(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
-    """``python -m ml4ml ARGS...`` in ``cwd``; finished, with its output captured."""
+def ml4ml(*args, cwd=None, timeout=300, env=None) -> subprocess.CompletedProcess:
+    """``python -m ml4ml ARGS...`` in ``cwd``; finished, with its output captured.
+
+    env : variables to set for it, on top of this process's environment.
+    """
+    import os
+
     return subprocess.run([sys.executable, "-m", "ml4ml", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **env} if env else None)

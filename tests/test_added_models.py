@@ -124,7 +124,7 @@ def test_added_models_probe_as_in_memory(models, tmp_path):
     assert "2 added, 0 already" in out.output
     result = run("probe", spec)
     assert result.exit_code == 0, result.output
-    assert "probed 6 (model, suite, transform)" in result.output
+    assert "probe: 6 probed," in result.output
     suite = load_suite("digits", "test", n_samples=20)
     for mid, net in (("sd0", "n0"), ("n0", "n0"), ("n1", "n1"), ("n2", "n2"), ("s1", "n1"),
                      ("s2", "n2")):
@@ -204,7 +204,7 @@ def test_replaced_checkpoint_redoes_that_model_only(models, tmp_path):
     assert refused.exit_code == 1 and "--force" in refused.output
     assert "1 added, 0 trained, 1 already" in run("train", spec, "--force").output
     result = run("probe", spec)
-    assert "probed 1 (model, suite, transform), 1 already done" in result.output
+    assert "probe: 1 probed, 1 already," in result.output
     np.testing.assert_array_equal(stored_prob(path, "n0"), old["n0"])
     assert not np.allclose(stored_prob(path, "n1"), old["n1"])
 
@@ -279,7 +279,7 @@ def test_a_store_mixing_added_and_trained_models_goes_through_every_stage(models
               "--normalize-mean", "0.5", "--normalize-std", "0.25", "--trust")
     assert out.exit_code == 0 and "1 added, 0 already" in out.output, out.output
     result = run("probe", spec, "-q")
-    assert result.exit_code == 0 and "probed 6 (model, suite, transform)" in result.output, \
+    assert result.exit_code == 0 and "probe: 6 probed," in result.output, \
         result.output
     result = run("measure", path, "-q")
     assert result.exit_code == 0, result.output
@@ -354,12 +354,12 @@ def test_add_models_force_redoes_a_replaced_checkpoint_and_nothing_for_the_same_
     values = store.open_group(str(path), "measures/digits/rotation")["value"].load()
     same = run("add-models", path, local / "n1.pt2", "--mid", "n1", "--force")
     assert same.exit_code == 0 and "0 added, 1 already" in same.output, same.output
-    assert "probed 0 (model, suite, transform), 2 already done" in run("probe", spec).output
+    assert "probe: 0 probed, 2 already," in run("probe", spec).output
     (local / "n1.pt2").write_bytes((folder / "n2.pt2").read_bytes())
     other = run("add-models", path, local / "n1.pt2", "--mid", "n1", "--force")
     assert other.exit_code == 0 and "1 added (1 replaced), 0 already" in other.output, \
         other.output
-    assert "probed 1 (model, suite, transform), 1 already done" in run("probe", spec).output
+    assert "probe: 1 probed, 1 already," in run("probe", spec).output
     measured = run("measure", path)
     assert measured.exit_code == 0 and "measured 1 model(s), re-measured n1 (its probe data " \
         "changed), 1 already measured" in measured.output, measured.output
@@ -401,7 +401,7 @@ def test_add_models_from_python_saves_beside_the_store_and_probes_as_in_memory(m
                     '"mine.zarr.checkpoints/sd.pt"\narch = "module:mynets:Net"\n'
                     'normalize_mean = [0.5]\nnormalize_std = [0.25]\n')
     result = run("probe", spec)
-    assert result.exit_code == 0 and "probed 4 (model, suite, transform)" in result.output, \
+    assert result.exit_code == 0 and "probe: 4 probed," in result.output, \
         result.output
     suite = load_suite("digits", "test", n_samples=20)
     for mid, net in (("p0", "n0"), ("p1", "n1"), ("sd", "n2"), ("n0", "n0")):
@@ -467,7 +467,7 @@ def test_the_readme_section_runs_as_written(tmp_path):
     assert "3 models (2 regular, 1 hold-out, 3 trained elsewhere)" in outputs[1]
     assert "3 added, 0 trained, 0 already" in outputs[2]
     assert "1 added, 0 already" in outputs[3]
-    assert "probed 4 (model, suite, transform), 0 already done" in outputs[4]
+    assert "probe: 4 probed, 0 already," in outputs[4]
     assert "measured 4 model(s), 0 already measured" in outputs[5]
     assert "labelled 4 model(s) for rotation from labels.csv: 2 invariant, 2 variant" \
         in outputs[7]

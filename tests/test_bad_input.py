@@ -124,17 +124,33 @@ def test_an_unknown_choice_key_is_one_problem_not_two(folder):
     assert "no models" not in result.stderr
 
 
+def failed_models(result, stage: str, summary: str, *needles):
+    """A stage that finished the other models: exit 1, its summary line on stdout naming
+    the failed model(s) once, one line on stderr that names none, no traceback."""
+    assert result.exit_code == 1, result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), \
+        result.stderr
+    assert f"failed in {stage}; the others are done" in result.stderr
+    assert "Traceback" not in result.output
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith(f"{stage}: ")]
+    assert summary in line, line
+    for needle in needles:
+        assert needle in line, (needle, line)
+    return line
+
+
 @pytest.mark.parametrize("damage, needles", [
     ("missing", ["m002.pt", "field 'checkpoint'", "checkpoint file not found"]),
     ("truncated", ["m002.pt", "field 'checkpoint_sha256'", "truncated or replaced"]),
     ("other arch", ["m002.pt", "field 'checkpoint_sha256'", "truncated or replaced"]),
 ])
-def test_bad_checkpoints_are_refused_before_the_store_is_touched(folder, damage, needles):
+def test_a_bad_checkpoint_fails_its_model_only(folder, damage, needles):
     checkpoint = folder / "db.zarr.checkpoints" / "m002.pt"
+    good = checkpoint.read_bytes()
     if damage == "missing":
         checkpoint.unlink()
     elif damage == "truncated":
-        checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+        checkpoint.write_bytes(good[:1000])
     else:  # a checkpoint of another architecture in its place
         from ml4ml.zoo.architectures import build_model
         from ml4ml.zoo.recipe import Recipe
@@ -142,20 +158,33 @@ def test_bad_checkpoints_are_refused_before_the_store_is_touched(folder, damage,
 
         save_checkpoint(build_model("resnet", num_classes=10, in_channels=1, image_size=28),
                         Recipe(mid="m002", arch="resnet"), checkpoint)
-    before = digest(folder / "db.zarr")
-    one_line_error(run("probe", folder / "spec.toml", "-q"), *needles)
-    assert digest(folder / "db.zarr") == before
+    line = failed_models(run("probe", folder / "spec.toml", "-q"), "probe",
+                         "probe: 1 probed, 0 already, 1 failed: m002 (", *needles)
+    assert "m001" not in line
+    path = str(folder / "db.zarr")
+    probes = store.open_probes(path, "digits", "rotation")
+    assert store.done_mids(probes) == ["m001"]
+    assert needles[-1] in str(probes.error.sel(mid="m002").values)
+    # the file mended: the rerun probes m002 only
+    checkpoint.write_bytes(good)
+    result = run("probe", folder / "spec.toml", "-q")
+    assert result.exit_code == 0 and "probe: 1 probed, 1 already," in result.stdout, \
+        result.output
+    assert store.done_mids(store.open_probes(path, "digits", "rotation")) == ["m001", "m002"]
 
 
-def test_images_a_model_cannot_take_are_refused_before_the_store_is_touched(folder):
+def test_images_a_model_cannot_take_fail_each_model_with_the_reason(folder):
     root = write_cifar10(folder / "data", n_train=20, n_test=20)
     spec = folder / "spec.toml"
     spec.write_text(SPEC.replace("[suites.digits]", f'[data]\nroot = "{root}"\n'
                                  "[suites.cifar10]"))
-    before = digest(folder / "db.zarr")
-    one_line_error(run("probe", spec, "-q"), "m001.pt", "field 'suites'",
-                   "cannot take the images of suite 'cifar10', shape (3, 32, 32)")
-    assert digest(folder / "db.zarr") == before
+    reason = "cannot take the images of suite 'cifar10', shape (3, 32, 32)"
+    line = failed_models(run("probe", spec, "-q"), "probe", "probe: 0 probed, 0 already, "
+                         "2 failed: m001 (", "), m002 (", "m001.pt", "field 'suites'", reason)
+    assert line.count(reason) == 2
+    probes = store.open_probes(str(folder / "db.zarr"), "cifar10", "rotation")
+    assert store.done_mids(probes) == []
+    assert reason in str(probes.error.sel(mid="m001").values)
 
 
 def test_a_model_with_nan_outputs_is_refused_the_others_go_on(folder, monkeypatch):
@@ -168,9 +197,8 @@ def test_a_model_with_nan_outputs_is_refused_the_others_go_on(folder, monkeypatc
     result = run("train", spec, "-q")
     assert result.exit_code == 0, result.output  # it trains: the NaNs come when evaluated
     result = run("probe", spec, "-q")
-    one_line_error(result, str(spec), "field 'models'", "1 model(s) refused by probing",
-                   "m003/digits/rotation", "NaN or infinite")
-    assert "probed 2 (model, suite, transform)" in result.stdout
+    failed_models(result, "probe", "probe: 2 probed, 0 already, 1 failed: m003 (",
+                  "NaN or infinite")
     probes = store.open_probes(str(folder / "db.zarr"), "digits", "rotation")
     assert store.done_mids(probes) == ["m001", "m002"]
     assert "NaN or infinite" in str(probes.error.sel(mid="m003").values)
@@ -183,8 +211,8 @@ def test_a_model_whose_training_diverges_is_refused_the_others_go_on(tmp_path):
     spec.write_text(SPEC.replace('mid = "m002"\nseed = 1', 'mid = "m002"\nseed = 1\n'
                                  'lr = 1e30\nbatch_size = 16'))
     result = run("train", spec, "-q")
-    one_line_error(result, str(spec), "field 'models'", "1 model(s) refused by training",
-                   "m002: training produced non-finite")
+    failed_models(result, "train", "", "1 trained, 0 already, 1 failed: m002 (training "
+                  "produced non-finite")
     table = store.read_models(str(tmp_path / "db.zarr"))
     assert table.trained.values.tolist() == [True, False]
     assert "non-finite" in str(table.train_error.sel(mid="m002").values)

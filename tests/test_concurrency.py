@@ -135,14 +135,14 @@ def test_one_writer_at_a_time_while_readers_read(tmp_path):
     if paused:
         resume(trainer)
     first = finished(trainer)
-    assert first[0] == 0 and first[1].startswith("0 added, 6 trained, 0 already"), first
+    assert first[0] == 0 and first[1].startswith("train: 0 added, 6 trained, 0 already"), first
     if paused:  # the second started while the first held the lock: refused at once, naming it
         code, out, err = second
         assert code == 1 and out == "", second
         assert f"another process is writing this store: pid {trainer.pid} on " in err
         assert "'ml4ml train" in err and "Traceback" not in err
     else:  # the first was done before it could be caught: the second found the zoo trained
-        assert second[0] == 0 and second[1].startswith("0 added, 0 trained, 6 already"), second
+        assert second[0] == 0 and second[1].startswith("train: 0 added, 0 trained, 6 already"), second
     table = store.read_models(path)
     assert table.mid.values.tolist() == [f"m{i:03d}" for i in range(1, 7)]
     assert table.trained.values.all()
@@ -161,14 +161,14 @@ def test_one_writer_at_a_time_while_readers_read(tmp_path):
         resume(prober)
     code, out, err = finished(prober)
     assert code == 0, err
-    assert "probed 6 (model, suite, transform), 0 already done" in out
+    assert "probe: 6 probed, 0 already," in out
     if paused:
         for code, out, err in others:
             assert code == 1 and out == "" and "Traceback" not in err
             assert f"another process is writing this store: pid {prober.pid} on " in err
     else:  # the prober was done before it could be caught: the second found nothing to do
         code, out, err = others[0]
-        assert code == 0 and "probed 0 (model, suite, transform), 6 already done" in out, err
+        assert code == 0 and "probe: 0 probed, 6 already," in out, err
     # the reader goes on until it has read the finished group a few times
     reader.until(lambda r: r.done_seen == 6 and r.reads_after_done > 3)
     assert reader.problems == []

@@ -29,7 +29,7 @@ class Page(HTMLParser):
         attrs = dict(attrs)
         if tag == "img":
             self.images.append(attrs["src"])
-        if tag == "div" and attrs.get("class") == "card":
+        if tag == "div" and "card" in attrs.get("class", "").split():
             self.cards += 1
         if tag == "table":
             self.tables += 1
@@ -55,12 +55,14 @@ def test_the_reduced_demo_runs_end_to_end_and_names_every_output(demo):
     oof = _out_of_fold(ds)
     variant = int((oof == 0).sum())
     chosen = ds.attrs["chosen_assessor"]
-    assert (f"variant:  {variant} of 62 labelled models predicted variant out of fold by "
-            f"{chosen} (the majority over {ds.sizes['repeat']} repeats of fits that never "
-            f"saw the model's label)") in out
-    disagree = int((ds["predicted"].values != oof).sum())
-    assert (f"the refit {chosen} (fit on every label, so in-sample) labels {disagree} of "
-            f"those 62 models otherwise") in out
+    disagree = int((oof != ds["label"].values).sum())
+    assert (f"variant:  {variant} of 62 models judged not invariant by {chosen}: {variant} "
+            f"of 62 labelled out of fold (the majority over {ds.sizes['repeat']} repeats of "
+            f"fits that never saw the model's label); {disagree} disagree with their "
+            f"label") in out
+    otherwise = int((ds["predicted"].values != oof).sum())
+    assert (f"the refit {chosen} (fit on every label, so in-sample) labels {otherwise} of "
+            f"those 62 labelled models otherwise") in out
     csv = folder / "demo.zarr.rotation.paper80.csv"
     index = folder / "demo.zarr.report" / "index.html"
     assert f"features: {csv}" in out and f"report:   {index}" in out
@@ -107,21 +109,24 @@ def test_the_report_parses_links_only_images_that_exist_and_shows_the_numbers(de
     for method, accuracy in zip(ds["estimator"].values, ds["summary_accuracy_mean"].values):
         assert re.search(rf"<td>{method}</td><td>\w+</td><td>{accuracy:.3f}</td>", html), method
     assert escape(ds.attrs["verdict"]) in html
-    # each card: the out-of-fold label, the refit score named as such, and why they differ
+    # each card: the out-of-fold label and probability, the refit score named as such,
+    # and why they differ
     oof, refit = _out_of_fold(ds), ds["predicted"].values
     names = {1: "invariant", 0: "variant"}
+    probability = ds["out_of_fold_probability"].values
     for k, mid in enumerate(ds["mid"].values.tolist()):
         card = html[html.index(f"id='{mid}'"):].split("</div></div>")[0]
-        assert re.search(rf"predicted <span class='\w+'>{names[int(oof[k])]}</span> out of "
-                         rf"fold, refit score {float(ds['score'].values[k]):.3f} \(in-sample\)",
-                         card), mid
+        assert (f"predicted <span class='judged {names[int(oof[k])]}'>{names[int(oof[k])]}"
+                f"</span> out of fold (P(invariant) {probability[k]:.3f}), refit score "
+                f"{float(ds['score'].values[k]):.3f} (in-sample)") in card, mid
         note = f"(the refit assessor says {names[int(refit[k])]}: it saw this model's label)"
         assert (note in card) == (refit[k] != oof[k]), mid
-    # the gallery is sorted by the assessor's score
-    order = re.findall(r"<div class='card' id='([^']+)'>", html)
-    score = dict(zip(ds["mid"].values.tolist(), ds["score"].values.tolist()))
-    scores = [score[m] for m in order]
-    assert scores == sorted(scores, reverse=True)
+    # the gallery: the models judged variant first, each class by its out-of-fold
+    # probability of invariant, lowest first
+    order = re.findall(r"<div class='card [^']*' id='([^']+)'>", html)
+    mids = ds["mid"].values.tolist()
+    key = {m: (1 - int(oof[k]), probability[k], m) for k, m in enumerate(mids)}
+    assert order == sorted(mids, key=lambda m: (-key[m][0], key[m][1], m))
 
 
 def test_the_report_opens_in_headless_chromium(demo, tmp_path):

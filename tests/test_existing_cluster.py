@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from ml4ml import dims, store
+from badmodels import write_badnets
 from processes import ml4ml
 
 SPEC = """
@@ -94,7 +95,7 @@ def test_probe_and_measure_on_a_scheduler_started_by_hand_equal_a_serial_run(tmp
     for folder, extra in ((serial, []), (cluster, ["--scheduler", scheduler])):
         result = ml4ml("probe", "spec.toml", *extra, cwd=folder)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "probed 4 (model, suite, transform)" in result.stdout, result.stdout
+        assert "probe: 4 probed, 0 already," in result.stdout, result.stdout
         result = ml4ml("measure", "db.zarr", *extra, cwd=folder)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "measured 4 model(s)" in result.stdout, result.stdout
@@ -118,3 +119,36 @@ def test_probe_and_measure_on_a_scheduler_started_by_hand_equal_a_serial_run(tmp
     np.testing.assert_allclose(mb["value"].values, ma["value"].values, rtol=1e-12, atol=0,
                                equal_nan=True)
     assert np.isfinite(ma["value"].values).mean() > 0.5
+
+
+def test_one_bad_model_on_a_scheduler_started_by_hand_fails_alone(tmp_path, scheduler,
+                                                                  monkeypatch):
+    import torch
+    from click.testing import CliRunner
+
+    from ml4ml.cli import cli
+
+    (tmp_path / "spec.toml").write_text(SPEC)
+    write_badnets(tmp_path)
+    assert ml4ml("train", "spec.toml", "-q", cwd=tmp_path).returncode == 0
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    from badnets import Raises
+
+    torch.save(Raises().state_dict(), tmp_path / "x01.pt")
+    added = CliRunner().invoke(cli, ["add-models", "db.zarr", "x01.pt", "--arch",
+                                     "module:badnets:Raises"])
+    assert added.exit_code == 0, added.output
+
+    result = ml4ml("probe", "spec.toml", "--scheduler", scheduler, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    for noise in ("Traceback", "Compute Failed", "CancelledError", "distributed."):
+        assert noise not in output, (noise, output)
+    (line,) = [line for line in output.splitlines() if "x01" in line]
+    assert line.startswith("probe: 4 probed, 0 already, 1 failed: x01 (RuntimeError: "
+                           "exploded on a batch of"), line
+    result = ml4ml("measure", "db.zarr", "--scheduler", scheduler, "-q", cwd=tmp_path)
+    assert result.returncode == 0 and "measured 4 model(s)" in result.stdout, result.stderr
+    measures = store.open_group(str(tmp_path / "db.zarr"), "measures/digits/rotation")
+    assert len(store.done_mids(measures)) == 4 and "x01" not in store.done_mids(measures)

@@ -90,6 +90,12 @@ def walk(client, token):
     return seen
 
 
+def forgeries(token):
+    """Tokens that are not ``token`` but start like it, or are it and more: a page that
+    compares only a prefix (or ``startswith``) would let them in."""
+    return [token[:-1], token[:len(token) // 2], token[:1], token + "A", token + token]
+
+
 def mid_of(path, rater, alias):
     access = Access.open(str(path), [rater])
     return {a: m for m, a in access.aliases(rater, MIDS).items()}[alias]
@@ -100,6 +106,7 @@ def test_next_gives_the_raters_own_seeded_order_and_resumes(served, path):
     client, tokens = served
     first = get(client, "/api/next", tokens["ann"]).json()
     assert first["progress"] == {"labelled": 0, "skipped": 0, "total": 6,
+                                 "overlap": {"total": 0, "rated": 0},
                                  "text": "0 of 6 labelled"}
     alias = first["alias"]
     assert re.fullmatch(r"[a-z2-7]{8}", alias)
@@ -219,6 +226,9 @@ def test_only_an_invited_raters_token_reads_or_writes(served, path):
         assert ask({}, "token=").status_code == 401
         assert ask({"Authorization": "Basic YW5uOmFubg=="}).status_code == 401
         assert ask(bearer(tokens["ann"] + "x")).status_code == 403, url
+        for forged in forgeries(tokens["ann"]):  # a prefix, or more, of a valid token
+            assert ask(bearer(forged)).status_code == 403, (url, forged)
+            assert ask({}, "token=" + forged).status_code == 403, (url, forged)
         assert ask({}, "token=nope").status_code == 403, url
         assert ask(bearer(tokens["ann"]), "token=" + tokens["bob"]).status_code == 403
         assert ask({}, f"token={tokens['ann']}&rater=bob").status_code == 400, url
@@ -443,8 +453,9 @@ def test_two_raters_at_once_lose_nothing(path):
     # agreement and the merged labels from the command line (the admin's side: model ids)
     result = run("label", path, "--transform", "rotation", "--agreement")
     assert result.exit_code == 0, result.output
-    assert "ann: 6 invariant, 0 variant, 0 unlabelled" in result.output
-    assert re.search(r"Cohen's kappa (ann / bob|bob / ann): ", result.output)
+    assert "ann: 6 invariant, 0 variant, 0 skipped, 0 not rated" in result.output
+    assert re.search(r"Cohen's kappa (ann / bob|bob / ann): 0.000 on the 6 model\(s\) both "
+                     r"labelled", result.output)
     assert "Krippendorff's alpha" in result.output
     shown = run("label", path, "--transform", "rotation", "--show").output
     # the table shows model ids; the raters' columns come in the order they first wrote
@@ -504,6 +515,13 @@ def test_the_command_prints_one_private_url_per_rater_and_keeps_them(path):
         assert status == 200 and re.fullmatch(r"[a-z2-7]{8}", answer["alias"])
         assert fetch(f"{base}/api/next")[0] == 401
         assert fetch(f"{base}/api/next?token=wrong")[0] == 403
+        for forged in forgeries(tokens["ann"]):  # a prefix, or more, of a valid token
+            assert fetch(f"{base}/api/next?token={forged}")[0] == 403, forged
+            assert fetch(f"{base}/api/next", headers=bearer(forged))[0] == 403, forged
+            assert fetch(f"{base}/api/labels", json.dumps({"alias": answer["alias"],
+                                                           "label": 1}).encode(),
+                         {"Content-Type": "application/json", "Origin": base,
+                          **bearer(forged)})[0] == 403, forged
         body = json.dumps({"alias": answer["alias"], "label": 1}).encode()
         own = {"Content-Type": "application/json", "Origin": base}
         assert fetch(f"{base}/api/labels?token={tokens['bob']}", body, own)[0] == 404
@@ -543,6 +561,9 @@ def test_a_network_host_warns_that_the_traffic_is_plain_http(path):
                          "digits, '.', '_' or '-'"),
     (("--rater", "ann", "--rater", "ann"), "error: field '--rater': rater 'ann' is given "
                                            "twice (name each rater once)"),
+    (("--rater", "ann", "--overlap", "7"),
+     "error: field '--overlap': --overlap must be a whole number from 0 to 6 (the models the "
+     "page shows); got 7"),
     (("--rater", "ann", "--guideline", "absent.txt"),
      "error: absent.txt: field '--guideline': cannot read the guideline: No such file or "
      "directory"),
@@ -565,11 +586,13 @@ def test_a_rater_labels_and_skips_with_the_keyboard_in_chromium(path, tmp_path):
     guideline = tmp_path / "guideline.txt"
     text = "Invariant <b>means</b> dark matrices & <script>document.title='x'</script>."
     guideline.write_text(text)
-    process, urls = serve(path, "--guideline", guideline)
+    process, urls = serve(path, "--guideline", guideline, "--overlap", "2")
     try:
         with browser.page() as page:
             page.goto(urls["ann"])
             page.wait_for_selector("body[data-alias]", state="attached")  # no eval: the CSP
+            assert page.inner_text("#overlap") == " \u00b7 shared with the other raters: 0 of 2 " \
+                                                  "rated"
             assert page.inner_text("#guideline") == text
             assert page.query_selector("#guideline b") is None
             assert page.title() == "ml4ml: label models"
@@ -584,6 +607,8 @@ def test_a_rater_labels_and_skips_with_the_keyboard_in_chromium(path, tmp_path):
                                        f"'{alias}'])", state="attached")
                 assert page.inner_text("#status") == said.format(alias)
             assert page.inner_text("#progress") == "3 of 6 labelled, 1 skipped"
+            assert page.inner_text("#overlap") == " \u00b7 shared with the other raters: 2 of 2 " \
+                                                  "rated"
             page.reload()
             page.wait_for_selector("body[data-alias]", state="attached")
             assert page.inner_text("#progress") == "3 of 6 labelled, 1 skipped"
@@ -597,9 +622,17 @@ def test_a_rater_labels_and_skips_with_the_keyboard_in_chromium(path, tmp_path):
             assert page.evaluate(IMAGE_SHOWN) > 0
             page.click("#learning summary")  # the learning curve: 3 labels, no estimate yet
             page.wait_for_selector("body[data-curve-labelled='3']", state="attached")
-            assert page.inner_text("#curve-note").startswith("no estimate yet (it needs 10")
-            assert "out-of-fold accuracy" in page.text_content("#curve")
-            assert page.inner_text("#order") == "Order: a random order of your own."
+            note = page.inner_text("#curve-note")
+            assert note.startswith("no estimate yet (it needs 10 labels, 2 of each kind, 2 "
+                                   "random picks). 3 of your 3 labels are random picks. "
+                                   "Line: accuracy on the models not yet labelled"), note
+            assert "accuracy, models not labelled" in page.text_content("#curve")
+            assert page.inner_text("#order") == (
+                "Order: first the 2 models every rater is shown (in your own order), so that "
+                "the raters' agreement can be measured; then a random order of your own.")
+            assert page.inner_text("#counted") == (
+                "Counted: the 6 model(s) measured for rotation (suite legacy), the models "
+                "this page can show.")
             html = page.content()
             assert MID_WORD.findall(html.replace(urls["ann"].split("token=")[1], "")) == []
             shot = tmp_path / "label-ui.png"

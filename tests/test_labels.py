@@ -117,14 +117,25 @@ def test_kappas_and_alpha_against_independent_computations():
 
 
 def test_agreement_reports_counts_pairs_and_the_recipe():
-    ratings = np.array([[1, 0, 1, 1, -1], [1, 0, 0, 1, 1]])
-    recipe = np.array([1, 0, 0, 1, 0])
-    result = agreement(ratings, ["ann", "bob"], recipe)
-    assert result["counts"] == {"ann": {"invariant": 3, "variant": 1, "unlabelled": 1},
-                                "bob": {"invariant": 3, "variant": 2, "unlabelled": 0}}
-    assert result["pairwise"][("ann", "bob")]["n"] == 4
-    assert result["pairwise"][("ann", "bob")]["kappa"] == pytest.approx(
-        cohen_kappa_score([1, 0, 1, 1], [1, 0, 0, 1]))
+    ratings = np.array([[1, 0, 1, 1, -1, -1], [1, 0, 0, 1, 1, -1]])
+    skipped = np.array([[0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 1]], dtype=bool)
+    shared = np.array([[1, 1, 1, 0, 1, 0], [1, 1, 0, 0, 1, 0]], dtype=bool)
+    recipe = np.array([1, 0, 0, 1, 0, 1])
+    result = agreement(ratings, ["ann", "bob"], recipe, skipped=skipped, shared=shared)
+    assert result["counts"] == {
+        "ann": {"invariant": 3, "variant": 1, "skipped": 1, "unrated": 1},
+        "bob": {"invariant": 3, "variant": 2, "skipped": 1, "unrated": 0}}
+    pair = result["pairwise"][("ann", "bob")]
+    # both labelled: the first four; both asked as the shared overlap: the first two of
+    # them; rated by both with a skip: the fifth (ann skipped); the sixth ann never rated
+    assert (pair["n"], pair["n_overlap"], pair["skipped"]) == (4, 2, 1)
+    assert pair["kappa"] == pytest.approx(cohen_kappa_score([1, 0, 1, 1], [1, 0, 0, 1]))
+    assert (result["n_fleiss"], result["n_alpha"]) == (4, 4)
+    assert result["fleiss_kappa"] == pytest.approx(fleiss_kappa(ratings[:, :4]))
     assert result["with_recipe"]["ann"]["agreement"] == pytest.approx(3 / 4)
     assert result["with_recipe"]["bob"]["agreement"] == pytest.approx(4 / 5)
     assert result["ties"] == 1 and result["with_recipe"]["majority"]["n"] == 4
+    plain = agreement(ratings, ["ann", "bob"])  # without skips: a -1 is "not rated"
+    assert plain["counts"]["ann"] == {"invariant": 3, "variant": 1, "skipped": 0,
+                                      "unrated": 2}
+    assert plain["pairwise"][("ann", "bob")]["skipped"] == 0

@@ -104,7 +104,7 @@ def test_force_at_one_stage_makes_the_later_stages_redo_the_model(folder):
     spec = folder / "spec.toml"
     before = rows(folder, "measures/digits/rotation")
     result = run("probe", spec, "--force", "-q")
-    assert result.exit_code == 0 and "probed 3 (model, suite, transform), 0 already" \
+    assert result.exit_code == 0 and "probe: 3 probed, 0 already," \
         in result.output
     # the measures computed from the old probes are no longer current
     assert store.done_mids(rows(folder, "measures/digits/rotation")) == []

@@ -105,6 +105,11 @@ def test_every_stage_works_on_a_store_in_s3(s3, tmp_path, monkeypatch):
     index = tmp_path / "db.zarr.report" / "index.html"
     assert f"features: {csv}" in out and f"report:   {index}" in out
     assert csv.is_file() and index.is_file()
+    # every model's judgement, here too (the store is in the bucket)
+    judgements = tmp_path / "db.zarr.rotation.judgements.csv"
+    assert f"judgements: {judgements}  (" in out
+    assert judgements.read_text().splitlines()[0].startswith("mid,label,oof_prediction,")
+    assert len(judgements.read_text().splitlines()) == 1 + 6
     # checkpoints beside the store, in the bucket
     import s3fs
 
@@ -123,8 +128,9 @@ def test_every_stage_works_on_a_store_in_s3(s3, tmp_path, monkeypatch):
     assert "probe: 0 probed, 6 already" in again.output
 
 
-def test_cluster_region_writes_into_s3_equal_a_serial_run(s3, tmp_path):
+def test_cluster_region_writes_into_s3_equal_a_serial_run(s3, tmp_path, monkeypatch):
     serial, parallel = f"{s3}/serial.zarr", f"{s3}/parallel.zarr"
+    monkeypatch.chdir(tmp_path)  # the logs of a store at a URL go to the current folder
     for name, url in (("serial", serial), ("parallel", parallel)):
         (tmp_path / f"{name}.toml").write_text(SPEC.replace("STORE", url))
         assert run("train", tmp_path / f"{name}.toml", "-q").exit_code == 0

@@ -10,7 +10,9 @@ three-fold protocol with hold-out models, metrics and permutation importances as
 source: files, recipe proxies, expert raters), ``stage`` (the protocol over a store),
 ``splitter`` (``ProtocolSplit``: the protocol's folds as a scikit-learn CV splitter),
 ``significance`` (``significance_test``: the chosen assessor against the best baseline,
-a permutation test over the hold-out models that holds its level).
+a permutation test over the hold-out models that holds its level), ``judgements``
+(every model's judgement by the chosen assessor: out-of-fold label and probability,
+refit label and score, source; what ``STORE.<transform>.judgements.csv`` holds).
 """
 
 from ml4ml._lazy import lazy_exports

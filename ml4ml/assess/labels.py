@@ -221,23 +221,46 @@ def krippendorff_alpha(ratings: np.ndarray) -> float:
     return float("nan") if expected == 0 else float(1.0 - observed / expected)
 
 
-def agreement(ratings: np.ndarray, raters, recipe=None) -> dict:
-    """Counts per rater, pairwise Cohen's kappa, Fleiss' kappa, Krippendorff's alpha, and
-    agreement with the recipe proxy (``recipe`` (mid,) in {1, 0, -1}) of each rater and of
-    the majority."""
+def agreement(ratings: np.ndarray, raters, recipe=None, *, skipped=None,
+              shared=None) -> dict:
+    """Inter-rater agreement of ``ratings`` (rater, mid) in {1, 0, -1 none or skipped}.
+
+    skipped : (rater, mid) bool, the -1 entries that are skips (asked, and skipped);
+        default none. shared : (rater, mid) bool, the models each rater was asked as the
+        shared overlap (``store.labels`` ``pick == overlap``); default none.
+    recipe : (mid,) in {1, 0, -1}, the recipe proxy, or None.
+
+    Returns {"counts": {rater: {"invariant", "variant", "skipped", "unrated"}},
+    "pairwise": {(a, b): {"n" (both labelled: kappa's models), "n_overlap" (of them, in
+    both raters' shared overlap), "skipped" (rated by both, skipped by one or both),
+    "kappa"}}, "fleiss_kappa", "n_fleiss" (models every rater labelled),
+    "krippendorff_alpha", "n_alpha" (models at least two labelled), "ties",
+    "with_recipe"}: each rater's and the majority's agreement with the recipe proxy.
+    """
     ratings = np.asarray(ratings)
     raters = [str(r) for r in raters]
+    skipped = (np.zeros(ratings.shape, dtype=bool) if skipped is None
+               else np.asarray(skipped, dtype=bool) & (ratings < 0))
+    shared = (np.zeros(ratings.shape, dtype=bool) if shared is None
+              else np.asarray(shared, dtype=bool))
+    labelled = ratings >= 0
+    rated = labelled | skipped
     counts = {r: {"invariant": int((ratings[i] == 1).sum()),
                   "variant": int((ratings[i] == 0).sum()),
-                  "unlabelled": int((ratings[i] < 0).sum())} for i, r in enumerate(raters)}
+                  "skipped": int(skipped[i].sum()),
+                  "unrated": int((~rated[i]).sum())} for i, r in enumerate(raters)}
     pairs = {}
     for (i, a), (j, b) in itertools.combinations(enumerate(raters), 2):
-        both = (ratings[i] >= 0) & (ratings[j] >= 0)
+        both = labelled[i] & labelled[j]
         pairs[(a, b)] = {"n": int(both.sum()),
+                         "n_overlap": int((both & shared[i] & shared[j]).sum()),
+                         "skipped": int((rated[i] & rated[j] & ~both).sum()),
                          "kappa": cohen_kappa(ratings[i][both], ratings[j][both])}
     merged, tied = majority(ratings)
     out = {"counts": counts, "pairwise": pairs, "fleiss_kappa": fleiss_kappa(ratings),
-           "krippendorff_alpha": krippendorff_alpha(ratings), "ties": int(tied.sum()),
+           "n_fleiss": int(labelled.all(axis=0).sum()) if len(raters) > 1 else 0,
+           "krippendorff_alpha": krippendorff_alpha(ratings),
+           "n_alpha": int((labelled.sum(axis=0) >= 2).sum()), "ties": int(tied.sum()),
            "with_recipe": {}}
     if recipe is not None:
         recipe = np.asarray(recipe)

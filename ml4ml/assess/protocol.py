@@ -81,6 +81,10 @@ _ATTRS = {
     "test_fold": ("test fold of the model", "fold in which the model is tested in the repeat"),
     "prediction": ("prediction", "label predicted for the model in the repeat, by the method "
                    "trained on the two folds not containing the model"),
+    "probability": ("predicted probability of invariant", "the method's predicted probability "
+                    "of label 1 (invariant) for the model in the repeat, by the fit on the two "
+                    "folds not containing it (predict_proba); NaN for a method without "
+                    "probabilities (linear, the threshold baselines) and for untested models"),
     dims.LABEL: ("label", "label used for training and testing: 1 invariant, 0 variant"),
     "holdout": ("hold-out model", "true for hold-out models (always one fold)"),
     "importance": ("permutation importance", "mean drop in test accuracy when the feature's "
@@ -341,6 +345,14 @@ def _fit(estimator, X, y, name: str = "estimator", where: str = ""):
         return DummyClassifier(strategy="most_frequent").fit(X, y), True
 
 
+def _invariant_probability(estimator, X) -> np.ndarray:
+    """(n_samples,) the fitted ``estimator``'s probability of class 1 (invariant); 0 where
+    it never saw that class (a fit on one class)."""
+    proba = np.asarray(estimator.predict_proba(X), dtype=np.float64)
+    classes = list(getattr(estimator, "classes_", []))
+    return proba[:, classes.index(1)] if 1 in classes else np.zeros(len(X))
+
+
 def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=None,
                  importance=True, n_permutations=5) -> xr.Dataset:
     """Train and test every method over the paper's three-fold protocol.
@@ -371,6 +383,8 @@ def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=N
         n_train, n_test, model_seed, permutation_seed  (repeat, fold)  int64
         test_fold            (repeat, mid)           int8
         prediction           (repeat, mid, estimator)   int8
+        probability          (repeat, mid, estimator)   float64: P(invariant) on the test
+                             fold (predict_proba); NaN for methods without probabilities
         label, holdout       (mid,)                  int8, bool
         importance, importance_std  (feature, estimator)  float64   if ``importance``
         coords repeat (0..R-1), fold (0, 1, 2) with fold_name (holdout, regular_a,
@@ -395,6 +409,8 @@ def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=N
     counts = np.zeros((2, repeats, len(FOLD_NAMES)), dtype=np.int64)
     seeds = np.zeros((2, repeats, len(FOLD_NAMES)), dtype=np.int64)
     prediction = np.zeros((repeats, mids.size, n_methods), dtype=np.int8)
+    probability = np.full((repeats, mids.size, n_methods), np.nan)
+    has_proba = [hasattr(template, "predict_proba") for template in templates]
     fold_importance = np.zeros((repeats, len(FOLD_NAMES), n_features, n_methods))
 
     for split, (train, test) in enumerate(splitter.split(values, labels, holdout)):
@@ -413,6 +429,8 @@ def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=N
                 f"repeat {repeat}, test fold {FOLD_NAMES[fold]}")
             predicted = np.asarray(estimator.predict(rows)).astype(np.int8)
             prediction[repeat, test, m] = predicted[: y_test.size]
+            if has_proba[m]:
+                probability[repeat, test, m] = _invariant_probability(estimator, x_test)
             if importance:
                 _, drops = _drops(predicted, y_test, n_features, n_permutations)
                 fold_importance[repeat, fold, :, m] = drops.mean(axis=1)
@@ -422,7 +440,8 @@ def run_protocol(X, y, holdout, *, methods, repeats=10, seed=0, robust_feature=N
     arrays = {
         "accuracy": accuracy, "f1": f1, "kappa": kappa, "fallback": fallback,
         "n_train": counts[0], "n_test": counts[1], "model_seed": seeds[0],
-        "test_fold": test_fold, "prediction": prediction, dims.LABEL: labels,
+        "test_fold": test_fold, "prediction": prediction, "probability": probability,
+        dims.LABEL: labels,
         "holdout": holdout,
     }
     if importance:
@@ -447,6 +466,7 @@ _DIMS = {
     "permutation_seed": ("repeat", "fold"),
     "test_fold": ("repeat", dims.MID),
     "prediction": ("repeat", dims.MID, dims.ESTIMATOR),
+    "probability": ("repeat", dims.MID, dims.ESTIMATOR),
     dims.LABEL: (dims.MID,),
     "holdout": (dims.MID,),
     "importance": ("feature", dims.ESTIMATOR),

@@ -374,6 +374,7 @@ def _judge(estimator, X) -> tuple[np.ndarray, np.ndarray]:
 def _assess_dataset(results, table, frame, comparison, top, chosen, predicted, score, blob,
                     feature_columns, source, repeats, seed, transform, suite) -> xr.Dataset:
     from ml4ml.assess.comparison import out_of_fold
+    from ml4ml.assess.judgements import out_of_fold_probability
 
     mids = np.asarray(table[dims.MID].to_numpy(), dtype=object)
     ds = results.reindex({dims.MID: mids})
@@ -393,6 +394,7 @@ def _assess_dataset(results, table, frame, comparison, top, chosen, predicted, s
         "long_name": "refit assessor's label", "description": f"the refit {chosen}'s label; "
         "in-sample for the labelled models (see out_of_fold)"})
     ds["out_of_fold"] = out_of_fold(ds, chosen).astype(np.int8)
+    ds["out_of_fold_probability"] = out_of_fold_probability(ds, chosen)
     for column in ("accuracy_mean", "accuracy_min", "accuracy_max", "accuracy_sem",
                    "f1_mean", "kappa_mean"):
         ds[f"summary_{column}"] = xr.DataArray(frame.loc[list(ds[dims.ESTIMATOR].values), column]
@@ -430,7 +432,9 @@ def _assess_dataset(results, table, frame, comparison, top, chosen, predicted, s
 
 
 # ----------------------------------------------------------------------------- lineage
-LINEAGE_VERSION = 1  # in the inputs digest: assessments made before lineage are redone
+# in the inputs digest: assessments made before lineage (1) or before the out-of-fold
+# probabilities (2) are redone
+LINEAGE_VERSION = 2
 
 
 def _feature_hashes(table: pd.DataFrame, columns) -> np.ndarray:

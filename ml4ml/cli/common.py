@@ -39,11 +39,23 @@ def user_errors(func):
 
 
 def cluster_options(func):
+    func = click.option("--log", "log", metavar="FILE", type=click.Path(dir_okay=False),
+                        help="Append dask's messages (the workers' too), warnings and the "
+                             "traceback of each failed model to FILE (default: STORE.log "
+                             "beside the store).")(func)
     func = click.option("--scheduler", metavar="ADDRESS",
                         help="Run on an existing dask cluster, e.g. tcp://127.0.0.1:8786.")(func)
     func = click.option("--workers", type=click.IntRange(min=1), metavar="N",
                         help="Start a local dask cluster of N worker processes.")(func)
     return func
+
+
+def stage_log(store, log=None):
+    """The log of a stage command (``ml4ml.logs.log_to``): ``--log FILE``, else beside
+    ``store``. The terminal then shows ml4ml's lines only."""
+    from ml4ml.logs import log_to
+
+    return log_to(output_file(log, "--log") if log else beside_store(store, ".log"))
 
 
 def pipeline_cluster(pipeline, workers, scheduler):
@@ -93,13 +105,58 @@ def import_plugin(plugin: str):
         raise ML4MLError(f"cannot import plugin: {exc}", file=plugin, field="--plugin") from exc
 
 
-def refused(file, failed: dict, what: str) -> None:
-    """After a stage finished the rest: one line naming the refused models, exit 1."""
+def refused(file, failed: dict, what: str, log=None) -> None:
+    """After a stage finished the rest: exit 1 with one line saying how many models failed
+    and what to do. The stage's summary line has named each one, with its reason, once.
+
+    failed : {mid: reason}; log : the command's log file (the tracebacks).
+    """
     if not failed:
         return
-    first, why = next(iter(failed.items()))
-    name = first if isinstance(first, str) else "/".join(first)
-    raise ML4MLError(f"{len(failed)} model(s) refused by {what} (the others are done), e.g. "
-                     f"{name}: {why}", file=file, field="models",
-                     hint="fix the recipe or model and rerun; the refusal is recorded in the "
-                          "store")
+    details = f"; their reasons and tracebacks are in {log}" if log else ""
+    raise ML4MLError(f"{len(failed)} model(s) failed in {what}; the others are done",
+                     file=file, field="models",
+                     hint=f"fix them and rerun the same command: it retries only the failed "
+                          f"one(s){details}")
+
+
+def beside_store(store_path, suffix: str) -> Path:
+    """A local output named after the store: ``STORE<suffix>`` beside a local store; for an
+    object store (``s3://bucket/db.zarr``), ``db.zarr<suffix>`` in the current folder."""
+    if "://" in str(store_path):
+        return Path.cwd() / f"{Path(str(store_path).rstrip('/')).name}{suffix}"
+    return Path(str(store_path).rstrip("/") + suffix)
+
+
+def write_judgements(store_path, transform: str, suite=None):
+    """Write every model's judgement (``ml4ml.assess.judgements``) to
+    ``STORE.<transform>.judgements.csv`` (whole or not at all); (path, table)."""
+    import os
+
+    from ml4ml.assess.judgements import judgements
+
+    table = judgements(store_path, transform, suite=suite)
+    path = beside_store(store_path, f".{transform}.judgements.csv")
+    partial = path.with_name(f".{path.name}.partial")
+    table.to_csv(partial, index=False)
+    os.replace(partial, path)
+    return path, table
+
+
+def answer_lines(table, path) -> list[str]:
+    """The summary's answer: how many models are judged variant, by which assessor, how,
+    and where the list is (``table``: ``judgements``' table; ``path``: its CSV)."""
+    from ml4ml.assess.judgements import answer_counts, how_judged
+
+    n = answer_counts(table)
+    chosen, repeats = table.attrs["assessor"], table.attrs["repeats"]
+    parts = how_judged(n, chosen, repeats)
+    lines = [f"variant:  {n['variant']} of {n['judged']} models judged not invariant by "
+             f"{chosen}: {', '.join(parts)}; {n['disagree']} disagree with their label"]
+    labelled = table[table["judged_by"] == "out_of_fold"]
+    otherwise = int((labelled["refit_prediction"] != labelled["oof_prediction"]).sum())
+    lines.append(f"          the refit {chosen} (fit on every label, so in-sample) labels "
+                 f"{otherwise} of those {n['labelled']} labelled models otherwise")
+    lines.append(f"judgements: {path}  (every model: label, out-of-fold prediction and "
+                 f"probability, refit score, source, clean accuracy)")
+    return lines

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from ml4ml.cli.common import (CONTEXT, cluster_options, device_option, pipeline_cluster,
-                              quiet_option, refused, user_errors)
+from ml4ml.cli.common import (CONTEXT, answer_lines, beside_store, cluster_options,
+                              device_option, pipeline_cluster, quiet_option, refused,
+                              stage_log, user_errors, write_judgements)
 
 
 @click.command(context_settings=CONTEXT)
@@ -22,7 +23,7 @@ from ml4ml.cli.common import (CONTEXT, cluster_options, device_option, pipeline_
 @click.option("--force", is_flag=True, help="Redo every stage for every model.")
 @quiet_option
 @user_errors
-def run(pipeline, store_path, report_dir, workers, scheduler, device, force, quiet):
+def run(pipeline, store_path, report_dir, workers, scheduler, log, device, force, quiet):
     """Train, probe, measure, label, assess and report: the whole pipeline.
 
     \b
@@ -30,7 +31,9 @@ def run(pipeline, store_path, report_dir, workers, scheduler, device, force, qui
     ml4ml run pipelines/demo-digits.toml --store stores/other.zarr --workers 2
 
     Every stage resumes: a rerun after an interruption finishes the rest and redoes
-    nothing that was done. The closing summary names every output.
+    nothing that was done. The closing summary names every output. A model that fails in
+    a stage is named once in that stage's line; the others go on to the report, the exit
+    status is 1 and a rerun retries only it.
     """
     from ml4ml.config import load_pipeline
     from ml4ml.measure.stage import measure_store
@@ -50,27 +53,29 @@ def run(pipeline, store_path, report_dir, workers, scheduler, device, force, qui
         lines.append(line)
         click.echo(line)
 
-    with pipeline_cluster(p, workers, scheduler) as client:
-        t = train_pipeline(p, client=client, device=device, force=force, progress=progress)
-        say(f"train: {t.summary()} ({t.seconds:.1f} s)")
-        pr = probe_pipeline(p, client=client, device=device, force=force, progress=progress)
-        say(f"probe: {len(pr.probed)} probed, {pr.skipped} already ({pr.seconds:.1f} s)")
-        reports = measure_store(p.store, force=force, progress=progress)
-        for report in reports:
-            say(f"measure: {report.summary()}")
-    outputs = _after_measures(p, force, progress, say, report_dir)
-    failed = {**t.failed, **{"/".join(k): v for k, v in pr.failed.items()}}
+    with stage_log(p.store, log) as log:
+        with pipeline_cluster(p, workers, scheduler) as client:
+            t = train_pipeline(p, client=client, device=device, force=force,
+                               progress=progress)
+            say(f"train: {t.summary()} ({t.seconds:.1f} s)")
+            pr = probe_pipeline(p, client=client, device=device, force=force,
+                                progress=progress)
+            say(f"probe: {pr.summary()} ({pr.seconds:.1f} s)")
+            reports = measure_store(p.store, force=force, progress=progress)
+            for report in reports:
+                say(f"measure: {report.summary()}")
+        outputs = _after_measures(p, force, progress, say, report_dir)
+    failed = {**t.failed, **pr.failed_models()}
+    for report in reports:
+        failed.update(report.failed)
     _summary(p, outputs, failed)
-    refused(p.file, failed, "training or probing")
+    refused(p.file, failed, "train, probe or measure", log)
 
 
 def _local_outputs(p) -> tuple[Path, Path]:
     """Where the features CSV and the report go: beside a local store, else here."""
-    name = f"{p.assess.transform}.{p.assess.features}.csv"
-    if "://" in str(p.store):
-        stem = Path(str(p.store).rstrip("/")).name
-        return Path.cwd() / f"{stem}.{name}", Path.cwd() / f"{stem}.report"
-    return Path(str(p.store).rstrip("/") + f".{name}"), Path(str(p.store).rstrip("/") + ".report")
+    return (beside_store(p.store, f".{p.assess.transform}.{p.assess.features}.csv"),
+            beside_store(p.store, ".report"))
 
 
 def _after_measures(p, force, progress, say, report_dir=None) -> dict:
@@ -134,6 +139,7 @@ def _after_measures(p, force, progress, say, report_dir=None) -> dict:
         else:
             say(f"assess: {report.n_models} labelled model(s), {report.seconds:.1f} s: "
                 f"{report.comparison['verdict']}")
+    judged = None if skipped else write_judgements(p.store, transform, suite)
     if not force and report is None and not skipped and \
             _report_current(report_dir, p.store, len(table)):
         say(f"report: already current ({report_dir / 'index.html'})")
@@ -145,7 +151,7 @@ def _after_measures(p, force, progress, say, report_dir=None) -> dict:
             f"({made.seconds:.1f} s)")
         index = made.index
     return {"csv": csv, "report": index, "assess": report, "table": table,
-            "skipped": skipped}
+            "skipped": skipped, "judgements": judged}
 
 
 def _report_current(folder: Path, store_path, n_models: int) -> bool:
@@ -163,20 +169,7 @@ def _report_current(folder: Path, store_path, n_models: int) -> bool:
             and made.get("assess_inputs") == ds.attrs.get("inputs_digest"))
 
 
-def _out_of_fold(ds, chosen):
-    """(mid,) out-of-fold labels of ``chosen``: stored, or from the predictions."""
-    import numpy as np
-
-    if "out_of_fold" in ds:
-        return np.asarray(ds["out_of_fold"].values)
-    from ml4ml.assess.comparison import out_of_fold
-
-    return np.asarray(out_of_fold(ds, chosen).values)
-
-
 def _summary(p, outputs, failed) -> None:
-    import numpy as np
-
     from ml4ml import store
 
     n_models = len(store.model_ids(p.store))
@@ -186,34 +179,25 @@ def _summary(p, outputs, failed) -> None:
         click.echo(f"verdict:  no assessment: {outputs['skipped']}")
         click.echo(f"features: {outputs['csv']}")
         click.echo(f"report:   {outputs['report']}  (open it in a browser)")
-        if failed:
-            click.echo(f"refused:  {len(failed)} model(s): "
-                       + ", ".join(f"{k} ({v})" for k, v in list(failed.items())[:3]))
+        _failed_line(failed)
         return
-    ds = store.open_group(p.store, store.assess_group(p.assess.transform)).load()
-    mids = [str(m) for m in ds["mid"].values]
-    chosen = str(ds.attrs["chosen_assessor"])
-    oof = _out_of_fold(ds, chosen)
-    refit = np.asarray(ds["predicted"].values)
-    tested = oof >= 0
-    variant = [m for m, v in zip(mids, oof) if v == 0]
-    disagree = int((tested & (refit != oof)).sum())
+    ds = store.open_group(p.store, store.assess_group(p.assess.transform))
+    path, judged = outputs["judgements"]
     click.echo("")
-    click.echo(f"store:    {p.store} ({n_models} models, {len(mids)} measured)")
+    click.echo(f"store:    {p.store} ({n_models} models, {ds.sizes['mid']} measured)")
     click.echo(f"verdict:  {ds.attrs['verdict']}")
-    click.echo(f"variant:  {len(variant)} of {int(tested.sum())} labelled models predicted "
-               f"variant out of fold by {chosen} (the majority over {ds.sizes['repeat']} "
-               f"repeats of fits that never saw the model's label)"
-               + (f": {', '.join(variant[:12])}{' ...' if len(variant) > 12 else ''}"
-                  if variant else ""))
-    click.echo(f"          the refit {chosen} (fit on every label, so in-sample) labels "
-               f"{disagree} of those {int(tested.sum())} models otherwise"
-               + (f"; it judges the {int((~tested).sum())} unlabelled model(s) "
-                  f"({int((refit[~tested] == 0).sum())} variant)" if (~tested).any() else ""))
+    for line in answer_lines(judged, path):
+        click.echo(line)
     click.echo(f"features: {outputs['csv']}")
     click.echo(f"report:   {outputs['report']}  (open it in a browser)")
     click.echo(f"next:     ml4ml assess {p.store} --transform {p.assess.transform} --predict "
                f"MID...   judges any model with the stored assessor")
+    _failed_line(failed)
+
+
+def _failed_line(failed) -> None:
+    """How many models failed; the stage lines above named each once, with its reason."""
     if failed:
-        click.echo(f"refused:  {len(failed)} model(s): "
-                   + ", ".join(f"{k} ({v})" for k, v in list(failed.items())[:3]))
+        click.echo(f"failed:   {len(failed)} model(s), named in the stage lines above; "
+                   "rerun to retry only them")
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ml4ml.cli.common import (CONTEXT, cluster_options, device_option, import_plugin,
-                              output_file, pipeline_cluster, quiet_option, refused,
+                              output_file, pipeline_cluster, quiet_option, refused, stage_log,
                               user_errors)
 
 
@@ -39,20 +39,22 @@ def validate(pipeline):
               help="Retrain exactly the models whose recipe in the spec changed.")
 @quiet_option
 @user_errors
-def train(pipeline, workers, scheduler, device, force, changed_only, quiet):
+def train(pipeline, workers, scheduler, log, device, force, changed_only, quiet):
     """Train the zoo's models that are not trained yet.
 
     PIPELINE is a spec file, e.g. pipelines/demo-digits.toml; checkpoints go beside the store.
+    A model whose training fails is named once in the summary; the others are trained, the
+    exit status is 1 and a rerun retries only it.
     """
     from ml4ml.config import load_pipeline
     from ml4ml.zoo.stage import train_pipeline
 
     p = load_pipeline(pipeline)
-    with pipeline_cluster(p, workers, scheduler) as client:
+    with stage_log(p.store, log) as log, pipeline_cluster(p, workers, scheduler) as client:
         report = train_pipeline(p, client=client, force=force, changed_only=changed_only,
                                 device=device, progress=not quiet)
-    click.echo(f"{report.summary()}, in {report.seconds:.1f} s; store {p.store}")
-    refused(p.file, report.failed, "training")
+    click.echo(f"train: {report.summary()}, in {report.seconds:.1f} s; store {p.store}")
+    refused(p.file, report.failed, "train", log)
 
 
 @click.command(context_settings=CONTEXT)
@@ -63,22 +65,24 @@ def train(pipeline, workers, scheduler, device, force, changed_only, quiet):
               help="Probe again models that are already done (their measures are redone).")
 @quiet_option
 @user_errors
-def probe(pipeline, workers, scheduler, device, force, quiet):
+def probe(pipeline, workers, scheduler, log, device, force, quiet):
     """Probe trained models over the transformation grids.
 
     Every trained model of PIPELINE x its suites x its transforms; done models are skipped,
-    models whose checkpoint changed are probed again.
+    models whose checkpoint changed are probed again. A model that fails (checkpoint
+    missing or replaced, images it cannot take, a forward that raises, NaN outputs) is
+    named once in the summary; the others are probed, the exit status is 1 and a rerun
+    retries only it.
     """
     from ml4ml.config import load_pipeline
     from ml4ml.probe.stage import probe_pipeline
 
     p = load_pipeline(pipeline)
-    with pipeline_cluster(p, workers, scheduler) as client:
+    with stage_log(p.store, log) as log, pipeline_cluster(p, workers, scheduler) as client:
         report = probe_pipeline(p, client=client, device=device, force=force,
                                 progress=not quiet)
-    click.echo(f"probed {len(report.probed)} (model, suite, transform), {report.skipped} "
-               f"already done, in {report.seconds:.1f} s; store {p.store}")
-    refused(p.file, report.failed, "probing")
+    click.echo(f"probe: {report.summary()}, in {report.seconds:.1f} s; store {p.store}")
+    refused(p.file, report.failed_models(), "probe", log)
 
 
 @click.command(context_settings=CONTEXT)
@@ -93,12 +97,15 @@ def probe(pipeline, workers, scheduler, device, force, quiet):
 @cluster_options
 @quiet_option
 @user_errors
-def measure(store_path, suite, transform, measures, plugins, force, workers, scheduler, quiet):
+def measure(store_path, suite, transform, measures, plugins, force, workers, scheduler, log,
+            quiet):
     """Variance matrices and measures of probed models.
 
     Every done model of STORE not yet measured from its current probes, in one dask graph.
     STORE is a path or fsspec URL, e.g. stores/demo-digits.zarr. Definitions:
-    docs/measures.md.
+    docs/measures.md. A model whose measures fail (probe data not finite, a registered
+    measure that raises) is named once in the summary; the others are measured, the exit
+    status is 1 and a rerun retries only it.
     """
     from ml4ml.cluster import dask_client
     from ml4ml.measure.stage import measure_store
@@ -107,12 +114,15 @@ def measure(store_path, suite, transform, measures, plugins, force, workers, sch
     require_store(store_path, "probes", transform=transform, suite=suite)
     for plugin in plugins:
         import_plugin(plugin)
-    with dask_client(workers, scheduler):
+    with stage_log(store_path, log) as log, dask_client(workers, scheduler):
         reports = measure_store(store_path, suite=suite, transform=transform,
                                 measures=list(measures) or None, force=force,
                                 progress=not quiet)
+    failed = {}
     for report in reports:
-        click.echo(report.summary())
+        click.echo(f"measure: {report.summary()}")
+        failed.update(report.failed)
+    refused(store_path, failed, "measure", log)
 
 
 @click.command(context_settings=CONTEXT)

@@ -2,7 +2,9 @@
 
 Modules: ``app`` (the Starlette app and its HTTP API), ``page`` (the page itself),
 ``access`` (the raters' tokens and blind aliases), ``guard`` (Host, Origin and the
-security headers), ``order`` (in what order a rater is asked).
+security headers), ``order`` (in what order a rater is asked, the shared overlap first),
+``counts`` (which models the page, ``label --show`` and ``label --agreement`` count),
+``active`` (active labelling and the learning curve).
 Run it with ``ml4ml label-ui STORE --transform T --rater NAME [--rater NAME ...]``.
 """
 

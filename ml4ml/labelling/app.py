@@ -13,8 +13,9 @@ name in the request. Models are named by the rater's own opaque alias, never by 
     POST /api/labels                 {"alias": ..., "label": 0|1}: saved, then 200;
                                      {"alias": ..., "label": null} (or "skip": true): a skip
     GET  /api/labels                 the rater's labels and skips, with their times
-    GET  /api/curve                  the assessor's out-of-fold accuracy against the number
-                                     of the rater's labels (their learning curve)
+    GET  /api/curve                  the assessor's accuracy on the models not yet labelled,
+                                     estimated from the rater's random picks, against the
+                                     number of their labels (their learning curve)
     GET  /images/<alias>/matrices.png  the model's variance matrices (shared colour scale)
     GET  /images/<alias>/accuracy.png  its accuracy against the parameter
 
@@ -22,9 +23,12 @@ A missing token gets 401, a wrong one 403. A write must be ``Content-Type:
 application/json`` from the page's own origin, and every request must name this server in
 ``Host`` (``labelling.guard``); else 403. Nothing on the page or in an answer tells a
 model's id, its recipe, whether it is held out, or another rater's labels. Each rater sees
-the models in an order of their own (``labelling.order``: seeded, or active). A label is written into the
-store (``labels/<transform>``, the rater's row: label, or -1 for a skip, and time) before
-the answer goes back, holding the store's writer lock for that write only, so two pages or
+the models in an order of their own (``labelling.order``: seeded, or active; the
+``overlap`` models first, the same for every rater). The page shows and counts the models
+measured for the transform (``labelling.counts``), as ``ml4ml label --show`` does. A label
+is written into the store (``labels/<transform>``, the rater's row: label, or -1 for a
+skip, its time, and how the model was picked: ``LabellingState.pick_kind``) before the
+answer goes back, holding the store's writer lock for that write only, so two pages or
 two servers on one store lose nothing; every other group is opened read-only. Bad requests
 get a 4xx JSON ``{"error": ...}`` and change nothing; image paths name aliases, never files.
 """
@@ -56,18 +60,23 @@ class LabellingState:
     """
 
     def __init__(self, path, transform: str, *, suite=None, seed: int = 0,
-                 split: str = "all", order: str = "seeded"):
+                 split: str = "all", order: str = "seeded", overlap: int = 0):
+        from ml4ml.labelling.counts import page_models
         from ml4ml.labelling.order import ORDERS
-        from ml4ml.report.stage import _matrices, _pick_group
+        from ml4ml.report.stage import _matrices
 
         self.path, self.transform, self.seed = str(path), transform, int(seed)
         store.store_attrs(self.path)
-        self.suite, _ = _pick_group(self.path, transform, suite)
+        self.suite, counted = page_models(self.path, transform, suite)
         mids, values, titles, params, units = _matrices(self.path, self.suite, transform,
                                                         split)
         if not mids:
             raise StoreError(f"no model has matrices for {self.suite}/{transform} yet",
                              file=path, hint=f"run 'ml4ml measure {path}' first")
+        if list(mids) != counted:  # the page counts what 'label --show' counts
+            raise StoreError(f"the models with matrices ({len(mids)}) are not the models "
+                             f"measured ({len(counted)}) for {self.suite}/{transform}",
+                             file=path, hint=f"run 'ml4ml measure {path}'")
         self.mids = list(mids)
         self.known = set(self.mids)
         self.values, self.titles, self.params, self.units = values, titles, params, units
@@ -76,13 +85,20 @@ class LabellingState:
         if order not in ORDERS:
             raise InputError(f"unknown order {order!r}; known: {', '.join(ORDERS)}",
                              field="--order")
-        self.strategy = ORDERS[order](self, seed=self.seed)
+        self.strategy = ORDERS[order](self, seed=self.seed, overlap=overlap)
         self._strips = None
         self._curves = None
         self._images: dict = {}
         self._learning: dict = {}
+        self._offered: dict = {}  # rater -> (mid, kind, ratings) last offered by /api/next
         self._draw = threading.Lock()
         self._write = threading.Lock()
+
+    def describe_set(self) -> str:
+        """The models the page shows and counts, in words (``labelling.counts``)."""
+        from ml4ml.labelling.counts import set_text
+
+        return set_text(self.transform, self.suite, len(self.mids))
 
     # ------------------------------------------------------------------ order
     def sequence(self, rater: str) -> list[str]:
@@ -106,12 +122,19 @@ class LabellingState:
         return out
 
     def progress(self, rater: str, ratings=None) -> dict:
+        """The rater's counts over the page's models (``labelling.counts``): labelled,
+        skipped, total, the overlap's (``overlap``: its size and how many are rated) and
+        the line the page shows."""
+        from ml4ml.labelling.counts import progress_text
+
         ratings = self.ratings(rater) if ratings is None else ratings
         done = sum(1 for m in self.mids if ratings.get(m, (SKIP,))[0] in (0, 1))
         skipped = sum(1 for m in self.mids if ratings.get(m, (None,))[0] == SKIP)
-        text = f"{done} of {len(self.mids)} labelled" + (f", {skipped} skipped" if skipped
-                                                          else "")
-        return {"labelled": done, "skipped": skipped, "total": len(self.mids), "text": text}
+        shared = self.strategy.overlap
+        return {"labelled": done, "skipped": skipped, "total": len(self.mids),
+                "overlap": {"total": len(shared),
+                            "rated": sum(1 for m in shared if m in ratings)},
+                "text": progress_text(done, skipped, len(self.mids))}
 
     def next_model(self, rater: str, after=None, before=None, any_model=False) -> dict:
         """{"mid", "done", "position", "label", "skipped", "progress"}: the model to show."""
@@ -128,7 +151,9 @@ class LabellingState:
             else:
                 mid = order[0]
         else:
-            mid = self.strategy.next_mid(rater, ratings, after=after)
+            mid, kind, _ = self.strategy.pick(rater, ratings, after=after)
+            with self._draw:
+                self._offered[rater] = (mid, kind, _snapshot(ratings))
         answer = {"progress": self.progress(rater, ratings)}
         if mid is None:
             return {**answer, "mid": None, "done": True}
@@ -136,30 +161,48 @@ class LabellingState:
         return {**answer, "mid": mid, "done": False, "position": order.index(mid) + 1,
                 "label": label if label in (0, 1) else None, "skipped": label == SKIP}
 
+    def pick_kind(self, rater: str, mid: str, ratings: dict) -> str:
+        """How ``mid`` came to be rated (a name of ``store.labels.PICKS``), given the
+        rater's ratings before: the kind of the model /api/next last offered when it is
+        that one and nothing was rated since; else, after a restart, the kind of what the
+        order offers now when it is that one; else ``browsed`` (reached with the arrows)."""
+        with self._draw:
+            offered = self._offered.get(rater)
+        if offered is not None and offered[0] == mid and offered[2] == _snapshot(ratings):
+            return offered[1]
+        now, kind, _ = self.strategy.pick(rater, ratings)
+        return kind if now == mid else "browsed"
+
     def learning_curve(self, rater: str) -> dict:
-        """The out-of-fold accuracy of the assessor against the number of the rater's
-        labels (``labelling.active.rater_learning_curve``), cached per set of ratings."""
-        from ml4ml.labelling.active import ASSESSOR, PENALTY_C, rater_learning_curve
+        """The assessor's accuracy on the models not yet labelled, estimated from the
+        rater's random picks, against the number of their labels
+        (``labelling.active.rater_learning_curve``), cached per set of ratings."""
+        from ml4ml.labelling.active import (ASSESSOR, ESTIMATOR, PENALTY_C,
+                                            rater_learning_curve)
 
         ratings = self.ratings(rater)
         labels = tuple(sorted((m, v, t) for m, (v, t) in ratings.items() if v in (0, 1)))
-        key = (rater, labels)
+        key = (rater, tuple(sorted((m, v, t) for m, (v, t) in ratings.items())))  # skips too
         with self._draw:
             if key in self._learning:
                 return self._learning[key]
-        points = []
+        points, picks, unrecorded, scored = [], {}, 0, 0
         if labels:
             frame = rater_learning_curve(self.path, self.transform, rater, suite=self.suite,
                                          seed=self.seed)
-            points = [{"n_labels": int(r.n_labels), "n_folds": int(r.n_folds),
+            points = [{"n_labels": int(r.n_labels), "n_scored": int(r.n_scored),
+                       "n_folds": int(r.n_folds),
                        "accuracy": None if np.isnan(r.accuracy) else round(r.accuracy, 4),
-                       "sd": None if np.isnan(r.sd) else round(r.sd, 4)}
+                       "se": None if np.isnan(r.se) else round(r.se, 4)}
                       for r in frame.itertuples()]
-        answer = {"labelled": len(labels), "points": points,
+            picks, unrecorded = frame.attrs["picks"], frame.attrs["unrecorded"]
+            scored = frame.attrs["n_scored"]
+        answer = {"labelled": len(labels), "scored": scored, "picks": picks,
+                  "points": points,
                   "assessor": f"{ASSESSOR} regression (C={PENALTY_C:g})",
-                  "what": "out-of-fold accuracy: the mean over a stratified 5-fold split "
-                          "of your first n labels (fewer folds while a class has fewer "
-                          "than 5), +- its sd over the folds; from 10 labels, every 5"}
+                  "what": ESTIMATOR + "; +- its standard error; from 10 labels, every 5"
+                          + (f"; {unrecorded} label(s) given before the store recorded "
+                             "how models were picked count as random" if unrecorded else "")}
         with self._draw:
             self._learning = {k: v for k, v in self._learning.items() if k[0] != rater}
             self._learning[key] = answer
@@ -167,13 +210,16 @@ class LabellingState:
 
     # ----------------------------------------------------------------- writing
     def save(self, rater: str, mid: str, label: int) -> str:
-        """Write the rating (1, 0, or -1 for a skip) now, the store's lock held for this
-        write only; its time."""
+        """Write the rating (1, 0, or -1 for a skip) now, with how the model was picked
+        (``pick_kind``; kept from the rater's first rating of it on), the store's lock
+        held for this write only; its time."""
         from ml4ml.store.labels import write_rating
 
         with self._write, store.writing(self.path, f"ml4ml label-ui ({rater})",
                                         wait=LOCK_WAIT_S):
-            when = write_rating(self.path, self.transform, rater, mid, label)
+            ratings = self.ratings(rater)
+            pick = None if mid in ratings else self.pick_kind(rater, mid, ratings)
+            when = write_rating(self.path, self.transform, rater, mid, label, pick=pick)
         return _iso(np.datetime64(int(when * 1e6), "us"))
 
     # ------------------------------------------------------------------ images
@@ -264,6 +310,11 @@ class _Curves:
         image.save(file, format="PNG")
 
 
+def _snapshot(ratings: dict) -> frozenset:
+    """The rater's ratings as a value to compare: {(mid, label)}."""
+    return frozenset((m, v) for m, (v, _) in ratings.items())
+
+
 def _iso(value) -> str:
     if value is None:
         return ""
@@ -275,12 +326,14 @@ def _iso(value) -> str:
 
 
 def create_app(path, transform: str, raters, *, suite=None, seed: int = 0,
-               order: str = "seeded", guideline: str | None = None,
+               order: str = "seeded", overlap: int = 0, guideline: str | None = None,
                host: str = "127.0.0.1", access_file=None):
     """The Starlette app of the labelling page for ``path`` and ``transform``.
 
     raters : the invited raters' names (a name or a list); each gets a token, kept in the
         access file (``labelling.access``; ``access_file`` or beside the store).
+    order : "seeded" or "active" (``labelling.order``); overlap : the number of models
+        every rater is asked first, each in their own order (``labelling.order``).
     guideline : the text shown above the models (default: the spec's ``[labels]
         guideline``, else ``default_guideline``).
     host : the address the server is bound to: which ``Host`` names it answers to.
@@ -299,7 +352,8 @@ def create_app(path, transform: str, raters, *, suite=None, seed: int = 0,
     from ml4ml.labelling.page import CSP, render
 
     raters = check_raters([raters] if isinstance(raters, str) else list(raters))
-    state = LabellingState(path, transform, suite=suite, seed=seed, order=order)
+    state = LabellingState(path, transform, suite=suite, seed=seed, order=order,
+                           overlap=overlap)
     if guideline is None:
         guideline = spec_guideline(path) or default_guideline(transform, state.params,
                                                                state.units)
@@ -364,7 +418,8 @@ def create_app(path, transform: str, raters, *, suite=None, seed: int = 0,
                                 f"<p>{message}</p>", status_code=bad.status_code,
                                 headers={k: v for k, v in bad.headers.items()
                                          if k == "www-authenticate"})
-        return HTMLResponse(render(rater, transform, guideline, state.strategy.describe()))
+        return HTMLResponse(render(rater, transform, guideline, state.strategy.describe(),
+                                   state.describe_set()))
 
     def api_next(request: Request):
         rater, bad = rater_of(request)

@@ -31,7 +31,8 @@ figcaption { font-size: 0.85em; color: #555; }
 #status { min-height: 1.4em; color: #555; } #status.error { color: #b42318; }
 button { font-size: 1em; margin-right: 6px; padding: 4px 12px; }
 #given { color: #555; } #given.skipped { color: #9a6700; font-weight: bold; }
-#order { color: #555; font-size: 0.9em; }
+#order, #counted { color: #555; font-size: 0.9em; }
+#overlap { color: #555; }
 #learning summary { cursor: pointer; font-weight: bold; }
 #curve { width: 560px; height: 260px; font-size: 13px; }
 #curve text { fill: #333; } #curve .axis { stroke: #555; } #curve .grid { stroke: #ddd; }
@@ -59,10 +60,17 @@ function given(answer) {
   if (answer.skipped) return "you skipped it";
   return "";
 }
+function progress(p) {
+  byId("progress").textContent = p.text;
+  body.dataset.labelled = p.labelled;
+  body.dataset.skipped = p.skipped;
+  body.dataset.total = p.total;
+  byId("overlap").textContent = p.overlap.total ?
+      " \u00b7 shared with the other raters: " + p.overlap.rated + " of " + p.overlap.total +
+      " rated" : "";
+}
 function show(answer) {
-  byId("progress").textContent = answer.progress.text;
-  body.dataset.labelled = answer.progress.labelled;
-  body.dataset.skipped = answer.progress.skipped;
+  progress(answer.progress);
   if (answer.done) {
     current = null;
     byId("alias").textContent = "none left";
@@ -105,6 +113,7 @@ async function give(label) {  // 1 invariant, 0 variant, null skip
     status(label === null ? "skipped " + alias :
            "saved " + alias + " " + (label === 1 ? "invariant" : "variant"));
     body.dataset.saved = parseInt(body.dataset.saved || "0") + 1;
+    progress(answer.progress);
     await load("after=" + encodeURIComponent(alias));
     curve();
   } catch (e) {
@@ -139,11 +148,11 @@ function drawCurve(answer) {
                       "your labels (the first n, in the order you gave them)"));
   box.appendChild(svg("text", {x: 14, y: (T + H - B) / 2, "text-anchor": "middle",
                                transform: "rotate(-90 14 " + (T + H - B) / 2 + ")"},
-                      "out-of-fold accuracy"));
+                      "accuracy, models not labelled"));
   if (pts.length) {
-    const upper = pts.map(p => x(p.n_labels) + "," + y(Math.min(1, p.accuracy + p.sd)));
+    const upper = pts.map(p => x(p.n_labels) + "," + y(Math.min(1, p.accuracy + p.se)));
     const lower = pts.slice().reverse().map(p => x(p.n_labels) + "," +
-                                            y(Math.max(0, p.accuracy - p.sd)));
+                                            y(Math.max(0, p.accuracy - p.se)));
     box.appendChild(svg("polygon", {points: upper.concat(lower).join(" "), class: "band"}));
     box.appendChild(svg("polyline", {points: pts.map(p => x(p.n_labels) + "," +
                                                       y(p.accuracy)).join(" "), class: "line"}));
@@ -153,10 +162,13 @@ function drawCurve(answer) {
   const last = pts[pts.length - 1];
   byId("curve-note").textContent = (last ?
       "at " + last.n_labels + " labels: " + last.accuracy.toFixed(2) + " +- " +
-      last.sd.toFixed(2) + ". " : "no estimate yet (it needs 10 labels, 2 of each kind). ") +
-      "Line: " + answer.what + " (band); assessor: " + answer.assessor + ".";
+      last.se.toFixed(2) + ", from " + last.n_scored + " random pick(s). " :
+      "no estimate yet (it needs 10 labels, 2 of each kind, 2 random picks). ") +
+      answer.scored + " of your " + answer.labelled + " labels are random picks. Line: " +
+      answer.what + " (band); assessor: " + answer.assessor + ".";
   body.dataset.curvePoints = pts.length;
   body.dataset.curveLabelled = answer.labelled;
+  body.dataset.curveScored = answer.scored;
 }
 async function curve() {
   if (!byId("learning").open) return;
@@ -191,7 +203,8 @@ PAGE = """<!DOCTYPE html>
 <style>__STYLE__</style></head>
 <body>
 <header><h1>Is this model invariant to <span id="transform">__TRANSFORM__</span>?</h1>
-<span>rater <b id="rater">__RATER__</b> &middot; <span id="progress">...</span></span></header>
+<span>rater <b id="rater">__RATER__</b> &middot; <span id="progress">...</span><span
+ id="overlap"></span></span></header>
 <section id="guide"><h2>What counts as invariant</h2><p id="guideline">__GUIDELINE__</p>
 </section>
 <p class="keys"><kbd>i</kbd> invariant &nbsp; <kbd>v</kbd> variant &nbsp; <kbd>s</kbd> skip
@@ -208,9 +221,11 @@ diagonal</figcaption></figure>
 <figure><img id="accuracy" alt="accuracy against the parameter">
 <figcaption>accuracy against the parameter</figcaption></figure>
 <p id="order">Order: __ORDER__.</p>
+<p id="counted">Counted: __COUNTED__, the models this page can show.</p>
 <details id="learning"><summary>How much your labels teach the assessor</summary>
 <svg id="curve" viewBox="0 0 560 260" role="img"
- aria-label="out-of-fold accuracy against the number of your labels"></svg>
+ aria-label="estimated accuracy on the models not yet labelled against the number of your
+ labels"></svg>
 <p id="curve-note"></p></details>
 <script>__SCRIPT__</script>
 </body></html>
@@ -228,9 +243,13 @@ CSP = ("default-src 'none'; "
 
 
 def render(rater: str, transform: str, guideline: str,
-           order: str = "a random order of your own") -> str:
-    """The page for ``rater``, every value HTML-escaped; no token, no model id in it."""
-    values = {"__ORDER__": html.escape(order),"__STYLE__": STYLE, "__SCRIPT__": SCRIPT, "__RATER__": html.escape(rater),
+           order: str = "a random order of your own", counted: str = "every model") -> str:
+    """The page for ``rater``, every value HTML-escaped; no token, no model id in it.
+
+    order : how the models are ordered (the strategy's ``describe()``); counted : which
+    models the progress counts (``labelling.counts.set_text``)."""
+    values = {"__ORDER__": html.escape(order), "__COUNTED__": html.escape(counted),
+              "__STYLE__": STYLE, "__SCRIPT__": SCRIPT, "__RATER__": html.escape(rater),
               "__TRANSFORM__": html.escape(transform),
               "__GUIDELINE__": html.escape(guideline)}
     return re.sub("|".join(values), lambda m: values[m.group(0)], PAGE)

@@ -340,6 +340,15 @@ def _scratch(name: str, shape, dtype) -> np.ndarray:
     return array
 
 
+def _require_finite(**responses) -> None:
+    """InputError naming the first response array that holds NaN or infinite values."""
+    for name, values in responses.items():
+        bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            raise InputError(f"its probe data hold {bad} NaN or infinite '{name}' values",
+                             field=name, hint="probe the model again (ml4ml probe --force)")
+
+
 def _variance_matrices_block(confidence, prediction, act, label, *, subset_complement):
     """Matrices of one block of models.
 
@@ -350,7 +359,9 @@ def _variance_matrices_block(confidence, prediction, act, label, *, subset_compl
     response centred per sample, and two extra rows appended (the sample means ``u`` and
     ones), so one batched ``Z @ Z.T`` per chunk gives every Gram, row sum and count the
     three matrix kinds need; chunk Grams are summed into groups with a weight table.
+    InputError if a response is NaN or infinite (it would spread through every matrix).
     """
+    _require_finite(confidence=confidence, act=act)
     n_params, n_samples = confidence.shape[-2:]
     n_layers, n_stats = act.shape[-2:]
     lead = np.broadcast_shapes(confidence.shape[:-2], prediction.shape[:-2], act.shape[:-4])

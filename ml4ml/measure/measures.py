@@ -214,7 +214,12 @@ def _measures_block(l2, subset, *, names, user):
         values["sstv"] = sstv
         for name, (func, fill) in user.items():
             matrix = filled if fill else reversed_matrix
-            values[name] = _user_measure(func, matrix, top, bottom, fill, tables)
+            try:
+                values[name] = _user_measure(func, matrix, top, bottom, fill, tables)
+            except Exception as exc:  # noqa: BLE001 - say which measure, keep the cause
+                text = " ".join(str(exc).split()) or "no message"
+                raise InputError(f"registered measure {name!r} raised {type(exc).__name__}: "
+                                 f"{text}", field="measure") from exc
     out = np.stack([values[name] for name in names], axis=-1)  # (B, K, n_measures)
     return out.reshape(lead + out.shape[1:])
 

@@ -22,6 +22,7 @@ import xarray as xr
 
 from ml4ml import dims, store
 from ml4ml.errors import InputError, StoreError
+from ml4ml.failures import Failure, log_failure
 
 __all__ = ["MeasureReport", "measure_store", "selected_groups", "open_measures",
            "store_features"]
@@ -38,8 +39,11 @@ class MeasureReport:
     remeasured: dict = field(default_factory=dict)  # mid -> why its old rows were redone
     notes: list = field(default_factory=list)
     tasks: int = 0  # tasks in the graph of the rows measured now (before optimisation)
+    failed: dict = field(default_factory=dict)  # mid -> why its rows could not be computed
 
     def summary(self) -> str:
+        from ml4ml.failures import failed_text
+
         parts = [f"{self.suite}/{self.transform}: measured {len(self.measured)} model(s)"]
         if self.remeasured:
             parts.append(f"re-measured {', '.join(sorted(self.remeasured))} "
@@ -47,6 +51,8 @@ class MeasureReport:
         if self.added_measures:
             parts.append(f"added {', '.join(self.added_measures)} for measured models")
         parts.append(f"{self.skipped} already measured")
+        if self.failed:
+            parts.append(failed_text(self.failed))
         return ", ".join(parts) + f" in {self.seconds:.1f} s"
 
 
@@ -188,7 +194,7 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
 
     # 2. rows of models not measured from their current probes (every name of the group),
     #    BATCH models per graph: the graph and each worker's memory stay bounded
-    tasks = 0
+    tasks, failed = 0, {}
     if todo:
         from ml4ml.progress import progress as stage_progress
 
@@ -196,25 +202,28 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
                  "measures_documentation": "docs/measures.md"}
         bar = stage_progress(f"measure {suite}/{transform}", len(todo), progress)
         try:
-            tasks = _measure_batches(path, (x_group, m_group), probes, todo, names, digest,
-                                     about, bar)
+            tasks, failed = _measure_batches(path, (x_group, m_group), probes, todo, names,
+                                             digest, about, bar)
         finally:
             bar.close()
-    return MeasureReport(suite=suite, transform=transform, measured=list(todo),
+    for mid, failure in failed.items():
+        log_failure("measure", mid, failure, f"{suite}/{transform}")
+    return MeasureReport(suite=suite, transform=transform,
+                         measured=[m for m in todo if m not in failed],
                          added_measures=added, skipped=len(done) - len(todo),
                          seconds=time.perf_counter() - start, remeasured=remeasured,
-                         tasks=tasks)
+                         tasks=tasks, failed={m: f.reason for m, f in failed.items()})
 
 
-def _measure_batches(path, groups, probes, todo, names, digest, about, bar) -> int:
+def _measure_batches(path, groups, probes, todo, names, digest, about, bar):
     """Lay out, compute and write the rows of ``todo`` in ``groups`` (matrices, measures),
-    ``BATCH`` models per graph; the number of tasks that ran."""
+    ``BATCH`` models per graph; ``(tasks that ran, {mid: Failure})``."""
     from ml4ml.measure.matrices import variance_matrices
     from ml4ml.measure.measures import measure_database
 
     suite, transform = about["suite"], about["transform"]
     x_group, m_group = groups
-    tasks = 0
+    tasks, failed = 0, {}
     for first in range(0, len(todo), BATCH):
         batch = todo[first:first + BATCH]
         selected = probes.sel({dims.MID: batch})
@@ -229,8 +238,10 @@ def _measure_batches(path, groups, probes, todo, names, digest, about, bar) -> i
         lineage = {store.PROBE_DIGEST: np.array([digest[m] for m in batch], dtype=object)}
         writes = [store.RowWrites(path, x_group, matrices, batch, x_rows, lineage),
                   store.RowWrites(path, m_group, lazy, batch, m_rows, lineage)]
-        tasks += _compute_rows(writes, bar)
-    return tasks
+        n_tasks, batch_failed = _compute_rows(writes, bar)
+        tasks += n_tasks
+        failed.update(batch_failed)
+    return tasks, failed
 
 
 def _single_threaded_blas():
@@ -260,25 +271,32 @@ def _graph_size(collections) -> int:
     return len(cull(graph, [c.key for c in collections])[0])
 
 
-def _compute_rows(writes: list, bar) -> int:
+def _compute_rows(writes: list, bar):
     """Compute every group's row tasks in one graph; finish rows as their tasks complete.
 
     As a model's row task in a group completes, the driver writes that row's lineage and
     then its ``done`` flag (in batches, at most ``FLUSH_EVERY_S`` apart); a model counts
     as measured once its rows in every group are done.
     On a distributed cluster the futures are followed as they finish; in process, a
-    dask callback does the same. Returns the number of tasks in the graph.
+    dask callback does the same. A model whose task fails (probe data not finite, a
+    registered measure that raises) keeps its flags cleared; the others are finished (in
+    process, after a failure the models left are computed one at a time, so each failure
+    is its model's). Returns the number of tasks in the graph and {mid: Failure}.
     """
+    from ml4ml.failures import failure_of
+
     owner = {}
     for index, rows in enumerate(writes):
         for key, mid in rows.keys.items():
             owner[key] = (index, mid)
     pending = {index: [] for index in range(len(writes))}
     state = {"last": time.monotonic()}
+    finished, failed = set(), {}
 
     def completed(key) -> None:
         if key not in owner:
             return
+        finished.add(key)
         index, mid = owner[key]
         pending[index].append(mid)
         if time.monotonic() - state["last"] >= FLUSH_EVERY_S:
@@ -306,10 +324,15 @@ def _compute_rows(writes: list, bar) -> int:
         client = None
     with store.layout.quiet():
         if client is not None:
+            from ml4ml.cluster import future_outcome
+
             futures = client.compute(tasks)
             for future in as_completed(futures):
-                future.result()
-                completed(future.key)
+                outcome = future_outcome(future)
+                if isinstance(outcome, Failure):
+                    failed.setdefault(owner[future.key][1], outcome)
+                else:
+                    completed(future.key)
         else:
             from dask.callbacks import Callback
 
@@ -317,10 +340,30 @@ def _compute_rows(writes: list, bar) -> int:
                 def _posttask(self, key, result, dsk, state, id):
                     completed(key)
 
-            with _Rows():
-                dask.compute(*tasks)
+            try:
+                with _Rows():
+                    dask.compute(*tasks)
+            except Exception:  # noqa: BLE001 - whose? each model left, alone, says
+                flush()
+                for mid, left in _tasks_left(tasks, owner, finished).items():
+                    try:
+                        with _Rows():
+                            dask.compute(*left)
+                    except Exception as exc:  # noqa: BLE001 - this model's failure
+                        failed[mid] = failure_of(exc)
         flush()
-    return n_tasks
+    for _ in failed:
+        bar.fail()
+    return n_tasks, failed
+
+
+def _tasks_left(tasks, owner, finished) -> dict:
+    """{mid: its row tasks not finished}, for models with any, in the batch's order."""
+    left = {}
+    for task in tasks:
+        if task.key not in finished:
+            left.setdefault(owner[task.key][1], []).append(task)
+    return left
 
 
 def open_measures(path, suite: str, transform: str) -> xr.Dataset:

@@ -19,6 +19,7 @@ import xarray as xr
 
 from ml4ml import dims, store
 from ml4ml.errors import StoreError
+from ml4ml.failures import Failure, log_failure
 
 
 @dataclass
@@ -26,10 +27,31 @@ class ProbeReport:
     probed: list  # (mid, suite, transform)
     skipped: int
     seconds: float
-    failed: dict = field(default_factory=dict)  # (mid, suite, transform) -> why refused
+    failed: dict = field(default_factory=dict)  # (mid, suite, transform) -> why it failed
     reprobed: dict = field(default_factory=dict)  # mid -> why its old probes were redone
     untrained: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    models: list = field(default_factory=list)  # the trained models considered
+
+    def failed_models(self) -> dict:
+        """{mid: why} of the models of which some (suite, transform) failed."""
+        from ml4ml.failures import merge_reasons
+
+        parts = {}
+        for (mid, suite, transform), why in self.failed.items():
+            parts.setdefault(mid, {})[f"{suite}/{transform}"] = why
+        return {mid: merge_reasons(reasons) for mid, reasons in parts.items()}
+
+    def summary(self) -> str:
+        """``N probed, K already[, F failed: mid (why), ...]``, counting models."""
+        from ml4ml.failures import failed_text
+
+        failed = self.failed_models()
+        probed = {mid for mid, _, _ in self.probed if mid not in failed}
+        models = self.models or sorted(probed | set(failed))
+        already = [m for m in models if m not in probed and m not in failed]
+        text = f"{len(probed)} probed, {len(already)} already"
+        return text + (f", {failed_text(failed)}" if failed else "")
 
 
 def probe_template(params, transform: str, labels, n_classes: int, n_layers: int, *,
@@ -92,8 +114,11 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
     A (model, suite, transform) is probed when it is not done, when the model's checkpoint
     differs from the one its probe came from (lineage: ``source_sha256``), or with
     ``force``; redoing one first clears its done flag and those of its matrices and
-    measures. A model whose outputs are not finite is refused and reported; the others go
-    on. device : where to probe (default: the spec's ``[probe] device``).
+    measures. A model that fails (its checkpoint missing, damaged or replaced, images it
+    cannot take, layers it lacks, a forward that raises, outputs that are not finite) is
+    recorded as failed (``error``, its flag left cleared: a rerun retries it) and
+    reported; the others go on. device : where to probe (default: the spec's ``[probe]
+    device``).
     """
     from ml4ml.progress import progress as stage_progress
     from ml4ml.zoo.adding import added_info
@@ -149,9 +174,7 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
         jobs = {m: j for m, j in jobs.items() if j}
         rows = {m: (str(table[CHECKPOINT].sel({dims.MID: m}).values), sha[m], added.get(m))
                 for m in jobs}
-        # 2. bad input is refused before the store is touched
-        _preflight(pipeline, jobs, rows)
-        # 3. layout, then flags cleared (here and in the groups computed from these probes)
+        # 2. layout, then flags cleared (here and in the groups computed from these probes)
         store.record_suites(path, _suite_records(pipeline))
         for (suite_name, transform), template in templates.items():
             store.init_probes(path, suite_name, transform, template, all_mids)
@@ -168,19 +191,27 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
             bar.note(f"re-probing {m}: {why}")
         probed, failed = [], {}
         for mid, results in _run_all(pipeline, jobs, rows, device, client):
-            for (_, suite_name, transform), outcome in results:
-                key = (mid, suite_name, transform)
-                if isinstance(outcome, str):  # refused: recorded, flag left cleared
-                    store.write_probe_failure(path, suite_name, transform, mid, outcome)
-                    failed[key] = outcome
-                    bar.note(f"model {mid} refused on {suite_name}/{transform}: {outcome}")
+            if isinstance(results, Failure):  # the model itself failed: every job of it
+                results = [((mid, *job), results) for job in jobs[mid]]
+            model_failed = False
+            for key, outcome in results:
+                _, suite_name, transform = key
+                if isinstance(outcome, Failure):  # recorded, flag left cleared
+                    store.write_probe_failure(path, suite_name, transform, mid, outcome.reason)
+                    log_failure("probe", mid, outcome, f"{suite_name}/{transform}")
+                    failed[key] = outcome.reason
+                    model_failed = True
                 else:  # its responses are written: lineage, then done
                     store.finish_probes(path, suite_name, transform, [outcome], {mid: sha[mid]})
                     probed.append(key)
-            bar.advance(mid)
+            if model_failed:
+                bar.fail()
+            else:
+                bar.advance(mid)
         bar.close()
     return ProbeReport(probed=probed, skipped=skipped, seconds=time.perf_counter() - start,
-                       failed=failed, reprobed=reprobed, untrained=untrained, notes=notes)
+                       failed=failed, reprobed=reprobed, untrained=untrained, notes=notes,
+                       models=mids)
 
 
 def _suite_records(pipeline) -> dict:
@@ -203,36 +234,16 @@ def _probe_state(path, suite: str, transform: str) -> tuple[dict, dict]:
             dict(zip(mids, [str(s) for s in ds[store.SOURCE].values])))
 
 
-def _preflight(pipeline, jobs: dict, rows: dict) -> None:
-    """InputError, before anything is written, for a checkpoint that is missing, truncated
-    or replaced (its sha256 differs from the one recorded at training), or a model that
-    cannot take a suite's images."""
-    from ml4ml.zoo.training import verify_checkpoint
-
-    for mid in jobs:
-        if rows[mid][2] is None:
-            verify_checkpoint(*rows[mid][:2])
-    suites = {s.name: s for s in pipeline.suites}
-    tried = set()
-    recipes = {r.mid: r for r in pipeline.recipes}
-    for mid, todo in jobs.items():
-        checkpoint, sha256, info = rows[mid]
-        for suite_name, _ in todo:
-            arch = recipes[mid].arch if mid in recipes and info is None else mid
-            if (arch, suite_name) in tried:
-                continue
-            tried.add((arch, suite_name))
-            model, recipe, _ = load_row_model(mid, checkpoint, sha256, info)
-            suite = load_probe_suite(pipeline, suites[suite_name])
-            _check_model_takes(model, recipe, suite, checkpoint)
-
-
 def load_row_model(mid, checkpoint, sha256, info):
     """``(model, recipe, layers)`` of one ``models`` row: an ml4ml checkpoint, or a model
-    trained elsewhere (``info``: its format, arch, normalisation; see ``zoo.adding``)."""
-    from ml4ml.zoo.training import load_checkpoint
+    trained elsewhere (``info``: its format, arch, normalisation; see ``zoo.adding``).
+
+    InputError naming the file for a checkpoint that is missing, truncated or replaced (its
+    sha256 differs from the one recorded at training or adding)."""
+    from ml4ml.zoo.training import load_checkpoint, verify_checkpoint
 
     if info is None:
+        verify_checkpoint(checkpoint, sha256 or None)
         model, recipe = load_checkpoint(checkpoint, sha256=sha256 or None)
         return model, recipe, None
     from ml4ml.zoo.adding import load_added
@@ -277,49 +288,58 @@ def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, info=None,
 
     Writes each result's response arrays (``store.write_probe_data``) and returns
     ``(mid, [((mid, suite, transform), outcome)])``: the small values for the driver to
-    finish with (``store.finish_probes``), or why the responses were refused (outputs not
-    finite). threads : torch threads for this model (default: all cores in process, 1 in a
-    worker).
+    finish with (``store.finish_probes``), or the ``Failure`` of that job (images the
+    model cannot take, layers it lacks, a forward that raises, outputs not finite). A
+    model that cannot be loaded raises (``run_each`` makes that the model's Failure).
+    threads : torch threads for this model (default: all cores in process, 1 in a worker).
     """
     from ml4ml.cluster import prepare_dask_worker, torch_threads
-    from ml4ml.errors import InputError
+    from ml4ml.failures import failure_of
     from ml4ml.probe.responses import probe_model
 
     prepare_dask_worker()
     model, recipe, own_layers = load_row_model(mid, checkpoint, sha256, info)
     suites = {s.name: s for s in pipeline.suites}
-    loaded = {}
+    loaded, refused = {}, {}  # suite name -> suite, or why the model cannot take it
     out = []
     for suite_name, transform in jobs:
-        if suite_name not in loaded:
-            loaded[suite_name] = load_probe_suite(pipeline, suites[suite_name])
-        suite = loaded[suite_name]
-        with torch_threads(threads):
-            result = probe_model(
-                model, suite.images, suite.labels, transform, pipeline.transforms[transform],
-                normalize=recipe.normalize, layers=list(pipeline.probe.layers) or own_layers,
-                batch_size=pipeline.probe.batch_size, device=device,
-                fgsm_epsilon=pipeline.probe.fgsm_epsilon,
-            )
         key = (mid, suite_name, transform)
+        if suite_name in refused:
+            out.append((key, refused[suite_name]))
+            continue
         try:
+            if suite_name not in loaded:
+                suite = load_probe_suite(pipeline, suites[suite_name])
+                try:
+                    _check_model_takes(model, recipe, suite, checkpoint)
+                except Exception as exc:  # noqa: BLE001 - the same for each transform
+                    refused[suite_name] = failure_of(exc)
+                    out.append((key, refused[suite_name]))
+                    continue
+                loaded[suite_name] = suite
+            suite = loaded[suite_name]
+            with torch_threads(threads):
+                result = probe_model(
+                    model, suite.images, suite.labels, transform,
+                    pipeline.transforms[transform], normalize=recipe.normalize,
+                    layers=list(pipeline.probe.layers) or own_layers,
+                    batch_size=pipeline.probe.batch_size, device=device,
+                    fgsm_epsilon=pipeline.probe.fgsm_epsilon,
+                )
             out.append((key, store.write_probe_data(pipeline.store, suite_name, transform,
                                                     mid, result)))
-        except InputError as exc:  # outputs not finite: refused
-            out.append((key, exc.message))
+        except Exception as exc:  # noqa: BLE001 - this job's failure; the others go on
+            out.append((key, failure_of(exc)))
     return mid, out
 
 
 def _run_all(pipeline, jobs, rows, device, client):
-    if client is None:
-        for mid, todo in jobs.items():
-            yield probe_one(pipeline, mid, todo, *rows[mid], device=device,
-                            threads=os.cpu_count() or 1)
-        return
-    from distributed import as_completed
+    """Yield ``(mid, results)`` as models finish (``probe_one``), or ``(mid, Failure)``
+    for a model that failed as a whole; every model runs to the end."""
+    from ml4ml.cluster import run_each
 
-    futures = [client.submit(probe_one, pipeline, mid, todo, *rows[mid], device=device, threads=1,
-                             key=f"probe-{mid}-{time.time_ns()}", pure=False)
-               for mid, todo in jobs.items()]
-    for future in as_completed(futures):
-        yield future.result()
+    args = {mid: (pipeline, mid, todo, *rows[mid]) for mid, todo in jobs.items()}
+    threads = 1 if client is not None else os.cpu_count() or 1
+    for mid, outcome in run_each(probe_one, args, client, name="probe", device=device,
+                                 threads=threads):
+        yield mid, outcome if isinstance(outcome, Failure) else outcome[1]

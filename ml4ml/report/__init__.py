@@ -1,6 +1,7 @@
 """Report stage: figures of a model database and the static HTML report.
 
-Modules: ``figures`` (matrix strips, accuracy curves, importances as PNG files), ``page``
+Modules: ``figures`` (matrix strips, accuracy curves, importances as PNG files), ``answer``
+(the page's opening: the models judged not invariant, the class colours), ``page``
 (the ``index.html``), ``stage`` (``report_store`` over a store, ``plot_model``).
 """
 

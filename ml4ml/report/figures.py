@@ -28,7 +28,9 @@ __all__ = ["MatrixStrips", "matrix_strip", "accuracy_curves", "importance_bars",
            "THUMBNAIL_WIDTH", "STRIP_NOTE"]
 
 CMAP = "magma"
-LABEL_COLOURS = {1: "#2166ac", 0: "#d6604d", -1: "#999999"}
+# the class colours of every figure and of the page: Okabe and Ito's colour-blind-safe blue
+# (invariant) and vermillion (variant), grey for unknown
+LABEL_COLOURS = {1: "#0072B2", 0: "#D55E00", -1: "#999999"}
 LABEL_NAMES = {1: "invariant", 0: "variant", -1: "unknown"}
 
 
@@ -285,7 +287,7 @@ def importance_bars(file, names, importance, std, *, title: str = "", n_evaluati
     order = np.arange(len(names))[::-1]
     fig, ax = plt.subplots(figsize=(7.5, 0.34 * len(names) + 1.6), dpi=dpi)
     ax.barh(np.arange(len(names)), np.asarray(importance)[order],
-            xerr=np.asarray(std)[order], color="#4393c3", ecolor="#555555", capsize=2)
+            xerr=np.asarray(std)[order], color="#7a7a7a", ecolor="#333333", capsize=2)
     ax.set_yticks(np.arange(len(names)), [names[k] for k in order], fontsize=FIGURE_FONT)
     ax.tick_params(axis="x", labelsize=FIGURE_FONT)
     folds = f"the {n_evaluations} test folds" if n_evaluations else "the test folds"

@@ -10,6 +10,9 @@ from html import escape
 import numpy as np
 
 from ml4ml.assess.comparison import MIN_LABELLED, MIN_PER_CLASS
+from ml4ml.report.answer import (CLASS_STYLE, answer_section, card_classes, fmt as _f,
+                                 gallery_filter, gallery_order, judgement_badges, legend)
+from ml4ml.zoo.recipe import recipe_range
 
 __all__ = ["render", "recipe_range", "score_definition", "METHOD_COLUMNS"]
 
@@ -19,7 +22,7 @@ body { font-family: system-ui, sans-serif; margin: 24px auto; max-width: 1180px;
        color: #222; line-height: 1.4; }
 h1 { font-size: 1.5em; margin-bottom: 0.2em; } h2 { margin-top: 1.6em; font-size: 1.2em; }
 .meta { color: #555; font-size: 0.9em; }
-.verdict { background: #f4f7fb; border-left: 5px solid #2166ac; padding: 10px 14px;
+.verdict { background: #f4f4f4; border-left: 5px solid #555; padding: 10px 14px;
            font-size: 1.05em; }
 table { border-collapse: collapse; font-size: 0.88em; }
 th, td { padding: 3px 9px; border-bottom: 1px solid #ddd; text-align: right; }
@@ -33,9 +36,9 @@ dl.defs dd { margin: 0 0 2px 0; }
 .card { border: 1px solid #ddd; border-radius: 6px; padding: 6px; width: %(thumb)spx; }
 .card img { display: block; width: %(thumb)spx; height: auto; }
 .card a.enlarge { display: block; cursor: zoom-in; }
-.card a.enlarge:focus-visible { outline: 3px solid #2166ac; outline-offset: 2px; }
+.card a.enlarge:focus-visible { outline: 3px solid #111; outline-offset: 2px; }
 .card .caption { font-size: 0.82em; }
-.ok { color: #1a7f37; } .wrong { color: #b42318; } .unknown { color: #777; }
+nav.sections { font-size: 0.88em; margin: 4px 0 0; } nav.sections a { margin-right: 0.9em; }
 img.figure { max-width: 100%%; }
 dialog#enlarged { max-width: 98vw; max-height: 96vh; overflow: auto; padding: 8px 12px;
                   border: 1px solid #888; border-radius: 6px; }
@@ -72,13 +75,24 @@ SCRIPT = """
   });
   dialog.addEventListener('click', event => { if (event.target === dialog) dialog.close(); });
   dialog.addEventListener('close', () => { if (opener) opener.focus(); });
+  // the gallery's filter: all cards, or the variant, invariant or disagreeing ones
+  const gallery = document.querySelector('.gallery');
+  const buttons = document.querySelectorAll('.filter button');
+  const show = key => {
+    gallery.dataset.show = key;
+    buttons.forEach(b => b.setAttribute('aria-pressed', String(b.dataset.show === key)));
+  };
+  buttons.forEach(b => b.addEventListener('click', () => show(b.dataset.show)));
+  // a link to a card the filter hides shows every card again
+  window.addEventListener('hashchange', () => {
+    const card = document.getElementById(decodeURIComponent(location.hash.slice(1)));
+    if (card && card.classList.contains('card') && card.offsetParent === null) {
+      show('all');
+      card.scrollIntoView();
+    }
+  });
 })();
 """
-
-
-def _f(value, digits=3) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) \
-        else f"{value:.{digits}f}"
 
 
 def render(c: dict) -> str:
@@ -90,7 +104,7 @@ def render(c: dict) -> str:
         if "holdout" in c["models"] else 0
     from ml4ml.report.figures import THUMBNAIL_WIDTH
 
-    style = STYLE % {"thumb": THUMBNAIL_WIDTH}
+    style = STYLE % {"thumb": THUMBNAIL_WIDTH} + CLASS_STYLE
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              f"<title>ml4ml report: {escape(c['transform'])}</title><style>{style}</style>"
              f"</head><body>",
@@ -103,6 +117,9 @@ def render(c: dict) -> str:
              f"{int((labels < 0).sum())} unknown); written "
              f"{_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}</p>"]
     if a is not None:
+        parts.append(_sections(bool(a["top"])))
+        parts.append(answer_section(a["judgements"], a["counts"], transform=c["transform"]))
+        parts.append("<h2 id='verdict'>The verdict on the assessors</h2>")
         if a.get("underpowered"):
             parts.append(f"<p class='warning'><b>Underpowered comparison:</b> "
                          f"{escape(a['underpowered'])} (a verdict needs at least "
@@ -111,7 +128,7 @@ def render(c: dict) -> str:
         parts.append(f"<p class='verdict'>{escape(a['verdict'])}</p>")
         parts.append(_methods_table(a))
         if a["top"]:
-            parts.append(f"<h2>Top features of {escape(a['chosen'])}</h2>"
+            parts.append(f"<h2 id='features'>Top features of {escape(a['chosen'])}</h2>"
                          f"<p class='meta'>Permutation importance on the protocol's test "
                          f"folds: each bar is the mean, over the {3 * a['repeats']} test "
                          f"folds, of the drop in test accuracy when the feature's column is "
@@ -122,7 +139,7 @@ def render(c: dict) -> str:
     else:
         parts.append("<p class='verdict'>No assessment yet: run <code>ml4ml assess</code>."
                      "</p>")
-    parts.append("<h2>Accuracy against the parameter</h2>"
+    parts.append("<h2 id='accuracy'>Accuracy against the parameter</h2>"
                  "<p class='meta'>One line per model: its accuracy (fraction of the test "
                  "samples classified correctly) at each parameter of the grid, coloured by "
                  "its label.</p>"
@@ -136,6 +153,15 @@ def render(c: dict) -> str:
     parts.append(f"<script>{SCRIPT}</script>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _sections(top: bool) -> str:
+    """Links to the page's sections."""
+    links = [("answer", "the answer"), ("verdict", "verdict on the assessors")] + \
+        ([("features", "top features")] if top else []) + \
+        [("accuracy", "accuracy"), ("database", "recipes"), ("gallery", "gallery")]
+    return ("<nav class='sections' aria-label='sections'>" + "".join(
+        f"<a href='#{key}'>{escape(text)}</a>" for key, text in links) + "</nav>")
 
 
 def _full_size_style(c: dict) -> str:
@@ -171,7 +197,7 @@ def _definitions(columns) -> str:
 
 def _methods_table(a: dict) -> str:
     comparison = a["comparison"]
-    rows = ["<h2>Assessors and baselines</h2>",
+    rows = ["<h3>Assessors and baselines</h3>",
             f"<p class='meta'>the paper's protocol: hold-out models always one fold, the "
             f"regular ones split at random into two; train on two, test on the third, all "
             f"three ways, {a['repeats']} repeats; the table is over every evaluation. "
@@ -201,19 +227,6 @@ def _methods_table(a: dict) -> str:
     return "\n".join(rows)
 
 
-# the units of a training augmentation's range (``ml4ml.zoo.recipe``: aug_range)
-RANGE_UNITS = {"rotation": "± {r:g} degrees", "scaling": "factor 1 ± {r:g}",
-               "brightness": "factor 1 ± {r:g}"}
-
-
-def recipe_range(augmentation: str, span: float) -> str:
-    """A training augmentation's range with its unit: "± 30 degrees" for rotation,
-    "factor 1 ± 0.2" for scaling and brightness, "none" without augmentation."""
-    if augmentation == "none":
-        return "none"
-    return RANGE_UNITS.get(augmentation, "± {r:g}").format(r=span)
-
-
 def score_definition(a: dict | None) -> str:
     """What the tables and cards call the refit score."""
     if a is None:
@@ -237,10 +250,13 @@ def _database_table(c: dict) -> str:
         key = (str(models["augmentation"].values[row]), float(models["aug_range"].values[row]),
                str(models["anomaly_name"].values[row]) if "anomaly_name" in models else "")
         groups[key].append((k, row))
-    out = ["<h2>The database: recipes and outcomes</h2>",
+    out = ["<h2 id='database'>The database: recipes and outcomes</h2>",
            "<table><tr><th>augmentation</th><th>range</th><th>anomaly</th><th>models</th>"
-           "<th>hold-out</th><th>invariant</th><th>clean accuracy</th>"
-           "<th>robust accuracy</th><th>refit score (in-sample)</th></tr>"]
+           "<th>hold-out</th><th>invariant</th><th>judged not invariant</th>"
+           "<th>clean accuracy</th><th>robust accuracy</th><th>refit score (in-sample)</th>"
+           "</tr>"]
+    judged = (c["assessment"]["judgements"].set_index("mid")["judgement"].reindex(mids)
+              .fillna(-1).to_numpy() if c["assessment"] else np.full(len(mids), -1))
     units = c.get("units") or "the parameter's units"
     holdout = np.asarray(models["holdout"].values, dtype=bool) if "holdout" in models else \
         np.zeros(len(table_mids), bool)
@@ -254,6 +270,7 @@ def _database_table(c: dict) -> str:
                    f"<td>{escape(anomaly)}</td><td>{len(ks)}</td>"
                    f"<td>{int(holdout[rows].sum())}</td>"
                    f"<td>{int((labels[ks] == 1).sum())}</td>"
+                   f"<td>{int((judged[ks] == 0).sum())}</td>"
                    f"<td>{_f(float(np.nanmean(accuracy[rows])) if np.isfinite(accuracy[rows]).any() else float('nan'))}</td>"
                    f"<td>{_f(float(np.nanmean(c['robust'][ks])))}</td>"
                    f"<td>{_f(float(np.nanmean(score[ks])) if np.isfinite(score[ks]).any() else float('nan'))}</td></tr>")
@@ -265,6 +282,8 @@ def _database_table(c: dict) -> str:
         ("anomaly", "the training anomaly of the recipe (none: a plain run)"),
         ("models, hold-out, invariant", "numbers of models: of this recipe, of them hold-out, "
                                         "of them labelled invariant"),
+        ("judged not invariant", "of them judged variant by the chosen assessor (the "
+                                 "answer at the top: out of fold where labelled)"),
         ("clean accuracy", "mean over the recipe's models of the test accuracy at the "
                            "identity (fraction of test samples correct, 0 to 1)"),
         ("robust accuracy", f"mean over the recipe's models of the fraction of test "
@@ -276,18 +295,20 @@ def _database_table(c: dict) -> str:
     return "\n".join(out)
 
 
-def _judged(a: dict, k: int, label: int) -> str:
-    """A gallery card's judgement: the out-of-fold label (or, unlabelled, the refit one),
-    the refit score named as such, and why they differ where they do."""
-    oof, refit = int(a["out_of_fold"][k]), int(a["predicted"][k])
-    score = f"refit score {_f(float(a['score'][k]))} (in-sample)"
+def _judged(row) -> str:
+    """A gallery card's judgement (``judgements``' row): the out-of-fold label and
+    probability (or, unlabelled, the refit label), the refit score named as such, and why
+    they differ where they do."""
+    oof, refit = int(row["oof_prediction"]), int(row["refit_prediction"])
+    score = f"refit score {_f(float(row['refit_score']))} (in-sample)"
     if oof < 0:
         if refit < 0:
             return "not assessed"
-        return (f"predicted <span class='unknown'>{LABEL_TEXT[refit]}</span> by the refit "
-                f"assessor (not in the protocol), refit score {_f(float(a['score'][k]))}")
-    mark = "unknown" if label < 0 else "ok" if oof == label else "wrong"
-    text = (f"predicted <span class='{mark}'>{LABEL_TEXT[oof]}</span> out of fold, {score}")
+        return (f"predicted <span class='judged {LABEL_TEXT[refit]}'>{LABEL_TEXT[refit]}"
+                f"</span> by the refit assessor (not in the protocol), refit score "
+                f"{_f(float(row['refit_score']))}")
+    text = (f"predicted <span class='judged {LABEL_TEXT[oof]}'>{LABEL_TEXT[oof]}</span> out "
+            f"of fold (P(invariant) {_f(float(row['oof_probability']))}), {score}")
     if refit != oof:
         text += (f" (the refit assessor says {LABEL_TEXT[refit]}: it saw this model's "
                  f"label)")
@@ -298,51 +319,64 @@ def _gallery(c: dict) -> str:
     mids, labels = list(c["mids"]), np.asarray(c["labels"])
     a = c["assessment"]
     if a is not None:
-        order = sorted(range(len(mids)), key=lambda k: (-np.nan_to_num(a["score"][k],
-                                                                       nan=-np.inf), mids[k]))
-        intro = (f"sorted by the refit score, {escape(score_definition(a))} (highest: "
-                 f"most invariant); "
-                 f"'predicted out of fold' is the majority of its predictions over the "
-                 f"repeats' test folds, by fits that never saw that model's label; models "
-                 f"without a label are judged by the refit assessor")
+        table = a["judgements"].set_index("mid", drop=False)
+        order = gallery_order(a["judgements"], mids)
+        intro = (f"judged not invariant first (lowest out-of-fold probability of invariant "
+                 f"first), then invariant: the top border is the class judged by the "
+                 f"chosen assessor ({escape(a['chosen'])}), a hatched left edge and "
+                 f"'≠ label' mark a judgement that differs from the label; 'predicted out "
+                 f"of fold' is the majority of its predictions over the repeats' test "
+                 f"folds, by fits that never saw that model's label, the refit score "
+                 f"{escape(score_definition(a))}; models without a label are judged by "
+                 f"the refit assessor")
     else:
-        order = list(range(len(mids)))
+        table, order = None, list(mids)
         intro = "in store order (no assessment yet)"
     scale = ", ".join(f"{escape(t)} 0..{v:.3g}" for t, v in c["scale"].items())
-    out = ["<h2>Gallery: every model's variance matrices</h2>",
+    out = ["<h2 id='gallery'>Gallery: every model's variance matrices</h2>",
            f"<p class='meta'>{intro}. Each matrix: cell (i, j) is the RMS Δ, the "
            f"root-mean-square over the {escape(c['split'])} test samples of the change in "
            f"one response between parameters i and j ({escape(c['units'])}), "
            f"D[i, j] = ‖R(p_i) − R(p_j)‖₂ / √n; the confidence in probability, a layer "
            f"statistic in the units of the layer's output. One colour scale per matrix "
            f"across models: {scale}. Click a card (or focus it and press Enter) to see "
-           f"its matrices at full size; Esc closes.</p><div class='gallery'>"]
+           f"its matrices at full size; Esc closes.</p>"]
+    if a is not None:
+        out += [legend(a["counts"]), gallery_filter(a["counts"])]
+    out.append("<div class='gallery' data-show='all'>")
     from ml4ml.report.figures import THUMBNAIL_WIDTH
 
     width, height = (c.get("strips") or {}).get("thumbnail", (THUMBNAIL_WIDTH, 0))
     models = c["models"]
     at = {str(m): k for k, m in enumerate(models["mid"].values)}
-    for k in order:
-        mid = mids[k]
+    position = {m: k for k, m in enumerate(mids)}
+    for mid in order:
+        k = position[mid]
         label = int(labels[k])
-        if a is not None:
-            judged = _judged(a, k, label)
-        else:
-            judged = ""
-        row = at.get(mid)
-        recipe = ""
-        if row is not None and "augmentation" in models:
-            augmentation = str(models['augmentation'].values[row])
-            span = recipe_range(augmentation, float(models['aug_range'].values[row]))
-            recipe = (f"{escape(augmentation)} {escape(span)}, "
-                      f"{escape(str(models['anomaly_name'].values[row]))}")
+        row = table.loc[mid] if table is not None else None
+        judged = _judged(row) if row is not None else ""
+        classes = card_classes(row) if row is not None else "card"
+        badge = judgement_badges(row) if row is not None else ""
         size = f" width='{width}' height='{height}'" if height else ""
-        out.append(f"<div class='card' id='{escape(mid)}'>"
+        out.append(f"<div class='{classes}' id='{escape(mid)}'>"
                    f"<a class='enlarge' href='models/full/{escape(mid)}.png' "
                    f"data-mid='{escape(mid)}' title='enlarge {escape(mid)}'>"
                    f"<img src='models/{escape(mid)}.png' alt='matrices of {escape(mid)}' "
-                   f"loading='lazy'{size}></a><div class='caption'><b>{escape(mid)}</b> "
-                   f"label {LABEL_TEXT[label]}; {judged}; robust accuracy "
-                   f"{_f(float(c['robust'][k]))}; {recipe}</div></div>")
+                   f"loading='lazy'{size}></a><div class='caption'><b>{escape(mid)}</b>"
+                   f"{badge} label {LABEL_TEXT[label]}; {judged}; robust accuracy "
+                   f"{_f(float(c['robust'][k]))}; {_source(models, at.get(mid), row)}"
+                   f"</div></div>")
     out.append("</div>")
     return "\n".join(out)
+
+
+def _source(models, row, judged) -> str:
+    """A card's recipe or source: the judgements' ``source``, else the recipe fields."""
+    if judged is not None:
+        return escape(str(judged["source"]))
+    if row is None or "augmentation" not in models:
+        return ""
+    augmentation = str(models["augmentation"].values[row])
+    span = recipe_range(augmentation, float(models["aug_range"].values[row]))
+    return (f"{escape(augmentation)} {escape(span)}, "
+            f"{escape(str(models['anomaly_name'].values[row]))}")

@@ -4,8 +4,10 @@
 assessment of one transform, draws the figures (``report.figures``: per model a gallery
 thumbnail ``models/<mid>.png`` and its full-size strip ``models/full/<mid>.png``) and
 writes the page
-(``report.page``) into a fresh folder that then replaces the old one, so a report is never
-half written. ``plot_model`` draws one model's strip of matrices.
+(``report.page``, opening with ``report.answer``: the models judged not invariant) and
+``judgements.csv`` (every model's judgement, ``ml4ml.assess.judgements``) into a fresh
+folder that then replaces the old one, so a report is never half written.
+``plot_model`` draws one model's strip of matrices.
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ def report_store(path, folder, *, transform=None, suite=None, split="all", vmax=
     robust = np.asarray(measures["robust_accuracy"].sel({dims.MID: done, dims.INTERVAL: 0})
                         .values)
     labels, label_source = _labels(path, transform, done)
-    assessment = _assessment(path, transform, done)
+    assessment = _assessment(path, transform, done, models, measures)
     bar = stage_progress("report", len(done) + 3, progress, unit="figure")
     scale = shared_scale(values, vmax)
     # per model: the gallery's thumbnail, and the full-size strip a click on it opens
@@ -171,6 +173,8 @@ def report_store(path, folder, *, transform=None, suite=None, split="all", vmax=
                    "full_font_px": float(full.metadata["font_px_min"])},
     }
     (work / "index.html").write_text(page.render(context))
+    if assessment is not None:  # the answer's list, whole: every model's judgement
+        assessment["judgements"].to_csv(work / "judgements.csv", index=False)
     (work / "report.json").write_text(json.dumps({
         "store": str(path), "suite": suite, "transform": transform, "models": len(done),
         "assess_inputs": assessment["digest"] if assessment else "",
@@ -194,8 +198,9 @@ def _labels(path, transform, mids) -> tuple[np.ndarray, str]:
     return np.array([by_mid.get(m, -1) for m in mids]), source
 
 
-def _assessment(path, transform, mids) -> dict | None:
-    from ml4ml.assess.stage import check_assessment
+def _assessment(path, transform, mids, models, measures) -> dict | None:
+    from ml4ml.assess.judgements import (answer_counts, clean_accuracy, judgement_table)
+    from ml4ml.assess.stage import check_assessment, stored_labels
 
     group = store.assess_group(transform)
     if not store.group_exists(path, group):
@@ -231,11 +236,14 @@ def _assessment(path, transform, mids) -> dict | None:
     stored = ds["out_of_fold"] if "out_of_fold" in ds else out_of_fold(ds, chosen)
     oof = np.array([int(stored.values[position[m]]) if m in position else -1 for m in mids])
     missing = [f"comparison_{key}" for key in COMPARISON if f"comparison_{key}" not in ds]
+    missing += [] if "out_of_fold_probability" in ds else ["out_of_fold_probability"]
     if missing:
         raise StoreError(f"'{group}' holds the verdict of an older ml4ml (no {missing[0]})",
                          file=path, field=f"{group}/{missing[0]}",
                          hint=f"run 'ml4ml assess {path} --transform {transform}' again")
-    return {"chosen": chosen, "rows": rows, "verdict": str(ds.attrs.get("verdict", "")),
+    _, labels = stored_labels(path, transform, str(ds.attrs["label_source"]))
+    judged = judgement_table(ds, models, labels, clean_accuracy(measures))
+    return {"chosen": chosen, "judgements": judged, "counts": answer_counts(judged), "rows": rows, "verdict": str(ds.attrs.get("verdict", "")),
             "comparison": {key: float(ds[f"comparison_{key}"].values) for key in COMPARISON},
             "n_holdout": int(ds.attrs.get("comparison_models", 0)),
             "test": str(ds.attrs.get("comparison_test", "")),

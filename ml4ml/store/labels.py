@@ -6,13 +6,25 @@ Layout (dims ``mid``, ``source``, ``rater``)::
     source_description (source) str      where the labels came from (file and sha256, rule)
     written_at   (source)       float64  seconds since 1970-01-01 (UTC) of the last write
     rating       (rater, mid)   int8     an expert's label: 1, 0, or -1 (none, or skipped)
-    rated_at     (rater, mid)   float64  when it was given
+    rated_at     (rater, mid)   float64  when it was given (a skip has a time, "none" has not)
+    pick         (rater, mid)   int8     how the labelling page picked the model for that
+                                         rater (``PICKS``; -1 unrecorded), kept from the
+                                         first rating on (CF ``flag_values``/``flag_meanings``)
     attrs: transform; current_source (the labels the assessors use, the last written)
 
 The ``mid`` axis covers every model of the ``models`` table when a label is written (it is
 extended as models are added). A source's labels are written whole, then it becomes the
-current source; each rating is one write of its rater's row. Every write holds the
-store's lock.
+current source; each rating is one write of its rater's row (``pick``, then
+``rated_at``, the label last). Every write holds the store's lock. A group written before
+``pick`` existed gets it (every entry unrecorded) at its next rating; ``read_labels``
+shows it as unrecorded meanwhile.
+
+``pick`` tells a random pick from a chosen one (``RANDOM_PICKS``): ``overlap`` (the
+models every rater is shown first, ``label-ui --overlap``), ``start`` (the active order's
+random start), ``random`` (its random picks), ``seeded`` (the next model of the rater's own
+random order) are drawn at random among the models not yet rated; ``least_sure`` (the
+active order's pick) and ``browsed`` (a model the rater reached with the arrows and
+rated, not the one offered) are not.
 """
 
 from __future__ import annotations
@@ -29,19 +41,27 @@ from ml4ml.store.groups import group_exists, labels_group, read_group, zarr_grou
 from ml4ml.store.layout import begin, commit, quiet
 from ml4ml.store.models import model_ids
 
-__all__ = ["SOURCE", "RATER", "UNKNOWN", "write_labels", "read_labels", "write_rating",
-           "read_ratings", "current_source", "TIME_UNITS"]
+__all__ = ["SOURCE", "RATER", "UNKNOWN", "PICK", "PICKS", "RANDOM_PICKS", "UNRECORDED",
+           "write_labels", "read_labels", "write_rating", "read_ratings", "current_source",
+           "TIME_UNITS", "pick_names"]
 
 SOURCE = "source"
 RATER = "rater"
 UNKNOWN = -1
 TIME_UNITS = "seconds since 1970-01-01T00:00:00Z"
+PICK = "pick"
+# how a model was picked for a rater: the stored codes (the order of the CF flag_meanings)
+PICKS = {"overlap": 1, "start": 2, "random": 3, "seeded": 4, "least_sure": 5, "browsed": 6}
+RANDOM_PICKS = ("overlap", "start", "random", "seeded")
+UNRECORDED = -1
 _ATTRS = {
     "label": ("label", "1 invariant, 0 variant, -1 unknown, per model and source"),
     "source_description": ("label source", "where the labels came from"),
     "written_at": ("written at", "when the source's labels were last written"),
     "rating": ("expert rating", "a rater's label: 1 invariant, 0 variant, -1 none or skipped"),
     "rated_at": ("rated at", "when the rating was given"),
+    PICK: ("pick", "how the labelling page picked the model for the rater (-1 unrecorded; "
+                   "overlap, start, random and seeded are random picks)"),
     dims.MID: ("model id", "id of the model in the models table"),
     SOURCE: ("label source", "recipe, a file, expert (merged ratings), ..."),
     RATER: ("rater", "name of an expert rater"),
@@ -55,7 +75,40 @@ def _describe(ds: xr.Dataset) -> xr.Dataset:
     for name in ("written_at", "rated_at"):
         if name in ds.variables:
             ds[name].attrs["units"] = TIME_UNITS
+    if PICK in ds.variables:
+        ds[PICK].attrs.update(_pick_flags())
     return ds
+
+
+def _pick_flags() -> dict:
+    """The CF attributes that name ``pick``'s codes."""
+    return {"flag_values": list(PICKS.values()), "flag_meanings": " ".join(PICKS)}
+
+
+def pick_names(codes) -> np.ndarray:
+    """``pick`` codes as their names (object array of the same shape; "" unrecorded)."""
+    names = {v: k for k, v in PICKS.items()}
+    codes = np.asarray(codes)
+    out = np.full(codes.shape, "", dtype=object)
+    for code, name in names.items():
+        out[codes == code] = name
+    return out
+
+
+def _add_pick(path, group: str, zgroup) -> None:
+    """Give a labels group written before ``pick`` existed its ``pick`` array (every entry
+    unrecorded), as one committed layout change."""
+    from ml4ml.store.arrays import COMPRESSOR
+
+    rating = zgroup["rating"]
+    begin(path, group)
+    with quiet():
+        zgroup.create_array(PICK, shape=rating.shape, dtype=np.int8, chunks=rating.chunks,
+                            fill_value=UNRECORDED, dimension_names=[RATER, dims.MID],
+                            compressors=[COMPRESSOR],
+                            attributes={"long_name": _ATTRS[PICK][0],
+                                        "description": _ATTRS[PICK][1], **_pick_flags()})
+    commit(path, group)
 
 
 def _ensure(path, transform: str, *, source: str | None = None, rater: str | None = None):
@@ -76,7 +129,8 @@ def _ensure(path, transform: str, *, source: str | None = None, rater: str | Non
                  "source_description": ((SOURCE,), np.full(len(sources), "", dtype=object)),
                  "written_at": ((SOURCE,), np.full(len(sources), np.nan)),
                  "rating": ((RATER, dims.MID), np.full((len(raters), n), UNKNOWN, np.int8)),
-                 "rated_at": ((RATER, dims.MID), np.full((len(raters), n), np.nan))},
+                 "rated_at": ((RATER, dims.MID), np.full((len(raters), n), np.nan)),
+                 PICK: ((RATER, dims.MID), np.full((len(raters), n), UNRECORDED, np.int8))},
                 coords={dims.MID: np.asarray(mids, dtype=object),
                         SOURCE: np.asarray(sources, dtype=object),
                         RATER: np.asarray(raters, dtype=object)},
@@ -87,6 +141,9 @@ def _ensure(path, transform: str, *, source: str | None = None, rater: str | Non
             commit(path, group)
             return zarr_group(path, group, committed=True)
         zgroup = zarr_group(path, group)
+        if rater and PICK not in zgroup:
+            _add_pick(path, group, zgroup)
+            zgroup = zarr_group(path, group)
         have = [str(m) for m in zgroup[dims.MID][:].tolist()]
         new = [m for m in mids if m not in set(have)]
         new_source = source and source not in [str(s) for s in zgroup[SOURCE][:].tolist()]
@@ -137,11 +194,17 @@ def write_labels(path, transform: str, source: str, labels: dict, description: s
     commit(path, labels_group(transform))
 
 
-def write_rating(path, transform: str, rater: str, mid: str, label: int) -> float:
+def write_rating(path, transform: str, rater: str, mid: str, label: int,
+                 pick: str | None = None) -> float:
     """Record ``rater``'s label (1, 0, or -1 to skip) for ``mid`` now; return the time.
 
+    pick : how the model was picked (a name of ``PICKS``), recorded with the rater's first
+        rating of ``mid`` (a skip included) and kept after: a later label of a model
+        skipped or labelled before keeps how it was first picked.
     The caller holds the store's lock.
     """
+    if pick is not None and pick not in PICKS:
+        raise ValueError(f"unknown pick {pick!r}; known: {', '.join(PICKS)}")
     zgroup = _ensure(path, transform, rater=rater)
     mids = [str(m) for m in zgroup[dims.MID][:].tolist()]
     raters = [str(r) for r in zgroup[RATER][:].tolist()]
@@ -149,8 +212,12 @@ def write_rating(path, transform: str, rater: str, mid: str, label: int) -> floa
         raise StoreError(f"model {mid!r} is not in the store", file=path, field="mid")
     row, column = raters.index(rater), mids.index(mid)
     now = time.time()
+    writes = [("rated_at", now), ("rating", int(label))]  # the label last
     with quiet():
-        for name, value in (("rated_at", now), ("rating", int(label))):  # the label last
+        first = bool(np.isnan(zgroup["rated_at"][row, column]))
+        if pick is not None and first:
+            writes.insert(0, (PICK, PICKS[pick]))
+        for name, value in writes:
             array = zgroup[name]
             data = array[row:row + 1]
             data[0, column] = value
@@ -164,14 +231,18 @@ def read_labels(path, transform: str) -> xr.Dataset | None:
     if not group_exists(path, group):
         return None
     ds = read_group(path, group)
+    if PICK not in ds:  # written before picks were recorded
+        ds[PICK] = xr.full_like(ds["rating"], UNRECORDED, dtype=np.int8)
+        ds = _describe(ds)
     return ds.assign_coords({name: ds[name].values.astype(object)
                              for name in (dims.MID, SOURCE, RATER)})
 
 
 def read_ratings(path, transform: str) -> xr.Dataset | None:
-    """The ratings of every rater (rater, mid) with their times; None without a group."""
+    """The ratings of every rater (rater, mid) with their times and picks; None without a
+    group."""
     ds = read_labels(path, transform)
-    return None if ds is None else ds[["rating", "rated_at"]]
+    return None if ds is None else ds[["rating", "rated_at", PICK]]
 
 
 def current_source(path, transform: str) -> str:

@@ -134,3 +134,26 @@ FIELD_ATTRS = {
     "partition": ("partition", "the paper's partition the model belongs to"),
     "n_train": ("training subset size", "0: the whole training split"),
 }
+
+# the units of a training augmentation's range (``aug_range``)
+RANGE_UNITS = {"rotation": "± {r:g} degrees", "scaling": "factor 1 ± {r:g}",
+               "brightness": "factor 1 ± {r:g}"}
+
+
+def recipe_range(augmentation: str, span: float) -> str:
+    """A training augmentation's range with its unit: "± 30 degrees" for rotation,
+    "factor 1 ± 0.2" for scaling and brightness, "none" without augmentation."""
+    if augmentation == "none":
+        return "none"
+    return RANGE_UNITS.get(augmentation, "± {r:g}").format(r=span)
+
+
+def recipe_text(augmentation: str, span: float, anomaly: int, arch: str = "") -> str:
+    """A trained model's recipe in a few words: "rotation ± 20 degrees, anomaly 4
+    (class_ordered)", "no augmentation, no anomaly" (also for a range of 0); ``arch``
+    first when given."""
+    trained = "no augmentation" if augmentation in ("none", "") or not span else \
+        f"{augmentation} {recipe_range(augmentation, span)}"
+    anomaly = int(anomaly)
+    flaw = f"anomaly {anomaly} ({ANOMALIES.get(anomaly, '?')})" if anomaly else "no anomaly"
+    return ", ".join(part for part in (arch, trained, flaw) if part)

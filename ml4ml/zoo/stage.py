@@ -19,6 +19,7 @@ import xarray as xr
 
 from ml4ml import dims, store
 from ml4ml.errors import InputError, StoreError
+from ml4ml.failures import Failure, log_failure
 from ml4ml.zoo.recipe import FIELD_ATTRS, Recipe
 
 TUPLE_FIELDS = ("normalize_mean", "normalize_std", "anomaly_removed")
@@ -53,10 +54,13 @@ class TrainReport:
     already_added: list = field(default_factory=list)
 
     def summary(self) -> str:
-        """``N added, M trained, K already``."""
+        """``N added, M trained, K already[, F failed: mid (why), ...]``."""
+        from ml4ml.failures import failed_text
+
         retrained = f" ({len(self.retrained)} retrained)" if self.retrained else ""
+        failed = f", {failed_text(self.failed)}" if self.failed else ""
         return (f"{len(self.added)} added, {len(self.trained)} trained{retrained}, "
-                f"{len(self.skipped) + len(self.already_added)} already")
+                f"{len(self.skipped) + len(self.already_added)} already{failed}")
 
 
 def recipe_table(recipes) -> xr.Dataset:
@@ -166,9 +170,10 @@ def train_pipeline(pipeline, *, client=None, force: bool = False, changed_only: 
     A model whose recipe in the spec differs from the stored one is an error, unless
     ``force`` (every model is retrained) or ``changed_only`` (exactly those are). Retraining
     clears the model's later results (probes, matrices, measures), so every later stage
-    redoes it, and only it. A model whose
-    trained weights are not finite is refused: its ``train_error`` says why, the others
-    go on. device : where to train (default: the spec's ``[probe] device``).
+    redoes it, and only it. A model whose training fails (it raises, or its trained
+    weights are not finite) is recorded as failed: its ``train_error`` says why, the
+    others go on, a rerun retries it. device : where to train (default: the spec's
+    ``[probe] device``).
     """
     from ml4ml.progress import progress as stage_progress
 
@@ -222,8 +227,9 @@ def train_pipeline(pipeline, *, client=None, force: bool = False, changed_only: 
             if row.get("error"):
                 failed[row["mid"]] = row["error"]
                 store.update_models(path, _error_row(row["mid"], row["error"]))
-                bar.advance(row["mid"], "refused")
-                bar.note(f"model {row['mid']} refused: {row['error']}")
+                if row.get("failure") is not None:
+                    log_failure("train", row["mid"], row["failure"])
+                bar.fail()
                 continue
             store.update_models(path, _outcome_row(row), last=(TRAINED,))
             done.append(row["mid"])
@@ -291,17 +297,18 @@ def train_one(recipe: Recipe, checkpoint_dir, data_root=None, device="cpu", base
 
 
 def _run_all(todo, checkpoints, data_root, device, client, base=None):
-    """Yield outcome rows as models finish: in process, or as dask tasks on ``client``."""
-    if client is None:
-        for recipe in todo:
-            yield train_one(recipe, checkpoints, data_root, device, base)
-        return
-    from distributed import as_completed
+    """Yield outcome rows as models finish: in process, or as dask tasks on ``client``.
 
-    futures = [client.submit(train_one, r, checkpoints, data_root, device, base,
-                             key=f"train-{r.mid}-{time.time_ns()}", pure=False) for r in todo]
-    for future in as_completed(futures):
-        yield future.result()
+    A model whose training raises gives an error row (its ``failure`` for the log); the
+    others train to the end.
+    """
+    from ml4ml.cluster import run_each
+
+    jobs = {r.mid: (r, checkpoints, data_root, device, base) for r in todo}
+    for mid, row in run_each(train_one, jobs, client, name="train"):
+        if isinstance(row, Failure):
+            row = {"mid": mid, "error": row.reason, "failure": row}
+        yield row
 
 
 def _outcome_row(row: dict) -> xr.Dataset:
