@@ -137,11 +137,10 @@ def _module_base(arch: str, info: dict) -> str:
     base = info.get("module_base")
     if not base:
         raise InputError(
-            f"model {mid!r} has architecture {arch!r}, which the spec does not name: ml4ml "
-            "imports code only from the spec or command line, never because a store says "
-            "so", field="arch",
-            hint=f"name it in the spec ([[zoo.models]] mid = \"{mid}\", checkpoint = ..., "
-                 f"arch = \"{arch}\"), or add the model as a .pt2")
+            f"model {mid!r} has architecture {arch!r}, which the spec does not name: code is "
+            "imported only from the spec or command line, never because a store says so",
+            field="arch", hint="name it in a [[zoo.models]] entry of the spec (mid, "
+                               "checkpoint, arch), or add the model as a .pt2")
     source = module_file(arch, base)
     with open(source, "rb") as file:
         digest = hashlib.sha256(file.read()).hexdigest()
@@ -246,7 +245,7 @@ def _row(added: AddedModel, checkpoint, sha, fmt, shape, n_classes,
     table = recipe_table([recipe])
     values = {TRAINED: True, CHECKPOINT: str(checkpoint), SHA256: sha, SOURCE: ADDED,
               FORMAT: fmt, INPUT_SHAPE: json.dumps(shape), NUM_CLASSES: n_classes,
-              ARCH_ROOT: str(added.base or "") if arch_sha else "",
+              ARCH_ROOT: os.path.abspath(added.base or ".") if arch_sha else "",
               TRUSTED: bool(added.trusted), ARCH_SHA256: arch_sha}
     for name, value in values.items():
         table[name] = ((dims.MID,), np.array([value], dtype=object if isinstance(value, str)
@@ -405,9 +404,10 @@ def spec_modules(pipeline) -> dict:
         else None
     out = {}
     for model in list(pipeline.recipes) + list(pipeline.added):
-        if model.arch.startswith("module:"):
-            out.setdefault(model.arch, getattr(model, "base", "") or folder)
-    return {arch: base for arch, base in out.items() if base}
+        base = getattr(model, "base", "") or folder
+        if model.arch.startswith("module:") and base:  # absolute: workers run elsewhere
+            out.setdefault(model.arch, str(Path(base).resolve()))
+    return out
 
 
 def pipeline_suites(pipeline) -> list[SuiteCheck]:
