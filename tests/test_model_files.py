@@ -246,6 +246,11 @@ def test_the_fixed_batch_is_found_in_the_program():
             [x[i:i + batch], x[-1:].expand(max(0, i + batch - 7), 1, 28, 28)]))
             for i in range(0, 7, batch)])[:7]
         assert torch.equal(module(x), reference)
+    # its parameters are the program's: .to() and .train() reach them (the probe's .to(device))
+    assert len(list(module.parameters())) == 6
+    module.double()
+    assert all(p.dtype == torch.float64 for p in module.wrapped.parameters())
+    assert module(x.double()).dtype == torch.float64
     dynamic = io.BytesIO()
     torch.export.save(torch.export.export(crafted._Net().eval(), (torch.rand(2, 1, 28, 28),),
                                           dynamic_shapes=({0: torch.export.Dim("b")},)),
