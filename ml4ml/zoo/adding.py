@@ -115,7 +115,7 @@ def load_added(checkpoint, sha256, info: dict):
     if sha256 and found != str(sha256):
         raise InputError(f"checkpoint sha256 {found[:12]}... differs from the one recorded "
                          f"when the model was added ({str(sha256)[:12]}...): the file was "
-                         "replaced", file=checkpoint, field="checkpoint_sha256",
+                         "truncated or replaced", file=checkpoint, field="checkpoint_sha256",
                          hint="register the new file with 'ml4ml add-models STORE FILE "
                               "--force' (or 'ml4ml train PIPELINE --force')")
     arch = info.get("arch", "")
