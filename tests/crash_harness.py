@@ -18,8 +18,9 @@ an uninterrupted run of the stage, counted by a first run), on a copy of the bas
 4. the store is compared with the uninterrupted run's, array by array, bitwise (NaN
    equal to NaN), except wall-clock seconds and checkpoint paths; every row finished at
    the crash must still be done, with the same chunk bytes (for ``add-models-force``:
-   every row but the replaced models'); for the add-models stages, ``store check`` must
-   find nothing and no temporary ``.partial`` file may be left (``leftover_files``).
+   every row but the replaced models'); no temporary file of an interrupted write is
+   left (``leftover_files``: the rerun cleans up after the crash); for the add-models
+   stages, ``store check`` finds nothing.
 
 Writes a JSON report to WORKDIR/report.json.
 """
@@ -139,18 +140,6 @@ def add_models(folder: Path, force: bool) -> None:
     entries = [AddedModel(mid=mid, checkpoint=str(file), arch="cnn5", base=str(folder))
                for mid, file in zip(ADDED, files)]
     register_added(path, entries, suites=store_suites(path), force=force)
-
-
-def leftover_files(store_path: Path) -> list[str]:
-    """Problems: temporary files an interrupted write left that a finished rerun did not
-    remove (zarr's ``*.partial``, checkpoints' ``.tmp-*``). Shared by the crash tests of
-    every stage."""
-    store_path = Path(store_path)
-    found = sorted(str(f.relative_to(store_path)) for f in store_path.rglob("*.partial"))
-    checkpoints = Path(str(store_path) + ".checkpoints")
-    if checkpoints.is_dir():
-        found += sorted(f.name for f in checkpoints.glob(".tmp-*"))
-    return [f"leftover temporary file {name}" for name in found]
 
 
 def run_stages(folder: Path, stages: str) -> None:
@@ -285,6 +274,26 @@ def compare(reference: dict, got: dict) -> list[str]:
     return problems
 
 
+def leftover_files(store_path) -> list[str]:
+    """Temporary files an interrupted write left: ``*.partial`` files anywhere in the store
+    (zarr writes each key to one, then renames it into place) and temporary checkpoints
+    (``.tmp-*.pt``) in its checkpoints folder; paths relative to the store's parent."""
+    store_path = Path(store_path)
+    checkpoints = store_path.with_name(store_path.name + ".checkpoints")
+    found = [f for f in store_path.rglob("*.partial")] if store_path.is_dir() else []
+    if checkpoints.is_dir():
+        found += [f for f in checkpoints.rglob("*") if f.name.endswith(".partial")
+                  or (f.name.startswith(".tmp-") and f.name.endswith(".pt"))]
+    return sorted(str(f.relative_to(store_path.parent)) for f in found)
+
+
+def assert_no_partial_files(store_path) -> None:
+    """AssertionError naming every temporary file an interrupted write left in the store
+    (``leftover_files``): a rerun after a crash must clean up after it."""
+    left = leftover_files(store_path)
+    assert not left, f"{len(left)} temporary file(s) left: {', '.join(left[:5])}"
+
+
 def _save(obj, file: Path) -> None:
     import pickle
 
@@ -331,11 +340,11 @@ def _resume_and_compare(folder: Path, stage: str, reference: Path) -> dict:
     got = snapshot(store_path)
     problems = compare(_load(reference), got)
     problems += untouched(before, got, finished, done_rows(store_path))
+    problems += [f"left behind: {name}" for name in leftover_files(store_path)]
     if stage in ("A", "F"):
         from ml4ml.store.check import check_store
 
         problems += [f"store check: {p.what}" for p in check_store(str(store_path))]
-        problems += leftover_files(store_path)
     return {"finished": sum(len(m) for m in finished.values()), "problems": problems}
 
 

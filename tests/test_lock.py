@@ -81,6 +81,46 @@ def test_a_killed_writers_lock_is_taken_over_and_said_so(path):
         assert notes == []
 
 
+def partial(path, where="probes/d/rotation/act/c"):
+    """A temporary file as zarr's LocalStore leaves it when a write dies half-way."""
+    from pathlib import Path
+
+    file = Path(path) / where / "0.0123456789abcdef0123456789abcdef.partial"
+    file.write_bytes(b"half a chunk")
+    return file
+
+
+def test_the_next_writer_deletes_what_a_killed_or_interrupted_writer_left(path):
+    from ml4ml.errors import InputError
+    from ml4ml.store.check import check_store
+    from ml4ml.store.lock import writer_now
+
+    holder = hold(path)
+    left = [partial(path), partial(path, "")]
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with store.writing(path, "next") as notes:
+        assert not any(f.exists() for f in left)
+        assert notes[1] == ("removed 2 temporary file(s) of writes a stopped writer left "
+                            "unfinished")
+    # Ctrl-C (or a failed write): released, but writes may have been in flight
+    with pytest.raises(KeyboardInterrupt):
+        with store.writing(path, "interrupted"):
+            left = partial(path)
+            raise KeyboardInterrupt
+    assert left.exists() and store.holder(path) is None and writer_now(path) is None
+    with store.writing(path, "next") as notes:  # no stale lock: only the clean-up said
+        assert notes == ["removed 1 temporary file(s) of writes a stopped writer left "
+                         "unfinished"] and not left.exists()
+    # a refusal leaves nothing in flight: no clean-up (no walk over the store) after it
+    with pytest.raises(InputError):
+        with store.writing(path, "refused"):
+            raise InputError("bad input")
+    with store.writing(path, "after") as notes:
+        assert notes == []
+    assert not [p for p in check_store(path) if "temporary" in p.what]
+
+
 def test_a_waiting_writer_goes_on_once_the_holder_is_done(path):
     holder = hold(path)
     taken = []

@@ -10,9 +10,12 @@ import xarray as xr
 from click.testing import CliRunner
 
 import golden
-from ml4ml import store
+from ml4ml import dims, store
 from ml4ml.cli import cli
+from ml4ml.errors import StoreError
+from ml4ml.measure.stage import measure_store
 from ml4ml.store import arrays
+from ml4ml.store.check import check_store
 
 
 def run(*args):
@@ -193,3 +196,76 @@ def test_labels_and_assess_rows_of_unknown_models_are_found(path):
     line = next(x for x in out.splitlines() if x.startswith(f"{path}: labels/rotation: "))
     assert "1 row(s) hold results of model id(s) the models table does not have: t1" in line
     assert "'store repair' cannot rename a model" in line
+
+
+# ------------------------------------------------------------------ freshness
+SUITE, TRANSFORM = "legacy", "rotation"
+DERIVED = ("matrices/legacy/rotation", "measures/legacy/rotation")
+PROBES = "probes/legacy/rotation"
+
+
+def set_value(path, group, name, mid, value):
+    """Write one row's value of a small array (as damage or an old store would hold it)."""
+    zgroup = store.zarr_group(path, group, committed=True)
+    row = [str(m) for m in zgroup[dims.MID][:].tolist()].index(mid)
+    zgroup[name][row] = value
+
+
+def stale_by_check(path) -> dict:
+    """{group: sorted mids} that ``store check`` calls computed from other probe data."""
+    return {p.where: sorted(p.mids) for p in check_store(path)
+            if "computed from other probe data" in p.what}
+
+
+def stale_by_lineage(path) -> dict:
+    out = {}
+    for group, kind in zip(DERIVED, ("matrices", "measures")):
+        _, stale = store.row_lineage(path, SUITE, TRANSFORM, kind)
+        if stale:
+            out[group] = sorted(stale)
+    return out
+
+
+def test_the_freshness_rule_itself():
+    done = np.array([True, True, True, True, False, True])
+    recorded = np.array(["a", "a", "", "", "a", "a"], dtype=object)
+    probe_done = np.array([True, False, True, True, True, True])
+    probe_digest = np.array(["a", "a", "a", "", "a", "b"], dtype=object)
+    fresh = store.fresh_rows(done, recorded, probe_done, probe_digest)
+    assert fresh.tolist() == [True, False, False, False, False, False]
+
+
+@pytest.mark.parametrize("probe_digest_too", [False, True],
+                         ids=["recorded-empty", "both-empty"])
+def test_an_empty_recorded_digest_is_stale_for_check_readers_and_measure(path,
+                                                                       probe_digest_too):
+    """One rule decides whether a derived row is fresh: ``store check``, every reader
+    (lineage) and the measure stage agree on it, an empty recorded probe digest included."""
+    path = str(path)
+    assert stale_by_check(path) == stale_by_lineage(path) == {}
+    assert store.fresh_mids(path, SUITE, TRANSFORM) == ["m1", "m2", "t1"]
+    for group in DERIVED:
+        set_value(path, group, store.PROBE_DIGEST, "m1", "")
+    if probe_digest_too:  # the case where check and lineage used to disagree
+        set_value(path, PROBES, store.DIGEST, "m1", "")
+    expected = {group: ["m1"] for group in DERIVED}
+    assert stale_by_check(path) == stale_by_lineage(path) == expected
+    with pytest.raises(StoreError, match="stale"):
+        store.fresh_mids(path, SUITE, TRANSFORM)
+    # the measure stage redoes exactly the row the others call stale
+    (report,) = measure_store(path)
+    assert report.measured == ["m1"] and report.skipped == 2
+    if not probe_digest_too:
+        assert stale_by_check(path) == stale_by_lineage(path) == {}
+        assert store.fresh_mids(path, SUITE, TRANSFORM) == ["m1", "m2", "t1"]
+        return
+    # an empty probe digest is damage: still stale everywhere (never fresh by accident),
+    # and store check names the probe row too; repair clears them all, and then no row
+    # of m1 is done for anyone
+    assert stale_by_check(path) == stale_by_lineage(path) == expected
+    assert any(p.where == PROBES and p.mids == ("m1",) for p in check_store(path))
+    assert run("store", "repair", path).exit_code == 0
+    assert stale_by_check(path) == stale_by_lineage(path) == {}
+    assert store.fresh_mids(path, SUITE, TRANSFORM) == ["m2", "t1"]
+    (report,) = measure_store(path)
+    assert report.measured == [] and report.skipped == 2

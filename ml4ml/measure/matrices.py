@@ -20,6 +20,7 @@ no Python loop over models, levels, splits or samples.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 
@@ -32,7 +33,7 @@ from ml4ml import dims
 from ml4ml.errors import InputError
 
 __all__ = ["variance_matrices", "matrix_levels", "subset_indices", "single_threaded_blas",
-           "SUBSET_SEED"]
+           "ordered_sum", "SUBSET_SEED"]
 
 # seed and fraction of the reference's sensitivity subset (docs/measures.md, "sstv")
 SUBSET_SEED = 2
@@ -74,6 +75,13 @@ def _blas_controller():
     return ThreadpoolController()
 
 
+# the process's one BLAS limit: how many blocks are inside ``single_threaded_blas`` now,
+# and the limiter that restores the thread count the last of them found
+_BLAS_LIMIT = {"depth": 0, "limiter": None}
+_BLAS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
 def single_threaded_blas():
     """A context in which numpy's BLAS runs on one thread.
 
@@ -81,8 +89,57 @@ def single_threaded_blas():
     (dask's threads supply the parallelism): the blocking of a multi-threaded BLAS depends
     on its thread count, so its sums would round differently in process, on a cluster and
     on another machine. One thread makes every run bitwise identical.
+
+    The thread count is the process's, not the thread's: the first block to enter sets
+    it to 1 and the last to leave restores it, so a block that ends never gives BLAS its
+    threads back while another (in another dask thread) is still computing, whatever
+    the order in which a busy machine lets them finish. (threadpoolctl lets only the first
+    thread that set OpenBLAS's count set it again and ignores the others silently: each
+    change here takes that role first, so a dask thread's limit is never a no-op.)
     """
-    return _blas_controller().limit(limits=1, user_api="blas")
+    with _BLAS_GUARD:
+        if _BLAS_LIMIT["depth"] == 0:
+            _take_blas_control()
+            _BLAS_LIMIT["limiter"] = _blas_controller().limit(limits=1, user_api="blas")
+        _BLAS_LIMIT["depth"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_GUARD:
+            _BLAS_LIMIT["depth"] -= 1
+            if _BLAS_LIMIT["depth"] == 0:
+                _take_blas_control()
+                _BLAS_LIMIT["limiter"].restore_original_limits()
+                _BLAS_LIMIT["limiter"] = None
+
+
+def _take_blas_control() -> None:
+    """Make this thread the one threadpoolctl lets set OpenBLAS's thread count."""
+    try:
+        from threadpoolctl import OpenBLASController
+    except ImportError:  # a threadpoolctl without the notion: any thread may set it
+        return
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
+
+
+def ordered_sum(values: np.ndarray, axis) -> np.ndarray:
+    """Sum of ``values`` over ``axis`` (an int or a tuple) in an order set by the summed
+    values alone.
+
+    numpy sums a contiguous last axis pairwise and any other axis one value after another,
+    and the memory layout it picks for an intermediate result follows its operands'
+    strides, which depend on their shapes: the same numbers summed inside a larger block
+    (more models, levels or splits) could round otherwise. Here the summed axes are moved
+    last and made one contiguous row, so each sum is numpy's pairwise sum of that row,
+    whatever the other dims are.
+    """
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    axes = [int(a) % values.ndim for a in axes]
+    kept = values.ndim - len(axes)
+    moved = np.moveaxis(values, axes, range(kept, values.ndim))
+    return np.ascontiguousarray(moved).reshape(moved.shape[:kept] + (-1,)).sum(axis=-1)
 
 
 def _call_on_blocks(*blocks, block_function, **kwargs):

@@ -20,7 +20,7 @@ import xarray as xr
 from ml4ml import dims
 from ml4ml.measure.tables import MeasureTables, measure_tables, n_intervals
 from ml4ml.errors import InputError
-from ml4ml.measure.matrices import apply_to_blocks, variance_matrices
+from ml4ml.measure.matrices import apply_to_blocks, ordered_sum, variance_matrices
 
 __all__ = [
     "PAPER_MEASURES",
@@ -210,7 +210,7 @@ def _measures_block(l2, subset, *, names, user):
         filled, top, bottom = _fill(reversed_matrix, tables)
         values = _paper_measures(filled, top, bottom, tables)
         sstv = np.full(values["mean"].shape, np.nan)
-        sstv[:, 0] = np.abs(l2 - subset).sum(axis=(-2, -1))
+        sstv[:, 0] = ordered_sum(np.abs(l2 - subset), (-2, -1))
         values["sstv"] = sstv
         for name, (func, fill) in user.items():
             matrix = filled if fill else reversed_matrix
@@ -255,7 +255,7 @@ def _paper_measures(filled, top, bottom, tables: MeasureTables) -> dict[str, np.
     cells = size * size
 
     # window sums over rings >= k, corrected at the two corners
-    shift = filled.mean(axis=(-2, -1))[:, None]  # (B, 1)
+    shift = (ordered_sum(filled, (-2, -1)) / (filled.shape[-2] * filled.shape[-1]))[:, None]
     centred = filled - shift[:, :, None]
     asym = np.where(tables.lower, np.abs(filled - np.swapaxes(filled, -1, -2)), 0.0)
     quantities = np.stack(
@@ -315,7 +315,7 @@ def _discontinuity(filled, top, bottom, top_full, bottom_full, tables: MeasureTa
     n_models, p = filled.shape[0], tables.n_params
     padded = np.concatenate([filled.reshape(n_models, -1), np.zeros((n_models, 1))], axis=1)
     lines = padded[:, tables.line_src]  # (B, d, a)
-    line_shift = lines.sum(axis=-1) / np.arange(1, p + 1)  # full-line means (B, P)
+    line_shift = ordered_sum(lines, -1) / np.arange(1, p + 1)  # full-line means (B, P)
     deviation = np.where(tables.line_member, lines - line_shift[:, :, None], 0.0)
     prefix = np.zeros((2, n_models, p, p + 1))
     np.cumsum(deviation, axis=-1, out=prefix[0, :, :, 1:])
@@ -336,7 +336,7 @@ def _discontinuity(filled, top, bottom, top_full, bottom_full, tables: MeasureTa
     line_mean = sums[0] / safe
     variance = np.maximum(sums[1] / safe - line_mean * line_mean, 0.0)
     sigma = np.where(used, np.sqrt(variance), 0.0)
-    return (count * sigma).sum(axis=-1) / tables.size
+    return ordered_sum(count * sigma, -1) / tables.size
 
 
 def _row_segments(matrix, tables: MeasureTables):
@@ -349,7 +349,7 @@ def _row_segments(matrix, tables: MeasureTables):
     diff = np.zeros_like(matrix)
     diff[:, 1:] = matrix[:, :-1] - matrix[:, 1:]
     diff = np.where(tables.segment_member, diff, 0.0)
-    row_shift = diff.sum(axis=-1) / tables.segment_full_count  # (B, P)
+    row_shift = ordered_sum(diff, -1) / tables.segment_full_count  # (B, P)
     deviation = np.where(tables.segment_member, diff - row_shift[:, :, None], 0.0)
     suffix = np.stack([deviation, deviation * deviation])[..., ::-1]
     suffix = np.cumsum(suffix, axis=-1)[..., ::-1]
@@ -365,10 +365,10 @@ def _joined_stats(dev_sum, dev_sq_sum, row_shift, rows, count):
     weight = np.where(rows, 1.0, 0.0)
     total = count.sum(axis=-1)
     seg_sum = dev_sum + count * row_shift[:, None, :]
-    mean = (weight * seg_sum).sum(axis=-1) / total
+    mean = ordered_sum(weight * seg_sum, -1) / total
     offset = mean[:, :, None] - row_shift[:, None, :]
     scatter = dev_sq_sum - 2.0 * offset * dev_sum + count * offset * offset
-    std = np.sqrt(np.maximum((weight * scatter).sum(axis=-1) / total, 0.0))
+    std = np.sqrt(np.maximum(ordered_sum(weight * scatter, -1) / total, 0.0))
     return mean, std
 
 
@@ -390,7 +390,7 @@ def _row_gradients(matrix, segments, corner, tables: MeasureTables):
     count = np.where(tables.v_count > 0, tables.v_count, 1.0)
     seg_mean_dev = at_lo[0] / count
     seg_std = np.sqrt(np.maximum(at_lo[1] / count - seg_mean_dev * seg_mean_dev, 0.0))
-    wstd = (tables.wstd_rows * seg_std).sum(axis=-1)
+    wstd = ordered_sum(tables.wstd_rows * seg_std, -1)
     return mean, std, wstd
 
 

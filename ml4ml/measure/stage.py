@@ -153,11 +153,15 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
     measured, written, have_names = _stored_rows(path, m_group)
     matrixed, _, _ = _stored_rows(path, x_group)
 
-    # lineage: a row is current when both groups hold it from the probe's present digest
+    # lineage: a row is current when both groups hold it fresh (``store.fresh_rows``)
     remeasured = {}
     todo = []
-    for m in done:
-        current = measured.get(m) == digest[m] and matrixed.get(m) == digest[m]
+    now = [digest[m] for m in done]
+    fresh = np.ones(len(done), dtype=bool)
+    for rows in (measured, matrixed):
+        fresh &= store.fresh_rows([m in rows for m in done], [rows.get(m, "") for m in done],
+                                  np.ones(len(done), dtype=bool), now)
+    for m, current in zip(done, fresh.tolist()):
         if force or not current:
             todo.append(m)
             if m in written:  # measured once before: say why it is done again

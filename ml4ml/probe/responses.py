@@ -2,7 +2,7 @@
 
 ``probe_model`` is the one entry point. For each batch of images it applies the
 transformation for every grid parameter at once on the device, runs the model on the
-stacked (aug_param x batch) inputs in chunks of ``batch_size`` and records, through forward
+stacked (aug_param x batch) inputs in forwards of one size and records, through forward
 hooks, the eight statistics of docs/measures.md ("Inputs") of each chosen layer. Full activations
 never leave the device: each hook reduces its layer's output with five torch kernels to
 per-channel sums and maxima plus two per-input values (or, for a layer small enough,
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from ml4ml import dims
 from ml4ml.zoo.attacks import fgsm
 from ml4ml.cluster import keep_freed_memory
 from ml4ml.errors import InputError
+from ml4ml.probe.statistics import LayerRecorder, layer_statistics  # noqa: F401 (re-exported)
 from ml4ml.probe.transforms import Transform, get_transform, validate_grid
 
 
@@ -39,11 +40,13 @@ STATS_BLOCK_ROWS = 8192
 # within this many bytes of transformed images: fewer, larger transform calls
 TRANSFORM_BATCHES = 4
 TRANSFORM_BYTES = 64 * 2**20
-# layers with fewer spatial positions than this are reduced over a (n, spatial, channel) copy
-SMALL_SPATIAL = 32
 # a layer whose float32 outputs for a block of rows take at most this many bytes is
 # reduced once per block (its outputs copied there on the device) rather than per forward
 HELD_LAYER_BYTES = 8 * 2**20
+# inputs of every forward at least: torch picks a convolution's implementation from the
+# batch size and the thread count (a 1x1 convolution of fewer than 16 inputs on one
+# thread is not oneDNN's), and implementations round differently
+MIN_FORWARD_ROWS = 16
 
 
 def probe_model(model: nn.Module, images, labels, transform: str | Transform, params, *,
@@ -64,10 +67,13 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
         transformation: ``(x - mean) / std``.
     layers : module names (``dict(model.named_modules())`` keys) to record; default the last
         two ``nn.Conv2d`` modules (raw conv output, before any norm or activation).
-    batch_size : number of model inputs per forward (the last of a batch of images may be
-        fewer). Images are transformed to the whole grid a batch at a time, as many as fill
+    batch_size : number of model inputs per forward (at least ``MIN_FORWARD_ROWS``). Images
+        are transformed to the whole grid a batch at a time, as many as fill
         ``TRANSFORM_BATCHES`` forwards (at least one image; the stack at most
-        ``TRANSFORM_BYTES``).
+        ``TRANSFORM_BYTES``). Every forward holds the same number of inputs (``forward_sizes``),
+        the last of a batch of images padded with copies of its last input (trimmed from
+        the outputs): a model's numbers never depend on which inputs share its forwards,
+        nor on the thread count through the implementation torch picks for a batch size.
     device : where the transformation, the model and the statistics run.
     fgsm_epsilon : if > 0, perturb the untransformed images with FGSM
         (``attacks.fgsm`` with ``labels`` and ``normalize``) before transforming them.
@@ -106,6 +112,7 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
     ids = _check_sample_ids(sample_ids, n_samples)
     batch_size = _check_batch_size(batch_size)
     fgsm_epsilon = _check_epsilon(fgsm_epsilon)
+    batch_size = max(batch_size, MIN_FORWARD_ROWS)
     device = _check_device(device)
     layer_names = select_layers(model, layers)
     modules = dict(model.named_modules())
@@ -117,14 +124,15 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
     n_params, n_layers = len(grid), len(layer_names)
     images_per_batch = _images_per_batch(batch_size, n_params, images_t[0].numel(), dtype)
     rows_per_batch = n_params * images_per_batch
+    width = _forward_width(batch_size, rows_per_batch)
     # statistics are finished once per block of image batches (few small ops per block)
     batches_per_block = max(1, STATS_BLOCK_ROWS // rows_per_batch)
     block_rows = rows_per_batch * batches_per_block
 
     was_training = model.training
     model.eval()
-    recorder = _LayerRecorder([(name, modules[name]) for name in layer_names], block_rows,
-                              device)
+    recorder = LayerRecorder([(name, modules[name]) for name in layer_names], block_rows,
+                             device, held_bytes=HELD_LAYER_BYTES)
     try:
         n_classes = _count_classes(model, images_t[:1].to(device, dtype), norm, recorder)
         if int(labels_t.max()) >= n_classes:
@@ -158,10 +166,11 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
                     stack = stack.reshape((rows,) + tuple(batch.shape[1:]))
                     if norm is not None:
                         stack = (stack - norm[0]) / norm[1]
-                    for first in range(0, rows, batch_size):
-                        last = min(first + batch_size, rows)
-                        recorder.start(row + first, row + last)
-                        logits_buf[row + first:row + last] = model(stack[first:last])
+                    for first in range(0, rows, width):
+                        last = min(first + width, rows)
+                        recorder.start(row + first, row + last, width)
+                        logits = model(_padded(stack[first:last], width))
+                        logits_buf[row + first:row + last] = logits[:last - first]
                         recorder.finish()
                 row += rows
                 _report(progress, stop, n_samples, stop - start)
@@ -196,17 +205,34 @@ def _softmax_rows(logits: torch.Tensor) -> torch.Tensor:
 
 def forward_sizes(n_samples: int, n_params: int, batch_size: int = 256, image_numel: int = 1,
                   dtype=torch.float32) -> list[int]:
-    """The number of inputs of each forward pass ``probe_model`` makes, in order.
+    """The number of inputs of each forward pass ``probe_model`` makes, in order (every
+    one the same: the last of a batch of images is padded).
 
     image_numel : values per image (channel x height x width) and dtype the model's: they
         matter only for images so large that ``TRANSFORM_BYTES`` limits a batch.
     """
+    batch_size = max(batch_size, MIN_FORWARD_ROWS)
     per_batch = _images_per_batch(batch_size, n_params, image_numel, dtype)
+    width = _forward_width(batch_size, n_params * per_batch)
     sizes = []
     for start in range(0, n_samples, per_batch):
         rows = n_params * (min(start + per_batch, n_samples) - start)
-        sizes += [min(batch_size, rows - first) for first in range(0, rows, batch_size)]
+        sizes += [width] * -(-rows // width)
     return sizes
+
+
+def _forward_width(batch_size: int, rows_per_batch: int) -> int:
+    """Inputs of every forward: ``batch_size``, or a whole batch of images where that is
+    fewer (at least ``MIN_FORWARD_ROWS``)."""
+    return max(MIN_FORWARD_ROWS, min(batch_size, rows_per_batch))
+
+
+def _padded(inputs: torch.Tensor, width: int) -> torch.Tensor:
+    """``inputs`` (n, ...) followed by copies of its last row up to ``width`` rows."""
+    if inputs.shape[0] == width:
+        return inputs
+    tail = inputs[-1:].expand((width - inputs.shape[0],) + tuple(inputs.shape[1:]))
+    return torch.cat([inputs, tail])
 
 
 def _images_per_batch(batch_size: int, n_params: int, image_numel: int, dtype) -> int:
@@ -260,209 +286,6 @@ def select_layers(model: nn.Module, layers: Sequence[str] | None = None) -> list
         raise InputError(f"each layer may be named once; found {duplicated} more than once",
                          field="layers")
     return names
-
-
-def layer_statistics(activations: torch.Tensor) -> torch.Tensor:
-    """The eight statistics of docs/measures.md of each sample's layer output.
-
-    activations : (n, channel, *spatial) (or (n, features), read as features x 1x1)
-    Returns (n, 8) float32 in ``dims.STATS`` order: mean, std, max, min over all values;
-    mean_max, mean_std of the per-channel spatial means; max_mean, max_std of the
-    per-channel spatial maxima (every std the population one; the std over all values is
-    computed from values centred on their channel's mean, plus the spread of those means).
-    """
-    z = activations if activations.dtype == torch.float32 else activations.float()
-    n, channels = z.shape[:2]
-    per_channel = torch.empty((2, n, channels), dtype=torch.float32, device=z.device)
-    per_sample = torch.empty((2, n), dtype=torch.float32, device=z.device)
-    spatial = _raw_statistics(z, per_channel, per_sample)
-    return _finish_statistics(per_channel, per_sample, spatial)
-
-
-
-def _raw_statistics(activations: torch.Tensor, per_channel: torch.Tensor,
-                    per_sample: torch.Tensor, scratch: torch.Tensor | None = None) -> int:
-    """The full-tensor ATen reductions, written in place; returns the spatial size.
-
-    per_channel (2, n, channel) <- spatial sum and spatial max of each channel;
-    per_sample (2, n) <- min over all values and ||values - their channel's mean||_2
-    (each output row contiguous, so the reductions write in place).
-    scratch : optional float32 tensor of at least as many values as ``activations``, for the
-        centred values (saves an allocation per call).
-    Five kernels (sum, max, min, subtract, norm): right after the layer's own forward each
-    kernel launch costs more than its arithmetic, so there are as few as the statistics
-    need, and only plain ones (var_mean and aminmax are far slower on CPU). A channels_last
-    output is reduced as the (n, spatial, channel) array it is in memory; a small spatial
-    extent (< ``SMALL_SPATIAL``) from an (n, spatial, channel) copy, since CPU reductions
-    over a short innermost dimension are several times slower per value.
-    """
-    z = activations
-    if z.dtype != torch.float32:
-        z = z.float()
-    n, channels = z.shape[:2]
-    # values: (n, spatial, channel) reduced over dim 1, or (n, channel, spatial) over dim 2
-    copied = False
-    if z.dim() == 4 and not z.is_contiguous() \
-            and z.is_contiguous(memory_format=torch.channels_last):
-        values, reduce = z.permute(0, 2, 3, 1).reshape(n, -1, channels), 1  # a view
-    else:
-        values = z.reshape(n, channels, -1)
-        reduce = 1 if values.shape[2] < SMALL_SPATIAL else 2
-        if reduce == 1:
-            transposed = values.transpose(1, 2)
-            values = transposed.contiguous()
-            copied = values is not transposed  # not a view of the layer's output
-        else:
-            values = values.contiguous()
-    spatial = values.shape[reduce]
-    sums = per_channel[0].unsqueeze(reduce)
-    torch.sum(values, dim=reduce, out=per_channel[0])
-    torch.amax(values, dim=reduce, out=per_channel[1])
-    torch.amin(values.view(n, -1), dim=1, out=per_sample[0])
-    if copied:  # our own copy: centred in place
-        centred = values.sub_(sums, alpha=1.0 / spatial)
-    elif scratch is not None and scratch.numel() >= values.numel():
-        centred = torch.sub(values, sums, alpha=1.0 / spatial,
-                            out=scratch.view(-1)[:values.numel()].view(values.shape))
-    else:
-        centred = torch.sub(values, sums, alpha=1.0 / spatial)
-    torch.linalg.vector_norm(centred.view(n, -1), dim=1, out=per_sample[1])
-    return spatial
-
-
-def _finish_statistics(per_channel: torch.Tensor, per_sample: torch.Tensor, spatial: int,
-                       out: torch.Tensor | None = None) -> torch.Tensor:
-    """(n, 8) statistics in dims.STATS order from ``_raw_statistics``' outputs."""
-    channels = per_channel.shape[2]
-    across_mean = per_channel.mean(dim=-1)                    # (2, n): sum mean, max mean
-    across_max = per_channel.amax(dim=-1)                     # (2, n): sum max, max
-    across_dev = torch.linalg.vector_norm(per_channel - across_mean.unsqueeze(-1), dim=-1)
-    # ||values - mean||^2 = sum over channels of ||values_c - mean_c||^2 (per_sample[1])
-    #                       + spatial x ||channel means - mean||^2 (= across_dev[0]^2 / spatial)
-    centred_norm = torch.hypot(per_sample[1], across_dev[0] / math.sqrt(spatial))
-    # dims.STATS: mean, std, max, min, mean_max, mean_std, max_mean, max_std (then scaled)
-    raw = torch.stack([across_mean[0], centred_norm, across_max[1], per_sample[0],
-                       across_max[0], across_dev[0], across_mean[1], across_dev[1]], dim=1,
-                      out=out)
-    return raw.mul_(_stat_scale(channels, spatial, raw.device))
-
-
-@functools.lru_cache(maxsize=64)
-def _stat_scale(channels: int, spatial: int, device: torch.device) -> torch.Tensor:
-    """(8,) factors turning _finish_statistics' stacked sums and norms into dims.STATS."""
-    by_stat = {"mean": 1 / spatial, "std": 1 / math.sqrt(channels * spatial), "max": 1.0,
-               "min": 1.0, "mean_max": 1 / spatial,
-               "mean_std": 1 / (spatial * math.sqrt(channels)), "max_mean": 1.0,
-               "max_std": 1 / math.sqrt(channels)}
-    return torch.tensor([by_stat[stat] for stat in dims.STATS], dtype=torch.float32,
-                        device=device)
-
-
-class _LayerRecorder:
-    """Forward hooks that reduce each chosen layer's output into per-block buffers.
-
-    ``start(first, last)`` before each forward names the block rows it fills;
-    ``statistics(n_rows)`` returns the (layer, n_rows, 8) statistics of the block's first
-    ``n_rows`` rows. Each layer output is reduced in the hook to per-channel sums and maxima
-    and two per-row values (``_raw_statistics``), finished once per block.
-    """
-
-    def __init__(self, named_modules: list[tuple[str, nn.Module]], block_rows: int, device):
-        n_layers = len(named_modules)
-        self.names = [name for name, _ in named_modules]
-        self.enabled = True
-        self.block_rows = block_rows
-        self.device = device
-        self.first = self.last = 0
-        self.seen = [False] * n_layers
-        self.row_shape: list[tuple | None] = [None] * n_layers
-        self.spatial = [0] * n_layers
-        self.out = torch.empty((n_layers, block_rows, len(dims.STATS)), dtype=torch.float32,
-                               device=device)
-        # raw per-channel and per-row buffers, allocated at the first output
-        self.per_channel: list[torch.Tensor | None] = [None] * n_layers
-        self.per_sample: list[torch.Tensor | None] = [None] * n_layers
-        # a layer whose outputs for a whole block fit in HELD_LAYER_BYTES is copied
-        # into ``held`` and reduced once per block: a small layer's reductions cost mostly
-        # their launches, and one copy per forward is one launch instead of five
-        self.held: list[torch.Tensor | None] = [None] * n_layers
-        # centred values of a layer reduced per forward
-        self.scratch: list[torch.Tensor | None] = [None] * n_layers
-        self.handles = [module.register_forward_hook(self._hook(i))
-                        for i, (_, module) in enumerate(named_modules)]
-
-    def _hook(self, index: int) -> Callable:
-        def hook(module, inputs, output):
-            if not self.enabled:
-                return
-            n_rows = self.last - self.first
-            if self.seen[index]:
-                raise InputError(
-                    f"layer {self.names[index]!r} ran more than once in one forward pass, so "
-                    f"its statistics are ambiguous", field="layers",
-                    hint="record a module that runs once per forward",
-                )
-            if not isinstance(output, torch.Tensor) or output.dim() < 2 \
-                    or output.shape[0] != n_rows:
-                found = (f"shape {tuple(output.shape)}" if isinstance(output, torch.Tensor)
-                         else type(output).__name__)
-                raise InputError(
-                    f"layer {self.names[index]!r} must output a tensor (n_inputs, channel, ...) "
-                    f"with one row per input ({n_rows}); found {found}", field="layers",
-                )
-            self.seen[index] = True
-            if self.row_shape[index] is None:
-                self._allocate(index, output)
-            elif tuple(output.shape[1:]) != self.row_shape[index]:
-                raise InputError(f"layer {self.names[index]!r} changed its output shape per "
-                                 f"input from {self.row_shape[index]} to "
-                                 f"{tuple(output.shape[1:])}", field="layers")
-            rows = slice(self.first, self.last)
-            if self.held[index] is not None:  # small layer: reduced once per block
-                self.held[index][rows].copy_(output)
-            else:
-                _raw_statistics(output, self.per_channel[index][:, rows],
-                                self.per_sample[index][:, rows], self.scratch[index])
-        return hook
-
-    def _allocate(self, index: int, output: torch.Tensor) -> None:
-        """The layer's per-block buffers, sized from its first output (the largest)."""
-        row_shape = tuple(output.shape[1:])
-        self.row_shape[index] = row_shape
-        self.spatial[index] = math.prod(row_shape[1:])
-        kwargs = {"dtype": torch.float32, "device": self.device}
-        if self.block_rows * math.prod(row_shape) * 4 <= HELD_LAYER_BYTES:
-            self.held[index] = torch.empty((self.block_rows,) + row_shape, **kwargs)
-        else:
-            self.scratch[index] = torch.empty(output.numel(), **kwargs)
-        self.per_channel[index] = torch.empty((2, self.block_rows, row_shape[0]), **kwargs)
-        self.per_sample[index] = torch.empty((2, self.block_rows), **kwargs)
-
-    def start(self, first: int, last: int) -> None:
-        self.first, self.last = first, last
-        self.seen = [False] * len(self.seen)
-
-    def finish(self) -> None:
-        missing = [name for name, seen in zip(self.names, self.seen) if not seen]
-        if missing:
-            raise InputError(f"layers {missing} did not run in the model's forward pass",
-                             field="layers")
-
-    def statistics(self, n_rows: int) -> torch.Tensor:
-        """(layer, n_rows, 8) statistics of the block's first ``n_rows`` rows (a view)."""
-        for index, per_channel in enumerate(self.per_channel):
-            if per_channel is None:  # the layer produced no output in this block
-                continue
-            per_channel, per_sample = per_channel[:, :n_rows], self.per_sample[index][:, :n_rows]
-            if self.held[index] is not None:
-                _raw_statistics(self.held[index][:n_rows], per_channel, per_sample)
-            _finish_statistics(per_channel, per_sample, self.spatial[index],
-                               out=self.out[index, :n_rows])
-        return self.out[:, :n_rows]
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
 
 
 def _count_classes(model, first_image, norm, recorder) -> int:

@@ -26,7 +26,7 @@ from zarr.storage import FsspecStore, LocalStore
 from ml4ml.errors import StoreError
 
 __all__ = ["zarr_store", "is_url", "local_root", "fault_point", "FAULT_AFTER_ENV",
-           "FAULT_SIGNAL_ENV", "writes_done", "require_s3"]
+           "FAULT_SIGNAL_ENV", "writes_done", "require_s3", "partial_files"]
 
 FAULT_AFTER_ENV = "ML4ML_FAULT_AFTER_WRITES"
 FAULT_SIGNAL_ENV = "ML4ML_FAULT_SIGNAL"
@@ -47,6 +47,20 @@ def local_root(path) -> Path | None:
     elif is_url(text):
         return None
     return Path(os.path.abspath(text))
+
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def partial_files(root) -> list[Path]:
+    """The temporary files of interrupted writes in the local store folder ``root``: zarr's
+    ``LocalStore`` writes each key to ``<key>.<random>.partial`` and then renames it, so a
+    writer killed mid-write leaves one behind (sorted; none for a folder that is not there).
+    """
+    found = []
+    for folder, _, files in os.walk(root):
+        found += [Path(folder) / f for f in files if f.endswith(PARTIAL_SUFFIX)]
+    return sorted(found)
 
 
 def writes_done() -> int:

@@ -27,9 +27,10 @@ from ml4ml.errors import StoreError
 from ml4ml.store import layout
 from ml4ml.store.arrays import ROW_CHUNK, ROW_TABLE_VARIABLES
 from ml4ml.store.backend import local_root
-from ml4ml.store.chunks import scan_group
+from ml4ml.store.chunks import read_rows, scan_group
 from ml4ml.store.groups import (MODELS_GROUP, list_groups, matrices_group, measures_group,
                                 probe_group, store_attrs, zarr_group)
+from ml4ml.store.lineage import fresh_rows, probe_state
 from ml4ml.store.probes import DIGEST, RESPONSES, SOURCE, probe_digest
 from ml4ml.store.rows import PROBE_DIGEST, clear_done
 
@@ -458,8 +459,7 @@ def _probe_rows(path, group, scans, hurt, models) -> list[Problem]:
     damaged, altered = [], []
     zgroup = zarr_group(path, group, mode="r", committed=True)
     arrays = {name: zgroup[name] for name in RESPONSES if name in zgroup}
-    for row in np.flatnonzero(done):
-        values = {name: array[int(row)] for name, array in arrays.items()}
+    for row, values in read_rows(arrays, np.flatnonzero(done)):
         bad = [name for name, v in values.items()
                if (v.dtype.kind == "f" and not np.isfinite(v).all())
                or (name == dims.PREDICTION and (v < 0).any())]
@@ -497,13 +497,11 @@ def _probe_rows(path, group, scans, hurt, models) -> list[Problem]:
 def _derived_rows(group, scans, hurt, probes, probes_hurt) -> list[Problem]:
     mids = _mids(scans)
     done = _done(scans, hurt)
-    digests = [str(d) for d in scans[PROBE_DIGEST].values.tolist()]
-    probe_done = dict(zip(_mids(probes), _done(probes, set())))
-    probe_digests = dict(zip(_mids(probes), [str(d) for d in probes[DIGEST].values.tolist()]))
+    probe_done, probe_digest = probe_state(mids, _mids(probes), _done(probes, set()),
+                                           probes[DIGEST].values)
+    fresh = fresh_rows(done, scans[PROBE_DIGEST].values, probe_done, probe_digest)
     unknown = {m for k, m in enumerate(_mids(probes)) if k in probes_hurt}
-    stale = [m for m, ok, d in zip(mids, done, digests)
-             if ok and m not in unknown
-             and (not probe_done.get(m) or probe_digests.get(m) != d)]
+    stale = [m for m, ok, new in zip(mids, done, fresh) if ok and not new and m not in unknown]
     if not stale:
         return []
     return [Problem(group, f"{len(stale)} done row(s) were computed from other probe data "

@@ -25,9 +25,11 @@ from ml4ml import dims
 from ml4ml.store.backend import zarr_store
 from ml4ml.store.layout import quiet
 
-__all__ = ["ArrayScan", "scan_group"]
+__all__ = ["ArrayScan", "scan_group", "read_rows"]
 
 _IN_FLIGHT = 16  # chunk reads at a time
+# bytes of the rows ``read_rows`` holds at a time (at least one row)
+_BLOCK_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -134,3 +136,31 @@ async def _read(gate, array, scan: ArrayScan, index, key) -> None:
     if scan.values is not None:
         data = np.asarray(data)
         scan.values[selection] = data.astype(object) if data.dtype.kind == "T" else data
+
+
+def read_rows(arrays: dict, rows, *, block_bytes: int = _BLOCK_BYTES):
+    """Yield (row, {name: that row's values}) for each of ``rows`` (ascending), reading
+    the zarr ``arrays`` (along ``mid`` first) a block of consecutive rows at a time.
+
+    One read per block and array (its chunks fetched concurrently) rather than one per row
+    and array: a store of thousands of models is read in seconds. A block holds only rows
+    asked for (a row left out, e.g. one whose chunk is unreadable, is never read) and at
+    most ``block_bytes`` of them, so memory stays bounded whatever a model's rows hold.
+    """
+    rows = [int(r) for r in rows]
+    row_bytes = sum(int(np.prod(a.shape[1:], dtype=np.int64)) * max(a.dtype.itemsize, 8)
+                    for a in arrays.values())
+    per_block = max(1, block_bytes // max(row_bytes, 1))
+    k = 0
+    while k < len(rows):
+        first = rows[k]
+        stop = k
+        while stop < len(rows) and rows[stop] == first + (stop - k) \
+                and stop - k < per_block:
+            stop += 1
+        last = rows[stop - 1]
+        with quiet():
+            block = {name: array[first:last + 1] for name, array in arrays.items()}
+        for row in rows[k:stop]:
+            yield row, {name: values[row - first] for name, values in block.items()}
+        k = stop

@@ -28,8 +28,7 @@ from zarr.core.sync import sync
 from ml4ml.errors import StoreError
 from ml4ml.store.backend import zarr_store
 
-__all__ = ["begin", "commit", "committed_nodes", "actual_nodes", "recover", "quiet",
-           "remove_partial_files"]
+__all__ = ["begin", "commit", "committed_nodes", "actual_nodes", "recover", "quiet"]
 
 METADATA_KEY = "zarr.json"
 
@@ -217,28 +216,6 @@ def recover(path, *, full: bool = False) -> list[str]:
     if pending is not None:
         sync(store.delete(PENDING_KEY))
     return actions
-
-
-def remove_partial_files(path) -> list[str]:
-    """Delete the temporary files (``*.partial``) of writes a killed writer left in a local
-    store; return a note if there were any.
-
-    zarr writes each key to ``<key>.<uuid>.partial`` and renames it into place; a writer
-    killed while it writes several keys at once leaves the ones not renamed yet. They are
-    never part of the store. Called by a writer holding the store's lock, before it
-    writes anything (``store.writing``); object stores have none (a PUT is atomic).
-    """
-    from ml4ml.store.backend import local_root
-
-    root = local_root(path)
-    if root is None or not root.is_dir():
-        return []
-    removed = 0
-    for file in root.rglob("*.partial"):
-        if file.is_file():
-            file.unlink(missing_ok=True)
-            removed += 1
-    return [f"removed {removed} temporary file(s) of an interrupted write"] if removed else []
 
 
 # ----------------------------------------------------------------------------- helpers

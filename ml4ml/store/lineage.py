@@ -2,8 +2,11 @@
 
 A row of ``matrices/<suite>/<transform>`` or ``measures/<suite>/<transform>`` records the
 ``digest`` of the probe responses it was computed from (``probe_digest``). It is *fresh*
-when it is done, its model's probe row is done and the two digests agree; a done row that
-is not fresh is *stale* (its probe data was re-imported, re-probed or refused since).
+when it is done, its model's probe row is done and the two digests agree and are not
+empty; a done row that is not fresh is *stale* (its probe data was re-imported, re-probed
+or refused since, or nothing records what it came from). ``fresh_rows`` is that rule, the
+only one: readers (``row_lineage``, ``fresh_mids``), ``store check`` and the measure stage
+all decide with it.
 Every reader of derived rows (``features``, ``assess``, ``predict``, ``report``, ``plot``)
 reads only fresh rows and refuses, in one line naming the models and ``ml4ml measure``,
 where some are stale; the measure stage redoes them.
@@ -14,7 +17,6 @@ from __future__ import annotations
 import shlex
 
 import numpy as np
-import pandas as pd
 
 from ml4ml import dims
 from ml4ml.errors import StoreError
@@ -23,11 +25,42 @@ from ml4ml.store.groups import (group_exists, matrices_group, measures_group, op
 from ml4ml.store.probes import DIGEST
 from ml4ml.store.rows import PROBE_DIGEST
 
-__all__ = ["row_lineage", "fresh_mids", "stale_message_models"]
+__all__ = ["fresh_rows", "probe_state", "row_lineage", "fresh_mids", "stale_message_models"]
 
 _GROUPS = {"measures": measures_group, "matrices": matrices_group}
 # models named in a one-line message; the rest are counted
 NAMED = 10
+
+
+def fresh_rows(done, recorded, probe_done, probe_digest) -> np.ndarray:
+    """Which derived rows are fresh, (row,) bool: the one rule of lineage.
+
+    done : (row,) the derived rows' ``done`` flags; recorded : (row,) the probe digests
+    they recorded (``probe_digest``); probe_done, probe_digest : (row,) the ``done`` flag
+    and ``digest`` of each row's model in the probe group now (False and "" for a model
+    the group lacks: ``probe_state``). A row is fresh when it and its probe row are done
+    and the digest it recorded is the probe's now. An empty recorded digest never matches,
+    even an empty probe digest: nothing then says which probe data the row came from.
+    """
+    recorded = np.asarray(recorded).astype(str)
+    return (np.asarray(done, dtype=bool) & np.asarray(probe_done, dtype=bool)
+            & (recorded != "") & (recorded == np.asarray(probe_digest).astype(str)))
+
+
+def probe_state(mids, probe_mids, probe_done, probe_digest) -> tuple[np.ndarray, np.ndarray]:
+    """The probe group's ``done`` flag and ``digest`` of each of ``mids``, (len(mids),):
+    False and "" for a model the probe group does not hold."""
+    mids = np.asarray(mids).astype(str)
+    # a repeated id (damage ``store check`` reports on its own): its last row
+    position = {m: k for k, m in enumerate(np.asarray(probe_mids).astype(str).tolist())}
+    where = np.array([position.get(m, -1) for m in mids.tolist()], dtype=np.int64)
+    known = where >= 0
+    at = np.where(known, where, 0)
+    done = np.asarray(probe_done, dtype=bool)
+    digest = np.asarray(probe_digest).astype(str)
+    if not len(done):
+        return np.zeros(len(mids), dtype=bool), np.full(len(mids), "", dtype=object)
+    return known & done[at], np.where(known, digest[at], "")
 
 
 def row_lineage(path, suite: str, transform: str, kind: str) -> tuple[list[str], list[str]]:
@@ -42,19 +75,13 @@ def row_lineage(path, suite: str, transform: str, kind: str) -> tuple[list[str],
     done = np.asarray(derived[dims.DONE].values, dtype=bool)
     recorded = np.asarray(derived[PROBE_DIGEST].values).astype(str)
     probes_name = probe_group(suite, transform)
+    probe_done, probe_digest = np.zeros(len(mids), dtype=bool), np.full(len(mids), "")
     if group_exists(path, probes_name):
         probes = open_group(path, probes_name)
-        probe_mids = pd.Index(np.asarray(probes[dims.MID].values).astype(str))
-        probe_done = np.asarray(probes[dims.DONE].values, dtype=bool)
-        probe_digest = np.asarray(probes[DIGEST].values).astype(str)
-        where = probe_mids.get_indexer(mids)
-        known = where >= 0
-        at = np.where(known, where, 0)
-        current = known & probe_done[at] & (probe_digest[at] == recorded) & (recorded != "")
-    else:
-        current = np.zeros(len(mids), dtype=bool)
-    fresh = done & current
-    stale = done & ~current
+        probe_done, probe_digest = probe_state(mids, probes[dims.MID].values,
+                                               probes[dims.DONE].values, probes[DIGEST].values)
+    fresh = fresh_rows(done, recorded, probe_done, probe_digest)
+    stale = done & ~fresh
     return mids[fresh].tolist(), mids[stale].tolist()
 
 

@@ -15,7 +15,11 @@ storage", says what that guarantees). Within one process the lock is re-entrant,
 dask workers of the holder's run write their own regions without it.
 
 Taking the lock first rolls back whatever layout change a crashed writer left uncommitted
-(``layout.recover``), so every writer starts from a committed layout.
+(``layout.recover``), so every writer starts from a committed layout. On a local disk, a
+writer that was killed (its description is still in the lock file) or interrupted (it
+leaves ``"interrupted": true`` there on its way out) may also have left temporary files
+of writes in flight (``*.partial``, ``backend.partial_files``): the next writer deletes
+them before it writes (no live writer can own them: the lock is its now).
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ import threading
 import time
 from contextlib import contextmanager
 
-from ml4ml.errors import StoreError
-from ml4ml.store.backend import local_root
+from ml4ml.errors import ML4MLError, StoreError
+from ml4ml.store.backend import local_root, partial_files
 
 __all__ = ["writing", "holder", "is_held", "LOCK_NAME", "STALE_AFTER_S"]
 
@@ -68,8 +72,7 @@ def writing(path, command: str = "ml4ml", *, wait: float = 0.0, recover: bool = 
 
     command : what the holder is doing, shown to a refused writer.
     wait : seconds to wait for another writer to finish before refusing.
-    recover : roll back uncommitted layout changes, and delete the temporary files of
-        interrupted writes, when the lock is first taken.
+    recover : roll back uncommitted layout changes when the lock is first taken.
     Yields a list of notes (a stale lock taken over, layout changes rolled back).
 
     Threads of one process take turns (the labelling page saves from several); another
@@ -100,18 +103,22 @@ def writing(path, command: str = "ml4ml", *, wait: float = 0.0, recover: bool = 
         release, notes = _acquire(path, command, wait)
         with _guard:
             _held[key] = [1, release]
+        interrupted = False
         try:
             if recover:
                 from ml4ml.store.layout import recover as roll_back
-                from ml4ml.store.layout import remove_partial_files
 
                 notes += roll_back(path)
-                notes += remove_partial_files(path)
             yield notes
+        except ML4MLError:  # a refusal: raised between writes, none is in flight
+            raise
+        except BaseException:  # Ctrl-C, a failed write: writes may still be in flight
+            interrupted = True
+            raise
         finally:
             with _guard:
                 del _held[key]
-            release()
+            release(interrupted)
     finally:
         local.release()
 
@@ -156,8 +163,10 @@ def writer_now(path) -> dict | None:
         info = _parse((root / LOCK_NAME).read_bytes())
     except OSError:
         return None
-    if not info or info.get("host") != socket.gethostname():
-        return info or None
+    if not info or info.get("interrupted"):
+        return None  # released (an interrupted writer says so)
+    if info.get("host") != socket.gethostname():
+        return info
     try:
         os.kill(int(info.get("pid")), 0)
     except (OSError, TypeError, ValueError):
@@ -208,13 +217,26 @@ def _acquire_local(root, path, command, wait):
             time.sleep(_POLL_S)
     notes = []
     previous = _parse(_read_fd(fd))
-    if previous:
+    if previous and not previous.get("interrupted"):
         notes.append(f"took over a stale writer lock left by {_describe(previous)}")
-    _write_fd(fd, json.dumps(_description(command)).encode())
+    description = _description(command)
+    _write_fd(fd, json.dumps(description).encode())
+    if previous:  # killed or interrupted: writes in flight may have left temporary files
+        left = partial_files(root)
+        for file in left:
+            file.unlink(missing_ok=True)
+        if left:
+            notes.append(f"removed {len(left)} temporary file(s) of writes a stopped writer "
+                         "left unfinished")
 
-    def release():
+    def release(interrupted: bool = False):
+        """Free the lock; an interrupted holder says so in the file (a killed one's
+        description stays there anyway), so the next writer cleans up after it."""
         try:
-            os.ftruncate(fd, 0)
+            if interrupted:
+                _write_fd(fd, json.dumps({**description, "interrupted": True}).encode())
+            else:
+                os.ftruncate(fd, 0)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
@@ -279,7 +301,7 @@ def _acquire_url(url: str, command: str, wait: float):
                                  file=url)
             time.sleep(_POLL_S)
 
-        def release():
+        def release(interrupted: bool = False):
             with _guard:
                 _memory_locks.pop(key, None)
 

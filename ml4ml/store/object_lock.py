@@ -158,7 +158,7 @@ def acquire_object_lock(url: str, description: dict, wait: float, stale_after: f
     thread = threading.Thread(target=heartbeat, daemon=True, name="ml4ml-lock-heartbeat")
     thread.start()
 
-    def release():
+    def release(interrupted: bool = False):  # an object store leaves no temporary files
         stop.set()
         thread.join(5)
         try:
