@@ -379,7 +379,7 @@ def _assess(raw, transforms, suites, problems, base=None) -> AssessSpec:
 ZOO_KEYS = {"defaults", "grids", "models", "sample", "checkpoints"}
 # fields of a model trained elsewhere ([[zoo.models]] with checkpoint, [zoo.checkpoints])
 ADDED_FIELDS = {"mid", "checkpoint", "arch", "holdout", "partition", "normalize_mean",
-                "normalize_std", LAYERS}
+                "normalize_std", LAYERS, "trust"}
 
 
 def _zoo(raw, problems, base=Path(".")) -> tuple[list[Recipe], list, dict]:
@@ -516,8 +516,9 @@ def _added(tab, where, base, problems) -> list:
     arch = values["arch"]
     if arch.startswith("module:"):
         _check_module_arch(arch, base, f"{where}.arch", problems)
-    if "holdout" in tab and not isinstance(tab["holdout"], bool):
-        problems.add(f"{where}.holdout", f"expected true or false, got {tab['holdout']!r}")
+    for name in ("holdout", "trust"):
+        if name in tab and not isinstance(tab[name], bool):
+            problems.add(f"{where}.{name}", f"expected true or false, got {tab[name]!r}")
     if is_glob:
         full = _resolve(pattern, base)
         files = sorted(globbing.glob(full)) if "://" not in full else []
@@ -541,7 +542,8 @@ def _added(tab, where, base, problems) -> list:
                               partition=values["partition"],
                               normalize_mean=values["normalize_mean"],
                               normalize_std=values["normalize_std"], base=str(base),
-                              layers=layers, where=where))
+                              layers=layers, where=where,
+                              trusted=tab.get("trust") is True))
     return out
 
 

@@ -4,11 +4,12 @@ Run by tests/test_crash.py as ``python crash_harness.py WORKDIR SIGNAL STAGE [WO
 [EVERY]]``, in a process of its own (EVERY = n: only after writes 1, 1 + n, ... and the
 last). It imports everything first and never computes or opens a store before
 forking, so each child forks from a clean process (no OpenMP or zarr threads yet).
-STAGE is ``train``, ``probe``, ``measure``, ``assess`` or ``remove`` (``remove-models`` of a
-rated model, after every other stage and an expert's ratings): a base store is built up to
-that stage, and
-for each k = 1 .. W (W: the writes of an uninterrupted run of the stage, counted by a
-first run), on a copy of the base store:
+STAGE is ``train``, ``probe``, ``measure``, ``assess``, ``remove`` (``remove-models`` of a
+rated model, after every other stage and an expert's ratings), ``add-models`` (two models
+trained elsewhere, state dicts, added to a trained store) or ``add-models-force`` (both
+replaced with ``--force``, one by a torch.export program, in a trained, probed store that
+holds them): a base store is built up to that stage, and for each k = 1 .. W (W: the writes of
+an uninterrupted run of the stage, counted by a first run), on a copy of the base store:
 
 1. a child runs the stage with ``ML4ML_FAULT_AFTER_WRITES=k`` and dies (SIGKILL) or gets a
    Ctrl-C (INT) right after its k-th write of a store key or checkpoint file;
@@ -17,8 +18,10 @@ first run), on a copy of the base store:
 3. a second child runs the same stage again with no fault: it must finish;
 4. the store is compared with the uninterrupted run's, array by array, bitwise (NaN
    equal to NaN), except wall-clock seconds and checkpoint paths; every row finished at
-   the crash must still be done, with the same chunk bytes; no temporary file of an
-   interrupted write is left (``leftover_files``: the rerun cleans up after the crash).
+   the crash must still be done, with the same chunk bytes (for ``add-models-force``:
+   every row but the replaced models'); no temporary file of an interrupted write is
+   left (``leftover_files``: the rerun cleans up after the crash); for the add-models
+   stages, ``store check`` finds nothing.
 
 Writes a JSON report to WORKDIR/report.json.
 """
@@ -99,6 +102,47 @@ seed = 3
 """
 
 
+ADDED = ("a1", "a2")  # the models trained elsewhere of the add-models stages
+
+
+def _added_files(folder: Path, version: int) -> list[Path]:
+    """Version 1: two cnn5 state dicts (they load fastest: these tests are about the
+    store's writes); version 2 (for ``--force``): the first a torch.export program, so
+    the replaced row differs in file, sha256 and format, the second other weights."""
+    models = folder / "models"
+    return [models / ("a1.pt2" if version == 2 else "a1.pt"), models / "a2.pt"]
+
+
+def write_added_models(folder: Path, version: int) -> int:
+    """The files of ``_added_files``, trained elsewhere (seeded weights)."""
+    import torch
+
+    from ml4ml.zoo.architectures import build_model
+
+    (folder / "models").mkdir(exist_ok=True)
+    for k, file in enumerate(_added_files(folder, version)):
+        torch.manual_seed(100 * version + k)
+        net = build_model("cnn5", num_classes=10, in_channels=1, image_size=28).eval()
+        if file.suffix == ".pt2":
+            program = torch.export.export(net, (torch.rand(2, 1, 28, 28),),
+                                          dynamic_shapes=({0: torch.export.Dim("batch")},))
+            torch.export.save(program, file)
+        else:
+            torch.save(net.state_dict(), file)
+    return 0
+
+
+def add_models(folder: Path, force: bool) -> None:
+    """As ``ml4ml add-models db.zarr FILE FILE --mid a1 --mid a2 --arch cnn5 [--force]``."""
+    from ml4ml.zoo.adding import AddedModel, register_added, store_suites
+
+    path = str(folder / "db.zarr")
+    files = _added_files(folder, 2 if force else 1)
+    entries = [AddedModel(mid=mid, checkpoint=str(file), arch="cnn5", base=str(folder))
+               for mid, file in zip(ADDED, files)]
+    register_added(path, entries, suites=store_suites(path), force=force)
+
+
 def run_stages(folder: Path, stages: str) -> None:
     from ml4ml.assess.stage import assess_store, label_store
     from ml4ml.config import load_pipeline
@@ -132,6 +176,10 @@ def run_stages(folder: Path, stages: str) -> None:
         from ml4ml.zoo.removing import remove_models
 
         remove_models(pipeline.store, REMOVED, force=True)
+    if "A" in stages:
+        add_models(folder, force=False)
+    if "F" in stages:
+        add_models(folder, force=True)
 
 
 def in_child(function, *args, env=None) -> tuple[int, object]:
@@ -276,7 +324,8 @@ def _reference_snapshot(store_path: Path, out: Path) -> int:
 
 
 STAGES = {"train": ("", "t"), "probe": ("t", "p"), "measure": ("tp", "m"),
-          "assess": ("tpm", "la"), "remove": ("tpmlae", "r")}
+          "assess": ("tpm", "la"), "remove": ("tpmlae", "r"), "add-models": ("t", "A"),
+          "add-models-force": ("tpA", "F")}
 # the model the remove stage takes out (a regular one between others, rated by an expert)
 REMOVED = ["m002"]
 PRELOAD = ("torch", "torch._dynamo", "torch.optim", "torchvision", "sklearn.datasets",
@@ -287,13 +336,21 @@ PRELOAD = ("torch", "torch._dynamo", "torch.optim", "torchvision", "sklearn.data
            "ml4ml.store", "ml4ml.store.layout", "ml4ml.progress", "distributed",
            "ml4ml.assess.stage", "ml4ml.assess.protocol", "ml4ml.assess.estimators",
            "sklearn.ensemble", "sklearn.tree", "skops.io", "ml4ml.zoo.removing",
-           "ml4ml.store.removal")
+           "ml4ml.store.removal", "ml4ml.zoo.adding",
+           "ml4ml.zoo.checkpoints", "ml4ml.zoo.export_files", "ml4ml.store.check",
+           # what reading a torch.export program imports (else each child imports it again)
+           "torch._export.serde.serialize", "torch.export.unflatten", "torch.export._trace",
+           "torch._functorch.aot_autograd", "torch.fx.experimental.validator",
+           "sympy.combinatorics", "sympy.tensor.tensor", "torch._inductor.sizevars",
+           "torch._export.passes._node_metadata_hook")
 
 
 def _resume_and_compare(folder: Path, stage: str, reference: Path) -> dict:
     """In a fresh child: the rows finished at the crash, the resumed run, the comparison."""
     store_path = folder / "db.zarr"
     finished = done_rows(store_path) if (store_path / "zarr.json").exists() else {}
+    if "F" in stage:  # the replaced models' rows are meant to change
+        finished = {g: [m for m in mids if m not in ADDED] for g, mids in finished.items()}
     before = snapshot(store_path) if finished and stage != "r" else {"arrays": {},
                                                                      "files": {}}
     run_stages(folder, stage)
@@ -303,12 +360,15 @@ def _resume_and_compare(folder: Path, stage: str, reference: Path) -> dict:
         # the rows move up: the comparison with the uninterrupted removal is the check (a
         # snapshot taken after the crash reads any group as committed, old or new); and
         # nothing of the interrupted run is left
-        problems += [f"left {p.relative_to(folder)}" for p in store_path.rglob("*.partial")]
         problems += [f"left {name}" for name in (".ml4ml-removing", ".ml4ml-pending")
                      if (store_path / name).exists()]
-        return {"finished": sum(len(m) for m in finished.values()), "problems": problems}
-    problems += untouched(before, got, finished, done_rows(store_path))
+    else:
+        problems += untouched(before, got, finished, done_rows(store_path))
     problems += [f"left behind: {name}" for name in leftover_files(store_path)]
+    if stage in ("A", "F", "r"):
+        from ml4ml.store.check import check_store
+
+        problems += [f"store check: {p.what}" for p in check_store(str(store_path))]
     return {"finished": sum(len(m) for m in finished.values()), "problems": problems}
 
 
@@ -353,8 +413,14 @@ def main(workdir: str, signal_name: str, stage: str, workers: str = "2", every: 
     started = time.monotonic()
     base = fresh(work / "base", SPEC + ASSESS_MODELS if stage in ("assess", "remove")
                  else SPEC)
+    if stage.startswith("add-models"):  # files trained elsewhere, written in a child
+        status, result = in_child(write_added_models, base, 1)
+        assert status == 0, result
     if before_stage:
         status, result = in_child(run_stages, base, before_stage)
+        assert status == 0, result
+    if stage == "add-models-force":  # other bytes in the same files: --force replaces them
+        status, result = in_child(write_added_models, base, 2)
         assert status == 0, result
     reference_dir = work / "reference"
     shutil.rmtree(reference_dir, ignore_errors=True)

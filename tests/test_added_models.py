@@ -119,7 +119,7 @@ def test_added_models_probe_as_in_memory(models, tmp_path):
     assert "4 added, 0 trained, 0 already" in result.output
     path = tmp_path / "mine.zarr"
     out = run("add-models", path, folder / "n1.ts", folder / "n2.ts", "--mid", "s1", "--mid",
-              "s2", "--normalize-mean", "0.5", "--normalize-std", "0.25")
+              "s2", "--normalize-mean", "0.5", "--normalize-std", "0.25", "--trust")
     assert out.exit_code == 0, out.output
     assert "2 added, 0 already" in out.output
     result = run("probe", spec)
@@ -276,7 +276,7 @@ def test_a_store_mixing_added_and_trained_models_goes_through_every_stage(models
     assert "3 added, 2 trained, 0 already" in result.output
     path = tmp_path / "mine.zarr"
     out = run("add-models", path, folder / "n2.ts", "--mid", "t2", "--holdout",
-              "--normalize-mean", "0.5", "--normalize-std", "0.25")
+              "--normalize-mean", "0.5", "--normalize-std", "0.25", "--trust")
     assert out.exit_code == 0 and "1 added, 0 already" in out.output, out.output
     result = run("probe", spec, "-q")
     assert result.exit_code == 0 and "probe: 6 probed," in result.output, \
@@ -390,8 +390,18 @@ def test_add_models_from_python_saves_beside_the_store_and_probes_as_in_memory(m
     table = store.read_models(path)
     assert table["checkpoint_format"].values.tolist() == ["export"] * 3 + ["state_dict"]
     assert table["checkpoint"].sel(mid="p0").item() == str(saved / "p0.pt2")
+    assert table["arch_sha256"].sel(mid="sd").item() == hashlib.sha256(
+        (tmp_path / "mynets.py").read_bytes()).hexdigest()
+    # the store alone never chooses code: the probe imports module:mynets:Net only when its
+    # spec names it
     result = run("probe", spec)
-    assert result.exit_code == 0 and "probe: 4 probed," in result.output, \
+    assert result.exit_code == 1 and "1 failed: sd (field 'arch': model 'sd' has architecture "\
+        "'module:mynets:Net', which the spec does not name" in result.output, result.output
+    spec.write_text(spec.read_text() + '[[zoo.models]]\nmid = "sd"\ncheckpoint = '
+                    '"mine.zarr.checkpoints/sd.pt"\narch = "module:mynets:Net"\n'
+                    'normalize_mean = [0.5]\nnormalize_std = [0.25]\n')
+    result = run("probe", spec)
+    assert result.exit_code == 0 and "probe: 1 probed, 3 already," in result.output, \
         result.output
     suite = load_suite("digits", "test", n_samples=20)
     for mid, net in (("p0", "n0"), ("p1", "n1"), ("sd", "n2"), ("n0", "n0")):
@@ -436,12 +446,12 @@ def test_the_readme_section_runs_as_written(tmp_path):
     steps = []
     for lang, body in blocks:
         if lang in ("python", "toml"):
-            name = body.split("\n", 1)[0].removeprefix("# ").strip()
+            name = body.split("\n", 1)[0].removeprefix("# ").split()[0].rstrip(":")
             (tmp_path / name).write_text(body)
         else:
             steps += [line for line in body.splitlines() if line.strip()]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["make_models.py", "mine.toml",
-                                                          "mynets.py"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["convert.py", "make_models.py",
+                                                          "mine.toml", "mynets.py"]
     assert len(steps) == 10
     outputs = []
     for line in steps:
@@ -472,3 +482,15 @@ def test_the_readme_section_runs_as_written(tmp_path):
     assert (tmp_path / "mine.report" / "index.html").is_file()
     assert run("store", "check", path).output == f"{path}: ok\n"
     assert "Test models you already trained" in run("--help").output
+    # the TorchScript file, turned into a state dict as the section shows, is data
+    done = subprocess.run([sys.executable, "convert.py"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    done = subprocess.run([sys.executable, "-m", "ml4ml", "add-models", "mine.zarr",
+                           "more/m3.pt", "--arch", "module:mynets:Net", "--mid", "t004",
+                           "--holdout", "--normalize-mean", "0.5", "--normalize-std", "0.25"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "1 added, 0 already" in done.stdout, done.stderr
+    table = store.read_models(path)
+    assert table["trusted"].to_series().to_dict() == {
+        "m1": False, "m2": False, "t001": False, "t003": True, "t004": False}

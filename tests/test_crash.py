@@ -12,8 +12,14 @@ values and chunk bytes.
 crash, it must finish, leave no temporary file or journal, and give the uninterrupted
 removal's store (rows move up, so this comparison, not the finished rows', is the check).
 
+``add-models`` (two models trained elsewhere, added to a trained store) and
+``add-models-force`` (the same ids, other files, replaced with ``--force`` in a probed
+store) are crashed the same way; after their rerun ``store check`` finds nothing, no
+temporary ``.partial`` file is left (``crash_harness.leftover_files``), and the rows equal
+an uninterrupted run's.
+
 Ctrl-C (a real SIGINT: KeyboardInterrupt, with every cleanup handler run) is tested the
-same way after every 4th write for train and probe (k = 1, 5, 9, ... and W) and every
+same way after every 4th write for train, probe and the add-models stages (k = 1, 5, 9, ... and W) and every
 8th for measure, assess and remove (k = 1, 9, 17, ... and W; their writes are many, and each k
 reruns the stage twice): what it adds to SIGKILL is the cleanup on the way out, and
 every cleanup context spans several writes, so each is still entered and left by a
@@ -29,11 +35,13 @@ from pathlib import Path
 import pytest
 
 HARNESS = Path(__file__).with_name("crash_harness.py")
-INT_EVERY = {"train": 4, "probe": 4, "measure": 8, "assess": 8, "remove": 8}
+INT_EVERY = {"train": 4, "probe": 4, "measure": 8, "assess": 8, "remove": 8,
+             "add-models": 4, "add-models-force": 4}
 
 
 @pytest.mark.parametrize("signal_name", ["KILL", "INT"])
-@pytest.mark.parametrize("stage", ["train", "probe", "measure", "assess", "remove"])
+@pytest.mark.parametrize("stage", ["train", "probe", "measure", "assess", "remove",
+                                   "add-models", "add-models-force"])
 def test_a_crash_after_any_write_resumes_to_the_uninterrupted_store(tmp_path, stage,
                                                                     signal_name):
     every = 1 if signal_name == "KILL" else INT_EVERY[stage]
@@ -44,7 +52,7 @@ def test_a_crash_after_any_write_resumes_to_the_uninterrupted_store(tmp_path, st
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["failures"] == []
     assert report["writes"] >= {"train": 60, "probe": 30, "measure": 50, "assess": 40,
-                                "remove": 200}[stage]
+                                "remove": 200, "add-models": 60, "add-models-force": 30}[stage]
     # every k (every 4th or 8th for Ctrl-C, and the last) crashed the run, and it resumed
     assert report["killed"] == len(set(range(1, report["writes"] + 1, every))
                                    | {report["writes"]})

@@ -139,6 +139,9 @@ def test_one_bad_model_on_a_scheduler_started_by_hand_fails_alone(tmp_path, sche
     added = CliRunner().invoke(cli, ["add-models", "db.zarr", "x01.pt", "--arch",
                                      "module:badnets:Raises"])
     assert added.exit_code == 0, added.output
+    with (tmp_path / "spec.toml").open("a") as spec:  # module: code only from the spec
+        spec.write('[[zoo.models]]\nmid = "x01"\ncheckpoint = "x01.pt"\n'
+                   'arch = "module:badnets:Raises"\n')
 
     result = ml4ml("probe", "spec.toml", "--scheduler", scheduler, cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr

@@ -101,6 +101,10 @@ def add_model(folder, monkeypatch, mid: str, arch: str, weights) -> None:
     result = CliRunner().invoke(cli, ["add-models", str(folder / "db.zarr"),
                                       str(folder / f"{mid}.pt"), "--arch", arch, "--mid", mid])
     assert result.exit_code == 0 and "1 added" in result.output, result.output
+    if arch.startswith("module:"):  # the probe imports module: code only when its spec
+        with (folder / "spec.toml").open("a") as spec:  # names it, never as a store does
+            spec.write(f'[[zoo.models]]\nmid = "{mid}"\ncheckpoint = "{mid}.pt"\n'
+                       f'arch = "{arch}"\n')
 
 
 def state_dict(folder, name: str) -> dict:

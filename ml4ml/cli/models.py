@@ -51,20 +51,25 @@ def _layers(layers) -> tuple:
                    "convolutions (nested, TorchScript and torch.export ones included).")
 @click.option("--force", is_flag=True,
               help="Replace models whose file changed (their later results are redone).")
+@click.option("--trust", is_flag=True,
+              help="The files are yours or vouched for: TorchScript, and .pt2 programs "
+                   "calling operators outside the allow-list, are code and are refused "
+                   "without it (recorded per model).")
 @user_errors
 def add_models(store_path, files, arch, mids, holdout, partition, normalize_mean,
-               normalize_std, layers, force):
+               normalize_std, layers, force, trust):
     """Add models trained elsewhere to STORE, as they are (never trained).
 
     \b
     ml4ml add-models stores/mine.zarr models/*.pt2
     ml4ml add-models stores/mine.zarr net_a.pt net_b.pt --arch module:mynets:Net
-    ml4ml add-models stores/mine.zarr old.ts --mid t001 --holdout
+    ml4ml add-models stores/mine.zarr old.ts --mid t001 --holdout --trust
 
     FILE is a state dict (torch.save(model.state_dict()), needs --arch), a torch.export
-    program (.pt2) or a TorchScript file. Each is checked on the suites of the spec that
-    made STORE, and its layers to record found, before the store is touched; 'ml4ml probe
-    SPEC' then probes them too ('ml4ml remove-models STORE ID' takes one out again).
+    program (.pt2) or a TorchScript file (a program: only with --trust). Each is checked
+    on the suites STORE records (image shape, class count), and its layers to record
+    found, before the store is touched; 'ml4ml probe SPEC' then probes them too ('ml4ml
+    remove-models STORE ID' takes one out again).
     """
     import os
     from pathlib import Path
@@ -91,9 +96,6 @@ def add_models(store_path, files, arch, mids, holdout, partition, normalize_mean
     entries = []
     for k, file in enumerate(files):
         mid = check_mid(mids[k] if mids else Path(file).stem)
-        if holdout != mid.startswith("t"):
-            raise InputError(f"hold-out ids start with 't' and only they do; got {mid!r}"
-                             f"{' with' if holdout else ' without'} --holdout", field="--mid")
         if arch.startswith("module:"):
             from ml4ml.config import _Problems, _check_module_arch
 
@@ -104,12 +106,15 @@ def add_models(store_path, files, arch, mids, holdout, partition, normalize_mean
         entries.append(AddedModel(
             mid=mid, checkpoint=file if "://" in file else os.path.abspath(file), arch=arch,
             holdout=holdout, partition=partition, normalize_mean=mean, normalize_std=std,
-            base=os.getcwd(), layers=_layers(layers)))
+            base=os.getcwd(), layers=_layers(layers), trusted=trust))
+    # the hold-out id rule is checked with each file, after it: a bad file says so first
     report = register_added(store_path, entries, suites=store_suites(store_path),
                             force=force)
     replaced = f" ({len(report.replaced)} replaced)" if report.replaced else ""
     click.echo(f"{len(report.added) + len(report.replaced)} added{replaced}, "
                f"{len(report.already)} already; store {store_path}")
+    if report.unchecked:
+        click.echo(f"note: {report.unchecked}")
 
 
 @click.command("remove-models", context_settings=CONTEXT)

@@ -106,10 +106,10 @@ def folder_listing(spec, root: Path) -> tuple[tuple, list]:
     """``(classes, [(image path, label), ...])`` of an ImageFolder ``root``, the samples in
     torchvision's order (class folders by sorted name, then sorted walk, sorted names)."""
     if not root.exists():
-        raise InputError(f"the image folder does not exist", file=root,
+        raise InputError("the image folder does not exist", file=root,
                          field="root")
     if not root.is_dir():
-        raise InputError(f"root must be a folder holding one folder per "
+        raise InputError("root must be a folder holding one folder per "
                          "class, found a file", file=root, field="root")
     try:
         entries = list(os.scandir(root))

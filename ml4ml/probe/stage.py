@@ -139,7 +139,9 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
         sha = dict(zip([str(m) for m in table[dims.MID].values],
                        [str(s) for s in table[SHA256].values]))
         trained = {str(m) for m, t in zip(table[dims.MID].values, table[TRAINED].values) if t}
-        added = added_info(table)  # models trained elsewhere: the spec's and add-models'
+        # models trained elsewhere (the spec's and add-models'); module: code only if
+        # this spec names it
+        added = added_info(table, pipeline)
         all_mids = list(pipeline.mids) + [m for m in added if m not in pipeline.mids]
         mids = [m for m in all_mids if m in trained]
         untrained = [m for m in all_mids if m not in trained]
@@ -180,6 +182,7 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
         rows = {m: (str(table[CHECKPOINT].sel({dims.MID: m}).values), sha[m], added.get(m))
                 for m in jobs}
         # 2. layout, then flags cleared (here and in the groups computed from these probes)
+        store.record_suites(path, _suite_records(pipeline))
         for (suite_name, transform), template in templates.items():
             store.init_probes(path, suite_name, transform, template, all_mids)
             if redo[(suite_name, transform)]:
@@ -216,6 +219,15 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
     return ProbeReport(probed=probed, skipped=skipped, seconds=time.perf_counter() - start,
                        failed=failed, reprobed=reprobed, untrained=untrained, notes=notes,
                        models=mids)
+
+
+def _suite_records(pipeline) -> dict:
+    """{suite: ((channel, height, width), n_classes)}: what the store records of them."""
+    out = {}
+    for spec in pipeline.suites:
+        suite = load_probe_suite(pipeline, spec)
+        out[spec.name] = (tuple(suite.images.shape[1:]), int(suite.n_classes))
+    return out
 
 
 def _probe_state(path, suite: str, transform: str) -> tuple[dict, dict, dict]:

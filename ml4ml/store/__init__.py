@@ -3,7 +3,8 @@
 Modules: ``backend`` (local folders and fsspec URLs), ``layout`` (the committed layout and
 crash recovery), ``lock`` (one writer per store), ``arrays`` (datasets as Zarr groups),
 ``groups`` (create, validate and open a store and its groups), ``models`` (the models
-table), ``probes`` (probe groups), ``rows`` (derived groups), ``lineage`` (which derived rows are fresh), ``legacy`` and ``importing``
+table), ``probes`` (probe groups), ``rows`` (derived groups), ``lineage`` (which derived
+rows are fresh), ``suites`` (the suites the store records), ``legacy`` and ``importing``
 (the reference's .npy files). Users read a store with plain ``xr.open_zarr(path,
 group=...)`` or ``xr.open_datatree(path, engine="zarr")``.
 """
@@ -22,6 +23,7 @@ from ml4ml.store.probes import (DIGEST, ERROR, SOURCE, check_compatible,  # noqa
 from ml4ml.store.rows import (PROBE_DIGEST, RowWrites, append_measures,  # noqa: F401
                               clear_done, prepare_rows, rewrite_coordinate)
 from ml4ml.store.lineage import fresh_mids, fresh_rows, row_lineage  # noqa: F401
+from ml4ml.store.suites import record_suites, recorded_suites  # noqa: F401
 
 __all__ = list(_groups_all) + [
     "is_url", "require_store", "commit", "recover", "holder", "writing", "add_models", "model_ids",
@@ -29,5 +31,5 @@ __all__ = list(_groups_all) + [
     "clear_done", "init_probes", "open_probes", "probe_digest", "write_probe",
     "write_probe_data", "finish_probes", "probe_layout", "write_probe_failure", "PROBE_DIGEST", "RowWrites",
     "append_measures", "prepare_rows", "rewrite_coordinate", "fresh_mids", "fresh_rows",
-    "row_lineage",
+    "row_lineage", "record_suites", "recorded_suites",
 ]

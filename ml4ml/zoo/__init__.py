@@ -2,8 +2,11 @@
 
 Modules: ``recipe`` (one model's recipe, plain data), ``architectures`` (``build_model``),
 ``training`` (``train_model``, checkpoints), ``attacks`` (FGSM), ``layers`` (which layers
-each model records), ``stage`` (the whole zoo of a pipeline into the store's ``models``
-table). Exports load lazily (torch).
+each model records), ``stage`` (the whole zoo of
+a pipeline into the store's ``models`` table), ``adding`` (models trained elsewhere,
+registered as they are), ``checkpoints`` (their file formats, read as data unless
+trusted) and ``export_files`` (``.pt2`` programs read without ``torch.export.load``).
+Exports load lazily (torch).
 """
 
 from ml4ml._lazy import lazy_exports

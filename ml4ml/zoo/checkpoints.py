@@ -8,35 +8,33 @@ format             written by                                   needs
                                                                 ``torchvision:<name>``,
                                                                 ``module:<pkg.mod>:<Cls>``)
 ``export``         ``torch.export.save(program, "m.pt2")``      nothing: any architecture
-``torchscript``    ``torch.jit.save(script, f)``                nothing: any architecture
+``torchscript``    ``torch.jit.save(script, f)``                ``trusted``: it is a program
 =================  ===========================================  ==========================
 
-A whole pickled ``nn.Module`` (``torch.save(model, f)``) is refused: loading it runs
-arbitrary code.
-
-Safety: nothing here unpickles code.
+Model files are data unless the user says they are code:
 
 - A state dict is read with ``torch.load(weights_only=True)``: only tensors and plain
-  containers can be built.
-- ``torch.export.load`` (torch 2.14, ``torch/export/pt2_archive/_package.py``) does call
-  ``torch.load(weights_only=False)`` for weights and constants marked ``use_pickle``,
-  ``pickle.loads`` for "opaque" constants, ``_pickle_load_obj`` for custom objects, and
-  ``torch/_export/serde/serialize.py: deserialize_torch_artifact`` (sample inputs, legacy
-  archives) falls back to ``weights_only=False`` when ``weights_only=True`` fails. So before
-  calling it, ``load_export`` loads every pickled member of the archive itself with
-  ``weights_only=True`` and refuses the file if one fails (the fallback is never reached,
-  and a member that passes holds only tensors and plain data whichever way it is read), and
-  refuses custom and opaque objects outright.
-- ``torch.jit.load`` reads a TorchScript archive with TorchScript's own unpickler: it only
-  builds the TorchScript classes compiled from the archive's ``code/`` and never imports or
-  calls Python; the program runs TorchScript operators only (as any model's forward does).
+  containers can be built. A whole pickled ``nn.Module`` (``torch.save(model, f)``) is
+  refused: loading it runs arbitrary code.
+- A ``.pt2`` is read by ``export_files.read_program``, never by ``torch.export.load``: no
+  member is unpickled except with ``weights_only=True``, nothing from the file is
+  evaluated, and its graph may call only the operators of ``export_files.ALLOWED_ATEN``
+  unless the file is trusted. ``export_files.check_archive`` checks the whole archive
+  first (``detect_format``).
+- TorchScript is a program: its ``__setstate__`` and ``forward`` may call any TorchScript
+  operator, file-writing ones (``torch.from_file(path, shared=True).fill_(...)``)
+  included, and nothing can tell what it does without running it. It is loaded only when
+  ``trusted``; otherwise refused before ``torch.jit.load`` with how to convert it.
+- ``module:`` architectures are code too: they are imported from the folder of the spec
+  or command line that names them (``import_path``), never because a store says so.
+
+A file cut short or damaged says ``truncated or corrupt: ...``, naming it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import sys
 import warnings
@@ -50,11 +48,19 @@ from ml4ml.errors import InputError
 
 FORMATS = ("state_dict", "export", "torchscript")
 CONVERT = ("save its weights instead: torch.save(model.state_dict(), 'm.pt') with --arch, "
-           "or torch.export.save(torch.export.export(model, (x,)), 'm.pt2'), or "
-           "torch.jit.save(torch.jit.trace(model, x), 'm.ts')")
+           "or torch.export.save(torch.export.export(model, (x,)), 'm.pt2')")
+UNTRUSTED_SCRIPT = (
+    "a TorchScript file is a program (its __setstate__ and forward can call any TorchScript "
+    "operator, file-writing ones such as torch.from_file included), so it is refused unless "
+    "you trust it")
+TRUST_HINT = ("add it with --trust (trust = true in a spec) if you trust the file, or convert "
+              "it once: m = torch.jit.load('m.ts'); torch.save(m.state_dict(), 'm.pt'), then "
+              "add m.pt with --arch; or save a .pt2 from the original module: "
+              "torch.export.save(torch.export.export(model, (x,)), 'm.pt2')")
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 __all__ = ["FORMATS", "read_bytes", "detect_format", "load_model", "save_module",
-           "conv_layers", "import_path"]
+           "conv_layers", "import_path", "module_file"]
 
 
 def read_bytes(path) -> tuple[bytes, str]:
@@ -82,22 +88,53 @@ def read_bytes(path) -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
+def _corrupt(what: str, path) -> InputError:
+    return InputError(f"truncated or corrupt: {what}", file=path, field="checkpoint",
+                      hint="copy or save the file again")
+
+
+def _zip_names(data: bytes, path) -> list[str]:
+    """The members of a zip archive (every member's checksum verified); [] if not a zip.
+    A zip cut short or damaged is ``truncated or corrupt``."""
+    if not data.startswith(_ZIP_MAGIC):
+        return []
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            bad = archive.testzip()
+            names = archive.namelist()
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+        raise _corrupt(f"a zip archive (as torch.save, torch.export.save and torch.jit.save "
+                       f"write) that cannot be read to its end ({len(data)} bytes: {exc})",
+                       path) from None
+    if bad is not None:
+        raise _corrupt(f"member {bad} of the zip archive fails its checksum", path)
+    return names
+
+
 def detect_format(data: bytes, path="") -> str:
     """``state_dict``, ``export`` or ``torchscript`` from the file's content (not its name).
 
-    InputError for a whole pickled module (with how to convert it) or anything else.
+    InputError for an empty, truncated or corrupt file (``truncated or corrupt: ...``), a
+    whole pickled module (with how to convert it), a ``.pt2`` the pre-check refuses
+    (``export_files.check_archive``) or anything else.
     """
-    names = []
-    if zipfile.is_zipfile(io.BytesIO(data)):
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            names = archive.namelist()
+    if not data:
+        raise _corrupt("the file is empty (0 bytes)", path)
+    names = _zip_names(data, path)
     inner = {n.split("/", 1)[1] if "/" in n else n for n in names}
     if "archive_format" in inner or any(n.startswith("models/") and n.endswith(".json")
                                          for n in inner):
+        from ml4ml.zoo.export_files import check_archive
+
+        check_archive(data, path)
         return "export"
     if any(n.startswith("code/") for n in inner) and "data.pkl" in inner:
         return "torchscript"
-    if not names and not data[:2] == b"\x80\x02":  # neither zip nor legacy torch.save
+    if names and "data.pkl" not in inner:
+        raise InputError("unknown checkpoint format: a zip archive that is none of a state "
+                         "dict (torch.save), a torch.export program (.pt2) or TorchScript",
+                         file=path, field="checkpoint")
+    if not names and data[:1] != b"\x80":  # neither zip nor pickle (torch.save's legacy)
         raise InputError("unknown checkpoint format: expected a state dict (torch.save), a "
                          "torch.export program (.pt2) or TorchScript (torch.jit.save)",
                          file=path, field="checkpoint")
@@ -106,21 +143,22 @@ def detect_format(data: bytes, path="") -> str:
 
 
 def _load_weights(data: bytes, path):
-    try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a refused file
-        text = str(exc)
-        if "GLOBAL" in text or "global" in text:
-            import re
+    from ml4ml.zoo.export_files import NotWeights, load_weights_only
 
-            found = re.search(r"GLOBAL ([\w.]+)", text)
-            what = f" (class {found.group(1)})" if found else ""
-            raise InputError(f"a whole pickled object{what}, not weights: loading it would run "
-                             f"arbitrary code, so it is refused; {CONVERT}", file=path,
-                             field="checkpoint") from None
-        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-        raise InputError(f"unknown checkpoint format ({first}): expected a state dict, a "
-                         "torch.export program (.pt2) or TorchScript", file=path,
+    try:
+        return load_weights_only(data)
+    except NotWeights as exc:
+        if exc.global_name:
+            raise InputError(f"a whole pickled object (class {exc.global_name}), not "
+                             f"weights: loading it would run arbitrary code, so it is "
+                             f"refused; {CONVERT}", file=path, field="checkpoint") from None
+        if data.startswith(_ZIP_MAGIC):  # a torch.save archive whose pickle is damaged
+            raise _corrupt(f"the archive's pickle cannot be read ({exc.reason})",
+                           path) from None
+        if exc.truncated:
+            raise _corrupt(f"the pickle ends early ({exc.reason})", path) from None
+        raise InputError(f"unknown checkpoint format ({exc.reason}): expected a state dict, "
+                         "a torch.export program (.pt2) or TorchScript", file=path,
                          field="checkpoint") from None
 
 
@@ -141,20 +179,39 @@ def import_path(folder):
             pass
 
 
-def load_model(data: bytes, fmt: str, *, path="", arch: str = "", base=None):
+def module_file(arch: str, base=None) -> str:
+    """The source file a ``module:<package.module>:<Class>`` arch imports (from ``base``)."""
+    import importlib.util
+
+    name = arch.split(":")[1]
+    with import_path(base):
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+    if spec is None or not spec.origin or not os.path.isfile(spec.origin):
+        raise InputError(f"cannot find the module {name!r} of arch {arch!r} "
+                         f"(relative to {base or os.getcwd()})", field="arch")
+    return spec.origin
+
+
+def load_model(data: bytes, fmt: str, *, path="", arch: str = "", base=None,
+               trusted: bool = False):
     """The model in ``data`` (eval mode, CPU) and its default layers (None: the probe's).
 
     fmt : one of ``FORMATS``; arch : the architecture of a state dict; base : the folder
-    ``module:`` architectures are imported relative to.
+    ``module:`` architectures are imported relative to (the spec's or the command's, never
+    one a store names); trusted : the user vouches for the file (TorchScript, or a
+    ``.pt2`` calling operators outside the allow-list).
     Returns ``(model, layers)``: ``layers`` is a list of module names to record when the
     probe's default (the last two ``nn.Conv2d``) cannot see them (export, TorchScript).
     """
     if fmt == "state_dict":
         return load_state_dict(data, arch, path=path, base=base), None
     if fmt == "export":
-        return load_export(data, path)
+        return load_export(data, path, trusted=trusted)
     if fmt == "torchscript":
-        return load_torchscript(data, path)
+        return load_torchscript(data, path, trusted=trusted)
     raise InputError(f"unknown checkpoint format {fmt!r}; expected one of {', '.join(FORMATS)}",
                      file=path, field="format")
 
@@ -206,11 +263,17 @@ def load_state_dict(data: bytes, arch: str, *, path="", base=None) -> nn.Module:
     return model.eval()
 
 
-def load_export(data: bytes, path=""):
-    """A ``torch.export`` program as an unflattened module (hooks see its submodules)."""
-    _check_export_archive(data, path)
+def load_export(data: bytes, path="", *, trusted: bool = False):
+    """A ``torch.export`` program as an unflattened module (hooks see its submodules).
+
+    Read by ``export_files.read_program`` (no pickle, no ``eval``; operators on the
+    allow-list unless ``trusted``). A program exported for a fixed batch size runs as a
+    ``FixedBatchModel`` that takes any number of inputs.
+    """
+    from ml4ml.zoo.export_files import FixedBatchModel, fixed_batch, read_program
+
+    program = read_program(data, path, trusted=trusted)
     try:
-        program = torch.export.load(io.BytesIO(data))
         module = torch.export.unflatten(program)
     except Exception as exc:  # noqa: BLE001 - any failure means a bad program
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -222,66 +285,10 @@ def load_export(data: bytes, path=""):
             name = getattr(kind, "__name__", str(kind))
             if name.endswith("Conv2d") and fqn and fqn not in layers:
                 layers.append(fqn)
+    batch = fixed_batch(program)
+    if batch is not None:
+        module = FixedBatchModel(module, batch)
     return module.eval(), layers[-2:] or None
-
-
-def _check_export_archive(data: bytes, path) -> None:
-    """Load every pickled member with ``weights_only=True``; refuse custom objects."""
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        raise InputError("not a torch.export archive (.pt2)", file=path,
-                         field="checkpoint") from None
-    with archive:
-        raw = _raw_members(archive)
-        for name in archive.namelist():
-            inner = name.split("/", 1)[-1]
-            if inner.startswith("data/constants/") and ("custom_obj" in inner
-                                                         or "opaque" in inner):
-                raise InputError(f"the torch.export program holds a custom object ({inner}): "
-                                 "loading it would run arbitrary code, so it is refused",
-                                 file=path, field="checkpoint", hint=CONVERT)
-            pickled = inner.endswith(".pt") or (inner.startswith(("data/weights/",
-                                                                  "data/constants/"))
-                                                and not inner.endswith(".json"))
-            if not pickled:
-                continue
-            if name in raw:
-                continue  # raw tensor bytes (the archive's config says: not pickled)
-            member = archive.read(name)
-            if inner.startswith(("data/weights/", "data/constants/")) and not _is_pickle(member):
-                continue  # raw tensor bytes
-            try:
-                torch.load(io.BytesIO(member), map_location="cpu", weights_only=True)
-            except Exception:  # noqa: BLE001
-                raise InputError(f"the torch.export program's member {inner} is not plain "
-                                 "weights: loading it would run arbitrary code, so it is "
-                                 "refused", file=path, field="checkpoint",
-                                 hint=CONVERT) from None
-
-
-def _raw_members(archive) -> set:
-    """Members the archive's weights and constants configs mark ``use_pickle: false``: raw
-    tensor bytes (whose first byte may be anything, 0x80 included)."""
-    raw = set()
-    for name in archive.namelist():
-        folder, _, base = name.rpartition("/")
-        if not (base.endswith("_config.json")
-                and folder.endswith(("data/weights", "data/constants"))):
-            continue
-        try:
-            config = json.loads(archive.read(name)).get("config", {})
-        except (ValueError, AttributeError):
-            continue
-        for entry in config.values() if isinstance(config, dict) else ():
-            if isinstance(entry, dict) and entry.get("use_pickle") is False \
-                    and entry.get("path_name"):
-                raw.add(f"{folder}/{entry['path_name']}")
-    return raw
-
-
-def _is_pickle(member: bytes) -> bool:
-    return member[:1] == b"\x80" or zipfile.is_zipfile(io.BytesIO(member))
 
 
 class _Tap(nn.Identity):
@@ -412,8 +419,14 @@ class TorchScriptModel(nn.Module):
         return outputs[0]
 
 
-def load_torchscript(data: bytes, path=""):
-    """A TorchScript file as a ``TorchScriptModel`` (eval mode, CPU) and its conv layers."""
+def load_torchscript(data: bytes, path="", *, trusted: bool = False):
+    """A TorchScript file as a ``TorchScriptModel`` (eval mode, CPU) and its conv layers.
+
+    Only when ``trusted``: loading it runs its ``__setstate__``, probing its ``forward``,
+    and either may write files. Otherwise InputError before anything of it runs.
+    """
+    if not trusted:
+        raise InputError(UNTRUSTED_SCRIPT, file=path, field="checkpoint", hint=TRUST_HINT)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)

@@ -18,7 +18,7 @@ import numpy as np
 import xarray as xr
 
 from ml4ml import dims, store
-from ml4ml.errors import StoreError
+from ml4ml.errors import InputError, StoreError
 from ml4ml.failures import Failure, log_failure
 from ml4ml.zoo.recipe import FIELD_ATTRS, Recipe
 
@@ -186,6 +186,7 @@ def train_pipeline(pipeline, *, client=None, force: bool = False, changed_only: 
                            added=added.added + added.replaced, already_added=added.already)
     with store.writing(path, f"ml4ml train {pipeline.file}") as notes:
         table = register_zoo(pipeline)
+        _record_suites(pipeline)
         from ml4ml.zoo.layers import sync_layers
 
         sync_layers(path, table, {r.mid: pipeline.layers.get(r.mid, ())
@@ -241,6 +242,18 @@ def train_pipeline(pipeline, *, client=None, force: bool = False, changed_only: 
     return TrainReport(trained=done, skipped=skipped, seconds=time.perf_counter() - start,
                        failed=failed, retrained=redo, notes=notes,
                        added=added.added + added.replaced, already_added=added.already)
+
+
+def _record_suites(pipeline) -> None:
+    """Record the spec's suites in the store (what ``add-models`` checks new models on);
+    a suite that cannot be loaded here is left for the probe to record (and report)."""
+    from ml4ml.zoo.adding import pipeline_suites
+
+    try:
+        suites = pipeline_suites(pipeline)
+    except InputError:
+        return
+    store.record_suites(pipeline.store, {s.name: (s.shape, s.n_classes) for s in suites})
 
 
 def _register_added(pipeline, force: bool):
