@@ -23,13 +23,10 @@ from torch import nn
 from ml4ml import dims, store
 from ml4ml.cli import cli
 
-# TODO(integrator): a torch.export program whose batch size its example fixed (1) is
-# probed in batches of that size once c-files' fixed-batch probing is merged (issue 24,
-# point 4); until then the probe refuses it, so this test adds it only when True.
-FIXED_BATCH_EXPORT = False
-# TODO(integrator): TorchScript is to need --trust (issue 24, point 7, another helper);
-# add "--trust" to TRUST once that flag exists.
-TRUST = ()
+# a torch.export program whose batch size its example fixed (1): probed in batches of 1
+FIXED_BATCH_EXPORT = True
+# TorchScript is code: added only with --trust
+TRUST = ("--trust",)
 
 
 def run(*args):

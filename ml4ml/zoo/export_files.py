@@ -484,6 +484,13 @@ class FixedBatchModel(nn.Module):
         self.wrapped.train(mode)
         return super().train(mode)
 
+    def conv_layers(self) -> list[str]:
+        """The wrapped program's convolutions (``checkpoints.conv_layers``): the taps
+        here stand for its submodules under the same names."""
+        from ml4ml.zoo.checkpoints import conv_layers
+
+        return conv_layers(self.wrapped)
+
     def _apply(self, fn, recurse=True):
         self.wrapped._apply(fn, recurse)
         return super()._apply(fn, recurse)
