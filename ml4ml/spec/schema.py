@@ -20,13 +20,15 @@ from ml4ml.spec.recipe import ANOMALIES, AUGMENTATIONS, FIELD_ATTRS, OPTIMIZERS
 __all__ = ["Says", "PipelineSpec", "StoreTable", "DataTable", "SuiteTable", "TransformTable",
            "ProbeTable", "ClusterTable", "AssessTable", "LabelsTable", "RecipeFields",
            "AddedEntry", "CheckpointsTable", "SampleTable", "GridTable", "ZooTable",
-           "spec_json_schema", "ASSESSORS", "GUIDELINE_MAX", "BUILTIN_ARCHS", "SCHEMA_ID"]
+           "spec_json_schema", "ASSESSORS", "GUIDELINE_MAX", "BUILTIN_ARCHS", "SCHEMA_DRAFT"]
 
 BUILTIN_ARCHS = ("cnn5", "vgg13bn", "resnet")
 ASSESSORS = ("decision_tree", "random_forest", "adaboost", "linear", "logistic",
              "gradient_boosting")
 GUIDELINE_MAX = 4000
-SCHEMA_ID = "https://ml4ml.invalid/spec.schema.json"
+# the draft it declares: its keywords mean the same in draft 7 and 2020-12, and draft 7 is
+# what most editors' TOML and JSON language servers read
+SCHEMA_DRAFT = "http://json-schema.org/draft-07/schema#"
 _MID_PATTERN = r"^[\w-]+$"
 _MID = "letters, digits, '-' or '_'"
 
@@ -338,11 +340,11 @@ TOP_KEYS = set(PipelineSpec.model_fields)
 
 
 def spec_json_schema() -> dict:
-    """The JSON Schema (draft 2020-12) of a pipeline spec, as a dict: what ``ml4ml spec
-    schema`` prints and ``docs/spec.schema.json`` holds."""
+    """The JSON Schema (draft 7) of a pipeline spec, as a dict: what ``ml4ml spec schema``
+    prints and ``docs/spec.schema.json`` holds."""
     schema = _drop_null_defaults(PipelineSpec.model_json_schema())
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
-            "title": "ml4ml pipeline spec", **schema}
+    schema.pop("title", None)
+    return {"$schema": SCHEMA_DRAFT, "title": "ml4ml pipeline spec", **schema}
 
 
 def _drop_null_defaults(node):
