@@ -17,13 +17,13 @@ from pydantic import BaseModel, ValidationError
 from ml4ml.errors import SpecError
 from ml4ml.spec.schema import Says
 
-__all__ = ["Problems", "check_table", "unknown_keys", "did_you_mean", "is_int", "is_num",
-           "table"]
+__all__ = ["Problems", "check_table", "check_part", "unknown_keys", "did_you_mean", "is_int",
+           "is_num", "table"]
 
 # pydantic error types that mean "the right type, a value not allowed"
 _VALUE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal",
                  "too_short", "too_long", "string_too_short", "string_too_long",
-                 "string_pattern_mismatch", "value_error", "finite_number"}
+                 "string_pattern_mismatch", "value_error"}
 _RANGES = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 
 
@@ -53,11 +53,13 @@ class Problems:
 
 
 def check_table(model: type[BaseModel], tab: dict, prefix: str, problems, *,
-                origin: dict | None = None, skip=()) -> BaseModel | None:
+                origin: dict | None = None, skip=(), floats: bool = False
+                ) -> BaseModel | None:
     """``tab`` validated by ``model``; None with each problem added (at ``prefix`` + the
     field, or at ``origin[field]`` + "." + the field for a value inherited from there).
 
     skip : fields whose problems are not reported (checked elsewhere).
+    floats : an integer found in a float field is shown as a float (as a recipe holds it).
     """
     try:
         return model.model_validate(tab)
@@ -78,10 +80,33 @@ def check_table(model: type[BaseModel], tab: dict, prefix: str, problems, *,
         says = next((m for m in info.metadata if isinstance(m, Says)), Says()) if info \
             else Says()
         value = tab.get(name)
-        if info is not None and info.annotation is float and is_int(value):
+        if floats and info is not None and info.annotation is float and is_int(value):
             value = float(value)  # as the recipe holds it
         problems.add(where + name, _why(says, error, value))
     return None
+
+
+def check_part(model: type[BaseModel], tab: dict, prefix: str, problems, *, skip=()
+               ) -> BaseModel | None:
+    """``tab`` validated (problems added), or its valid fields alone when it is not (None
+    when those lack a required field)."""
+    checked = check_table(model, tab, prefix, problems, skip=skip)
+    if checked is not None:
+        return checked
+    good = {}
+    for key, value in tab.items():
+        if key in model.model_fields:
+            try:
+                model.model_validate({**good, key: value})
+                good[key] = value
+            except ValidationError as exc:
+                if any(e["loc"][:1] == (key,) for e in exc.errors()):
+                    continue
+                good[key] = value  # only a required field is missing so far
+    try:
+        return model.model_validate(good)
+    except ValidationError:
+        return None
 
 
 def _why(says: Says, error: dict, value) -> str:

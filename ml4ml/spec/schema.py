@@ -99,7 +99,7 @@ class TransformTable(_Table):
     grid: Annotated[list[float], Field(min_length=3, max_length=3, description=(
         "[start, stop, num]: num evenly spaced values (odd, identity at the centre)")),
         Says(why=lambda g: f"expected [start, stop, num], got {g!r}")] = None
-    values: Annotated[list[float], Field(min_length=1, description=(
+    values: Annotated[list[float], Field(description=(
         "the grid's values: odd in number, ascending, identity at the centre")),
         Says("a list of numbers", "a list of numbers")] = None
 
@@ -137,8 +137,7 @@ class AssessTable(_Table):
 
     transform: Annotated[str, Field(description="one of the spec's transforms; default: the "
                                                 "first"),
-                         Says(why=lambda v: f"{v!r} is not one of the pipeline's transforms")
-                         ] = ""
+                         Says("a transform name (a string)")] = ""
     label_source: Annotated[str, Field(min_length=1, description=(
         "'recipe', 'store' or a label file (relative to the spec)")),
         Says(why=lambda v: f"expected 'recipe', 'store' or a label file, got {v!r}")
@@ -151,7 +150,7 @@ class AssessTable(_Table):
     split: Annotated[str, Field(description="which probed samples the measures use"),
                      Says("a split name (a string)")] = "correct"
     suite: Annotated[str, Field(description="one of the spec's suites; default: the first"),
-                     Says("a suite name (a string)")] = ""
+                     Says(why=lambda v: f"{v!r} is not one of the pipeline's suites")] = ""
 
 
 def _guideline_why(text) -> str:

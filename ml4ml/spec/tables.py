@@ -16,7 +16,7 @@ import numpy as np
 
 from ml4ml.errors import InputError
 from ml4ml.spec import registry
-from ml4ml.spec.messages import check_table, did_you_mean, table
+from ml4ml.spec.messages import check_part, check_table, did_you_mean, table
 from ml4ml.spec.schema import (ASSESSORS, AssessTable, ClusterTable, LabelsTable, ProbeTable,
                                SuiteTable, TransformTable)
 
@@ -61,20 +61,18 @@ class LabelsSpec:
     guideline: str = ""  # "" = the page's default for the transform
 
 
-def _valid_part(model, tab: dict, prefix: str, problems):
-    """``tab`` validated (problems added), or its valid fields alone when it is not."""
-    checked = check_table(model, tab, prefix, problems)
-    if checked is not None:
-        return checked
-    good = {}
-    for key, value in tab.items():
-        if key in model.model_fields:
-            try:
-                model.model_validate({key: value})
-                good[key] = value
-            except ValueError:
-                pass
-    return model.model_validate(good)
+def _named_tables(raw, key: str, problems, empty: str, not_table: str):
+    """(name, field path, table) of each ``[key.<name>]`` table; a problem (``empty``,
+    ``not_table``) for none at all and for each entry that is not a table."""
+    tab = table(raw, key, problems)
+    if not tab:
+        problems.add(key, empty)
+    for name, spec in tab.items():
+        where = f"{key}.{name}"
+        if not isinstance(spec, dict):
+            problems.add(where, not_table)
+            continue
+        yield name, where, spec
 
 
 def read_labels(raw, problems) -> LabelsSpec:
@@ -86,17 +84,13 @@ def read_labels(raw, problems) -> LabelsSpec:
 
 
 def read_suites(raw, problems) -> list[SuiteSpec]:
-    tab = table(raw, "suites", problems)
-    if not tab:
-        problems.add("suites", "at least one test suite is required, e.g. [suites.digits]")
     out = []
     known = registry.suite_names()
-    for name, spec in tab.items():
-        where = f"suites.{name}"
-        if not isinstance(spec, dict):
-            problems.add(where, "expected a table like {split = \"test\", n_samples = 500}")
-            continue
-        suite = _valid_part(SuiteTable, spec, where + ".", problems)
+    for name, where, spec in _named_tables(
+            raw, "suites", problems,
+            "at least one test suite is required, e.g. [suites.digits]",
+            "expected a table like {split = \"test\", n_samples = 500}"):
+        suite = check_part(SuiteTable, spec, where + ".", problems)
         if name not in known:
             problems.add(where, f"unknown suite {name!r}; known: {', '.join(known)}"
                          + did_you_mean(name, known))
@@ -107,16 +101,11 @@ def read_suites(raw, problems) -> list[SuiteSpec]:
 
 def read_transforms(raw, problems) -> dict:
     """{name: grid (aug_param,) float64} of ``[transforms]``."""
-    tab = table(raw, "transforms", problems)
-    if not tab:
-        problems.add("transforms", "at least one transform is required, e.g. "
-                     "[transforms.rotation] grid = [-15, 15, 31]")
     out = {}
-    for name, spec in tab.items():
-        where = f"transforms.{name}"
-        if not isinstance(spec, dict):
-            problems.add(where, "expected a table with 'grid = [start, stop, num]' or 'values'")
-            continue
+    for name, where, spec in _named_tables(
+            raw, "transforms", problems,
+            "at least one transform is required, e.g. [transforms.rotation] grid = [-15, 15, 31]",
+            "expected a table with 'grid = [start, stop, num]' or 'values'"):
         checked = check_table(TransformTable, spec, where + ".", problems)
         try:
             registry.transform_info(name)
@@ -159,19 +148,22 @@ def read_cluster(raw, problems) -> int | None:
 
 def read_probe(raw, problems) -> ProbeSpec:
     tab = table(raw, "probe", problems)
-    probe = _valid_part(ProbeTable, tab, "probe.", problems)
+    probe = check_part(ProbeTable, tab, "probe.", problems)
     return ProbeSpec(layers=tuple(probe.layers), batch_size=probe.batch_size,
                      device=probe.device, fgsm_epsilon=float(probe.fgsm_epsilon))
 
 
 def read_assess(raw, transforms, suites, problems, base=None) -> AssessSpec:
     tab = table(raw, "assess", problems)
-    assess = _valid_part(AssessTable, tab, "assess.", problems)
+    assess = check_part(AssessTable, tab, "assess.", problems, skip=("transform",))
     values = {k: getattr(assess, k) for k in assess.model_fields_set}
+    if "transform" in tab:
+        values["transform"] = tab["transform"]
     if "assessors" in values:
         values["assessors"] = tuple(values["assessors"])
     spec = replace(AssessSpec(transform=next(iter(transforms), "rotation")), **values)
-    if "transform" in values and spec.transform not in transforms and transforms:
+    if "transform" in values and transforms and (not isinstance(spec.transform, str)
+                                                 or spec.transform not in transforms):
         problems.add("assess.transform", f"{spec.transform!r} is not one of the pipeline's "
                      f"transforms ({', '.join(transforms)})")
     if spec.label_source not in LABEL_SOURCES:

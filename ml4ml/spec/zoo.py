@@ -19,7 +19,7 @@ import numpy as np
 
 from ml4ml import dims
 from ml4ml.spec import registry
-from ml4ml.spec.messages import check_table, did_you_mean, table, unknown_keys
+from ml4ml.spec.messages import check_part, check_table, did_you_mean, table, unknown_keys
 from ml4ml.spec.recipe import AddedModel, Recipe
 from ml4ml.spec.schema import (BUILTIN_ARCHS, RECIPE_FIELDS, AddedEntry, CheckpointsTable,
                                RecipeFields, SampleTable, ZooTable)
@@ -168,7 +168,7 @@ def _added(tab, where, base, problems) -> list:
         problems.add(where, "expected a table with checkpoint (or glob), arch, holdout, ...")
         return []
     is_glob = where == "zoo.checkpoints"
-    entry = check_table(CheckpointsTable if is_glob else AddedEntry, tab, where + ".", problems)
+    entry = check_part(CheckpointsTable if is_glob else AddedEntry, tab, where + ".", problems)
     layers = parse_layers(tab.get(LAYERS), f"{where}.{LAYERS}", problems)
     if entry is None:
         return []
@@ -267,7 +267,7 @@ def make_recipe(values: dict, where: str, problems, origin=None) -> Recipe | Non
     """
     origin = origin or {}
     fields = check_table(RecipeFields, {k: v for k, v in values.items() if k in RECIPE_FIELDS},
-                         where + ".", problems, origin=origin)
+                         where + ".", problems, origin=origin, floats=True)
     if fields is None:
         return None
     out = {k: getattr(fields, k) for k in fields.model_fields_set}
