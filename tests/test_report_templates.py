@@ -7,10 +7,10 @@ import shutil
 from html import escape
 from pathlib import Path
 
+import golden
 import pytest
 from click.testing import CliRunner
 
-import golden
 from ml4ml.cli import cli
 
 PAGES = Path(__file__).resolve().parent / "data" / "report_pages"
@@ -231,3 +231,29 @@ def test_the_labelling_page_escapes_the_guideline_and_keeps_its_csp(hostile):
     assert refused.status_code in (401, 403)
     assert "<script" not in refused.text and "<p>" in refused.text
     assert refused.headers["Content-Security-Policy"] == CSP
+
+
+# ----------------------------------------------------------------------------- packaging
+def test_the_templates_ship_in_the_wheel(tmp_path):
+    """A non-editable install has every template: the wheel holds each file of the
+    packages' ``templates/`` folders (pyproject.toml's package data)."""
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    templates = sorted(str(f.relative_to(root)) for f in root.glob("ml4ml/*/templates/*"))
+    assert {Path(t).name for t in templates} >= {"report.html.j2", "answer.html.j2",
+                                                  "label.html.j2", "label.js", "report.js"}
+    source = tmp_path / "source"  # a copy: the build leaves nothing in the checkout
+    shutil.copytree(root / "ml4ml", source / "ml4ml",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps",
+                            "--no-build-isolation", "-q", "-w", str(tmp_path)],
+                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert build.returncode == 0, build.stderr
+    (wheel,) = tmp_path.glob("ml4ml-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    assert [t for t in templates if t not in shipped] == []
