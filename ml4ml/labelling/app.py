@@ -35,7 +35,6 @@ get a 4xx JSON ``{"error": ...}`` and change nothing; image paths name aliases, 
 
 from __future__ import annotations
 
-import html
 import io
 import json
 import threading
@@ -349,7 +348,7 @@ def create_app(path, transform: str, raters, *, suite=None, seed: int = 0,
 
     from ml4ml.labelling.access import Access, check_raters
     from ml4ml.labelling.guard import Guard, Hosts, write_refusal
-    from ml4ml.labelling.page import CSP, render
+    from ml4ml.labelling.page import CSP, render, render_refusal
 
     raters = check_raters([raters] if isinstance(raters, str) else list(raters))
     state = LabellingState(path, transform, suite=suite, seed=seed, order=order,
@@ -413,9 +412,8 @@ def create_app(path, transform: str, raters, *, suite=None, seed: int = 0,
     def index(request: Request):
         rater, bad = rater_of(request)
         if bad:
-            message = html.escape(json.loads(bad.body)["error"])
-            return HTMLResponse(f"<!DOCTYPE html><title>ml4ml: label models</title>"
-                                f"<p>{message}</p>", status_code=bad.status_code,
+            return HTMLResponse(render_refusal(json.loads(bad.body)["error"]),
+                                status_code=bad.status_code,
                                 headers={k: v for k, v in bad.headers.items()
                                          if k == "www-authenticate"})
         return HTMLResponse(render(rater, transform, guideline, state.strategy.describe(),

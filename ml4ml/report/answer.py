@@ -1,60 +1,30 @@
 """The report's answer, first on the page: which models the chosen assessor judges not
 invariant, with the colours of the classes and the mark of a disagreement with the label.
 
-Small functions of a judgements table (``ml4ml.assess.judgements.judgement_table``), each
-returning one piece of HTML with every text from the store escaped: ``answer_section``
-(the count, how it was judged, the legend, the list of variant models), ``legend``,
-``card_classes`` and ``judgement_badges`` (the gallery's class colour and disagreement
-mark), ``gallery_order`` and ``gallery_filter``.
+Small functions of a judgements table (``ml4ml.assess.judgements.judgement_table``):
+``answer_section`` (the count, how it was judged, the legend, the list of variant models;
+template ``templates/answer.html.j2``, which escapes every text from the store),
+``card_classes`` (the gallery card's class colour and disagreement mark),
+``gallery_order`` and ``gallery_buttons`` (the gallery's order and filter). The class
+colours are the figures' (``LABEL_COLOURS``, filled into ``templates/report.css.j2``).
 """
 
 from __future__ import annotations
 
 import math
-from html import escape
 
 import numpy as np
 import pandas as pd
 
 from ml4ml.report.figures import LABEL_COLOURS
+from ml4ml.report.templating import render
 
-__all__ = ["answer_section", "legend", "card_classes", "judgement_badges", "gallery_order",
-           "gallery_filter", "fmt", "ANSWER_COLUMNS", "CLASS_STYLE", "CLASS_NAMES"]
+__all__ = ["answer_section", "answer_view", "card_classes", "gallery_order", "gallery_buttons", "fmt",
+           "ANSWER_COLUMNS", "CLASS_COLOURS", "CLASS_NAMES"]
 
 CLASS_NAMES = {1: "invariant", 0: "variant", -1: "unjudged"}
-
-# the classes' colours (those of the figures), the disagreement's hatching, the list's box
-CLASS_STYLE = """
-:root { --invariant: %(invariant)s; --variant: %(variant)s; --unjudged: %(unjudged)s;
-        --hatch: repeating-linear-gradient(135deg, #222 0 2px, #fff 2px 5px); }
-.swatch { display: inline-block; width: 0.95em; height: 0.95em; border-radius: 2px;
-          vertical-align: -0.12em; margin-right: 0.25em; background: var(--unjudged); }
-.swatch.invariant { background: var(--invariant); } .swatch.variant { background: var(--variant); }
-.badge.differs { display: inline-block; padding: 0 5px; border: 1px solid #222;
-                 border-radius: 3px; font-weight: bold; font-size: 0.9em; color: #111;
-                 background: #fff; box-shadow: inset 4px 0 0 #222; }
-.stripe { display: inline-block; width: 6px; height: 1.1em; vertical-align: -0.2em;
-          background: var(--hatch); margin-right: 0.3em; }
-.legend { display: flex; flex-wrap: wrap; gap: 4px 18px; font-size: 0.88em; margin: 6px 0; }
-.answer-list { max-height: min(52vh, 460px); overflow: auto; border: 1px solid #ddd;
-               border-left: 6px solid var(--variant); }
-.answer-list table { width: 100%%; }
-.answer-list thead th { position: sticky; top: 0; background: #fff; }
-.answer-list th.source, .answer-list td.source { text-align: left; }
-.answer-list td:first-child, .answer-list th:first-child { padding-left: 14px; }
-.answer-list tr.disagrees td:first-child { background: var(--hatch) left / 6px 100%% no-repeat; }
-.card { border-top: 6px solid var(--unjudged); }
-.card.invariant { border-top-color: var(--invariant); }
-.card.variant { border-top-color: var(--variant); }
-.card.disagrees { background: var(--hatch) left / 6px 100%% no-repeat; padding-left: 12px; }
-.judged.invariant { color: var(--invariant); font-weight: bold; }
-.judged.variant { color: #b34a00; font-weight: bold; }
-.filter button[aria-pressed='true'] { font-weight: bold; border-width: 2px; }
-.gallery[data-show='variant'] .card:not(.variant),
-.gallery[data-show='invariant'] .card:not(.invariant),
-.gallery[data-show='disagrees'] .card:not(.disagrees) { display: none; }
-""" % {"invariant": LABEL_COLOURS[1], "variant": LABEL_COLOURS[0],
-       "unjudged": LABEL_COLOURS[-1]}
+# the classes' colours on the page: those of the figures
+CLASS_COLOURS = {name: LABEL_COLOURS[k] for k, name in CLASS_NAMES.items()}
 
 # the list's columns, defined under it
 ANSWER_COLUMNS = (
@@ -75,35 +45,10 @@ def fmt(value, digits=3) -> str:
         else f"{value:.{digits}f}"
 
 
-def legend(counts: dict | None = None) -> str:
-    """What the colours and the hatched mark mean (``counts``: ``answer_counts``)."""
-    n = counts or {}
-
-    def count(key):
-        return f" ({n[key]})" if key in n else ""
-
-    return ("<div class='legend' role='note' aria-label='legend'>"
-            f"<span><span class='swatch invariant'></span>judged invariant{count('invariant')}"
-            "</span>"
-            f"<span><span class='swatch variant'></span>judged not invariant (variant)"
-            f"{count('variant')}</span>"
-            + ("<span><span class='swatch'></span>not judged (not in the assessment)"
-               f"{count('unjudged')}</span>" if n.get("unjudged", 1) else "") +
-            "<span><span class='stripe'></span><span class='badge differs'>≠ label</span> "
-            f"the judgement differs from the model's label{count('disagree')}</span>"
-            "</div>")
-
-
 def card_classes(row) -> str:
     """The gallery card's classes: its judged class, and ``disagrees``."""
     judged = CLASS_NAMES[int(row["judgement"])]
     return f"card {judged}" + (" disagrees" if bool(row["disagrees_with_label"]) else "")
-
-
-def judgement_badges(row) -> str:
-    """The disagreement badge of a model, or nothing."""
-    return " <span class='badge differs' title='the judgement differs from the label'>" \
-           "≠ label</span>" if bool(row["disagrees_with_label"]) else ""
 
 
 def _probability(row) -> str:
@@ -132,35 +77,24 @@ def gallery_order(table: pd.DataFrame, mids) -> list[str]:
     return ranked + [m for m in mids if m not in set(ranked)]
 
 
-def gallery_filter(counts: dict) -> str:
-    """Buttons that show all cards, or only the variant, invariant or disagreeing ones."""
-    buttons = (("all", f"all ({counts['judged'] + counts['unjudged']})"),
-               ("variant", f"not invariant ({counts['variant']})"),
-               ("invariant", f"invariant ({counts['invariant']})"),
-               ("disagrees", f"≠ label ({counts['disagree']})"))
-    return ("<p class='filter' role='group' aria-label='show'>show: " + " ".join(
-        f"<button type='button' data-show='{key}' aria-pressed='{str(key == 'all').lower()}'>"
-        f"{escape(text)}</button>" for key, text in buttons) + "</p>")
+def gallery_buttons(counts: dict) -> list[tuple[str, str]]:
+    """The gallery's filter: (key, text) of the buttons that show all cards, or only the
+    variant, invariant or disagreeing ones."""
+    return [("all", f"all ({counts['judged'] + counts['unjudged']})"),
+            ("variant", f"not invariant ({counts['variant']})"),
+            ("invariant", f"invariant ({counts['invariant']})"),
+            ("disagrees", f"≠ label ({counts['disagree']})")]
 
 
-def _definitions(kind: str) -> str:
-    return ("<dl class='defs'>" + "".join(
-        f"<dt>{escape(name)}</dt><dd>{escape(text.format(kind=kind))}</dd>"
-        for name, text in ANSWER_COLUMNS) + "</dl>")
-
-
-def _rows(variant: pd.DataFrame) -> list[str]:
-    rows = []
-    for _, row in variant.iterrows():
-        mid = escape(str(row["mid"]))
-        klass = "variant disagrees" if row["disagrees_with_label"] else "variant"
-        rows.append(f"<tr class='{klass}'><td><a href='#{mid}'>{mid}</a></td>"
-                    f"<td>{escape(_probability(row))}</td>"
-                    f"<td>{LABEL_TEXT[int(row['label'])]}{judgement_badges(row)}</td>"
-                    f"<td>{'yes' if row['holdout'] else 'no'}</td>"
-                    f"<td class='source'>{escape(str(row['source']))}</td>"
-                    f"<td>{fmt(float(row['clean_accuracy']))}</td></tr>")
-    return rows
+def _rows(variant: pd.DataFrame) -> list[dict]:
+    """The list's rows, as text."""
+    return [{"mid": str(row["mid"]), "probability": _probability(row),
+             "classes": "variant disagrees" if row["disagrees_with_label"] else "variant",
+             "label": LABEL_TEXT[int(row["label"])],
+             "disagrees": bool(row["disagrees_with_label"]),
+             "holdout": "yes" if row["holdout"] else "no", "source": str(row["source"]),
+             "clean_accuracy": fmt(float(row["clean_accuracy"]))}
+            for _, row in variant.iterrows()]
 
 
 def _agreement(counts: dict) -> str:
@@ -173,30 +107,23 @@ def _agreement(counts: dict) -> str:
             f"({agree / labelled:.0%}; {counts['disagree']} differ, marked ≠ label).")
 
 
-def answer_section(table: pd.DataFrame, counts: dict, *, transform: str,
-                   csv: str = "judgements.csv") -> str:
-    """The answer: how many models are judged not invariant, by which assessor and how,
-    the legend, then the list of those models (most surely variant first)."""
+def answer_view(table: pd.DataFrame, counts: dict, *, transform: str,
+                csv: str = "judgements.csv") -> dict:
+    """What the answer shows, as text (``templates/answer.html.j2`` lays it out)."""
     from ml4ml.assess.judgements import PROBABILITY_KINDS, how_judged
 
     chosen, repeats = table.attrs.get("assessor", ""), table.attrs.get("repeats", 0)
     kind = PROBABILITY_KINDS[table.attrs.get("probability_kind", "probability")]
-    how = how_judged(counts, chosen, repeats)
-    variant = _ranked(table[table["judgement"] == 0])
-    out = ["<section id='answer' aria-labelledby='answer-heading'>",
-           f"<h2 id='answer-heading'>The answer: {counts['variant']} of {counts['judged']} "
-           f"models are not invariant to {escape(transform)}</h2>",
-           f"<p class='meta'>judged by <b>{escape(chosen)}</b>, the chosen assessor: "
-           f"{escape(', '.join(how))}. {_agreement(counts)} Whether it beats the formula "
-           f"baselines: <a href='#verdict'>the verdict</a>, below. Every model's judgement: "
-           f"<a href='{escape(csv)}'>{escape(csv)}</a>.</p>",
-           legend(counts)]
-    if len(variant):
-        out += ["<div class='answer-list'><table id='variant-models'><thead><tr>"
-                "<th>model</th><th>P(invariant)</th><th>label</th><th>hold-out</th>"
-                "<th class='source'>source</th><th>clean accuracy</th></tr></thead><tbody>",
-                *_rows(variant), "</tbody></table></div>", _definitions(kind)]
-    else:
-        out.append("<p>No model is judged not invariant.</p>")
-    out.append("</section>")
-    return "\n".join(out)
+    return {"counts": counts, "transform": transform, "chosen": chosen, "csv": csv,
+            "how": ", ".join(how_judged(counts, chosen, repeats)),
+            "agreement": _agreement(counts),
+            "rows": _rows(_ranked(table[table["judgement"] == 0])),
+            "columns": [(name, text.format(kind=kind)) for name, text in ANSWER_COLUMNS]}
+
+
+def answer_section(table: pd.DataFrame, counts: dict, *, transform: str,
+                   csv: str = "judgements.csv") -> str:
+    """The answer: how many models are judged not invariant, by which assessor and how,
+    the legend, then the list of those models (most surely variant first)."""
+    return render("ml4ml.report", "answer.html.j2",
+                  answer=answer_view(table, counts, transform=transform, csv=csv))
