@@ -53,7 +53,7 @@ def cli_reference() -> str:
     prints it (100 columns)."""
     parts = []
     for name, command, context in cli_commands():
-        level = "##" if name.count(" ") <= 1 else "###"
+        level = "###" if name.count(" ") <= 1 else "####"
         summary = command.get_short_help_str(limit=100)
         parts.append(f"{level} `{name}`\n\n{summary}\n\n```text\n"
                      f"{command.get_help(context).rstrip()}\n```\n")
@@ -220,7 +220,7 @@ def python_reference() -> str:
     parts = []
     for package, names in public_api():
         parts.append(f"## `{package}`\n\n::: {package}\n    options:\n      members: false\n"
-                     "      show_root_heading: false\n")
+                     "      show_root_heading: false\n      show_root_toc_entry: false\n")
         for identifier in names:
             parts.append(f"::: {identifier}\n    options:\n      heading_level: 3\n")
     return "\n".join(parts)

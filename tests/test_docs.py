@@ -256,7 +256,7 @@ def _walk(group, name="ml4ml"):
 
 def test_the_cli_reference_has_every_command_with_every_option():
     text = hooks().cli_reference()
-    sections = re.split(r"^#{2,3} ", text, flags=re.M)[1:]
+    sections = re.split(r"^#{3,4} ", text, flags=re.M)[1:]
     by_name = {section.split("\n", 1)[0].strip("`"): section for section in sections}
     commands = dict(_walk(cli))
     assert set(by_name) == set(commands) and len(commands) >= 18
