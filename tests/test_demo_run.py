@@ -363,7 +363,7 @@ def test_the_python_example_runs_on_a_copy_of_the_demo_store(demo, tmp_path):
     finally:
         registry.unregister_measure("frobenius")
     stored = xr.open_zarr(tmp_path / "demo.zarr", group="matrices/digits/rotation").load()
-    mats = namespace["mats"].compute()
+    mats = namespace["mats"]["matrix"].compute()
     assert mats.dims == ("mid", "level", "split", "kind", "aug_param_i", "aug_param_j")
     np.testing.assert_allclose(mats.values, stored["matrix"].sel(mid=mats["mid"]).values,
                                rtol=1e-6, equal_nan=True)
