@@ -7,7 +7,9 @@ three-fold protocol with hold-out models, metrics and permutation importances as
 ``xarray.Dataset``), ``comparison`` (``summary``, ``compare``: the verdict, by
 ``significance_test``: select, then test, ``out_of_fold`` labels, ``top_features``,
 ``nadeau_bengio_ttest``), ``labels`` (labels per transform and
-source: files, recipe proxies, expert raters), ``stage`` (the protocol over a store),
+source: files, recipe proxies, expert raters), ``stage`` (the protocol over a store), ``inputs`` (what an assessment reads from a store:
+``stored_labels``, ``feature_table``), ``lineage`` (what an assessment was made from;
+``check_assessment``: is it still current),
 ``splitter`` (``ProtocolSplit``: the protocol's folds as a scikit-learn CV splitter),
 ``significance`` (``significance_test``: select, then test: the assessor and the baseline
 chosen by cross-validation on the regular models alone, compared on the hold-out models by

@@ -21,6 +21,8 @@ import pandas as pd
 import xarray as xr
 
 from ml4ml import dims, store
+from ml4ml.assess.inputs import stored_labels
+from ml4ml.assess.lineage import check_assessment
 from ml4ml.errors import StoreError
 
 __all__ = ["out_of_fold_probability", "judgement_table", "judgements", "answer_counts",
@@ -181,8 +183,6 @@ def judgements(path, transform: str, *, suite=None) -> pd.DataFrame:
     """The judgement of every model of the store (``judgement_table``), from its current
     assessment of ``transform``; StoreError while it is stale (``check_assessment``) or
     made by an ml4ml that stored no out-of-fold probabilities."""
-    from ml4ml.assess.stage import check_assessment, stored_labels
-
     check_assessment(path, transform, suite=suite)
     group = store.assess_group(transform)
     ds = store.open_group(path, group).load()

@@ -4,7 +4,8 @@
 to mend it: the schema; uncommitted or missing layout; the chunk layout; every chunk of
 every group, read once (``store.chunks``): a truncated, corrupt or missing one is named
 with its group, variable and the model ids it holds, a missing one counting as damage
-only where a complete (``done``) row must have written it; duplicate model ids; ``done`` flags against the data (a done probe row holds no NaN or -1, and its
+only where a complete (``done``) row must have written it (the chunk scan:
+``store.check_chunks``); duplicate model ids; ``done`` flags against the data (a done probe row holds no NaN or -1, and its
 responses still hash to the digest recorded when they were written); lineage (a probe made
 from another checkpoint than the model's; a matrices or measures row computed from other
 probe data); rows of probes, matrices, measures, labels and assess whose model id the
@@ -19,7 +20,6 @@ deletes temporary files.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +27,10 @@ import numpy as np
 from ml4ml import dims
 from ml4ml.errors import StoreError
 from ml4ml.store import layout
-from ml4ml.store.arrays import ROW_CHUNK, ROW_TABLE_VARIABLES
 from ml4ml.store.backend import local_root
+from ml4ml.store.check_chunks import (CHECKPOINT_SHA, FLAGS, KEEP, Problem, assess_command,
+                                      chunk_damage, chunk_layout_problems, data_groups,
+                                      listed, scanned_values, spec_command)
 from ml4ml.store.check_levels import level_problems
 from ml4ml.store.removal import pending_problems
 from ml4ml.store.chunks import read_rows, scan_group
@@ -39,26 +41,6 @@ from ml4ml.store.probes import DIGEST, RESPONSES, SOURCE, probe_digest
 from ml4ml.store.rows import PROBE_DIGEST, clear_done
 
 __all__ = ["Problem", "check_store", "repair_store"]
-
-TRAINED = "trained"  # the models table's flag (ml4ml.zoo.stage)
-CHECKPOINT_SHA = "checkpoint_sha256"
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a store: where, what, how to mend it, and what repair does."""
-
-    where: str
-    what: str
-    mend: str
-    repair: str = ""  # "rollback", "clear", "delete" or "" (repair cannot mend it)
-    mids: tuple = ()  # rows a "clear" repair clears
-    files: tuple = ()  # files a "delete" repair removes
-    flag: str = dims.DONE  # the flag a "clear" repair clears ("": none)
-    chunks: tuple = ()  # store keys of unreadable chunks a "clear" repair deletes first
-
-    def line(self) -> str:
-        return f"{self.where}: {self.what} -> {self.mend}"
 
 
 def check_store(path) -> list[Problem]:
@@ -72,13 +54,13 @@ def check_store(path) -> list[Problem]:
     if any(p.repair == "" and "missing" in p.what for p in problems):
         return problems
     committed = layout.committed_nodes(path) or {}
-    problems += _chunk_problems(committed)
+    problems += chunk_layout_problems(committed)
     # every chunk of every group read once: damaged rows are listed here and left out of
     # the row checks below (their values are unknown)
     scans, hurt = {}, {}
-    for group in _data_groups(committed):
+    for group in data_groups(committed):
         scans[group] = scan_group(path, group, keep=KEEP)
-        found, hurt[group] = _chunk_damage(path, group, scans[group], committed)
+        found, hurt[group] = chunk_damage(path, group, scans[group], committed)
         problems += found
     models = scans.get(MODELS_GROUP)
     if models is not None and dims.MID in models:
@@ -163,57 +145,6 @@ def _layout_problems(path) -> list[Problem]:
     return out
 
 
-def _chunk_problems(committed: dict) -> list[Problem]:
-    out = []
-    for node, metadata in committed.items():
-        if metadata.get("node_type") != "array":
-            continue
-        names = metadata.get("dimension_names") or []
-        if dims.MID not in names:
-            continue
-        chunks = metadata["chunk_grid"]["configuration"]["chunk_shape"]
-        shape = metadata["shape"]
-        axis = names.index(dims.MID)
-        name = node.rsplit("/", 1)[-1]
-        # tables written by the driver alone: the models table, labels and assess groups
-        table_group = node.split("/")[0] in (MODELS_GROUP, "labels", "assess")
-        table = name in ROW_TABLE_VARIABLES or name == dims.MID or table_group
-        expected = ROW_CHUNK if table else 1
-        # expert ratings: one chunk row per rater (raters write their own rows)
-        others_whole = all(c >= s or (names[k] == "rater" and c == 1)
-                           for k, (c, s) in enumerate(zip(chunks, shape)) if k != axis)
-        if chunks[axis] != expected or not others_whole:
-            out.append(Problem(node, f"chunks {chunks} for shape {shape}; expected "
-                               f"{expected} row(s) per chunk along mid and whole chunks "
-                               f"elsewhere", "rebuild this group: its writers could share "
-                               "chunks"))
-    return out
-
-
-# ------------------------------------------------------------------- damaged chunks
-# the small arrays the row checks read, kept whole by the chunk scan
-KEEP = frozenset({dims.MID, dims.DONE, TRAINED, DIGEST, SOURCE, PROBE_DIGEST, CHECKPOINT_SHA,
-                  "source", "source_description", "rater", dims.ESTIMATOR,
-                  dims.ESTIMATOR_KIND, "method"})
-# per kind of group: the flag that says a model's row is complete, and the array whose
-# value a complete row always holds (it tells a lost flag chunk from one never written)
-FLAGS = {MODELS_GROUP: (TRAINED, CHECKPOINT_SHA), "probes": (dims.DONE, DIGEST),
-         "matrices": (dims.DONE, PROBE_DIGEST), "measures": (dims.DONE, PROBE_DIGEST)}
-# arrays along mid whose chunks may be missing for a complete row (they may hold nothing
-# but the fill value, and Zarr writes no chunk then); every other one is written for it
-OPTIONAL = {"probes": {"error"}, "matrices": set(), "measures": set()}
-# models: the recipe and outcome values every trained model has
-MODELS_REQUIRED = {"arch", "epochs", "lr", "batch_size", "checkpoint", CHECKPOINT_SHA,
-                   "test_accuracy"}
-# of those, the ones only a model ml4ml trained has (not one added as it is)
-TRAINING_OUTCOMES = {"epochs", "lr", "batch_size", "test_accuracy"}
-# groups without flags: the arrays that are never all fill (a missing chunk is damage)
-LABELS_REQUIRED = {dims.MID, "source", "source_description", "written_at", "rater"}
-ASSESS_REQUIRED = {dims.MID, "predicted", dims.ESTIMATOR, dims.ESTIMATOR_KIND, "feature",
-                   "repeat",
-                   "fold", "accuracy", "assessor"}
-
-
 def _old_layout(path, committed: dict) -> list[Problem]:
     """Groups in the layout of earlier ml4ml versions, each with the command that rewrites
     it: an assess group whose dim is 'method' (now 'estimator')."""
@@ -242,186 +173,7 @@ def _read_group(path, group):
         return None
 
 
-def _data_groups(committed: dict) -> list[str]:
-    """The committed groups that hold arrays (models, probes/s/t, ..., assess/t)."""
-    return sorted({node.rsplit("/", 1)[0] for node, meta in committed.items()
-                   if meta.get("node_type") == "array" and "/" in node})
-
-
-def _chunk_damage(path, group, scans, committed) -> tuple[list[Problem], set]:
-    """Problems of the unreadable and missing chunks of ``group``; the rows they hurt."""
-    kind = group.split("/")[0]
-    flag, evidence = FLAGS.get(kind, (None, None))
-    ids = scans.get(dims.MID)
-    n = ids.shape[0] if ids is not None else 0
-    lost = ids.bad_rows() if ids is not None else set()
-    done = set()
-    if flag and flag in scans:
-        done = set(np.flatnonzero(np.asarray(scans[flag].values, dtype=bool)).tolist())
-    found = {}  # (name, state) -> [rows, keys, why]
-    for name, scan in scans.items():
-        chunks = [(index, "unreadable", scan.damaged[index]) for index in scan.damaged]
-        for index in scan.missing:
-            rows = set(scan.rows(index)) if scan.along_mid else set(range(n))
-            if _is_damage(kind, name, scan, index, rows, done, scans, evidence):
-                chunks.append((index, "missing", ""))
-        for index, state, why in chunks:
-            entry = found.setdefault((name, state), [set(), [], why, 0])
-            entry[3] += 1
-            rows = set(scan.rows(index)) if scan.along_mid else set(range(n))
-            if state == "missing" and name == flag:  # only the rows that were complete
-                rows = {r for r in rows if scan.values is None or
-                        _written(scans[evidence].values[r] if evidence in scans else "")}
-            entry[0] |= rows
-            entry[1].append(scan.keys[index])
-            if state == "missing" and name == flag:  # its evidence goes too: never done
-                entry[1].append(scan.keys[index].replace(f"/{flag}/c", f"/{evidence}/c", 1))
-    problems, hurt = [], set()
-    mids = ids.values if ids is not None and ids.values is not None else np.array([])
-    for (name, state), (rows, keys, why, count) in sorted(found.items()):
-        hurt |= rows
-        held = [str(mids[r]) if r not in lost and r < len(mids) else f"row {r}"
-                for r in sorted(rows)]
-        whole = not scans[name].along_mid or name == dims.MID
-        what = (f"{count} chunk(s) of '{name}' "
-                + (f"cannot be read (truncated or corrupt: {why})" if state == "unreadable"
-                   else "are missing (written once, now gone)")
-                + (f", holding the model ids of rows {_listed([str(r) for r in sorted(rows)])}"
-                   if name == dims.MID else f", holding model(s) {_listed(held)}"
-                   if not whole else f" (every model of the group: {_listed(held)})"))
-        problems.append(_mend(path, group, kind, name, what, rows, keys, held,
-                              lost or whole, flag, scans, committed))
-    return problems, hurt
-
-
-def _is_damage(kind, name, scan, index, rows, done, scans, evidence) -> bool:
-    """Whether the missing chunk ``index`` of ``name`` lost data (else: never written)."""
-    if not rows and scan.along_mid:
-        return False
-    if name == dims.MID:
-        return True
-    flag = FLAGS.get(kind, (None, None))[0]
-    if name == flag:  # a lost flag chunk: complete rows hold their evidence value
-        if evidence not in scans or scans[evidence].values is None:
-            return False
-        return any(_written(scans[evidence].values[r]) for r in rows)
-    if kind == MODELS_GROUP:
-        if name in TRAINING_OUTCOMES:  # models trained elsewhere have no training values
-            sources = _values(scans, "source")
-            rows = {r for r in rows if sources is None or str(sources[r]) != "added"}
-        return (not scan.along_mid) or (name in MODELS_REQUIRED and bool(rows & done))
-    if kind in OPTIONAL:
-        return (not scan.along_mid) or (name not in OPTIONAL[kind] and bool(rows & done))
-    required = LABELS_REQUIRED if kind == "labels" else ASSESS_REQUIRED
-    return name in required
-
-
-def _written(value) -> bool:
-    return value not in ("", None) and not (isinstance(value, float) and np.isnan(value))
-
-
-def _listed(names, most=20) -> str:
-    more = f" and {len(names) - most} more" if len(names) > most else ""
-    return ", ".join(names[:most]) + more
-
-
-def _mend(path, group, kind, name, what, rows, keys, held, whole, flag, scans,
-          committed) -> Problem:
-    """The Problem of one array's damaged chunks, with the command that mends them."""
-    parts = group.split("/")
-    mids = tuple(h for h in held if not h.startswith("row "))
-    repair = f"run 'ml4ml store repair {path}', then "
-    if kind == "assess":
-        attrs = committed.get(group, {}).get("attributes", {})
-        return Problem(group, what, "rerun the assessment, which writes the group anew: "
-                       f"'{_assess_command(path, parts[1], attrs, scans)}'")
-    if whole:
-        return Problem(group, what, "the group's layout or model ids are lost: rebuild it "
-                       "(rerun its stage into a new store)")
-    if kind == "labels":
-        return Problem(group, what, "run 'ml4ml store repair "
-                       f"{path}' (it deletes them), then "
-                       + _relabel(path, parts[1], name, keys, scans),
-                       repair="clear", flag="", chunks=tuple(keys), mids=mids)
-    if kind == "probes":
-        sources = scans[SOURCE].values if SOURCE in scans else None
-        if sources is not None and all(str(sources[r]) == "legacy" for r in rows):
-            again = (f"'ml4ml import-legacy {path} --mid MID --suite {parts[1]} --transform "
-                     f"{parts[2]} --force --results FILE --act FILE' for each of them")
-        else:
-            again = (f"'{_spec_command(path, 'probe')}' (it probes exactly the models "
-                     "repair cleared)")
-    elif kind in ("matrices", "measures"):
-        again = f"'ml4ml measure {path} --suite {parts[1]} --transform {parts[2]}'"
-    else:
-        again = (f"'{_spec_command(path, 'train')}' (it retrains exactly them; "
-                 f"'{_spec_command(path, 'probe')}' then redoes their probes if a checkpoint "
-                 "differs)")
-    return Problem(group, what, repair + again, repair="clear", mids=mids, flag=flag,
-                   chunks=tuple(keys))
-
-
-def _spec_command(path, verb: str) -> str:
-    """``ml4ml VERB SPEC`` with the spec that created the store (``PIPELINE`` where it is
-    not recorded or gone)."""
-    from ml4ml.store.require import pipeline_command
-
-    try:
-        return pipeline_command(store_attrs(path), verb, path)
-    except Exception:  # noqa: BLE001 - a damaged root: the placeholder
-        return f"ml4ml {verb} PIPELINE"
-
-
-def _relabel(path, transform, name, keys, scans) -> str:
-    """The commands that write the labels or ratings of lost chunks again."""
-    scan = scans[name]
-    axis_name = "source" if "source" in scan.dims else "rater"
-    axis = scan.dims.index(axis_name)
-    # the chunk index: the key's last components (keys "c/0/1", or "0/1" in the v2
-    # encoding a group takes after 'remove-models')
-    index = {tuple(int(i) for i in k.split("/")[-len(scan.dims):]) for k in keys}
-    names = scans[axis_name].values if axis_name in scans else None
-    commands = []
-    for position in sorted({i[axis] for i in index}):
-        value = str(names[position]) if names is not None else "?"
-        if axis_name == "rater":
-            commands.append(f"'ml4ml label-ui {path} --transform {transform} --rater {value}' "
-                            "(the lost ratings are given again)")
-        elif value == "recipe":
-            commands.append(f"'ml4ml label {path} --transform {transform} --from recipe'")
-        elif value == "expert":
-            commands.append(f"'ml4ml label {path} --transform {transform} --merge majority'")
-        else:
-            described = scans["source_description"].values
-            commands.append(f"'ml4ml label {path} --transform {transform} --from FILE --as "
-                            f"{value}' (FILE: {described[position] if described is not None else '?'})")
-    return " and ".join(commands)
-
-
-def _assess_command(path, transform, attrs, scans) -> str:
-    command = f"ml4ml assess {path} --transform {transform}"
-    if attrs.get("suite"):
-        command += f" --suite {attrs['suite']}"
-    if attrs.get("label_source"):
-        command += f" --labels {attrs['label_source']}"
-    if "repeats" in attrs:
-        command += f" --repeats {attrs['repeats']}"
-    if "seed" in attrs:
-        command += f" --seed {attrs['seed']}"
-    methods, kinds = scans.get(dims.ESTIMATOR), scans.get(dims.ESTIMATOR_KIND)
-    if methods is not None and kinds is not None and not (methods.damaged or kinds.damaged):
-        chosen = [str(m) for m, k in zip(methods.values, kinds.values) if str(k) == "assessor"]
-        if chosen and len(chosen) < 6:
-            command += "".join(f" --assessor {m}" for m in chosen)
-    return command
-
-
 # ------------------------------------------------------------------------ row checks
-def _values(scans, name):
-    scan = scans.get(name)
-    return None if scan is None else scan.values
-
-
 def _mids(scans) -> list[str]:
     return [str(m) for m in scans[dims.MID].values.tolist()]
 
@@ -476,7 +228,7 @@ def _probe_rows(path, group, scans, hurt, models) -> list[Problem]:
                            f"recorded when they were written, e.g. {altered[0]}",
                            "run 'ml4ml store repair' to clear their done flags, then "
                            "'ml4ml probe' again", repair="clear", mids=tuple(altered)))
-    sha = _values(models, CHECKPOINT_SHA) if models is not None else None
+    sha = scanned_values(models, CHECKPOINT_SHA) if models is not None else None
     if sha is not None and dims.MID in models:
         model_sha = {m: str(s) for k, (m, s) in enumerate(zip(_mids(models), sha.tolist()))
                      if k not in models[CHECKPOINT_SHA].bad_rows()}
@@ -546,11 +298,11 @@ def _unknown_problem(path, group, kind, unknown, known, scans) -> Problem:
     hints = [f"{m!r} (the table has {close[0]!r})" for m in unknown
              if (close := difflib.get_close_matches(m, sorted(known), n=1, cutoff=0.5))]
     what = (f"{len(unknown)} row(s) hold results of model id(s) the models table does not "
-            f"have: {_listed(unknown)}" + (f"; a changed id? {_listed(hints, 3)}" if hints
+            f"have: {listed(unknown)}" + (f"; a changed id? {listed(hints, 3)}" if hints
                                           else ""))
     parts = group.split("/")
     example = unknown[0]
-    spec = _spec_command(path, "train")
+    spec = spec_command(path, "train")
     if spec.endswith("PIPELINE"):  # no spec recorded: a store of imported models
         suite, transform = (parts[1], parts[2]) if kind in ("probes", "matrices",
                                                             "measures") else ("SUITE", parts[1])
@@ -568,7 +320,7 @@ def _unknown_problem(path, group, kind, unknown, known, scans) -> Problem:
         attrs = (layout.committed_nodes(path) or {}).get(group, {}).get("attributes", {})
         return Problem(group, what, f"{register}, or rerun the assessment, which writes the "
                        f"group anew from the models table: "
-                       f"'{_assess_command(path, parts[1], attrs, scans[group])}'")
+                       f"'{assess_command(path, parts[1], attrs, scans[group])}'")
     rebuild = ("; if an id is wrong, rebuild the store (rerun its stages into a new one): "
                "'store repair' cannot rename a model")
     return Problem(group, what, register + rebuild)

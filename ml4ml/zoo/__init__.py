@@ -1,7 +1,9 @@
 """Train stage: architectures, recipes, training, attacks, and ``train_pipeline`` over a store.
 
 Modules: ``recipe`` (one model's recipe, plain data), ``architectures`` (``build_model``),
-``training`` (``train_model``, checkpoints), ``attacks`` (FGSM), ``layers`` (which layers
+``training`` (``train_model``), ``training_data`` (training set, augmentation),
+``recipe_checks`` (``validate_recipe``), ``checkpoint_files`` (ml4ml's own checkpoints:
+save, verify, load), ``attacks`` (FGSM), ``layers`` (which layers
 each model records), ``stage`` (the whole zoo of
 a pipeline into the store's ``models`` table), ``adding`` (models trained elsewhere,
 registered as they are), ``checkpoints`` (their file formats, read as data unless
@@ -18,8 +20,8 @@ __getattr__ = lazy_exports(__name__, {
     "Recipe": "ml4ml.zoo.recipe",
     "build_model": "ml4ml.zoo.architectures",
     "train_model": "ml4ml.zoo.training",
-    "save_checkpoint": "ml4ml.zoo.training",
-    "load_checkpoint": "ml4ml.zoo.training",
+    "save_checkpoint": "ml4ml.zoo.checkpoint_files",
+    "load_checkpoint": "ml4ml.zoo.checkpoint_files",
     "fgsm": "ml4ml.zoo.attacks",
     "train_pipeline": "ml4ml.zoo.stage",
     "recipe_table": "ml4ml.zoo.stage",
