@@ -6,7 +6,6 @@ A page asks for a generated part with a marker line, replaced at build time:
     <!-- generated: spec -->     the pipeline spec's fields (from its JSON Schema)
     <!-- generated: python -->   the public Python API (mkdocstrings, from the docstrings)
 
-The spec's JSON Schema itself is served beside the spec page, ``reference/ml4ml-spec.schema.json``.
 The functions are plain (no MkDocs object needed), so tests call them directly.
 """
 
@@ -20,7 +19,6 @@ from pathlib import Path
 import click
 
 MARKER = re.compile(r"^<!-- generated: (\w+) -->$", flags=re.M)
-SCHEMA_FILE = "ml4ml-spec.schema.json"
 # the packages whose exports form the public Python API, in the order of the spine
 PUBLIC = ["ml4ml", "ml4ml.store", "ml4ml.data", "ml4ml.zoo", "ml4ml.probe", "ml4ml.measure",
           "ml4ml.assess", "ml4ml.report", "ml4ml.labelling"]
@@ -112,7 +110,8 @@ def _type(node: dict, schema: dict) -> str:
     if kind == "object":
         if "properties" in node:
             return "table (below)"
-        extra = node.get("additionalProperties")
+        extra = node.get("additionalProperties") or \
+            next(iter(node.get("patternProperties", {}).values()), None)
         if isinstance(extra, dict):
             return "tables by name, each " + _type(extra, schema)
         return "table"
@@ -139,6 +138,8 @@ def _tables(node: dict, schema: dict, title: str, out: list):
     """One markdown table per object of the schema, nested tables after their parent;
     ``title`` as TOML writes the table: ``[store]``, ``[suites.<name>]``, ``[[zoo.models]]``."""
     node = _resolve(node, schema)
+    if title.count(".") > 8:
+        raise RuntimeError(f"docs: the spec schema nests too deep (recursive?) at {title}")
     properties = node.get("properties", {})
     required = set(node.get("required", []))
     path = title.strip("[]")
@@ -177,6 +178,8 @@ def _objects(node: dict, schema: dict, many: bool = False, keyed: bool = False):
         yield from _objects(node["items"], schema, True, keyed)
     if isinstance(node.get("additionalProperties"), dict):
         yield from _objects(node["additionalProperties"], schema, many, True)
+    for value in node.get("patternProperties", {}).values():
+        yield from _objects(value, schema, many, True)
 
 
 def spec_reference(schema: dict | None = None) -> str:
@@ -239,11 +242,3 @@ def on_page_markdown(markdown, page, config, files):
         return GENERATORS[kind]()
 
     return MARKER.sub(replace, markdown)
-
-
-def on_files(files, config):
-    from mkdocs.structure.files import File
-
-    files.append(File.generated(config, f"reference/{SCHEMA_FILE}",
-                                content=json.dumps(spec_schema(), indent=2) + "\n"))
-    return files
