@@ -91,6 +91,8 @@ def _type(node: dict, schema: dict) -> str:
     """A short type for a table cell: ``integer``, ``string: a | b``, ``list of number``,
     ``table NAME``..."""
     node = _resolve(node, schema)
+    if node.get("properties"):
+        return "table (below)"
     for key in ("anyOf", "oneOf"):
         if key in node:
             kinds = [_type(n, schema) for n in node[key]]
@@ -108,8 +110,6 @@ def _type(node: dict, schema: dict) -> str:
             return "[" + ", ".join(_type(n, schema) for n in node["prefixItems"]) + "]"
         return "list of " + _type(node.get("items", {}), schema)
     if kind == "object":
-        if "properties" in node:
-            return "table (below)"
         extra = node.get("additionalProperties") or \
             next(iter(node.get("patternProperties", {}).values()), None)
         if isinstance(extra, dict):
