@@ -134,9 +134,12 @@ def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def _tables(node: dict, schema: dict, title: str, out: list):
+def _tables(node: dict, schema: dict, title: str, out: list, seen: dict | None = None):
     """One markdown table per object of the schema, nested tables after their parent;
-    ``title`` as TOML writes the table: ``[store]``, ``[suites.<name>]``, ``[[zoo.models]]``."""
+    ``title`` as TOML writes the table: ``[store]``, ``[suites.<name>]``, ``[[zoo.models]]``.
+    An object of the same fields as one written before is not written again: its row
+    names the table that lists them (``seen``: fields -> title)."""
+    seen = {} if seen is None else seen
     node = _resolve(node, schema)
     if title.count(".") > 8:
         raise RuntimeError(f"docs: the spec schema nests too deep (recursive?) at {title}")
@@ -150,18 +153,27 @@ def _tables(node: dict, schema: dict, title: str, out: list):
             ("required" if name in required else "")
         meaning = "; ".join(part for part in (resolved.get("description", ""),
                                               _bounds(resolved)) if part)
-        rows.append(f"| `{name}` | {_cell(_type(field, schema))} | {_cell(default)} | "
-                    f"{_cell(meaning)} |")
         child = f"{path}.{name}" if path else name
         for candidate, many, keyed in _objects(resolved, schema):
             child_path = child + (".<name>" if keyed else "")
-            nested.append((candidate, f"[[{child_path}]]" if many else f"[{child_path}]"))
-    heading = f"`{title}`" if title else "Top level"
+            fields = tuple(sorted(candidate["properties"]))
+            if fields in seen:
+                meaning += f" (the fields of `{seen[fields]}`)"
+                continue
+            title_of = f"[[{child_path}]]" if many else f"[{child_path}]"
+            if title_of in seen.values():  # another shape of the same table
+                title_of += ", or"
+            seen[fields] = title_of
+            nested.append((candidate, title_of))
+        rows.append(f"| `{name}` | {_cell(_type(field, schema))} | {_cell(default)} | "
+                    f"{_cell(meaning)} |")
+    heading = (f"`{title.removesuffix(', or')}`, or" if title.endswith(", or") else
+               f"`{title}`") if title else "Top level"
     out.append(f"### {heading}\n\n{node.get('description', '')}\n\n"
                "| field | type | default | meaning |\n|---|---|---|---|\n"
                + "\n".join(rows) + "\n")
     for candidate, child_title in nested:
-        _tables(candidate, schema, child_title, out)
+        _tables(candidate, schema, child_title, out, seen)
 
 
 def _objects(node: dict, schema: dict, many: bool = False, keyed: bool = False):
