@@ -11,6 +11,7 @@ from ml4ml.cli.labelling import label_ui
 from ml4ml.cli.models import add_models, remove_models
 from ml4ml.cli.report import plot, report
 from ml4ml.cli.run import run
+from ml4ml.cli.spec import spec_group
 from ml4ml.cli.stages import features, import_legacy, measure, probe, train, validate
 from ml4ml.cli.store import store_group
 
@@ -26,6 +27,7 @@ def cli():
     A pipeline spec (TOML) describes a model zoo, test suites and transformation grids;
     every stage reads and writes ONE Zarr store:
       ml4ml validate pipelines/demo-digits.toml   check a spec
+      ml4ml spec schema                           the spec's JSON Schema (editors, CI)
       ml4ml train    pipelines/demo-digits.toml   train the zoo's models
       ml4ml probe    pipelines/demo-digits.toml   responses over the grids -> store
       ml4ml measure  stores/demo-digits.zarr      variance matrices + measures
@@ -48,7 +50,8 @@ def cli():
 
 
 for command in (validate, train, add_models, remove_models, probe, measure, features,
-                import_legacy, label, label_ui, assess, report, plot, run, store_group):
+                import_legacy, label, label_ui, assess, report, plot, run, store_group,
+                spec_group):
     cli.add_command(command)
 
 

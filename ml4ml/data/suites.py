@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from ml4ml.errors import InputError
+from ml4ml.spec.registry import SUITE_LOADERS as _SUITE_REGISTRY
 
 
 @dataclass(frozen=True)
@@ -415,8 +416,11 @@ def _load_svhn(split: str, root=None, download=False):
 
 # --- registry ------------------------------------------------------------------------
 
-# name -> loader(split, root, download) -> (images, labels, n_classes)
-SUITE_LOADERS = {
+# name -> loader(split, root, download) -> (images, labels, n_classes); the dict lives below
+# the stages (``spec.registry``, which lists the built-in names so that a spec validates
+# without torch) and is filled here
+SUITE_LOADERS = _SUITE_REGISTRY
+SUITE_LOADERS.update({
     "digits": _load_digits,
     "mnist5k": _load_mnist5k,
     "mnist": _load_mnist,
@@ -424,7 +428,7 @@ SUITE_LOADERS = {
     "cifar10": _load_cifar10,
     "cifar100": _load_cifar100,
     "svhn": _load_svhn,
-}
+})
 
 
 def suite_names() -> list[str]:

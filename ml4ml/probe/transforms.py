@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 
 from ml4ml.errors import InputError
+from ml4ml.spec.registry import (BLUR_KERNEL_SIZE, BUILTIN_TRANSFORMS, TRANSFORMS, check_grid,
+                                 transform_names)
 
 __all__ = [
     "Transform",
@@ -50,12 +52,6 @@ __all__ = [
     "validate_grid",
     "BLUR_KERNEL_SIZE",
 ]
-
-# kernel size of the ``blur`` family (odd; images must be larger than half of it)
-BLUR_KERNEL_SIZE = 7
-# how far the centre of a grid may lie from the identity and still be taken as it
-_IDENTITY_RTOL = 1e-9
-
 
 @dataclass(frozen=True)
 class Transform:
@@ -80,7 +76,9 @@ class Transform:
     description: str = ""
 
 
-_REGISTRY: dict[str, Transform] = {}
+# the registry lives below the stages (``spec.registry``, which lists the built-in names so
+# that a spec validates without torch); this module fills it with the families themselves
+_REGISTRY: dict[str, Transform] = TRANSFORMS
 
 
 def register_transform(transform: Transform, *, overwrite: bool = False) -> Transform:
@@ -105,17 +103,15 @@ def register_transform(transform: Transform, *, overwrite: bool = False) -> Tran
     return transform
 
 
-def transform_names() -> list[str]:
-    """Names of the registered transformation families, sorted."""
-    return sorted(_REGISTRY)
-
-
 def get_transform(name: str | Transform) -> Transform:
     """The registered family called ``name`` (a :class:`Transform` is returned as is)."""
     if isinstance(name, Transform):
         return name
     try:
-        return _REGISTRY[name]
+        found = _REGISTRY[name]
+        if isinstance(found, Transform):
+            return found
+        raise KeyError(name)
     except (KeyError, TypeError):
         raise InputError(
             f"unknown transform {name!r}; expected one of {transform_names()}",
@@ -130,43 +126,7 @@ def validate_grid(transform: str | Transform, params) -> np.ndarray:
     whose centre is the family's identity (within a relative 1e-9, then set to it exactly),
     all within the family's allowed range.
     """
-    transform = get_transform(transform)
-    expected = (f"expected an odd number of strictly ascending finite values with the identity "
-                f"({transform.identity:g} {transform.units}) at the centre")
-    try:
-        grid = np.array(params, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"{expected}; found {params!r}, which is not numeric",
-                         field="params") from None
-    if grid.ndim != 1:
-        raise InputError(f"{expected}; found an array of shape {grid.shape}", field="params")
-    if grid.size % 2 == 0:
-        raise InputError(f"{expected}; found {grid.size} values (an even number)", field="params")
-    if not np.all(np.isfinite(grid)):
-        bad = grid[~np.isfinite(grid)]
-        raise InputError(f"{expected}; found non-finite values {bad.tolist()}", field="params")
-    steps = np.diff(grid)
-    if np.any(steps <= 0):
-        k = int(np.argmax(steps <= 0))
-        raise InputError(
-            f"{expected}; found {grid[k]:g} followed by {grid[k + 1]:g} at positions {k}, {k + 1}",
-            field="params",
-        )
-    centre = grid.size // 2
-    if not math.isclose(grid[centre], transform.identity, rel_tol=_IDENTITY_RTOL, abs_tol=1e-12):
-        raise InputError(
-            f"{expected}; found {grid[centre]:g} at the centre (position {centre} of {grid.size})",
-            field="params", hint="make the grid symmetric about the identity, e.g. -15..15",
-        )
-    grid[centre] = transform.identity
-    low = grid[0]
-    if low < transform.minimum or (low == transform.minimum and not transform.minimum_inclusive):
-        relation = ">=" if transform.minimum_inclusive else ">"
-        raise InputError(
-            f"{transform.name} parameters must be {relation} {transform.minimum:g}; found {low:g}",
-            field="params",
-        )
-    return grid
+    return check_grid(get_transform(transform), params)
 
 
 # ---------------------------------------------------------------------------------------
@@ -342,22 +302,16 @@ def _apply_blur(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     return out
 
 
-for _transform in (
-    Transform("rotation", "degrees", 0.0, _apply_rotation,
-              description="rotation about the centre, nearest neighbour, fill 0"),
-    Transform("scaling", "factor", 1.0, _apply_scaling, minimum=0.0, minimum_inclusive=False,
-              description="zoom about the centre (> 1 enlarges), nearest neighbour, fill 0"),
-    Transform("translation", "pixels", 0.0, _apply_translation,
-              description="horizontal shift (positive: right), nearest neighbour, fill 0"),
-    Transform("brightness", "factor", 1.0, _apply_brightness, minimum=0.0,
-              description="multiply by the factor, clamp to [0, 1]"),
-    Transform("contrast", "factor", 1.0, _apply_contrast, minimum=0.0,
-              description="blend with the mean grey level, clamp to [0, 1]"),
-    Transform("blur", "sigma", 0.0, _apply_blur,
-              description=f"gaussian blur, kernel {BLUR_KERNEL_SIZE}, sigma |value|, 0 unchanged"),
-):
-    register_transform(_transform)
-del _transform
+_APPLY = {"rotation": _apply_rotation, "scaling": _apply_scaling,
+          "translation": _apply_translation, "brightness": _apply_brightness,
+          "contrast": _apply_contrast, "blur": _apply_blur}
+for _info in BUILTIN_TRANSFORMS.values():  # the names, units and ranges: spec.registry
+    if not isinstance(_REGISTRY.get(_info.name), Transform):
+        register_transform(Transform(_info.name, _info.units, _info.identity,
+                                     _APPLY[_info.name], minimum=_info.minimum,
+                                     minimum_inclusive=_info.minimum_inclusive,
+                                     description=_info.description), overwrite=True)
+del _info
 
 
 def torchvision_equivalent(family: str):

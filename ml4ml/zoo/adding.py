@@ -29,6 +29,8 @@ import xarray as xr
 
 from ml4ml import dims, store
 from ml4ml.errors import InputError, StoreError
+# plain data, defined below the stages so that the spec layer needs nothing from the zoo
+from ml4ml.spec.recipe import AddedModel  # noqa: F401 - re-exported
 
 SOURCE = "source"
 ADDED = "added"
@@ -52,41 +54,6 @@ ATTRS = {
     ARCH_SHA256: ("architecture sha256", "sha256 of a module: architecture's source file "
                   "when the model was added; the probe refuses another"),
 }
-
-
-@dataclass(frozen=True)
-class AddedModel:
-    """A model trained elsewhere: its id, checkpoint file and how to feed it.
-
-    checkpoint : a local path or fsspec URL (state dict, ``.pt2`` or TorchScript).
-    arch : the architecture of a state dict ("" for export and TorchScript).
-    normalize_mean, normalize_std : per-channel input normalisation applied after the
-        transformation (empty: none).
-    base : the folder ``module:`` architectures are imported relative to (the spec's
-        folder, or the current folder for ``add-models``).
-    layers : module names the probe records for it (``zoo.layers``); () for the default.
-    where : the spec field it came from ("" for the command line), for messages.
-    trusted : the user vouches for the file, which may then be code (TorchScript, a
-        ``.pt2`` calling operators outside the allow-list).
-    """
-
-    mid: str
-    checkpoint: str
-    arch: str = ""
-    holdout: bool = False
-    partition: str = ""
-    normalize_mean: tuple = ()
-    normalize_std: tuple = ()
-    base: str = ""
-    layers: tuple = ()
-    where: str = ""
-    trusted: bool = False
-
-    @property
-    def normalize(self):
-        if not self.normalize_mean:
-            return None
-        return (tuple(self.normalize_mean), tuple(self.normalize_std))
 
 
 @dataclass

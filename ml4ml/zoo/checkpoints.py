@@ -36,15 +36,14 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import sys
 import warnings
 import zipfile
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from ml4ml.errors import InputError
+from ml4ml.spec.registry import import_path  # noqa: F401 - re-exported (module: archs)
 
 FORMATS = ("state_dict", "export", "torchscript")
 CONVERT = ("save its weights instead: torch.save(model.state_dict(), 'm.pt') with --arch, "
@@ -160,23 +159,6 @@ def _load_weights(data: bytes, path):
         raise InputError(f"unknown checkpoint format ({exc.reason}): expected a state dict, "
                          "a torch.export program (.pt2) or TorchScript", file=path,
                          field="checkpoint") from None
-
-
-@contextmanager
-def import_path(folder):
-    """``folder`` first on ``sys.path`` for the block (a spec's folder for ``module:``)."""
-    if not folder:
-        yield
-        return
-    folder = os.fspath(folder)
-    sys.path.insert(0, folder)
-    try:
-        yield
-    finally:
-        try:
-            sys.path.remove(folder)
-        except ValueError:
-            pass
 
 
 def module_file(arch: str, base=None) -> str:

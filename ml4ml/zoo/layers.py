@@ -20,6 +20,8 @@ from typing import Sequence
 
 from ml4ml import dims
 from ml4ml.errors import InputError
+# the spec-side checks of a spec's layers live with the spec (below the stages)
+from ml4ml.spec.zoo import check_layer_counts, parse_layers  # noqa: F401 - re-exported
 
 __all__ = ["select_layers", "DEFAULT_N_LAYERS", "LAYERS", "LAYERS_ATTRS", "parse_layers",
            "check_layer_counts", "layers_json", "table_layers", "chosen_layers",
@@ -31,32 +33,6 @@ DEFAULT_N_LAYERS = dims.DEFAULT_N_LAYERS
 LAYERS = "layers"
 LAYERS_ATTRS = ("recorded layers", "JSON list of the module names the probe records for this "
                 "model; empty: the spec's [probe] layers, else its last convolutions")
-
-
-def parse_layers(value, where: str, problems) -> tuple:
-    """A spec's ``layers = [...]`` as a tuple of names; a problem (``where``) otherwise."""
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not value or not all(
-            isinstance(x, str) and x for x in value):
-        problems.add(where, f"expected a non-empty list of module names (from "
-                     f"model.named_modules()), got {value!r}")
-        return ()
-    twice = sorted({x for x in value if value.count(x) > 1})
-    if twice:
-        problems.add(where, f"each layer may be named once; found {twice} more than once")
-        return ()
-    return tuple(value)
-
-
-def check_layer_counts(own_layers: dict, n_layers: int, problems) -> None:
-    """A spec problem for each model whose own layers (``{mid: (where, layers)}``) name
-    another number of modules than every model records (``n_layers``)."""
-    for mid, (where, layers) in own_layers.items():
-        if layers and len(layers) != n_layers:
-            problems.add(where, f"model {mid!r} names {len(layers)} layer(s); every model "
-                         f"records {n_layers} ([probe] layers, or {DEFAULT_N_LAYERS} by "
-                         f"default): name {n_layers}")
 
 
 def layers_json(layers) -> str:
