@@ -8,7 +8,7 @@ then, on a fresh LocalCluster (default 2 single-thread worker processes), times
 - seconds per model (wall time / N): linear growth means this stays flat;
 - the graph's size in tasks, and tasks per model;
 - each worker's peak resident memory (``VmHWM`` of a worker process that did nothing
-  else), against the bound stated in the README.
+  else), against the bound stated in docs/speed.md.
 
 Then the incremental costs on the largest store: 10 models added and measured (the cost
 of 10 models, not of N); 10 models whose rows are interleaved with finished ones (every

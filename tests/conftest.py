@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+import docblocks
+
 from ml4ml.cluster import torch_threads
 
 
@@ -41,6 +43,18 @@ def reduced_demo(folder: Path) -> Path:
     return spec
 
 
+DEMO_TEST = "test_demo_run.py::test_the_reduced_demo_runs_end_to_end_and_names_every_output"
+
+
+def demo_command(block, spec: Path) -> list[str]:
+    """The ``ml4ml run pipelines/demo-digits.toml`` of a setup block (``pip install ... &&
+    ml4ml run ...``), on ``spec``, quiet: the words after the shell's ``&&``."""
+    (line,) = docblocks.command_lines(block)
+    words = docblocks.argv(line.split(" && ", 1)[1])
+    assert words[:3] == ["ml4ml", "run", "pipelines/demo-digits.toml"], (block.where(), words)
+    return ["ml4ml", "run", str(spec), *words[3:], "-q"]
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
     """``ml4ml run`` of the reduced demo, once per session: (folder, spec, click result);
@@ -51,6 +65,7 @@ def demo_run(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("demo")
     spec = reduced_demo(folder)
-    result = CliRunner().invoke(cli, ["run", str(spec), "-q"])
+    # the command of the README and of docs/getting-started.md, on the reduced spec
+    result = CliRunner().invoke(cli, demo_command(docblocks.marked(DEMO_TEST)[0], spec)[1:])
     assert result.exit_code == 0, result.output
     return folder, spec, result

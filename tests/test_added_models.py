@@ -427,22 +427,16 @@ def test_an_export_whose_raw_weights_start_like_a_pickle_loads(tmp_path):
     np.testing.assert_array_equal(module(x).detach().numpy(), net(x).detach().numpy())
 
 
-def readme_section(title):
-    import re
-
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    start = text.index(f"\n## {title}\n")
-    end = text.find("\n## ", start + 1)
-    return re.findall(r"```(\w*)\n(.*?)```", text[start:end], flags=re.S)
-
-
-def test_the_readme_section_runs_as_written(tmp_path):
-    """'Test models you already trained': its files written, its commands run in order."""
+def test_the_own_models_page_runs_as_written(tmp_path):
+    """docs/own-models.md: its files written, its commands run in order."""
     import shlex
     import subprocess
     import sys
 
-    blocks = readme_section("Test models you already trained")
+    import docblocks
+
+    blocks = [(block.lang, block.code) for block in docblocks.marked(
+        "test_added_models.py::test_the_own_models_page_runs_as_written")]
     steps = []
     for lang, body in blocks:
         if lang in ("python", "toml"):

@@ -17,7 +17,9 @@ from click.testing import CliRunner
 import browser
 from ml4ml.cli import cli
 
-from conftest import DEMO, reduced_demo  # noqa: F401 - reduced_demo: used by others
+import docblocks
+from conftest import DEMO, demo_command, reduced_demo  # noqa: F401 - reduced_demo: used by others
+from test_docs import ci_commands
 
 
 class Page(HTMLParser):
@@ -41,7 +43,17 @@ def demo(demo_run):
 
 
 def test_the_reduced_demo_runs_end_to_end_and_names_every_output(demo):
+    """The setup command of the README and of docs/getting-started.md: its ``ml4ml run``
+    on the reduced demo (the fixture runs it), its ``pip install`` as .ci/run runs it."""
     folder, spec, result = demo
+    blocks = docblocks.marked("test_demo_run.py::"
+                              "test_the_reduced_demo_runs_end_to_end_and_names_every_output")
+    assert [b.path for b in blocks] == ["README.md", "docs/getting-started.md"]
+    for block in blocks:
+        assert demo_command(block, spec) == demo_command(blocks[0], spec)
+        (line,) = docblocks.command_lines(block)
+        install = docblocks.argv(line.split(" && ", 1)[0])
+        assert install in ci_commands(), (block.where(), install)
     out = result.output
     store = folder / "demo.zarr"
     assert "train: 0 added, 62 trained, 0 already" in out and "probe: 62 probed" in out
@@ -231,22 +243,14 @@ def test_progress_on_a_terminal_is_one_bar_with_the_model_and_an_eta(tmp_path):
     assert text.count("train: 3 model(s) to do") == 0
 
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def readme_examples(section: str) -> str:
-    """The python code blocks of one section (``## ...``) of the README, joined."""
-    text = README.read_text()
-    start = text.index(f"\n## {section}\n")
-    end = text.find("\n## ", start + 1)
-    return "\n".join(re.findall(r"```python\n(.*?)```", text[start:end], flags=re.S))
-
-
-def test_the_readmes_xarray_examples_run_on_the_demo_store(demo):
-    """The README's "Query the store with xarray" examples, as written, on the reduced demo;
-    each result checked against a computation of its own on the arrays."""
+def test_the_store_pages_xarray_examples_run_on_the_demo_store(demo):
+    """docs/store.md's xarray examples, as written, on the reduced demo; each result checked
+    against a computation of its own on the arrays."""
     folder, _, _ = demo
-    code = readme_examples("Query the store with xarray")
+    blocks = docblocks.marked("test_demo_run.py::"
+                              "test_the_store_pages_xarray_examples_run_on_the_demo_store")
+    assert [b.lang for b in blocks] == ["python", "python"]
+    code = "\n".join(block.code for block in blocks)
     assert code.count('path = "stores/demo-digits.zarr"') == 1
     namespace = {}
     exec(code.replace("stores/demo-digits.zarr", str(folder / "demo.zarr")), namespace)
@@ -291,3 +295,82 @@ def test_the_readmes_xarray_examples_run_on_the_demo_store(demo):
     assert namespace["recorded"] == ["conv2", "conv3"]
     wide = models["aug_range"].values == 45
     assert namespace["wide"]["mid"].values.tolist() == models["mid"].values[wide].tolist()
+
+
+def test_the_readmes_store_example_runs_on_the_demo_store(demo):
+    """The README's one store example, as written, on the reduced demo; the curves checked
+    against numpy on the stored arrays."""
+    folder, _, _ = demo
+    (block,) = docblocks.marked("test_demo_run.py::"
+                                "test_the_readmes_store_example_runs_on_the_demo_store")
+    assert block.code.count('path = "stores/demo-digits.zarr"') == 1
+    namespace = {}
+    exec(block.code.replace("stores/demo-digits.zarr", str(folder / "demo.zarr")), namespace)
+    models = xr.open_zarr(folder / "demo.zarr", group="models").load()
+    measures = xr.open_zarr(folder / "demo.zarr", group="measures/digits/rotation").load()
+    holdout = models["holdout"].sel(mid=measures["mid"].values).values
+    accuracy = measures["accuracy"].values
+    curves = namespace["curves"]
+    assert curves.dims == ("holdout", "aug_param") and curves.shape == (2, 31)
+    np.testing.assert_allclose(curves.sel(holdout=True).values, accuracy[holdout].mean(0))
+    np.testing.assert_allclose(curves.sel(holdout=False).values, accuracy[~holdout].mean(0))
+
+
+def test_the_protocol_split_example_runs_on_the_demo_store(demo, tmp_path, monkeypatch):
+    """docs/assess.md: the features command, then ProtocolSplit in cross_validate, as
+    written, on the reduced demo. Every repeat's hold-out fold is the forest fit on the
+    regular models alone, which sklearn computes here without ProtocolSplit."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    folder, _, _ = demo
+    command, code = docblocks.marked("test_demo_run.py::"
+                                     "test_the_protocol_split_example_runs_on_the_demo_store")
+    assert (command.lang, code.lang) == ("bash", "python")
+    monkeypatch.chdir(tmp_path)
+    (line,) = docblocks.command_lines(command)
+    words = docblocks.argv(line.replace("stores/demo-digits.zarr", str(folder / "demo.zarr")))
+    assert words[0] == "ml4ml"
+    result = CliRunner().invoke(cli, words[1:])
+    assert result.exit_code == 0, result.output
+    namespace = {}
+    exec(code.code, namespace)
+    table, scores = namespace["table"], namespace["scores"]["test_score"]
+    assert len(table) == 62 and namespace["X"].shape == (62, 80)  # the paper80 features
+    assert len(scores) == 30  # 10 repeats x 3 folds
+    holdout = table["holdout"].values.astype(bool)
+    X, y = namespace["X"].values, table["label"].values
+    alone = RandomForestClassifier(random_state=0).fit(X[~holdout], y[~holdout])
+    expected = alone.score(X[holdout], y[holdout])
+    assert np.isclose(scores, expected).sum() >= 10, (expected, scores)
+
+
+def test_the_python_example_runs_on_a_copy_of_the_demo_store(demo, tmp_path):
+    """docs/reference/python.md, as written, on a copy of the reduced demo: the matrices it
+    computes in memory are those the store holds; the plugin measure is written for every
+    model; the response measure is one finite number per model."""
+    import shutil
+
+    from ml4ml.measure import measures as registry
+
+    folder, _, _ = demo
+    shutil.copytree(folder / "demo.zarr", tmp_path / "demo.zarr")
+    (block,) = docblocks.marked("test_demo_run.py::"
+                                "test_the_python_example_runs_on_a_copy_of_the_demo_store")
+    namespace = {}
+    try:
+        exec(block.code.replace("stores/demo-digits.zarr", str(tmp_path / "demo.zarr")),
+             namespace)
+    finally:
+        registry.unregister_measure("frobenius")
+    stored = xr.open_zarr(tmp_path / "demo.zarr", group="matrices/digits/rotation").load()
+    mats = namespace["mats"]["matrix"].compute()
+    assert mats.dims == ("mid", "level", "split", "kind", "aug_param_i", "aug_param_j")
+    np.testing.assert_allclose(mats.values, stored["matrix"].sel(mid=mats["mid"]).values,
+                               rtol=1e-6, equal_nan=True)
+    written = xr.open_zarr(tmp_path / "demo.zarr", group="measures/digits/rotation").load()
+    frobenius = written["value"].sel(measure="frobenius", interval=0)
+    assert frobenius.sizes["mid"] == 62 and np.isfinite(frobenius.values).mean() > 0.9
+    values = namespace["values"].compute()
+    assert values.dims == ("mid", "level", "split", "interval", "measure")
+    nv = namespace["r"].sel(response_measure="nv").compute()
+    assert nv.sizes == {"mid": 62} and np.isfinite(nv.values).all()

@@ -1,5 +1,5 @@
 """`ml4ml probe/measure --scheduler tcp://...` against a `dask scheduler` and two
-`dask worker` processes started as a user would start them by hand (README, "Scale out")."""
+`dask worker` processes started as a user would start them by hand (docs/scale-out.md)."""
 
 import shutil
 import socket
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from ml4ml import dims, store
+import docblocks
 from badmodels import write_badnets
 from processes import ml4ml
 
@@ -35,6 +36,12 @@ seed = [0, 1]
 
 
 
+SCALE_OUT = "test_existing_cluster.py::test_the_scale_out_example_runs_on_processes_started_by_hand"
+# docs/scale-out.md: two `dask ... &` lines, then the ml4ml commands
+DASK_LINES = [line for line in docblocks.command_lines(docblocks.marked(SCALE_OUT)[0])
+              if line.startswith("dask ")]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -51,14 +58,19 @@ def scheduler(tmp_path):
     logs = tmp_path / "dask-logs"
     logs.mkdir()
     port = address.rsplit(":", 1)[1]
-    processes = [subprocess.Popen([*dask_cli, "scheduler", "--host", "127.0.0.1", "--port",
-                                   port, "--no-dashboard"],
+    # the scheduler and the workers as docs/scale-out.md starts them, on a free port, with
+    # no dashboard (two test runs at once would share its port)
+    scheduler_line, worker_line = [docblocks.argv(line.rstrip(" &")) for line in DASK_LINES]
+    assert scheduler_line[:2] == ["dask", "scheduler"] and worker_line[:2] == ["dask", "worker"]
+    scheduler_args = [port if word == "8786" else word for word in scheduler_line[1:]]
+    worker_args = [address if word == "tcp://127.0.0.1:8786" else word for word in worker_line[1:]]
+    processes = [subprocess.Popen([*dask_cli, *scheduler_args, "--host", "127.0.0.1",
+                                   "--no-dashboard"],
                                   stdout=open(logs / "scheduler.log", "w"),
                                   stderr=subprocess.STDOUT)]
-    processes += [subprocess.Popen([*dask_cli, "worker", address, "--nthreads", "1",
-                                    "--nworkers", "1", "--no-dashboard", "--name", f"w{i}"],
-                                   stdout=open(logs / f"worker{i}.log", "w"),
-                                   stderr=subprocess.STDOUT) for i in range(2)]
+    processes += [subprocess.Popen([*dask_cli, *worker_args, "--no-dashboard"],
+                                   stdout=open(logs / "workers.log", "w"),
+                                   stderr=subprocess.STDOUT)]
     try:
         from distributed import Client
 
@@ -83,8 +95,17 @@ def scheduler(tmp_path):
                 p.kill()
 
 
-def test_probe_and_measure_on_a_scheduler_started_by_hand_equal_a_serial_run(tmp_path,
-                                                                            scheduler):
+def test_the_scale_out_example_runs_on_processes_started_by_hand(tmp_path, scheduler):
+    """docs/scale-out.md as written (the scheduler's address, the spec and the store
+    replaced): probe and measure on the workers equal a serial run."""
+    (block,) = docblocks.marked(
+        "test_existing_cluster.py::test_the_scale_out_example_runs_on_processes_started_by_hand")
+    steps = [docblocks.argv(line.replace("tcp://127.0.0.1:8786", scheduler)
+                            .replace("pipelines/demo-digits.toml", "spec.toml")
+                            .replace("stores/demo-digits.zarr", "db.zarr"))
+             for line in docblocks.command_lines(block) if line.startswith("ml4ml ")]
+    assert [words[1] for words in steps] == ["probe", "measure"]
+    assert all(words[-2:] == ["--scheduler", scheduler] for words in steps)
     serial, cluster = tmp_path / "serial", tmp_path / "cluster"
     serial.mkdir()
     (serial / "spec.toml").write_text(SPEC)
@@ -92,11 +113,13 @@ def test_probe_and_measure_on_a_scheduler_started_by_hand_equal_a_serial_run(tmp
     assert result.returncode == 0, result.stderr
     shutil.copytree(serial, cluster)  # the same checkpoints: only the scheduler differs
 
-    for folder, extra in ((serial, []), (cluster, ["--scheduler", scheduler])):
-        result = ml4ml("probe", "spec.toml", *extra, cwd=folder)
+    for folder, cluster_run in ((serial, False), (cluster, True)):
+        words = steps[0] if cluster_run else steps[0][:-2]
+        result = ml4ml(*words[1:], cwd=folder)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "probe: 4 probed, 0 already," in result.stdout, result.stdout
-        result = ml4ml("measure", "db.zarr", *extra, cwd=folder)
+        words = steps[1] if cluster_run else steps[1][:-2]
+        result = ml4ml(*words[1:], cwd=folder)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "measured 4 model(s)" in result.stdout, result.stdout
 

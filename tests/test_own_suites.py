@@ -20,6 +20,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS as TV_EXTENSIONS
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+import docblocks
+
 from ml4ml.data.own import (IMG_EXTENSIONS, OwnSuiteSpec, load_own_suite, own_spec_problems,
                             own_suite_classes, suite_digest)
 from ml4ml.data.suites import Suite, load_suite
@@ -450,24 +452,15 @@ def test_probing_a_trained_cnn5_equals_a_plain_torch_loop(folders, tmp_path, cnn
     assert accuracy >= 0.7            # labels follow the model's classes: a real digit model
 
 
-# --- the README's example, as written ------------------------------------------------------
+# --- the example of docs/data.md, as written ------------------------------------------------
 
-def readme_example() -> str:
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    start = text.index("\n### Your own images\n")
-    end = min(i for i in (text.find("\n## ", start + 1), text.find("\n### ", start + 1))
-              if i > 0)
-    blocks = re.findall(r"```python\n(.*?)```", text[start:end], flags=re.S)
-    assert len(blocks) == 1
-    return blocks[0]
-
-
-def test_the_readme_example_runs(folders, tmp_path, monkeypatch, one_thread):
+def test_the_own_images_example_runs(folders, tmp_path, monkeypatch, one_thread):
     shutil.copytree(folders["same20"], tmp_path / "my_digits")
     np.savez(tmp_path / "my_digits.npz", images=folders["small"], labels=folders["labels"])
     monkeypatch.chdir(tmp_path)
     namespace = {}
-    exec(compile(readme_example(), "README.md", "exec"), namespace)
+    (block,) = docblocks.marked("test_own_suites.py::test_the_own_images_example_runs")
+    exec(compile(block.code, block.path, "exec"), namespace)
     suite, suite_npz, probes = namespace["suite"], namespace["suite_npz"], namespace["probes"]
     assert suite.images.shape == (10 * PER_CLASS, 1, 28, 28) and suite.n_classes == 10
     assert torch.equal(suite.images, suite_npz.images)

@@ -44,8 +44,7 @@ def cli():
     Test models you already trained (state dict, torch.export .pt2, TorchScript): list
     them in the spec ([[zoo.models]] checkpoint = "net.pt", or [zoo.checkpoints] glob =
     "models/*.pt2"), or add them to a store without training:
-      ml4ml add-models stores/demo-digits.zarr models/*.pt2   (README: "Test models you
-      already trained")
+      ml4ml add-models stores/demo-digits.zarr models/*.pt2   (docs/own-models.md)
       ml4ml remove-models stores/demo-digits.zarr MID...   take models out again
     """
 

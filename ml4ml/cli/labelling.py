@@ -48,7 +48,7 @@ def _number(value, digits=3) -> str:
                    "[labels] guideline, else one for the transform).")
 @click.option("--access", "access_file", metavar="FILE",
               help="Where the raters' tokens are kept (default: STORE.label-ui.json beside "
-                   "a local store; README, 'Expert labels in the browser').")
+                   "a local store; docs/labelling.md).")
 @user_errors
 def label_ui(store_path, transform, raters, port, host, suite, seed, overlap, order,
              guideline_file, access_file):
@@ -139,7 +139,7 @@ def _read_guideline(file) -> str:
 @click.option("--transform", required=True, help="Transform the labels are for, e.g. rotation.")
 @click.option("--from", "source", metavar="FILE|recipe",
               help="Import labels: a mid,label CSV or the reference's mlabel.txt, or 'recipe' "
-                   "for the recipe proxy (README, 'Labels').")
+                   "for the recipe proxy (docs/label.md).")
 @click.option("--as", "name", metavar="NAME",
               help="Name of the source in the store (default: 'file' or 'recipe').")
 @click.option("--show", is_flag=True,
