@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import xarray as xr
@@ -20,7 +20,7 @@ import xarray as xr
 from ml4ml import dims, store
 from ml4ml.errors import StoreError
 from ml4ml.failures import Failure, log_failure
-from ml4ml.zoo.layers import DEFAULT_N_LAYERS, check_model_layers, chosen_layers, table_layers
+from ml4ml.zoo.layers import DEFAULT_N_LAYERS, check_model_layers, chosen_layers
 
 
 @dataclass
@@ -122,8 +122,7 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
     device``).
     """
     from ml4ml.progress import progress as stage_progress
-    from ml4ml.zoo.adding import added_info
-    from ml4ml.zoo.stage import CHECKPOINT, SHA256, TRAINED
+    from ml4ml.zoo.sources import store_models
 
     start = time.perf_counter()
     path = pipeline.store
@@ -136,22 +135,16 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
         if table.sizes.get(dims.MID, 0) == 0:
             raise StoreError("the store has no models yet", file=path,
                              hint=f"run 'ml4ml train {pipeline.file}' first")
-        sha = dict(zip([str(m) for m in table[dims.MID].values],
-                       [str(s) for s in table[SHA256].values]))
-        trained = {str(m) for m, t in zip(table[dims.MID].values, table[TRAINED].values) if t}
-        # models trained elsewhere (the spec's and add-models'); module: code only if
-        # this spec names it
-        added = added_info(table, pipeline)
-        all_mids = list(pipeline.mids) + [m for m in added if m not in pipeline.mids]
-        mids = [m for m in all_mids if m in trained]
-        untrained = [m for m in all_mids if m not in trained]
+        # the spec's models and those trained elsewhere (the spec's and add-models');
+        # module: code only if this spec names it
+        models = store_models(table, pipeline)
+        sha, all_mids, mids = models.sha256, models.mids, models.trained
+        untrained = [m for m in all_mids if m not in mids]
         if not mids:
             raise StoreError("no model of this pipeline is trained yet", file=path,
                              hint=f"run 'ml4ml train {pipeline.file}' first")
         n_layers = len(pipeline.probe.layers) or DEFAULT_N_LAYERS
-        # every model's own layers: the spec's, else those add-models recorded
-        own = {**table_layers(table), **pipeline.layers}
-        pipeline = replace(pipeline, layers=own)
+        own = models.layers  # every model's own: the spec's, else those add-models recorded
         # 1. plan without writing: which (model, suite, transform) to probe, and why
         jobs = {m: [] for m in mids}  # mid -> [(suite, transform)]
         reprobed, redo, templates = {}, {}, {}
@@ -179,8 +172,7 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
                     else:
                         skipped += 1
         jobs = {m: j for m, j in jobs.items() if j}
-        rows = {m: (str(table[CHECKPOINT].sel({dims.MID: m}).values), sha[m], added.get(m))
-                for m in jobs}
+        sources = {m: models.source(m) for m in jobs}
         # 2. layout, then flags cleared (here and in the groups computed from these probes)
         store.record_suites(path, _suite_records(pipeline))
         for (suite_name, transform), template in templates.items():
@@ -197,7 +189,7 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
         for m, why in reprobed.items():
             bar.note(f"re-probing {m}: {why}")
         probed, failed = [], {}
-        for mid, results in _run_all(pipeline, jobs, rows, device, client):
+        for mid, results in _run_all(pipeline, jobs, sources, device, client):
             if isinstance(results, Failure):  # the model itself failed: every job of it
                 results = [((mid, *job), results) for job in jobs[mid]]
             model_failed = False
@@ -245,57 +237,37 @@ def _probe_state(path, suite: str, transform: str) -> tuple[dict, dict, dict]:
             dict(zip(mids, [[str(n) for n in row] for row in names])))
 
 
-def load_row_model(mid, checkpoint, sha256, info):
-    """``(model, recipe, layers)`` of one ``models`` row: an ml4ml checkpoint, or a model
-    trained elsewhere (``info``: its format, arch, normalisation; see ``zoo.adding``).
-
-    InputError naming the file for a checkpoint that is missing, truncated or replaced (its
-    sha256 differs from the one recorded at training or adding)."""
-    from ml4ml.zoo.training import load_checkpoint, verify_checkpoint
-
-    if info is None:
-        verify_checkpoint(checkpoint, sha256 or None)
-        model, recipe = load_checkpoint(checkpoint, sha256=sha256 or None)
-        return model, recipe, None
-    from ml4ml.zoo.adding import load_added
-    from ml4ml.zoo.recipe import Recipe
-
-    model, layers = load_added(checkpoint, sha256, info)
-    recipe = Recipe(mid=mid, arch=info["arch"],
-                    normalize_mean=tuple(info["normalize_mean"]),
-                    normalize_std=tuple(info["normalize_std"]))
-    return model, recipe, layers
-
-
-def _check_model_takes(model, recipe, suite, checkpoint) -> None:
+def _check_model_takes(model, prep, suite) -> None:
     import torch
 
     from ml4ml.errors import InputError
 
     x = suite.images[:1]
-    if recipe.normalize is not None:
+    if prep.normalize is not None:
         mean, std = (torch.as_tensor(v, dtype=x.dtype).reshape(1, -1, 1, 1)
-                     for v in recipe.normalize)
+                     for v in prep.normalize)
         x = (x - mean) / std
     with torch.inference_mode():
         try:
             logits = model(x)
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"model {recipe.mid!r} ({recipe.arch}) cannot take the images of "
+            raise InputError(f"model {prep.mid!r} ({prep.arch}) cannot take the images of "
                              f"suite {suite.name!r}, shape {tuple(x.shape[1:])} (channel, "
-                             f"height, width): {first}", file=checkpoint, field="suites",
+                             f"height, width): {first}", file=prep.file, field="suites",
                              hint="probe a model on a suite of the shape it was trained on") \
                 from None
     if logits.dim() != 2 or logits.shape[1] < suite.n_classes:
-        raise InputError(f"model {recipe.mid!r} has {tuple(logits.shape)} outputs for one image; "
-                         f"suite {suite.name!r} has {suite.n_classes} classes", file=checkpoint,
+        raise InputError(f"model {prep.mid!r} has {tuple(logits.shape)} outputs for one image; "
+                         f"suite {suite.name!r} has {suite.n_classes} classes", file=prep.file,
                          field="suites")
 
 
-def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, info=None,
-              device: str = "cpu", threads: int | None = None) -> tuple[str, list]:
+def probe_one(pipeline, mid: str, jobs, source, device: str = "cpu",
+              threads: int | None = None) -> tuple[str, list]:
     """Probe one model on its pending (suite, transform) jobs and write each result.
+
+    source : the ``zoo.sources.ModelSource`` that loads it (``StoreModels.source``).
 
     Writes each result's response arrays (``store.write_probe_data``) and returns
     ``(mid, [((mid, suite, transform), outcome)])``: the small values for the driver to
@@ -309,11 +281,11 @@ def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, info=None,
     from ml4ml.probe.responses import probe_model
 
     prepare_dask_worker()
-    model, recipe, _ = load_row_model(mid, checkpoint, sha256, info)
+    model, prep = source.load(mid)
     # its own layers, else the spec's [probe] layers, else its last convolutions
-    layers = check_model_layers(model, mid, pipeline.layers.get(mid),
+    layers = check_model_layers(model, mid, prep.layers,
                                 (len(pipeline.probe.layers) or DEFAULT_N_LAYERS,
-                                 pipeline.probe.layers), checkpoint)
+                                 pipeline.probe.layers), prep.file)
     suites = {s.name: s for s in pipeline.suites}
     loaded, refused = {}, {}  # suite name -> suite, or why the model cannot take it
     out = []
@@ -326,7 +298,7 @@ def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, info=None,
             if suite_name not in loaded:
                 suite = load_probe_suite(pipeline, suites[suite_name])
                 try:
-                    _check_model_takes(model, recipe, suite, checkpoint)
+                    _check_model_takes(model, prep, suite)
                 except Exception as exc:  # noqa: BLE001 - the same for each transform
                     refused[suite_name] = failure_of(exc)
                     out.append((key, refused[suite_name]))
@@ -336,7 +308,7 @@ def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, info=None,
             with torch_threads(threads):
                 result = probe_model(
                     model, suite.images, suite.labels, transform,
-                    pipeline.transforms[transform], normalize=recipe.normalize,
+                    pipeline.transforms[transform], normalize=prep.normalize,
                     layers=layers,
                     batch_size=pipeline.probe.batch_size, device=device,
                     fgsm_epsilon=pipeline.probe.fgsm_epsilon,
@@ -348,12 +320,12 @@ def probe_one(pipeline, mid: str, jobs, checkpoint: str, sha256: str, info=None,
     return mid, out
 
 
-def _run_all(pipeline, jobs, rows, device, client):
+def _run_all(pipeline, jobs, sources, device, client):
     """Yield ``(mid, results)`` as models finish (``probe_one``), or ``(mid, Failure)``
     for a model that failed as a whole; every model runs to the end."""
     from ml4ml.cluster import run_each
 
-    args = {mid: (pipeline, mid, todo, *rows[mid]) for mid, todo in jobs.items()}
+    args = {mid: (pipeline, mid, todo, sources[mid]) for mid, todo in jobs.items()}
     threads = 1 if client is not None else os.cpu_count() or 1
     for mid, outcome in run_each(probe_one, args, client, name="probe", device=device,
                                  threads=threads):

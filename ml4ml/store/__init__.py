@@ -1,7 +1,8 @@
 """The store: the only code that touches Zarr.
 
 Modules: ``backend`` (local folders and fsspec URLs), ``layout`` (the committed layout and
-crash recovery), ``lock`` (one writer per store), ``arrays`` (datasets as Zarr groups),
+crash recovery), ``held`` (which stores this process holds the writer lock of), ``lock``
+(one writer per store), ``arrays`` (datasets as Zarr groups),
 ``groups`` (create, validate and open a store and its groups), ``models`` (the models
 table), ``probes`` (probe groups), ``rows`` (derived groups), ``lineage`` (which derived
 rows are fresh), ``suites`` (the suites the store records), ``legacy`` and ``importing``

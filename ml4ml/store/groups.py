@@ -28,6 +28,7 @@ import zarr
 from ml4ml import dims
 from ml4ml.errors import StoreError
 from ml4ml.store.backend import is_url, local_root, zarr_store
+from ml4ml.store.held import is_held
 from ml4ml.store.layout import commit, quiet
 
 __all__ = [
@@ -82,8 +83,6 @@ def create_store(path, *, precision: str = "float32", pipeline=None) -> dict:
     if store_exists(path):
         return store_attrs(path)
     _refuse_non_store(path)
-    from ml4ml.store.lock import is_held
-
     if not is_held(path):
         raise StoreError("creating a store needs its writer lock", file=path,
                          hint="wrap the writes in 'with ml4ml.store.writing(path):'")

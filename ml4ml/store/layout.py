@@ -27,6 +27,7 @@ from zarr.core.sync import sync
 
 from ml4ml.errors import StoreError
 from ml4ml.store.backend import zarr_store
+from ml4ml.store.held import is_held
 
 __all__ = ["begin", "commit", "committed_nodes", "actual_nodes", "recover", "quiet"]
 
@@ -57,8 +58,6 @@ def begin(path, group: str) -> None:
     a writer that dies in between leaves the marker, and the next writer's ``recover``
     rolls back exactly that group (without it, recovery has nothing to look at).
     """
-    from ml4ml.store.lock import is_held
-
     if not is_held(path):
         raise StoreError("a layout change needs the store's writer lock", file=path,
                          hint="wrap the writes in 'with ml4ml.store.writing(path):'")
@@ -77,8 +76,6 @@ def commit(path, group: str | None = None) -> None:
         every node is read again (zarr's ``consolidate_metadata``).
     Only the holder of the store's writer lock commits (``store.writing``).
     """
-    from ml4ml.store.lock import is_held
-
     if not is_held(path):
         raise StoreError("a layout change needs the store's writer lock", file=path,
                          hint="wrap the writes in 'with ml4ml.store.writing(path):'")

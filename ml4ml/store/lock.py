@@ -36,6 +36,7 @@ from contextlib import contextmanager
 
 from ml4ml.errors import ML4MLError, StoreError
 from ml4ml.store.backend import local_root, partial_files
+from ml4ml.store.held import _guard, _held, _key, _locks, is_held
 
 __all__ = ["writing", "holder", "is_held", "LOCK_NAME", "STALE_AFTER_S"]
 
@@ -48,9 +49,6 @@ def stale_after() -> float:
     """Seconds after which an object-storage lock is stale (``ML4ML_LOCK_STALE_AFTER_S``)."""
     return float(os.environ.get("ML4ML_LOCK_STALE_AFTER_S", STALE_AFTER_S))
 _POLL_S = 0.1
-_held: dict[str, list] = {}  # key -> [depth, release function]
-_locks: dict[str, threading.RLock] = {}  # key -> the process's own lock (threads take turns)
-_guard = threading.Lock()
 _THREAD_WAIT_S = 120.0
 
 
@@ -128,12 +126,6 @@ def writing(path, command: str = "ml4ml", *, wait: float = 0.0, recover: bool = 
         local.release()
 
 
-def is_held(path) -> bool:
-    """Whether this process holds the store's writer lock."""
-    with _guard:
-        return _key(path) in _held
-
-
 def holder(path) -> dict | None:
     """The description of the process holding the store's lock, or None if it is free."""
     root = local_root(path)
@@ -177,11 +169,6 @@ def writer_now(path) -> dict | None:
     except (OSError, TypeError, ValueError):
         return None  # a killed writer's lock: free
     return info
-
-
-def _key(path) -> str:
-    root = local_root(path)
-    return str(root.resolve()) if root is not None else str(path).rstrip("/")
 
 
 def _acquire(path, command, wait):

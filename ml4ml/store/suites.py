@@ -52,7 +52,7 @@ def record_suites(path, suites: dict) -> None:
     spec changed). Nothing is written when nothing changes. The caller holds the lock.
     """
     from ml4ml.store.layout import METADATA_KEY, _read_json, _write_json
-    from ml4ml.store.lock import is_held
+    from ml4ml.store.held import is_held
 
     if not suites:
         return

@@ -208,7 +208,7 @@ def _check_model(model, added: AddedModel, suites, path) -> tuple[list, int]:
 def _row(added: AddedModel, checkpoint, sha, fmt, shape, n_classes,
          arch_sha: str = "") -> xr.Dataset:
     from ml4ml.zoo.recipe import Recipe
-    from ml4ml.zoo.stage import CHECKPOINT, SHA256, TRAINED, recipe_table
+    from ml4ml.zoo.table import CHECKPOINT, SHA256, TRAINED, recipe_table
 
     recipe = Recipe(mid=added.mid, arch=added.arch or fmt, holdout=added.holdout,
                     partition=added.partition, normalize_mean=tuple(added.normalize_mean),
@@ -232,7 +232,7 @@ def _row(added: AddedModel, checkpoint, sha, fmt, shape, n_classes,
 
 def _stored_rows(path) -> dict:
     """mid -> (sha256, checkpoint, source, complete) of the rows already in the store."""
-    from ml4ml.zoo.stage import CHECKPOINT, SHA256, TRAINED
+    from ml4ml.zoo.table import CHECKPOINT, SHA256, TRAINED
 
     table = store.read_models(path) if store.store_exists(path) else None
     if table is None or not table.sizes.get(dims.MID, 0):
@@ -290,7 +290,7 @@ def register_added(path, models, *, suites=(), force: bool = False, pipeline=Non
     store does not record yet are recorded (``store.record_suites``).
     """
     from ml4ml.zoo.checkpoints import read_bytes
-    from ml4ml.zoo.stage import TRAINED, invalidate_downstream
+    from ml4ml.zoo.table import TRAINED, invalidate_downstream
 
     report = AddReport()
     if not models:

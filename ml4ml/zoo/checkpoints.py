@@ -44,6 +44,7 @@ from torch import nn
 
 from ml4ml.errors import InputError
 from ml4ml.spec.registry import import_path  # noqa: F401 - re-exported (module: archs)
+from ml4ml.zoo.convolutions import CONV_KINDS, conv_layers  # noqa: F401 (re-exported)
 
 FORMATS = ("state_dict", "export", "torchscript")
 CONVERT = ("save its weights instead: torch.save(model.state_dict(), 'm.pt') with --arch, "
@@ -277,10 +278,6 @@ class _Tap(nn.Identity):
     """Stands for one TorchScript submodule: called with its output, so hooks see it."""
 
 
-# graph operators whose output is a 2-d convolution's (TorchScript kinds, torch.export /
-# torch.fx targets as ``str(target)`` starts)
-CONV_KINDS = frozenset({"aten::conv2d", "aten::_convolution", "aten::convolution"})
-CONV_TARGETS = ("aten.conv2d", "aten.convolution", "aten._convolution")
 
 
 def _module_path(hierarchy: str) -> tuple:
@@ -419,32 +416,6 @@ def load_torchscript(data: bytes, path="", *, trusted: bool = False):
                          field="checkpoint") from None
     model = TorchScriptModel(script).eval()
     return model, model.default_layers()
-
-
-def conv_layers(model) -> list[str]:
-    """Names of the model's 2-d convolutions the probe can record, in order (the default
-    layers are the last of them): ``nn.Conv2d`` modules (nested ones too), the submodules
-    of a TorchScript model (``TorchScriptModel``) and of a ``torch.export`` program
-    (unflattened) or ``torch.fx`` graph module whose output is a convolution's."""
-    own = getattr(model, "conv_layers", None)
-    if callable(own):
-        return list(own())
-    return [name for name, module in model.named_modules()
-            if isinstance(module, nn.Conv2d) or (name and _graph_ends_in_conv(module))]
-
-
-def _graph_ends_in_conv(module) -> bool:
-    """Whether ``module`` runs an fx graph (an unflattened ``torch.export`` submodule, a
-    ``GraphModule``) whose output is a convolution node's."""
-    graph = getattr(module, "graph", None)
-    if not isinstance(graph, torch.fx.Graph):
-        return False
-    output = next((n for n in reversed(graph.nodes) if n.op == "output"), None)
-    value = output.args[0] if output is not None and output.args else None
-    if isinstance(value, (tuple, list)) and len(value) == 1:
-        value = value[0]
-    return isinstance(value, torch.fx.Node) and value.op == "call_function" and \
-        str(value.target).startswith(CONV_TARGETS)
 
 
 def save_module(module: nn.Module, path, *, arch: str = "", example=None) -> str:

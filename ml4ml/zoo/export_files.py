@@ -485,9 +485,9 @@ class FixedBatchModel(nn.Module):
         return super().train(mode)
 
     def conv_layers(self) -> list[str]:
-        """The wrapped program's convolutions (``checkpoints.conv_layers``): the taps
+        """The wrapped program's convolutions (``convolutions.conv_layers``): the taps
         here stand for its submodules under the same names."""
-        from ml4ml.zoo.checkpoints import conv_layers
+        from ml4ml.zoo.convolutions import conv_layers
 
         return conv_layers(self.wrapped)
 

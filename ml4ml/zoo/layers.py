@@ -10,7 +10,7 @@ from the output (docs/measures.md, "Levels"). A model's layers are, first to las
 2. the spec's ``[probe] layers`` (the default of every model without its own);
 3. its last 2-d convolutions (``select_layers``): ``nn.Conv2d`` modules (nested ones
    too) and the convolutions of TorchScript and ``torch.export`` models
-   (``zoo.checkpoints.conv_layers``).
+   (``zoo.convolutions.conv_layers``).
 """
 
 from __future__ import annotations
@@ -63,14 +63,14 @@ def select_layers(model, layers: Sequence[str] | None = None,
                   n_layers: int | None = None) -> list[str]:
     """Names of the modules to record: ``layers`` checked, or the model's last convolutions.
 
-    The default is the last ``n_layers`` 2-d convolutions ``zoo.checkpoints.conv_layers``
+    The default is the last ``n_layers`` 2-d convolutions ``zoo.convolutions.conv_layers``
     finds: ``nn.Conv2d`` modules, nested ones included, and the convolutions of
     TorchScript and ``torch.export`` models. n_layers : the number of layers every model
     of the store records; a list of another length, or a model with fewer convolutions,
     is refused. None: any list, and by default the last ``DEFAULT_N_LAYERS`` convolutions
     (or fewer, if the model has fewer).
     """
-    from ml4ml.zoo.checkpoints import conv_layers
+    from ml4ml.zoo.convolutions import conv_layers
 
     convs = conv_layers(model)
     wanted = DEFAULT_N_LAYERS if n_layers is None else int(n_layers)

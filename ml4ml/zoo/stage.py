@@ -9,7 +9,6 @@ never loses finished models and a rerun resumes.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,26 +19,10 @@ import xarray as xr
 from ml4ml import dims, store
 from ml4ml.errors import InputError, StoreError
 from ml4ml.failures import Failure, log_failure
-from ml4ml.zoo.recipe import FIELD_ATTRS, Recipe
-
-TUPLE_FIELDS = ("normalize_mean", "normalize_std", "anomaly_removed")
-TRAINED = "trained"
-CHECKPOINT = "checkpoint"
-SHA256 = "checkpoint_sha256"
-TEST_ACCURACY = "test_accuracy"
-TRAIN_SECONDS = "train_seconds"
-N_TRAIN_IMAGES = "n_train_images"
-TRAIN_ERROR = "train_error"
-OUTCOME_ATTRS = {
-    TRAINED: ("trained", "true once the model's checkpoint and outcome are written"),
-    TRAIN_ERROR: ("training error", "why training was refused; empty when it was not"),
-    CHECKPOINT: ("checkpoint", "path of the model's checkpoint file"),
-    SHA256: ("checkpoint sha256", "sha256 of the checkpoint file as written"),
-    TEST_ACCURACY: ("clean test accuracy", "accuracy on the train suite's test split"),
-    TRAIN_SECONDS: ("training time", "seconds the training took"),
-    N_TRAIN_IMAGES: ("training images", "size of the training set after n_train and the "
-                     "anomaly"),
-}
+from ml4ml.zoo.recipe import Recipe
+from ml4ml.zoo.table import (CHECKPOINT, N_TRAIN_IMAGES, SHA256,  # noqa: F401 (re-exported)
+                             TEST_ACCURACY, TRAIN_ERROR, TRAIN_SECONDS, TRAINED,
+                             invalidate_downstream, recipe_from_row, recipe_table)
 
 
 @dataclass
@@ -61,57 +44,6 @@ class TrainReport:
         failed = f", {failed_text(self.failed)}" if self.failed else ""
         return (f"{len(self.added)} added, {len(self.trained)} trained{retrained}, "
                 f"{len(self.skipped) + len(self.already_added)} already{failed}")
-
-
-def recipe_table(recipes) -> xr.Dataset:
-    """The ``models`` rows of ``recipes``: one variable per recipe field (dim ``mid``).
-
-    Tuple fields (normalisation, removed intervals) are stored as JSON strings; the
-    training-outcome variables start empty (``trained`` False).
-    """
-    names = Recipe.field_names()
-    columns = {name: [] for name in names if name != "mid"}
-    for r in recipes:
-        d = r.to_dict()
-        for name in columns:
-            value = d[name]
-            columns[name].append(json.dumps(list(value)) if name in TUPLE_FIELDS else value)
-    data = {}
-    for name, values in columns.items():
-        arr = np.asarray(values)
-        if arr.dtype.kind in "US" or arr.dtype == object:
-            arr = arr.astype(object)
-        data[name] = ((dims.MID,), arr)
-    n = len(recipes)
-    data["anomaly_name"] = ((dims.MID,), np.array([r.anomaly_name for r in recipes], dtype=object))
-    data[TRAINED] = ((dims.MID,), np.zeros(n, dtype=bool))
-    data[TRAIN_ERROR] = ((dims.MID,), np.full(n, "", dtype=object))
-    data[CHECKPOINT] = ((dims.MID,), np.full(n, "", dtype=object))
-    data[SHA256] = ((dims.MID,), np.full(n, "", dtype=object))
-    data[TEST_ACCURACY] = ((dims.MID,), np.full(n, np.nan))
-    data[TRAIN_SECONDS] = ((dims.MID,), np.full(n, np.nan))
-    data[N_TRAIN_IMAGES] = ((dims.MID,), np.full(n, -1, dtype=np.int64))
-    mids = np.array([r.mid for r in recipes], dtype=object)
-    table = xr.Dataset(data, coords={dims.MID: mids})
-    for name, (long_name, description) in {**FIELD_ATTRS, **OUTCOME_ATTRS}.items():
-        if name in table.variables:
-            table[name].attrs.update(long_name=long_name, description=description)
-    return table
-
-
-def recipe_from_row(row: xr.Dataset) -> Recipe:
-    """Rebuild a Recipe from one ``models`` row (the inverse of ``recipe_table``)."""
-    values = {"mid": str(row[dims.MID].values)}
-    for name in Recipe.field_names():
-        if name == "mid" or name not in row:
-            continue
-        v = row[name].values.item()
-        if name in TUPLE_FIELDS:
-            v = tuple(tuple(x) if isinstance(x, list) else x for x in json.loads(v or "[]"))
-        elif isinstance(v, (np.generic,)):
-            v = v.item()
-        values[name] = v
-    return Recipe(**values)
 
 
 def register_zoo(pipeline) -> xr.Dataset:
@@ -147,13 +79,6 @@ def remove_orphan_checkpoints(folder) -> list[str]:
         orphan.unlink(missing_ok=True)
         removed.append(orphan.name)
     return removed
-
-
-def invalidate_downstream(path, mids) -> None:
-    """Clear the ``done`` flags of ``mids`` in every probe, matrices and measures group."""
-    for prefix in ("probes", "matrices", "measures"):
-        for suite, transform in store.list_groups(path, prefix):
-            store.clear_done(path, f"{prefix}/{suite}/{transform}", list(mids))
 
 
 def checkpoint_exists(path) -> bool:
