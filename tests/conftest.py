@@ -69,3 +69,14 @@ def demo_run(tmp_path_factory):
     result = CliRunner().invoke(cli, demo_command(docblocks.marked(DEMO_TEST)[0], spec)[1:])
     assert result.exit_code == 0, result.output
     return folder, spec, result
+
+
+# The longest test files, collected first: with two workers (``-n 2 --dist loadfile
+# --no-loadscope-reorder``, as .ci/run runs them) each worker starts on one of them and the
+# short files fill in around them, instead of both ending the run one after the other.
+LONGEST_FIRST = ("test_crash_assessed.py", "test_crash.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable

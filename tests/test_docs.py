@@ -115,7 +115,7 @@ def test_the_ci_script_runs_these_lines():
     line as written."""
     blocks = docblocks.marked("test_docs.py::test_the_ci_script_runs_these_lines")
     lines = [line for block in blocks for line in docblocks.command_lines(block)]
-    assert "python -m pytest -q -n 2 --dist loadfile" in lines and "mkdocs build --strict" in lines
+    assert "python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder" in lines and "mkdocs build --strict" in lines
     commands = ci_commands()
     for line in lines:
         assert docblocks.argv(line) in commands, line
