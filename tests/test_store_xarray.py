@@ -211,11 +211,11 @@ def test_an_old_layout_store_gets_one_line_saying_how_to_upgrade(store, tmp_path
     result = CliRunner().invoke(cli, ["store", "check", str(old)])
     assert result.exit_code == 1
     assert ("assess/rotation: dim 'method' is the old name of 'estimator' -> run 'ml4ml "
-            f"assess {old} --transform rotation --force' to rewrite it") in result.output
+            f"assess {old} --transform rotation' to rewrite it") in result.output
     assert (f"measures/digits/rotation: levels named {old_names}_mean, ... (an earlier "
             "ml4ml's naming; now by position from the output: layer-2_mean, ..., "
             f"layer-1_max_std) -> run 'ml4ml measure {old} --force' to measure every model "
-            f"again, then 'ml4ml assess {old} --transform rotation --force' (its features "
+            f"again, then 'ml4ml assess {old} --transform rotation' (its features "
             "are named after the levels)") in result.output
     report = CliRunner().invoke(cli, ["report", str(old), "-o", str(tmp_path / "r")])
     assert report.exit_code == 1 and report.output.count("\n") == 1

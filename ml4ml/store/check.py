@@ -156,7 +156,7 @@ def _old_layout(path, committed: dict) -> list[Problem]:
         if parts[0] == "assess" and len(parts) == 3 and parts[2] == "method":
             out.append(Problem(f"assess/{parts[1]}", f"dim 'method' is the old name of "
                                f"'{dims.ESTIMATOR}'", f"run 'ml4ml assess {path} --transform "
-                               f"{parts[1]} --force' to rewrite it"))
+                               f"{parts[1]}' to rewrite it"))
     return out
 
 

@@ -40,7 +40,7 @@ def level_problems(path, committed: dict) -> list[tuple[str, str, str]]:
                     f"{expected[1]}, ..., {expected[-1]})" if found is None else
                     f"levels of {found} recorded layer(s); its probes record {n_layers}")
             assessed = any(p.startswith(f"assess/{parts[2]}/") for p in committed)
-            then = (f", then 'ml4ml assess {path} --transform {parts[2]} --force' (its "
+            then = (f", then 'ml4ml assess {path} --transform {parts[2]}' (its "
                     f"features are named after the levels)" if assessed else "")
             out.append((group, what, f"run 'ml4ml measure {path} --force' to measure every "
                         f"model again{then}"))
