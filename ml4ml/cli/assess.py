@@ -89,7 +89,8 @@ def assess(store_path, predict_mids, transform, suite, repeats, seed, labels, as
 def print_assessment(report) -> str:
     lines = [f"assess {report.transform}: {report.n_models} labelled model(s) (labels "
              f"'{report.label_source}'), {report.summary.iloc[0]['n_evaluations']} "
-             f"evaluations per method, in {report.seconds:.1f} s"]
+             f"evaluations per method, in {report.seconds:.1f} s",
+             f"  features: set '{report.feature_set}' ({report.n_features} columns)"]
     if report.unlabelled:
         lines.append(f"  not in the protocol (no label): {len(report.unlabelled)} model(s), "
                      f"e.g. {', '.join(report.unlabelled[:5])}")
