@@ -68,7 +68,7 @@ RANK_VARIABLES = {
                        "values taken as invariant): its side of 0.5 is the direction"),
     "rank_chosen": ("chosen as best single feature", "fraction of the protocol's training "
                     "parts (repeats x 3 folds) in which baseline_best_feature's rule "
-                    "chose this measure"),
+                    "chose this measure (0 for unscored measures, never chosen)"),
     "rank_reason": ("why not scored", "empty for scored measures"),
 }
 
@@ -217,7 +217,7 @@ def rank_columns(values, labels, holdout, names, *, coords=None, repeats: int = 
     scored = np.flatnonzero(reasons == "")
     n = values.shape[1]
     out = {name: np.full(n, np.nan) for name in RANK_VARIABLES}
-    out |= {"rank_rule": np.full(n, "", dtype=object),
+    out |= {"rank_rule": np.full(n, "", dtype=object), "rank_chosen": np.zeros(n),
             "rank_direction": np.zeros(n, dtype=np.int8), "rank_reason": reasons}
     if scored.size:
         for name, array in _score(values[:, scored], labels, holdout, repeats, seed, n_boot,
