@@ -249,6 +249,18 @@ def test_response_measures_are_ranked_beside_the_matrix_measures(path):
         "not finite for 12 of 12")
 
 
+def test_the_docs_rank_example_runs(path):
+    import docblocks
+
+    (block,) = docblocks.marked("test_measures_rank.py::test_the_docs_rank_example_runs")
+    assert run("measures", "rank", path, "--transform", "rotation", "--repeats", "2",
+               "--bootstrap", "50").exit_code == 0
+    namespace = {}
+    exec(block.code.replace("stores/demo-digits.zarr", str(path)), namespace)
+    top = namespace["top"].load()
+    assert top.sizes["score"] == 10 and (top["rank_auc_low"] <= top["rank_auc_high"]).all()
+
+
 def test_one_line_errors_of_the_command(labelled, path, tmp_path):
     def fails(*args):
         result = run(*args)
