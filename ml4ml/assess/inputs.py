@@ -53,12 +53,9 @@ def feature_table(path, transform: str, *, suite=None, set: str = "paper80",
     measured = [str(m) for m in features[dims.MID]]
     measured_ids = frozenset(measured)
     unmeasured = [m for m in ids if m not in measured_ids]
-    holdout = (dict(zip(ids, np.asarray(models["holdout"].values, dtype=bool).tolist()))
-               if "holdout" in models else {m: m.startswith("t") for m in ids})
     partition = (dict(zip(ids, [str(p) for p in models["partition"].values]))
                  if "partition" in models else {})
-    front = pd.DataFrame({dims.MID: measured,
-                          "holdout": [bool(holdout.get(m, m.startswith("t"))) for m in measured],
+    front = pd.DataFrame({dims.MID: measured, "holdout": holdout_flags(models, measured),
                           "partition": [partition.get(m, "") for m in measured]})
     if labels:
         _, by_mid = stored_labels(path, transform, None if labels is True else labels)
@@ -67,6 +64,15 @@ def feature_table(path, transform: str, *, suite=None, set: str = "paper80",
     table = pd.concat([front, features.drop(columns=[dims.MID]).reset_index(drop=True)],
                       axis=1)
     return table, unmeasured
+
+
+def holdout_flags(models, mids) -> list[bool]:
+    """Whether each of ``mids`` is a hold-out model: the models table's ``holdout`` column,
+    else (tables of older stores) an id starting with "t"."""
+    ids = [str(m) for m in models[dims.MID].values]
+    holdout = (dict(zip(ids, np.asarray(models["holdout"].values, dtype=bool).tolist()))
+               if "holdout" in models else {})
+    return [bool(holdout.get(m, m.startswith("t"))) for m in mids]
 
 
 def _robust_accuracy(path, transform, suite, split, mids) -> np.ndarray:

@@ -123,6 +123,8 @@ class AssessReport:
     best_feature: dict = field(default_factory=dict)  # ``best_feature``'s attrs
     # {layer label: module} where every measured model recorded the same module there
     layer_modules: dict = field(default_factory=dict)
+    feature_set: str = "paper80"  # the features the assessors learned from
+    n_features: int = 0  # their number of columns
 
 
 def _methods(assessors, n_features: int, seed: int) -> dict:
@@ -230,16 +232,29 @@ def assess_store(path, transform: str, *, suite=None, labels: str | None = None,
     modules = stored_layer_modules(path, transform, suite)
     ds.attrs["layer_modules"] = json.dumps(modules)
     with store.writing(path, f"ml4ml assess {transform}") as notes:
-        store.replace_group(path, store.assess_group(transform), ds)
+        _replace_keeping_rank(path, transform, ds)
     return AssessReport(transform=transform, label_source=source, n_models=len(labelled),
                         unlabelled=unlabelled, unmeasured=unmeasured, summary=frame,
                         comparison=comparison, top=top, chosen=chosen,
                         seconds=time.perf_counter() - started, notes=list(notes),
                         underpowered=comparison["underpowered"], best_feature=chosen_feature,
-                        layer_modules=modules)
+                        layer_modules=modules, feature_set=set,
+                        n_features=len(feature_columns))
 
 
 BEST_FEATURE = "baseline_best_feature"
+
+
+def _replace_keeping_rank(path, transform: str, ds: xr.Dataset) -> None:
+    """Replace the assess group by ``ds``, writing the rank of ``ml4ml measures rank`` (its
+    child group) back as it was; the caller holds the lock. A crash in between leaves the
+    rank absent (rerun the rank), never half written."""
+    rank_group = store.rank_group(transform)
+    rank = store.read_group(path, rank_group) if store.group_exists(path, rank_group) \
+        else None
+    store.replace_group(path, store.assess_group(transform), ds)
+    if rank is not None:
+        store.replace_group(path, rank_group, rank)
 
 
 def _threshold_step(estimator):

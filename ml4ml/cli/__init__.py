@@ -8,6 +8,7 @@ from ml4ml import __version__
 from ml4ml.cli.assess import assess, label
 from ml4ml.cli.common import CONTEXT
 from ml4ml.cli.labelling import label_ui
+from ml4ml.cli.measures import measures_group
 from ml4ml.cli.models import add_models, remove_models
 from ml4ml.cli.report import plot, report
 from ml4ml.cli.run import run
@@ -36,6 +37,8 @@ def cli():
       ml4ml label-ui stores/demo-digits.zarr --transform rotation --rater ann --rater bob
                      one private URL per rater: label models in the browser
       ml4ml assess   stores/demo-digits.zarr --transform rotation   assessors vs baselines
+      ml4ml measures rank stores/demo-digits.zarr --transform rotation
+                     which single measure agrees best with the labels
       ml4ml report   stores/demo-digits.zarr -o stores/demo-digits.report   index.html
       ml4ml run      pipelines/demo-digits.toml   all of the above
       ml4ml store check stores/demo-digits.zarr   find (and 'store repair': mend) damage
@@ -51,7 +54,7 @@ def cli():
 
 for command in (validate, train, add_models, remove_models, probe, measure, features,
                 import_legacy, label, label_ui, assess, report, plot, run, store_group,
-                spec_group):
+                spec_group, measures_group):
     cli.add_command(command)
 
 

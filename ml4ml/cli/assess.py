@@ -30,12 +30,16 @@ def _format(value, digits=3) -> str:
               help="Label source to learn from (default: the labels last written).")
 @click.option("--assessor", "assessors", multiple=True, metavar="NAME",
               help="Assessors to run (repeatable; default all six).")
+@click.option("--features", "feature_set", default="paper80", show_default=True,
+              metavar="SET", help="Feature set the assessors learn from: a name of "
+              "ml4ml.measure.feature_sets.FEATURE_SETS (paper80, ...) or 'selection' (every "
+              "level and measure, full interval).")
 @click.option("--predict", "predict", is_flag=True,
               help="Judge the models MID... with the stored assessor instead.")
 @quiet_option
 @user_errors
 def assess(store_path, predict_mids, transform, suite, repeats, seed, labels, assessors,
-           predict, quiet):
+           feature_set, predict, quiet):
     """Learn invariance from the labelled models; compare with the formula baselines.
 
     \b
@@ -67,11 +71,15 @@ def assess(store_path, predict_mids, transform, suite, repeats, seed, labels, as
                        "refit on every labelled model)")
         return
     from ml4ml.assess.stage import assess_store
+    from ml4ml.measure.feature_sets import FEATURE_SETS
 
+    if feature_set not in FEATURE_SETS and feature_set != "selection":
+        raise InputError(f"unknown feature set {feature_set!r}; known: "
+                         f"{', '.join(FEATURE_SETS)}, selection", field="--features")
     require_store(store_path, "labels", transform=transform, suite=suite)
     report = assess_store(store_path, transform, suite=suite, labels=labels,
                           assessors=list(assessors) or None, repeats=repeats, seed=seed,
-                          progress=not quiet)
+                          set=feature_set, progress=not quiet)
     if report.underpowered:
         from ml4ml.assess.comparison import MIN_LABELLED, MIN_PER_CLASS
 
@@ -89,7 +97,8 @@ def assess(store_path, predict_mids, transform, suite, repeats, seed, labels, as
 def print_assessment(report) -> str:
     lines = [f"assess {report.transform}: {report.n_models} labelled model(s) (labels "
              f"'{report.label_source}'), {report.summary.iloc[0]['n_evaluations']} "
-             f"evaluations per method, in {report.seconds:.1f} s"]
+             f"evaluations per method, in {report.seconds:.1f} s",
+             f"  features: set '{report.feature_set}' ({report.n_features} columns)"]
     if report.unlabelled:
         lines.append(f"  not in the protocol (no label): {len(report.unlabelled)} model(s), "
                      f"e.g. {', '.join(report.unlabelled[:5])}")

@@ -453,6 +453,14 @@ def store_features(path, transform: str, *, suite=None, set: str = "paper80",
     if split not in dims.SPLITS:
         raise InputError(f"unknown split {split!r}; expected one of {dims.SPLITS}",
                          field="--split")
+    return features(store_measures(path, transform, suite=suite), set=set, split=split,
+                    **selected)
+
+
+def store_measures(path, transform: str, *, suite=None) -> xr.Dataset:
+    """The measures dataset of ``transform`` (loaded), its rows measured from the probe
+    data the store holds now (StoreError naming stale ones); one-line errors for an
+    unknown transform or suite, or none measured."""
     store.store_attrs(path)
     groups = store.list_groups(path, "measures")
     pairs = [(s, t) for s, t in groups if t == transform and (suite is None or s == suite)]
@@ -477,5 +485,4 @@ def store_features(path, transform: str, *, suite=None, set: str = "paper80",
     require_current_levels(path, *pairs[0])
     ds = open_measures(path, *pairs[0])
     # only rows measured from the probe data held now (StoreError naming stale ones)
-    ds = ds.sel({dims.MID: store.fresh_mids(path, *pairs[0])}).load()
-    return features(ds, set=set, split=split, **selected)
+    return ds.sel({dims.MID: store.fresh_mids(path, *pairs[0])}).load()

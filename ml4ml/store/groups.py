@@ -10,6 +10,7 @@ hold xarray datasets (layouts in ``ml4ml.dims``)::
     measures/<suite>/<transform>    the paper's measures and accuracies
     labels/<transform>              labels per model and source, expert ratings
     assess/<transform>              assessor results and the refit assessor
+    assess/<transform>/rank         every single measure ranked against the labels
 
 Readers open any group with plain ``xr.open_zarr(path, group=...)``, the whole store with
 ``xr.open_datatree(path, engine="zarr")``: both read the committed layout
@@ -34,6 +35,7 @@ from ml4ml.store.layout import commit, quiet
 __all__ = [
     "SCHEMA_VERSION", "SCHEMA_ATTR", "PRECISION_ATTR", "PRECISIONS", "MODELS_GROUP",
     "probe_group", "matrices_group", "measures_group", "labels_group", "assess_group",
+    "rank_group",
     "create_store", "store_exists", "has_root", "store_attrs", "store_precision", "group_exists",
     "list_groups", "open_group", "read_group", "replace_group", "delete_group", "zarr_group", "done_mids",
 ]
@@ -65,6 +67,13 @@ def labels_group(transform: str) -> str:
 
 def assess_group(transform: str) -> str:
     return f"assess/{transform}"
+
+
+def rank_group(transform: str) -> str:
+    """Where ``ml4ml measures rank`` writes: a child of the assess group, so ``ml4ml
+    assess`` and the rank each replace only their own arrays (dim ``score`` there; the
+    assess group's ``score`` is a variable along ``mid``)."""
+    return f"assess/{transform}/rank"
 
 
 def create_store(path, *, precision: str = "float32", pipeline=None) -> dict:
@@ -227,13 +236,14 @@ def zarr_group(path, group: str = "", *, mode: str = "r+",
 
 
 def group_exists(path, group: str, *, committed: bool = True) -> bool:
-    """Whether ``group`` holds arrays, in the committed layout (or as it is now)."""
+    """Whether ``group`` itself holds arrays (its child groups' arrays do not count), in
+    the committed layout (or as it is now)."""
     if committed:
         from ml4ml.store.layout import committed_nodes
 
         nodes = committed_nodes(path) or {}
-        return any(p.startswith(group + "/") and n.get("node_type") == "array"
-                   for p, n in nodes.items())
+        return any(p.startswith(group + "/") and "/" not in p[len(group) + 1:]
+                   and n.get("node_type") == "array" for p, n in nodes.items())
     try:
         node = zarr_group(path, group, mode="r")
     except Exception:

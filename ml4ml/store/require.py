@@ -139,8 +139,8 @@ def _pairs(nodes: dict, prefix: str) -> list[tuple[str, str]]:
 
 
 def _has_arrays(nodes: dict, group: str) -> bool:
-    return any(p.startswith(group + "/") and n.get("node_type") == "array"
-               for p, n in nodes.items())
+    return any(p.startswith(group + "/") and "/" not in p[len(group) + 1:]
+               and n.get("node_type") == "array" for p, n in nodes.items())
 
 
 def _known(path, probes, transform, suite, labelled) -> None:
