@@ -164,7 +164,7 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
                     recorder.enabled = True
                 rows = n_params * (stop - start)
                 with torch.inference_mode():
-                    stack = transform.apply(batch, grid_t)
+                    stack = transform(batch, grid_t, sample_ids=ids[start:stop])
                     _check_transformed(stack, transform, n_params, batch.shape)
                     stack = stack.reshape((rows,) + tuple(batch.shape[1:]))
                     if norm is not None:
