@@ -173,10 +173,9 @@ def _np_bits(ids, seed, name, stream, count):
         base = m(base ^ m(stream + 0x9E3779B9))
         low = np.array([i & 0xFFFFFFFF for i in ids], dtype=np.uint32)
         high = np.array([(i >> 32) & 0xFFFFFFFF for i in ids], dtype=np.uint32)
-        first = _np_mix32(_np_mix32(low ^ np.uint32(base)) ^ high)
-        second = _np_mix32(first ^ np.uint32(0x9E3779B9))
+        key = _np_mix32(_np_mix32(low ^ np.uint32(base)) ^ high)
         index = np.arange(count, dtype=np.uint32)
-        return _np_mix32(_np_mix32(index[None, :] + first[:, None]) ^ second[:, None])
+        return _np_mix32(index[None, :] + key[:, None])
 
 
 def test_counter_random_numbers_match_a_numpy_reimplementation():

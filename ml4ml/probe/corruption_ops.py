@@ -15,6 +15,7 @@ Pure torch functions that run on the images' device:
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 
@@ -22,8 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Draws", "mix32", "length_scale", "pad_index", "pad2d", "gaussian_kernel",
-           "smoothing_matrix", "filter_separable", "line_kernel", "line_blur", "clipped_zoom_matrix", "grey"]
+__all__ = ["Draws", "mix32", "to_uniform", "length_scale", "grey", "pad_index", "pad2d",
+           "gaussian_kernel", "smoothing_matrix", "filter_separable", "line_kernel",
+           "line_blur", "clipped_zoom_matrix"]
 
 _MASK = 0xFFFFFFFF
 # the two multipliers of the "lowbias32" integer hash (C. Wellons), and a key separator
@@ -82,24 +84,20 @@ class Draws:
                            ^ zlib.crc32(name.encode()))
         self.n = len(ids)
 
-    def keys(self, stream: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two (B,) int32 keys of every sample for ``stream``."""
+    def keys(self, stream: int) -> torch.Tensor:
+        """The (B,) int32 key of every sample for ``stream``."""
         base = mix32(self._base ^ mix32(int(stream) + _SPLIT))
-        first = mix32(mix32(self._low ^ _as_int32(base)) ^ self._high)
-        return first, mix32(first ^ _as_int32(_SPLIT))
+        return mix32(mix32(self._low ^ _as_int32(base)) ^ self._high)
 
     def bits(self, shape, stream: int) -> torch.Tensor:
-        """(B, *shape) int32 hashes (32 random bits each)."""
-        first, second = self.keys(stream)
-        count = math.prod(shape)
-        index = torch.arange(count, dtype=torch.int32, device=self.device)
-        return mix32(mix32(index + first[:, None]) ^ second[:, None]).view((self.n, *shape))
+        """(B, *shape) int32 hashes ``mix32(element + key)`` (32 random bits each)."""
+        index = torch.arange(math.prod(shape), dtype=torch.int32, device=self.device)
+        return mix32(index + self.keys(stream)[:, None]).view((self.n, *shape))
 
     def bits_at(self, rows: torch.Tensor, elements: torch.Tensor, stream: int) -> torch.Tensor:
         """Hashes of the given (sample row, flat element index) pairs: the same numbers as
         ``bits(...)[rows, elements]`` without drawing the rest."""
-        first, second = self.keys(stream)
-        return mix32(mix32(elements.to(torch.int32) + first[rows]) ^ second[rows])
+        return mix32(elements.to(torch.int32) + self.keys(stream)[rows])
 
     def uniform(self, shape, stream: int) -> torch.Tensor:
         return to_uniform(self.bits(tuple(shape), stream))
@@ -169,10 +167,11 @@ def gaussian_kernel(sigma: float, truncate: float) -> np.ndarray:
     return phi / phi.sum()
 
 
-def smoothing_matrix(size: int, kernel: np.ndarray, mode: str) -> np.ndarray:
+@functools.lru_cache(maxsize=64)
+def smoothing_matrix(size: int, kernel: tuple[float, ...], mode: str) -> np.ndarray:
     """(size, size) matrix of correlating one axis with ``kernel`` (odd length), the
     padding ``mode`` folded in: ``out = matrix @ x`` along that axis."""
-    radius = kernel.size // 2
+    radius = len(kernel) // 2
     source = pad_index(size, radius, radius, mode)
     matrix = np.zeros((size, size))
     for tap, weight in enumerate(kernel):
@@ -187,18 +186,21 @@ def filter_separable(images: torch.Tensor, kernel: np.ndarray, mode: str) -> tor
         return images.clone()
     height, width = images.shape[-2:]
     kw = dict(dtype=images.dtype, device=images.device)
-    rows = torch.as_tensor(smoothing_matrix(height, kernel, mode), **kw)
-    cols = torch.as_tensor(smoothing_matrix(width, kernel, mode).T, **kw)
+    taps = tuple(float(k) for k in kernel)
+    rows = torch.as_tensor(smoothing_matrix(height, taps, mode), **kw)
+    cols = torch.as_tensor(smoothing_matrix(width, taps, mode).T, **kw)
     return rows @ images @ cols
 
 
 def line_kernel(radius: float, sigma: float) -> np.ndarray:
     """ImageMagick's motion-blur weights: ``2 ceil(radius) + 1`` taps of a one-sided
-    gaussian ``exp(-i^2 / (2 sigma^2))``, i = 0, 1, ..., normalised to sum 1."""
+    gaussian ``exp(-i^2 / (2 sigma^2))``, i = 0, 1, ..., normalised to sum 1; the trailing
+    taps below 1e-7 (which move no float32 pixel by more than that) are left out."""
     width = int(2 * math.ceil(radius) + 1) if radius > 0 else 3
     taps = np.arange(width, dtype=np.float64)
     weights = np.exp(-taps ** 2 / (2.0 * sigma ** 2))
-    return weights / weights.sum()
+    weights /= weights.sum()
+    return weights[:max(1, int(np.flatnonzero(weights >= 1e-7)[-1]) + 1)]
 
 
 def line_blur(layers: torch.Tensor, angles: torch.Tensor, weights: np.ndarray) -> torch.Tensor:
@@ -223,10 +225,14 @@ def line_blur(layers: torch.Tensor, angles: torch.Tensor, weights: np.ndarray) -
     w = torch.as_tensor(weights, dtype=layers.dtype, device=device)
     out = torch.zeros((n_layers, batch * channels * height * width), dtype=layers.dtype,
                       device=device)
-    # tap by tap, elementwise (a fixed order of additions: no image depends on the batch)
-    for i in np.flatnonzero(weights.max(axis=0) > 1e-12):
-        shifted = _shifted(flat, step_x[i], step_y[i], rows, cols).view(n_inputs, -1)
-        out.addcmul_(w[:, i:i + 1], shifted)
+    # tap by tap, elementwise (a fixed order of additions: no image depends on the batch),
+    # over the layers [first, last) whose kernels reach that far
+    for i in np.flatnonzero(weights.max(axis=0) > 0):
+        active = np.flatnonzero(weights[:, i] > 0)
+        first, last = int(active[0]), int(active[-1]) + 1
+        source = flat if n_inputs == 1 else flat[first:last]
+        shifted = _shifted(source, step_x[i], step_y[i], rows, cols).view(len(source), -1)
+        out[first:last].addcmul_(w[first:last, i:i + 1], shifted)
     return out.view(n_layers, batch, channels, height, width)
 
 
@@ -240,6 +246,7 @@ def _shifted(flat: torch.Tensor, step_x, step_y, rows, cols) -> torch.Tensor:
     return torch.gather(flat, 3, index.expand(n_inputs, -1, channels, -1))
 
 
+@functools.lru_cache(maxsize=256)
 def clipped_zoom_matrix(size: int, zoom: float) -> np.ndarray:
     """(size, size) linear-interpolation matrix of CIFAR-10-C's ``clipped_zoom`` on one axis.
 

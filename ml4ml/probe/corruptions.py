@@ -24,6 +24,7 @@ pixelate, JPEG) and the dispatcher; the blurs and the elastic transform are in
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 
@@ -35,9 +36,9 @@ from ml4ml.probe import corruptions_spatial as spatial
 from ml4ml.probe import corruptions_weather as weather
 from ml4ml.probe.corruption_ops import Draws, length_scale
 
-__all__ = ["CORRUPTIONS", "FAMILY_NAMES", "DESCRIPTIONS", "SEVERITY_PARAMETERS", "MAX_SEVERITY", "corrupt",
-           "severity_parameters", "check_severities", "poisson_quantile", "box_resize_matrix",
-           "jpeg_roundtrip"]
+__all__ = ["CORRUPTIONS", "FAMILY_NAMES", "DESCRIPTIONS", "SEVERITY_PARAMETERS",
+           "MAX_SEVERITY", "corrupt", "severity_parameters", "check_severities",
+           "poisson_quantile", "box_resize_matrix", "jpeg_roundtrip"]
 
 MAX_SEVERITY = 5
 
@@ -301,6 +302,7 @@ def _contrast(images, params, draws):
     return ((images - means) * _levels(params, "factor", images) + means).clamp_(0.0, 1.0)
 
 
+@functools.lru_cache(maxsize=64)
 def box_resize_matrix(in_size: int, out_size: int) -> np.ndarray:
     """(out_size, in_size) weights of Pillow's BOX resampling along one axis
     (``precompute_coeffs`` of libImaging/Resample.c, support 0.5)."""

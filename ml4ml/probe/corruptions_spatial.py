@@ -20,10 +20,11 @@ from ml4ml.probe.corruption_ops import (clipped_zoom_matrix, filter_separable, g
 # CIFAR-10-C's zoom blur: the zooms np.arange(1, stop, 0.01) of severities 1..5
 ZOOM_STOPS = (1.06, 1.11, 1.16, 1.21, 1.26)
 
-__all__ = ["ZOOM_STOPS", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur", "elastic_transform",
-           "defocus_kernel", "zoom_operators"]
+__all__ = ["ZOOM_STOPS", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+           "elastic_transform", "defocus_kernel", "zoom_operators"]
 
 
+@functools.lru_cache(maxsize=64)
 def defocus_kernel(radius: float, alias_sigma: float) -> np.ndarray:
     """CIFAR-10-C's ``disk``: the pixels within ``radius`` of the centre (normalised), blurred
     by a gaussian of ``alias_sigma`` (OpenCV's kernel, half-width 1 if radius <= 8 else 2,
@@ -65,14 +66,14 @@ def glass_blur(images, params, draws):
     Iteration ``i`` uses streams ``2i`` (rows) and ``2i + 1`` (columns), at every severity.
     """
     batch, channels, height, width = images.shape
-    shuffles = {}
+    shuffles, jitters = {}, {}
     out = []
     for p in params:
         delta = max(1, int(round(p["max_delta"])))
         iterations = int(p["iterations"])
         if (delta, iterations) not in shuffles:
             shuffles[(delta, iterations)] = _shuffle_index(draws, delta, iterations, height,
-                                                           width)
+                                                           width, jitters)
         index = shuffles[(delta, iterations)].unsqueeze(1).expand(-1, channels, -1)
         kernel = gaussian_kernel(p["sigma"], 4.0)
         x = filter_separable(images, kernel, "edge")
@@ -82,8 +83,18 @@ def glass_blur(images, params, draws):
     return torch.stack(out)
 
 
-def _shuffle_index(draws, delta: int, iterations: int, height: int, width: int):
-    """(B, H*W) source pixel of every pixel after ``iterations`` row-then-column shuffles."""
+def _shuffle_index(draws, delta: int, iterations: int, height: int, width: int,
+                   jitters: dict):
+    """(B, H*W) source pixel of every pixel after ``iterations`` row-then-column shuffles;
+    ``jitters`` keeps each stream's numbers and each iteration's shuffle for the other
+    severities of the batch."""
+
+    def jitter(stream: int) -> torch.Tensor:
+        if stream not in jitters:
+            bits = draws.bits((height, width), stream)
+            jitters[stream] = ((bits >> 8) & 0xFFFFFF).to(torch.int64)
+        return jitters[stream]
+
     device = draws.device
     spread = 2 * delta + 1
     columns = torch.arange(width, device=device, dtype=torch.int64).view(1, 1, -1) << 24
@@ -91,12 +102,14 @@ def _shuffle_index(draws, delta: int, iterations: int, height: int, width: int):
     base = (rows >> 24) * width
     total = None
     for it in range(iterations):
-        jitter = ((draws.bits((height, width), 2 * it) >> 8) & 0xFFFFFF).to(torch.int64)
-        along_rows = torch.argsort(columns + spread * jitter, dim=2, stable=True)  # (B, H, W)
-        jitter = ((draws.bits((height, width), 2 * it + 1) >> 8) & 0xFFFFFF).to(torch.int64)
-        along_cols = torch.argsort(rows + spread * jitter, dim=1, stable=True)
-        # row pass then column pass: pixel (h, w) <- (along_cols[h, w], along_rows[that, w])
-        step = torch.gather(base + along_rows, 1, along_cols).view(draws.n, -1)
+        if ("step", delta, it) not in jitters:
+            along_rows = torch.argsort(columns + spread * jitter(2 * it), dim=2,
+                                       stable=True)  # (B, H, W)
+            along_cols = torch.argsort(rows + spread * jitter(2 * it + 1), dim=1, stable=True)
+            # row pass then column pass: pixel (h, w) <- (along_cols[h, w], along_rows[., w])
+            jitters[("step", delta, it)] = torch.gather(base + along_rows, 1,
+                                                        along_cols).view(draws.n, -1)
+        step = jitters[("step", delta, it)]
         total = step if total is None else torch.gather(total, 1, step)
     return total
 

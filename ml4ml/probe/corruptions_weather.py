@@ -147,7 +147,7 @@ def fog(images, params, draws):
     batch, channels, height, width = images.shape
     mapsize = max(2, 1 << (max(height, width) - 1).bit_length())
     decays = sorted({p["decay"] for p in params})
-    fractals = plasma_fractal(draws, mapsize, decays)[:, :, :height, :width].to(images.dtype)
+    fractals = plasma_fractal(draws, mapsize, decays)[:, :, :height, :width]
     peak = images.amax(dim=(1, 2, 3), keepdim=True)
     out = []
     for p in params:
@@ -158,20 +158,20 @@ def fog(images, params, draws):
 
 
 def plasma_fractal(draws: Draws, mapsize: int, decays) -> torch.Tensor:
-    """(D, B, mapsize, mapsize) float64 heightmaps in [0, 1] by the diamond-square algorithm
+    """(D, B, mapsize, mapsize) float32 heightmaps in [0, 1] by the diamond-square algorithm
     of CIFAR-10-C's ``plasma_fractal`` (including its ``wibble * uniform(-wibble, wibble)``
     perturbation), one per decay and sample; level ``i`` draws streams ``3i``, ``3i + 1``
     and ``3i + 2``, the same for every decay."""
-    decays = torch.tensor(list(decays), dtype=torch.float64, device=draws.device)
-    grid = torch.zeros((len(decays), draws.n, mapsize, mapsize), dtype=torch.float64,
+    decays = torch.tensor(list(decays), dtype=torch.float32, device=draws.device)
+    grid = torch.zeros((len(decays), draws.n, mapsize, mapsize), dtype=torch.float32,
                        device=draws.device)
-    wibble = torch.full((len(decays), 1, 1, 1), 100.0, dtype=torch.float64,
+    wibble = torch.full((len(decays), 1, 1, 1), 100.0, dtype=torch.float32,
                         device=draws.device)
     step, level = mapsize, 0
 
     def perturbed(total: torch.Tensor, stream: int) -> torch.Tensor:
-        u = draws.uniform(total.shape[2:], stream).to(torch.float64)
-        return total / 4 + wibble * (2.0 * u - 1.0) * wibble
+        u = draws.uniform(total.shape[2:], stream)
+        return total / 4 + (wibble * wibble) * (2.0 * u - 1.0)
 
     while step >= 2:
         half = step // 2
