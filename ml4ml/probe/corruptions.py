@@ -35,12 +35,12 @@ from ml4ml.errors import InputError
 from ml4ml.probe import corruptions_spatial as spatial
 from ml4ml.probe import corruptions_weather as weather
 from ml4ml.probe.corruption_ops import Draws, length_scale
+from ml4ml.spec.registry import CORRUPTION_FAMILIES, MAX_SEVERITY
 
 __all__ = ["CORRUPTIONS", "FAMILY_NAMES", "DESCRIPTIONS", "SEVERITY_PARAMETERS",
            "MAX_SEVERITY", "corrupt", "severity_parameters", "check_severities",
            "poisson_quantile", "box_resize_matrix", "jpeg_roundtrip"]
 
-MAX_SEVERITY = 5
 
 # name -> (parameter names, kind of each: "level" (unchanged at every size), "length"
 # (pixels, times length_scale), "fraction" (of the shorter image side)), one tuple per
@@ -77,26 +77,12 @@ SEVERITY_PARAMETERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[tup
 }
 CORRUPTIONS: tuple[str, ...] = tuple(SEVERITY_PARAMETERS)
 # the transform family (ml4ml.probe.transforms registry) of each corruption: its own name,
-# but for the two that the multiplicative ``brightness`` / ``contrast`` families already hold
-FAMILY_NAMES = {name: name for name in CORRUPTIONS} | {
-    "brightness": "brightness_corruption", "contrast": "contrast_corruption"}
-DESCRIPTIONS = {
-    "gaussian_noise": "additive gaussian noise (CIFAR-10-C), severity 0..5",
-    "shot_noise": "Poisson (photon) noise (CIFAR-10-C), severity 0..5",
-    "impulse_noise": "salt-and-pepper noise (CIFAR-10-C), severity 0..5",
-    "defocus_blur": "anti-aliased disk blur (CIFAR-10-C), severity 0..5",
-    "glass_blur": "blur, local pixel shuffle, blur (CIFAR-10-C), severity 0..5",
-    "motion_blur": "one-sided line blur at a random angle (CIFAR-10-C), severity 0..5",
-    "zoom_blur": "mean of centre zooms up to 1.05..1.25 (CIFAR-10-C), severity 0..5",
-    "snow": "motion-blurred snow flakes on a whitened image (CIFAR-10-C), severity 0..5",
-    "frost": "procedural frost texture blended in (after CIFAR-10-C), severity 0..5",
-    "fog": "plasma-fractal fog (CIFAR-10-C), severity 0..5",
-    "brightness": "HSV value shift (CIFAR-10-C), severity 0..5",
-    "contrast": "contrast about each channel's mean (CIFAR-10-C), severity 0..5",
-    "elastic_transform": "random affine and elastic warp (after CIFAR-10-C), severity 0..5",
-    "pixelate": "Pillow box down- and up-sampling (CIFAR-10-C), severity 0..5",
-    "jpeg_compression": "Pillow JPEG round trip at quality 80..40 (CIFAR-10-C), severity 0..5",
-}
+# but for the two that the multiplicative ``brightness`` / ``contrast`` families already hold;
+# the names and descriptions live in ``spec.registry`` so a spec validates without torch
+FAMILY_NAMES = {name: family for name, (family, _) in CORRUPTION_FAMILIES.items()}
+DESCRIPTIONS = {name: f"{what} (ImageNet-C / CIFAR-10-C), severity 0..{MAX_SEVERITY}"
+                for name, (_, what) in CORRUPTION_FAMILIES.items()}
+assert tuple(CORRUPTION_FAMILIES) == tuple(SEVERITY_PARAMETERS)
 
 
 def severity_parameters(name: str, height: int, width: int) -> list[dict[str, float]]:
