@@ -61,6 +61,7 @@ __all__ = [
     "get_transform",
     "transform_names",
     "validate_grid",
+    "grid_attrs",
     "BLUR_KERNEL_SIZE",
 ]
 
@@ -145,6 +146,18 @@ def get_transform(name: str | Transform) -> Transform:
             f"unknown transform {name!r}; expected one of {transform_names()}",
             field="transform", hint="register your own with ml4ml.probe.register_transform",
         ) from None
+
+
+def grid_attrs(transform: str | Transform) -> dict:
+    """Attrs of the ``aug_param`` coordinate of a probe of ``transform``: its units and name,
+    and for a one-sided family ``identity_at = "start"`` and a description saying so."""
+    transform = get_transform(transform)
+    attrs = {"units": transform.units, "transform": transform.name}
+    if transform.identity_at == "start":
+        attrs |= {"identity_at": "start",
+                  "description": f"{transform.units} of the family (a one-sided grid): the "
+                                 f"first value ({transform.identity:g}) is the identity"}
+    return attrs
 
 
 def validate_grid(transform: str | Transform, params) -> np.ndarray:
