@@ -5,6 +5,7 @@ loop over ``corrupt``'s images (the same images for every model, bitwise on a re
 the measure stage runs on the one-sided severity grids mirrored about the identity.
 """
 
+import docblocks
 import numpy as np
 import pytest
 import torch
@@ -174,3 +175,15 @@ def test_probe_refuses_a_bad_severity_and_leaves_the_store_untouched(probed, tmp
     assert "brightness_corruption severity must be a whole number from 0 to 5; found 6" \
         in result.output
     assert tree_digest(pipeline.store) == before
+
+
+def test_the_documented_spec_tables_validate(tmp_path):
+    (block,) = docblocks.marked("test_corruption_stage.py::test_the_documented_spec_tables_validate")
+    head, zoo = SPEC.split("[transforms.snow]")[0], SPEC[SPEC.index("[zoo]"):]
+    spec = tmp_path / "documented.toml"
+    spec.write_text(head + block.code + zoo)
+    result = run("validate", spec)
+    assert result.exit_code == 0, result.output
+    assert ("gaussian_noise (6 values 0..5), jpeg_compression (6 values 0..5), "
+            "brightness_corruption (3 values 0..4)") in result.output
+    assert not (tmp_path / "db.zarr").exists()

@@ -16,6 +16,7 @@ import scipy.ndimage
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import docblocks
 from PIL import Image
 from scipy import stats
 
@@ -468,3 +469,10 @@ def test_probe_model_seeds_corruptions_by_sample_id(digits):
     part = probe_model(model, images[3:5], labels[3:5], "snow", [0, 2, 5], sample_ids=ids[3:5])
     np.testing.assert_allclose(part["prob"].values, probe["prob"].values[:, 3:5], rtol=0,
                                atol=1e-6)
+
+
+def test_the_documented_example_runs():
+    (block,) = docblocks.marked("test_corruptions.py::test_the_documented_example_runs")
+    namespace = {}
+    exec(compile(block.code, "docs/transforms.md", "exec"), namespace)
+    assert namespace["out"].shape == (6, 8, 3, 32, 32)
