@@ -230,7 +230,8 @@ class _PoissonTerms:
     def quantile(self, scale: float) -> torch.Tensor:
         lam = self.base * scale
         root = self.root * math.sqrt(scale)
-        guess = lam + root * self.first + self.second + self.third / root
+        # + 0.5: the continuity correction, which puts ~99.5% of the guesses on the quantile
+        guess = lam + root * self.first + self.second + self.third / root + 0.5
         # kept within [0, lam + 8 sqrt(lam) + 8] and 0 where the rate is 0, so the walk below
         # is short (it corrects any guess)
         k = torch.floor(torch.minimum(guess.clamp_(min=0.0), lam + 8.0 * root + 8.0))
