@@ -188,7 +188,7 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
     from ml4ml.measure.measures import measure_matrices, registered_measures
 
     start = time.perf_counter()
-    probes = store.open_probes(path, suite, transform)
+    probes = symmetric_grid(store.open_probes(path, suite, transform))
     done = store.done_mids(probes)
     digest = dict(zip([str(m) for m in probes[dims.MID].values],
                       [str(d) for d in probes[store.DIGEST].values]))
@@ -263,6 +263,29 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
                          added_measures=added, skipped=len(done) - len(todo),
                          seconds=time.perf_counter() - start, remeasured=remeasured,
                          tasks=tasks, failed={m: f.reason for m, f in failed.items()})
+
+
+def symmetric_grid(probes: xr.Dataset) -> xr.Dataset:
+    """A probe dataset whose ``aug_param`` grid is one-sided (a corruption's severities
+    0..5: its coordinate has ``identity_at = "start"``) mirrored about the identity, so
+    that the paper's matrices, nested intervals and sample splits (all centred on the
+    identity) apply: position ``-s`` holds severity ``s`` (lazily, no copy), nested interval
+    ``k`` keeps severities ``0 .. P-1-k`` and the splits are decided at severity 0. Any
+    other dataset is returned as is."""
+    grid = probes[dims.AUG_PARAM]
+    if grid.attrs.get("identity_at") != "start" or probes.sizes[dims.AUG_PARAM] < 2:
+        return probes
+    n = probes.sizes[dims.AUG_PARAM]
+    order = np.r_[np.arange(n - 1, 0, -1), np.arange(n)]
+    values = np.asarray(grid.values, np.float64)
+    mirrored = np.where(np.arange(2 * n - 1) < n - 1, 2 * values[0] - values[order], values[order])
+    attrs = dict(grid.attrs) | {
+        "identity_at": "centre",
+        "description": f"{grid.attrs.get('units', 'parameter')} of a one-sided family, mirrored "
+                       f"about the identity (the centre): the value -s holds the responses at s",
+        "mirrored": "one-sided grid mirrored about the identity (docs/transforms.md)"}
+    return probes.isel({dims.AUG_PARAM: order}).assign_coords(
+        {dims.AUG_PARAM: (dims.AUG_PARAM, mirrored, attrs)})
 
 
 def _measure_batches(path, groups, probes, todo, names, digest, about, bar):

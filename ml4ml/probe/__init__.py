@@ -1,6 +1,7 @@
 """Probe stage: transformation families, one model's responses, and ``probe_pipeline``.
 
 Modules: ``transforms`` (rotation, scaling, brightness, ... and user families),
+``corruptions`` (the 15 common corruptions of ImageNet-C at severities 0..5: ``corrupt``),
 ``responses`` (``probe_model``: softmax and layer statistics over a grid; which layers:
 ``zoo.layers.select_layers``), ``stage``
 (every trained model of a pipeline into ``probes/<suite>/<transform>``). Exports load
@@ -11,7 +12,8 @@ from ml4ml._lazy import lazy_exports
 
 __all__ = ["probe_model", "layer_statistics", "select_layers", "forward_sizes",
            "Transform", "get_transform", "register_transform", "transform_names",
-           "validate_grid", "probe_pipeline"]
+           "validate_grid", "probe_pipeline", "corrupt", "CORRUPTIONS",
+           "severity_parameters"]
 
 __getattr__ = lazy_exports(__name__, {
     "probe_model": "ml4ml.probe.responses",
@@ -24,4 +26,7 @@ __getattr__ = lazy_exports(__name__, {
     "transform_names": "ml4ml.probe.transforms",
     "validate_grid": "ml4ml.probe.transforms",
     "probe_pipeline": "ml4ml.probe.stage",
+    "corrupt": "ml4ml.probe.corruptions",
+    "CORRUPTIONS": "ml4ml.probe.corruptions",
+    "severity_parameters": "ml4ml.probe.corruptions",
 })

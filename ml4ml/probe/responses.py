@@ -27,7 +27,7 @@ from ml4ml.zoo.attacks import fgsm
 from ml4ml.cluster import keep_freed_memory
 from ml4ml.errors import InputError
 from ml4ml.probe.statistics import LayerRecorder, layer_statistics  # noqa: F401 (re-exported)
-from ml4ml.probe.transforms import Transform, get_transform, validate_grid
+from ml4ml.probe.transforms import Transform, get_transform, grid_attrs, validate_grid
 from ml4ml.zoo.layers import select_layers
 
 
@@ -164,7 +164,7 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
                     recorder.enabled = True
                 rows = n_params * (stop - start)
                 with torch.inference_mode():
-                    stack = transform.apply(batch, grid_t)
+                    stack = transform(batch, grid_t, sample_ids=ids[start:stop])
                     _check_transformed(stack, transform, n_params, batch.shape)
                     stack = stack.reshape((rows,) + tuple(batch.shape[1:]))
                     if norm is not None:
@@ -405,7 +405,7 @@ def _as_dataset(prob, prediction, confidence, act, layer_names, grid, transform,
     n_classes = prob.shape[2]
     coords = {
         dims.AUG_PARAM: (dims.AUG_PARAM, grid,
-                         {"units": transform.units, "transform": transform.name}),
+                         grid_attrs(transform)),
         dims.SAMPLE: (dims.SAMPLE, ids),
         dims.LABEL: (dims.SAMPLE, labels.numpy()),
         dims.CLASS: (dims.CLASS, np.arange(n_classes, dtype=np.int64)),

@@ -64,7 +64,7 @@ def probe_template(params, transform: str, labels, n_classes: int, n_layers: int
     """
     import dask.array as da
 
-    from ml4ml.probe.transforms import get_transform
+    from ml4ml.probe.transforms import get_transform, grid_attrs
 
     family = get_transform(transform)
     P, n = len(params), len(labels)
@@ -81,7 +81,7 @@ def probe_template(params, transform: str, labels, n_classes: int, n_layers: int
         },
         coords={
             dims.AUG_PARAM: (dims.AUG_PARAM, np.asarray(params, np.float64),
-                             {"units": family.units, "transform": family.name}),
+                             grid_attrs(family)),
             dims.SAMPLE: np.arange(n, dtype=np.int64),
             dims.LABEL: (dims.SAMPLE, np.asarray(labels, np.int64)),
             dims.CLASS: np.arange(n_classes, dtype=np.int64),

@@ -26,12 +26,22 @@ and sampling grids exactly as torchvision does and sample all P x batch images w
 ``grid_sample(mode="nearest")``, so the result is bit for bit torchvision's. Brightness is
 bit for bit too; contrast and blur agree to float rounding (~1e-7).
 
+The 15 common corruptions of ImageNet-C (``gaussian_noise`` ... ``jpeg_compression``, see
+``ml4ml.probe.corruptions`` and docs/transforms.md; brightness and contrast as
+``brightness_corruption`` and ``contrast_corruption``) are families too: units ``severity``,
+integer parameters 0..5, identity 0 at the *start* of a one-sided grid (``identity_at =
+"start"``), and they need the samples' ids to seed their random numbers
+(``needs_sample_ids``): call a family as ``transform(images, params, sample_ids=ids)``,
+which passes the ids to the families that take them.
+
 ``register_transform`` adds a family, ``get_transform`` looks one up, ``validate_grid`` checks
-a parameter grid (odd length, strictly ascending, finite, identity at the centre).
+a parameter grid (strictly ascending, finite, within the family's range; the identity at the
+centre of an odd grid, or first for a one-sided family).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -41,8 +51,9 @@ import torch
 import torch.nn.functional as F
 
 from ml4ml.errors import InputError
-from ml4ml.spec.registry import (BLUR_KERNEL_SIZE, BUILTIN_TRANSFORMS, TRANSFORMS, check_grid,
-                                 transform_names)
+from ml4ml.probe.corruptions import CORRUPTIONS, corrupt
+from ml4ml.spec.registry import (BLUR_KERNEL_SIZE, BUILTIN_TRANSFORMS, CORRUPTION_FAMILIES,
+                                 TRANSFORMS, check_grid, transform_names)
 
 __all__ = [
     "Transform",
@@ -50,6 +61,7 @@ __all__ = [
     "get_transform",
     "transform_names",
     "validate_grid",
+    "grid_attrs",
     "BLUR_KERNEL_SIZE",
 ]
 
@@ -65,15 +77,32 @@ class Transform:
     minimum : smallest allowed parameter value (``-inf``: none).
     minimum_inclusive : whether ``minimum`` itself is allowed.
     description : one line for help texts.
+    maximum : largest allowed parameter value (inclusive; ``inf``: none).
+    integer : whether parameters must be whole numbers (corruption severities).
+    identity_at : ``"centre"`` (a grid is odd with the identity in the middle) or
+        ``"start"`` (one-sided: the identity is the grid's first value, e.g. severities 0..5).
+    needs_sample_ids : whether ``apply`` takes ``sample_ids=`` ((B,) int64, the images'
+        positions in their suite), which seed its random numbers.
     """
 
     name: str
     units: str
     identity: float
-    apply: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    apply: Callable[..., torch.Tensor]
     minimum: float = -math.inf
     minimum_inclusive: bool = True
     description: str = ""
+    maximum: float = math.inf
+    integer: bool = False
+    identity_at: str = "centre"
+    needs_sample_ids: bool = False
+
+    def __call__(self, images: torch.Tensor, params: torch.Tensor, *,
+                 sample_ids=None) -> torch.Tensor:
+        """``apply(images, params)``, with ``sample_ids=`` for the families that need them."""
+        if self.needs_sample_ids:
+            return self.apply(images, params, sample_ids=sample_ids)
+        return self.apply(images, params)
 
 
 # the registry lives below the stages (``spec.registry``, which lists the built-in names so
@@ -119,12 +148,25 @@ def get_transform(name: str | Transform) -> Transform:
         ) from None
 
 
+def grid_attrs(transform: str | Transform) -> dict:
+    """Attrs of the ``aug_param`` coordinate of a probe of ``transform``: its units and name,
+    and for a one-sided family ``identity_at = "start"`` and a description saying so."""
+    transform = get_transform(transform)
+    attrs = {"units": transform.units, "transform": transform.name}
+    if transform.identity_at == "start":
+        attrs |= {"identity_at": "start",
+                  "description": f"{transform.units} of the family (a one-sided grid): the "
+                                 f"first value ({transform.identity:g}) is the identity"}
+    return attrs
+
+
 def validate_grid(transform: str | Transform, params) -> np.ndarray:
     """Check a parameter grid for ``transform`` and return it as float64 (aug_param,).
 
-    The grid must be a 1-D sequence of an odd number of finite, strictly ascending values
-    whose centre is the family's identity (within a relative 1e-9, then set to it exactly),
-    all within the family's allowed range.
+    The grid must be a 1-D sequence of finite, strictly ascending values within the family's
+    allowed range (whole numbers for an ``integer`` family); a centred family's has an odd
+    number of values with the identity at the centre (within a relative 1e-9, then set to it
+    exactly), a one-sided family's (``identity_at="start"``) starts at the identity.
     """
     return check_grid(get_transform(transform), params)
 
@@ -302,15 +344,25 @@ def _apply_blur(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _apply_corruption(name: str, images: torch.Tensor, params: torch.Tensor, *,
+                      sample_ids=None) -> torch.Tensor:
+    """``corruptions.corrupt`` at the grid's severities (seed 0): (P, B, C, H, W)."""
+    return corrupt(name, images, params, sample_ids=sample_ids)
+
+
 _APPLY = {"rotation": _apply_rotation, "scaling": _apply_scaling,
           "translation": _apply_translation, "brightness": _apply_brightness,
           "contrast": _apply_contrast, "blur": _apply_blur}
+_APPLY |= {CORRUPTION_FAMILIES[name][0]: functools.partial(_apply_corruption, name)
+           for name in CORRUPTIONS}
 for _info in BUILTIN_TRANSFORMS.values():  # the names, units and ranges: spec.registry
     if not isinstance(_REGISTRY.get(_info.name), Transform):
-        register_transform(Transform(_info.name, _info.units, _info.identity,
-                                     _APPLY[_info.name], minimum=_info.minimum,
-                                     minimum_inclusive=_info.minimum_inclusive,
-                                     description=_info.description), overwrite=True)
+        register_transform(Transform(
+            _info.name, _info.units, _info.identity, _APPLY[_info.name],
+            minimum=_info.minimum, minimum_inclusive=_info.minimum_inclusive,
+            description=_info.description, maximum=_info.maximum, integer=_info.integer,
+            identity_at=_info.identity_at, needs_sample_ids=_info.identity_at == "start"),
+            overwrite=True)
 del _info
 
 

@@ -21,7 +21,8 @@ from ml4ml.errors import InputError
 
 __all__ = ["BUILTIN_SUITES", "SUITE_LOADERS", "suite_names", "TransformInfo",
            "BUILTIN_TRANSFORMS", "TRANSFORMS", "transform_names", "transform_info",
-           "check_grid", "import_path", "BLUR_KERNEL_SIZE"]
+           "check_grid", "identity_index", "import_path", "BLUR_KERNEL_SIZE", "MAX_SEVERITY",
+           "CORRUPTION_FAMILIES", "corruption_family_names"]
 
 # the suites ``data.suites`` defines (its ``SUITE_LOADERS`` is ``SUITE_LOADERS`` below)
 BUILTIN_SUITES = ("digits", "mnist5k", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
@@ -52,6 +53,37 @@ class TransformInfo:
     minimum: float = -math.inf
     minimum_inclusive: bool = True
     description: str = ""
+    maximum: float = math.inf
+    integer: bool = False
+    identity_at: str = "centre"
+
+
+# the 15 common corruptions of ImageNet-C / CIFAR-10-C (``probe.corruptions``): corruption ->
+# transform family name (its own, but for the two whose names the multiplicative
+# ``brightness`` / ``contrast`` families hold) and one line for help texts
+MAX_SEVERITY = 5
+CORRUPTION_FAMILIES = {
+    "gaussian_noise": ("gaussian_noise", "additive gaussian noise"),
+    "shot_noise": ("shot_noise", "Poisson (photon) noise"),
+    "impulse_noise": ("impulse_noise", "salt-and-pepper noise"),
+    "defocus_blur": ("defocus_blur", "anti-aliased disk blur"),
+    "glass_blur": ("glass_blur", "blur, local pixel shuffle, blur"),
+    "motion_blur": ("motion_blur", "one-sided line blur at a random angle"),
+    "zoom_blur": ("zoom_blur", "mean of centre zooms up to 1.06..1.26"),
+    "snow": ("snow", "motion-blurred snow flakes on a whitened image"),
+    "frost": ("frost", "procedural frost texture blended in"),
+    "fog": ("fog", "plasma-fractal fog"),
+    "brightness": ("brightness_corruption", "HSV value shift"),
+    "contrast": ("contrast_corruption", "contrast about each channel's mean"),
+    "elastic_transform": ("elastic_transform", "random affine and elastic warp"),
+    "pixelate": ("pixelate", "Pillow box down- and up-sampling"),
+    "jpeg_compression": ("jpeg_compression", "Pillow JPEG round trip at quality 80..40"),
+}
+
+
+def corruption_family_names() -> list[str]:
+    """The transform family names of the 15 corruptions, in ImageNet-C's order."""
+    return [family for family, _ in CORRUPTION_FAMILIES.values()]
 
 
 BUILTIN_TRANSFORMS = {t.name: t for t in (
@@ -68,6 +100,12 @@ BUILTIN_TRANSFORMS = {t.name: t for t in (
     TransformInfo("blur", "sigma", 0.0,
                   description=f"gaussian blur, kernel {BLUR_KERNEL_SIZE}, sigma |value|, 0 "
                               f"unchanged"),
+) + tuple(
+    TransformInfo(family, "severity", 0.0, minimum=0.0, maximum=float(MAX_SEVERITY),
+                  integer=True, identity_at="start",
+                  description=f"{what} (ImageNet-C / CIFAR-10-C), severity 0..{MAX_SEVERITY}, "
+                              f"0 unchanged")
+    for family, what in CORRUPTION_FAMILIES.values()
 )}
 # name -> family (a TransformInfo, or once ``probe.transforms`` is imported its Transform,
 # which has the same fields); ``register_transform`` adds a user's
@@ -96,13 +134,17 @@ def check_grid(transform, params) -> np.ndarray:
     """Check a parameter grid for ``transform`` (a name or family) and return it as
     float64 (aug_param,).
 
-    The grid must be a 1-D sequence of an odd number of finite, strictly ascending values
-    whose centre is the family's identity (within a relative 1e-9, then set to it exactly),
-    all within the family's allowed range.
+    The grid must be a 1-D sequence of finite, strictly ascending values within the family's
+    allowed range (whole numbers for an ``integer`` family, e.g. a corruption's severities
+    0..5). For a centred family it has an odd number of values whose centre is the identity
+    (within a relative 1e-9, then set to it exactly); for a one-sided family
+    (``identity_at="start"``) the identity is its first value.
     """
     transform = transform_info(transform)
-    expected = (f"expected an odd number of strictly ascending finite values with the identity "
-                f"({transform.identity:g} {transform.units}) at the centre")
+    one_sided = getattr(transform, "identity_at", "centre") == "start"
+    where = "first" if one_sided else "at the centre"
+    expected = (f"expected {'' if one_sided else 'an odd number of '}strictly ascending finite "
+                f"values with the identity ({transform.identity:g} {transform.units}) {where}")
     try:
         grid = np.array(params, dtype=np.float64)
     except (TypeError, ValueError):
@@ -110,11 +152,14 @@ def check_grid(transform, params) -> np.ndarray:
                          field="params") from None
     if grid.ndim != 1:
         raise InputError(f"{expected}; found an array of shape {grid.shape}", field="params")
-    if grid.size % 2 == 0:
-        raise InputError(f"{expected}; found {grid.size} values (an even number)", field="params")
+    if grid.size == 0 or (not one_sided and grid.size % 2 == 0):
+        what = "an even number" if grid.size else "none"
+        raise InputError(f"{expected}; found {grid.size} values ({what})", field="params")
     if not np.all(np.isfinite(grid)):
         bad = grid[~np.isfinite(grid)]
         raise InputError(f"{expected}; found non-finite values {bad.tolist()}", field="params")
+    if getattr(transform, "integer", False):  # a severity of 7 or 2.5 is named first
+        _check_range(transform, grid)
     steps = np.diff(grid)
     if np.any(steps <= 0):
         k = int(np.argmax(steps <= 0))
@@ -122,21 +167,41 @@ def check_grid(transform, params) -> np.ndarray:
             f"{expected}; found {grid[k]:g} followed by {grid[k + 1]:g} at positions {k}, {k + 1}",
             field="params",
         )
-    centre = grid.size // 2
+    centre = 0 if one_sided else grid.size // 2
     if not math.isclose(grid[centre], transform.identity, rel_tol=_IDENTITY_RTOL, abs_tol=1e-12):
-        raise InputError(
-            f"{expected}; found {grid[centre]:g} at the centre (position {centre} of {grid.size})",
-            field="params", hint="make the grid symmetric about the identity, e.g. -15..15",
-        )
+        found = (f"{grid[0]:g} first" if one_sided
+                 else f"{grid[centre]:g} at the centre (position {centre} of {grid.size})")
+        hint = (f"start the grid at {transform.identity:g}, e.g. [0, 1, 2, 3, 4, 5]" if one_sided
+                else "make the grid symmetric about the identity, e.g. -15..15")
+        raise InputError(f"{expected}; found {found}", field="params", hint=hint)
     grid[centre] = transform.identity
-    low = grid[0]
-    if low < transform.minimum or (low == transform.minimum and not transform.minimum_inclusive):
-        relation = ">=" if transform.minimum_inclusive else ">"
-        raise InputError(
-            f"{transform.name} parameters must be {relation} {transform.minimum:g}; found {low:g}",
-            field="params",
-        )
+    _check_range(transform, grid)
     return grid
+
+
+def identity_index(transform, n_params: int) -> int:
+    """Position of the identity on a checked grid of ``n_params`` values of ``transform``:
+    0 for a one-sided family (corruption severities), else the centre."""
+    one_sided = getattr(transform_info(transform), "identity_at", "centre") == "start"
+    return 0 if one_sided else n_params // 2
+
+
+def _check_range(transform, grid: np.ndarray) -> None:
+    """Refuse the first value outside the family's range, or not whole where it must be."""
+    low, high = transform.minimum, getattr(transform, "maximum", math.inf)
+    integer = getattr(transform, "integer", False)
+    for value in grid:
+        below = value < low or (value == low and not transform.minimum_inclusive)
+        if integer and (below or value > high or value != round(value)):
+            raise InputError(f"{transform.name} {transform.units} must be a whole number from "
+                             f"{low:g} to {high:g}; found {value:g}", field="params")
+        if below:
+            relation = ">=" if transform.minimum_inclusive else ">"
+            raise InputError(f"{transform.name} parameters must be {relation} {low:g}; found "
+                             f"{value:g}", field="params")
+        if value > high:
+            raise InputError(f"{transform.name} parameters must be <= {high:g}; found "
+                             f"{value:g}", field="params")
 
 
 @contextlib.contextmanager

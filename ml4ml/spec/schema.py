@@ -97,10 +97,12 @@ class TransformTable(_Table):
     model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["grid"]},
                                                            {"required": ["values"]}]})
     grid: Annotated[list[float], Field(min_length=3, max_length=3, description=(
-        "[start, stop, num]: num evenly spaced values (odd, identity at the centre)")),
+        "[start, stop, num]: num evenly spaced values (odd, identity at the centre; a "
+        "corruption's severities: whole numbers from 0, e.g. [0, 5, 6])")),
         Says(why=lambda g: f"expected [start, stop, num], got {g!r}")] = None
     values: Annotated[list[float], Field(description=(
-        "the grid's values: odd in number, ascending, identity at the centre")),
+        "the grid's values: odd in number, ascending, identity at the centre; a "
+        "corruption's severities: ascending whole numbers 0..5 starting at 0")),
         Says("a list of numbers", "a list of numbers")] = None
 
 
@@ -327,7 +329,8 @@ class PipelineSpec(_Table):
         "test suites by name: built-in (digits, mnist5k, mnist, cifar10, ...) or registered"))]
     transforms: Annotated[dict[str, TransformTable], Field(min_length=1, description=(
         "probed transformation families by name: rotation, scaling, translation, "
-        "brightness, contrast, blur, or registered"))]
+        "brightness, contrast, blur, the 15 corruptions (gaussian_noise ... "
+        "jpeg_compression, docs/transforms.md), or registered"))]
     zoo: ZooTable
     probe: ProbeTable = None
     cluster: ClusterTable = None
