@@ -16,7 +16,7 @@ Each side is timed ``--repeat`` times, alternately; the best times and their rat
 printed, and the softmax's nv from both as a check that they measured the same thing.
 
     python benchmarks/tmeasures_compare.py                  # 500 digits x 31 angles
-    python benchmarks/tmeasures_compare.py --images 200 --params 15
+    python benchmarks/tmeasures_compare.py --images 200 --params 15 --threads 1
 """
 
 from __future__ import annotations
@@ -114,7 +114,12 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="timed runs of each side")
     parser.add_argument("--batch-size", type=int, default=256,
                         help="tmeasures' batch size (ml4ml uses its default, 256)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for both sides (default: torch's own; on a busy "
+                             "machine 1 avoids OpenMP threads waiting for each other)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*pin_memory.*")  # tmeasures' loaders, CPU
     model, images, labels, transform, grid = setup(args.images, args.params)
     # warm-up: each side's first call sets up what later calls reuse (threads, allocator)
@@ -128,7 +133,7 @@ def main(argv=None) -> int:
                 "responses": min(best["responses"], responses_s),
                 "ml4ml": min(best["ml4ml"], probe_s + responses_s),
                 "tmeasures": min(best["tmeasures"], theirs_s)}
-        print(f"run {attempt + 1}: ml4ml {probe_s + responses_s:.2f} s (probe {probe_s:.2f} s "
+        print(f"run {attempt + 1} ({torch.get_num_threads()} torch threads): ml4ml {probe_s + responses_s:.2f} s (probe {probe_s:.2f} s "
               f"+ every response measure {responses_s:.2f} s); tmeasures nv {theirs_s:.2f} s")
     ours_nv = float(on_prob.sel({"response_measure": "nv"}))
     softmax = theirs.layers[-1]  # the last recorded activation: the softmax, per class
