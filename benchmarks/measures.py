@@ -16,16 +16,22 @@ matrix side above on the same in-memory models, e.g. the demo's sizes:
 
 ``--store DIR`` goes through real stores on disk, the user's path: it writes each model
 as the reference's two .npy files (float64), imports them with ``ml4ml import-legacy``'s
-function (timed per model), and times ``ml4ml measure``'s function on a store of
-``--models`` models and on one of twice as many; the marginal seconds per model is the
-difference over the extra models (startup excluded). ``--codec`` picks how the probe
-responses are stored, to compare store size, read throughput and measure time.
+function (timed per model) into a store of ``--models / 2`` models and one of 1.5 x
+``--models``, and times ``ml4ml measure`` on fresh copies of both, best of ``--repeat``
+(2): the command itself (a ``python -m ml4ml measure`` subprocess, as a user runs it) and
+its function ``measure_store`` in this process after a warm-up run, each as marginal
+seconds per model (the difference over the extra models, so fixed costs cancel); then
+where the time goes (seconds in each part of the pass). ``--codec`` picks how the probe
+responses are stored, to compare store size, read throughput and measure time:
+
+    python benchmarks/measures.py --store /tmp/bench --models 8     # 4 vs 12 models
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 
@@ -257,12 +263,12 @@ def _write_reference_files(folder, seed: int):
     return results_file, act_file
 
 
-def run_store(n_models: int, folder, codec: str) -> None:
-    """Import 1.5 x n models (timed per model), then measure stores of n/2 and 3n/2."""
-    import shutil
+def run_store(n_models: int, folder, codec: str, repeat: int = 2) -> None:
+    """Import 1.5 x n models (timed per model) into stores of n/2 and 3n/2, then time
+    ``ml4ml measure`` on them: the command (a subprocess) and its function in process,
+    marginal seconds per model, side by side, and where the time goes."""
     from pathlib import Path
 
-    from ml4ml.measure.stage import measure_store
     from ml4ml.store.importing import import_legacy
 
     _set_codec(codec)
@@ -271,34 +277,176 @@ def run_store(n_models: int, folder, codec: str) -> None:
     files = folder / "npy"
     files.mkdir(exist_ok=True)
     small, large = max(n_models // 2, 1), max(n_models // 2, 1) + n_models
-    seconds = {}
+    imports, stores = [], {}
     for n in (small, large):
-        path = folder / f"store-{codec}-{n}.zarr"
+        path = stores[n] = folder / f"store-{codec}-{n}.zarr"
         shutil.rmtree(path, ignore_errors=True)
         for seed in range(1, n + 1):
             results_file, act_file = _write_reference_files(files, seed)
             t0 = time.perf_counter()
             import_legacy(path, f"m{seed:04d}", results_file, act_file)
             if n == large:
-                seconds.setdefault("import", []).append(time.perf_counter() - t0)
+                imports.append(time.perf_counter() - t0)
             results_file.unlink()
             act_file.unlink()
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         probe_files = sum(f.stat().st_size for f in (path / "probes").rglob("*") if f.is_file())
-        t0 = time.perf_counter()
-        (report,) = measure_store(str(path))
-        seconds[n] = time.perf_counter() - t0
         raw = n * N_PARAMS * N_SAMPLES * (8 + 8 + 8 * N_LAYERS * len(dims.STATS))
-        print(f"{codec}: {n} models imported and measured: measure {seconds[n]:.2f} s "
-              f"({report.summary()}); store {size / 2**20:.0f} MiB, probes "
+        print(f"{codec}: {n} models imported: store {size / 2**20:.0f} MiB, probes "
               f"{probe_files / 2**20:.0f} MiB for {raw / 2**20:.0f} MiB raw "
               f"(ratio {raw / probe_files:.2f})")
         if n == large:
             _read_throughput(path, raw)
-    marginal = (seconds[large] - seconds[small]) / (large - small)
-    imports = np.asarray(seconds["import"])
     print(f"{codec}: import-legacy {np.median(imports):.3f} s per model (median of "
-          f"{imports.size}); measure marginal {marginal:.3f} s per model (goal <= 0.1)")
+          f"{len(imports)})")
+    work = folder / "work"
+    command = _command_seconds(stores, work, codec, repeat)
+    in_process = _in_process_seconds(stores, work, repeat)
+    phases = _phase_seconds(stores, work)
+    shutil.rmtree(work, ignore_errors=True)
+    per_model = {name: [(seconds[large][k] - seconds[small][k]) / (large - small)
+                        for k in (0, 1)]
+                 for name, seconds in (("command", command), ("in process", in_process))}
+    print(f"{codec}: ml4ml measure, marginal per model ({large} vs {small} models, best of "
+          f"{repeat}): command {per_model['command'][0]:.3f} s "
+          f"({per_model['command'][1]:.3f} CPU s; a fresh 'ml4ml measure' process, "
+          f"{command['nothing'][0]:.2f} s for a run with nothing to measure: start-up, "
+          f"imports, opening, lineage) | in process {per_model['in process'][0]:.3f} s "
+          f"({per_model['in process'][1]:.3f} CPU s; measure_store after a warm-up run) | "
+          f"goal <= 0.06 s")
+    _print_phases(phases, small, large)
+
+
+def _fresh_copy(stores: dict, n: int, work) -> str:
+    """A copy of the imported store of ``n`` models to measure (each timed run measures)."""
+    target = work / f"copy-{n}.zarr"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(stores[n], target)
+    return str(target)
+
+
+def _command_seconds(stores: dict, work, codec: str, repeat: int) -> dict:
+    """Best wall seconds of ``python -m ml4ml measure STORE -q`` per store size, and of a
+    second run with nothing left to measure (``"nothing"``: the command's fixed cost)."""
+    import resource
+    import subprocess
+
+    if CODECS[codec] is not None:  # the command writes with the default codecs
+        print(f"  (the command writes with the default codecs, not {codec})")
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
+    command = [sys.executable, "-m", "ml4ml", "measure", "-q"]
+
+    def timed(path) -> tuple[float, float]:
+        """(wall, CPU) seconds of one ``ml4ml measure`` process."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        subprocess.run(command + [path], env=env, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+    best = {}
+    for attempt in range(repeat):
+        for n in stores:
+            path = _fresh_copy(stores, n, work)
+            best[n] = min(best.get(n, (np.inf, np.inf)), timed(path))
+            best["nothing"] = min(best.get("nothing", (np.inf, np.inf)), timed(path))
+            print(f"  run {attempt + 1}: command, {n} models: {best[n][0]:.2f} s, "
+                  f"{best[n][1]:.2f} CPU s (best so far)")
+    return best
+
+
+def _in_process_seconds(stores: dict, work, repeat: int) -> dict:
+    """Best wall seconds of ``measure_store`` per store size, in this process, after one
+    warm-up run (its first call imports and sets up what later calls reuse: timed in the
+    smaller store, that would come off the marginal cost)."""
+    from ml4ml.measure.stage import measure_store
+
+    small = min(stores)
+    measure_store(_fresh_copy(stores, small, work))  # warm-up
+    best = {}
+    for attempt in range(repeat):
+        for n in stores:
+            path = _fresh_copy(stores, n, work)
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            measure_store(path)
+            timed = (time.perf_counter() - t0, time.process_time() - cpu0)
+            best[n] = min(best.get(n, (np.inf, np.inf)), timed)
+            print(f"  run {attempt + 1}: in process, {n} models: {best[n][0]:.2f} s, "
+                  f"{best[n][1]:.2f} CPU s (best so far)")
+    return best
+
+
+# where ``ml4ml measure``'s time goes: (module, attribute, what it is); each call's wall
+# seconds are summed over the threads that run them (two dask threads on two cores)
+PHASES = (
+    ("xarray.backends.zarr", "ZarrArrayWrapper.__getitem__", "read probe chunks (zarr)"),
+    ("ml4ml.measure.matrices", "_variance_matrices_block", "variance matrices (kernel)"),
+    ("ml4ml.measure.measures", "_measures_block", "measures from matrices (kernel)"),
+    ("ml4ml.store.rows", "_write_one_row", "write each model's rows (task)"),
+    ("ml4ml.store.rows", "RowWrites.finish", "lineage + done flags (driver)"),
+    ("ml4ml.store", "prepare_rows", "lay out / extend groups (driver)"),
+    ("ml4ml.measure.stage", "_graph_size", "count graph tasks (driver)"),
+    ("ml4ml.measure.stage", "refresh_level_modules", "level_module refresh (driver)"),
+    ("ml4ml.measure.stage", "_compute_rows", "compute + write, all (driver waits)"),
+)
+
+
+def _phase_seconds(stores: dict, work) -> dict:
+    """{n: {phase: seconds}} of one in-process ``measure_store`` per store size (after a
+    warm-up), each listed function wrapped by a timer."""
+    import functools
+    import importlib
+    import threading
+
+    from ml4ml.measure.stage import measure_store
+
+    lock = threading.Lock()
+    totals: dict = {}
+    originals = []
+
+    def timed(function, label):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                with lock:
+                    totals[label] = totals.get(label, 0.0) + time.perf_counter() - t0
+        return wrapper
+
+    for module_name, attribute, label in PHASES:
+        owner = importlib.import_module(module_name)
+        *outer, name = attribute.split(".")
+        for part in outer:
+            owner = getattr(owner, part)
+        originals.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, timed(getattr(owner, name), label))
+    try:
+        measure_store(_fresh_copy(stores, min(stores), work))  # warm-up
+        out = {}
+        for n in stores:
+            path = _fresh_copy(stores, n, work)
+            totals.clear()
+            t0 = time.perf_counter()
+            measure_store(path)
+            out[n] = dict(totals, **{"measure_store, all": time.perf_counter() - t0})
+        return out
+    finally:
+        for owner, name, function in originals:
+            setattr(owner, name, function)
+
+
+def _print_phases(phases: dict, small: int, large: int) -> None:
+    print(f"  where the time goes, in process (seconds summed over threads; marginal per "
+          f"model = ({large} - {small} models) / {large - small}):")
+    for label in [label for *_, label in PHASES] + ["measure_store, all"]:
+        a, b = phases[small].get(label, 0.0), phases[large].get(label, 0.0)
+        print(f"    {label:40s} {a:6.2f} s | {b:6.2f} s | {(b - a) / (large - small):.3f} s "
+              f"per model")
 
 
 def _read_throughput(path, raw_bytes: float) -> None:
@@ -323,7 +471,8 @@ def main(argv=None) -> int:
         "--workers", type=int, default=None,
         help="run on a dask.distributed LocalCluster of N single-thread processes",
     )
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs (default 3)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="timed runs (default 3; 2 with --store)")
     parser.add_argument("--store", metavar="DIR", help="go through real stores in DIR")
     parser.add_argument("--responses", action="store_true",
                         help="time the response measures against the matrix side")
@@ -335,12 +484,12 @@ def main(argv=None) -> int:
     if args.models < 1:
         parser.error("--models must be at least 1")
     if args.store:
-        run_store(args.models, args.store, args.codec)
+        run_store(args.models, args.store, args.codec, args.repeat or 2)
         return 0
     if args.responses:
-        run_responses(args.models, args.samples, args.repeat)
+        run_responses(args.models, args.samples, args.repeat or 3)
         return 0
-    best = run(args.models, args.workers, args.repeat)
+    best = run(args.models, args.workers, args.repeat or 3)
     print(f"best: {best:.3f} s per model (goal <= 0.1)")
     return 0
 

@@ -200,3 +200,32 @@ def test_duplicate_ids_and_non_store_paths_are_refused(tmp_path):
         with store.writing(str(afile)):
             pass
     assert afile.read_text() == "not a store"
+
+
+def test_select_rows_equals_a_list_selection_without_copying_chunks(tmp_path):
+    """store.select_rows gives what ``sel(mid=[...])`` gives (any order, gaps, repeats of
+    runs), and its dask graph takes the stored one-model chunks as they are: no task that
+    copies a chunk (a list selection adds one fancy-index task per chunk)."""
+    path = str(tmp_path / "s.zarr")
+    mids = [f"m{i}" for i in range(6)]
+    with store.writing(path):
+        store.create_store(path)
+        store.init_probes(path, "d", "rotation", one_probe(), mids)
+        for k, mid in enumerate(mids):
+            store.write_probe(path, "d", "rotation", mid, one_probe(scale=1.0 + k))
+    ds = store.open_probes(path, "d", "rotation")
+
+    def copying_tasks(selected):
+        graph = dict(selected[dims.ACT].data.__dask_graph__())
+        return [key for key, task in graph.items()
+                if "getitem" in str(key) and type(task).__name__ != "Alias"]
+
+    for chosen in (["m1", "m2", "m3"], ["m0", "m2", "m3", "m5"], ["m5", "m4", "m0"], mids, []):
+        selected = store.select_rows(ds, chosen)
+        xr.testing.assert_identical(selected.compute(), ds.sel({dims.MID: chosen}).compute())
+        np.testing.assert_array_equal(selected[dims.MID].values, chosen)
+    assert copying_tasks(ds.sel({dims.MID: ["m1", "m2"]}))  # what select_rows avoids
+    assert copying_tasks(store.select_rows(ds, ["m1", "m2"])) == []
+    assert copying_tasks(store.select_rows(ds, ["m0", "m2", "m3", "m5"])) == []
+    with pytest.raises(StoreError, match="'m9'"):
+        store.select_rows(ds, ["m1", "m9"])

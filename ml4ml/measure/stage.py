@@ -299,7 +299,7 @@ def _measure_batches(path, groups, probes, todo, names, digest, about, bar):
     tasks, failed = 0, {}
     for first in range(0, len(todo), BATCH):
         batch = todo[first:first + BATCH]
-        selected = probes.sel({dims.MID: batch})
+        selected = store.select_rows(probes, batch)  # slices: no copy of each chunk
         lazy = measure_database(selected, measures=names).assign_attrs(
             title=f"measures of every model's variance matrices, suite '{suite}', "
                   f"'{transform}'", **about)

@@ -19,7 +19,7 @@ from ml4ml import dims
 from ml4ml.errors import StoreError
 from ml4ml.store.arrays import (ROW_TABLE_VARIABLES, extend_dim, extend_rows, fit,
                                 layout_group, set_flags, write_table_rows)
-from ml4ml.store.groups import group_exists, mid_positions, zarr_group
+from ml4ml.store.groups import group_exists, mid_positions, select_rows, zarr_group
 from ml4ml.store.layout import begin, commit, quiet
 
 __all__ = ["prepare_rows", "RowWrites", "append_measures", "clear_done", "rewrite_coordinate",
@@ -32,7 +32,7 @@ _LINEAGE = {PROBE_DIGEST: ("probe digest", "digest of the probe responses this r
 
 def _layout(ds: xr.Dataset, mids) -> xr.Dataset:
     """``ds`` over ``mids`` with the ``done`` flag and lineage variables added."""
-    ds = ds.sel({dims.MID: list(mids)})
+    ds = select_rows(ds, mids)
     n = len(mids)
     ds = ds.assign({dims.DONE: ((dims.MID,), np.zeros(n, dtype=bool))})
     for name, (long_name, description) in _LINEAGE.items():
@@ -95,7 +95,7 @@ class RowWrites:
         self.path, self.group = path, group
         self.mids = [str(m) for m in mids]
         self.rows = dict(zip(self.mids, (int(r) for r in rows)))
-        ds = ds.sel({dims.MID: self.mids})
+        ds = select_rows(ds, self.mids)
         per_model = [name for name, var in ds.data_vars.items()
                      if dims.MID in var.dims and name != dims.DONE]
         small = [name for name in per_model if name in ROW_TABLE_VARIABLES]
