@@ -24,7 +24,8 @@ from ml4ml.cli.common import (CONTEXT, answer_lines, beside_store, cluster_optio
 @quiet_option
 @user_errors
 def run(pipeline, store_path, report_dir, workers, scheduler, log, device, force, quiet):
-    """Train, probe, measure, label, assess and report: the whole pipeline.
+    """Train, probe, measure, label, assess, rank the measures and report: the whole
+    pipeline.
 
     \b
     ml4ml run pipelines/demo-digits.toml
@@ -140,7 +141,8 @@ def _after_measures(p, force, progress, say, report_dir=None) -> dict:
             say(f"assess: {report.n_models} labelled model(s), {report.seconds:.1f} s: "
                 f"{report.comparison['verdict']}")
     judged = None if skipped else write_judgements(p.store, transform, suite)
-    if not force and report is None and not skipped and \
+    ranked = _rank(p, transform, suite, force, say)
+    if not force and report is None and not skipped and not ranked and \
             _report_current(report_dir, p.store, len(table)):
         say(f"report: already current ({report_dir / 'index.html'})")
         index = report_dir / "index.html"
@@ -152,6 +154,27 @@ def _after_measures(p, force, progress, say, report_dir=None) -> dict:
         index = made.index
     return {"csv": csv, "report": index, "assess": report, "table": table,
             "skipped": skipped, "judgements": judged}
+
+
+def _rank(p, transform, suite, force, say) -> bool:
+    """``ml4ml measures rank`` of the labelled store, for the report; redone only where
+    the stored rank is stale (or ``force``). Whether it was written."""
+    from ml4ml.assess.rank_stage import check_rank, rank_store, read_rank
+    from ml4ml.errors import InputError, StoreError
+
+    if not force and read_rank(p.store, transform) is not None \
+            and not check_rank(p.store, transform):
+        say("rank: already current (same labels and measures)")
+        return False
+    try:
+        made = rank_store(p.store, transform, suite=suite, repeats=p.assess.repeats)
+    except (InputError, StoreError) as exc:  # too few labelled models: the rest stands
+        say(f"rank: skipped: {getattr(exc, 'message', exc)}")
+        return False
+    best = str(made.rank["score"].values[0]) if made.n_scored else "none scored"
+    say(f"rank: {made.n_scored} of {made.n_columns} measure(s) scored on {made.n_models} "
+        f"labelled model(s), best {best} ({made.seconds:.1f} s)")
+    return True
 
 
 def _report_current(folder: Path, store_path, n_models: int) -> bool:

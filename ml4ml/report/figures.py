@@ -7,6 +7,7 @@
 - ``accuracy_curves``: accuracy against the transformation parameter for every model,
   coloured by label;
 - ``importance_bars``: the top features of an assessor, bars and whiskers defined;
+- ``rank_bars``: the best single measures' hold-out AUC with its interval, by family;
 - ``shared_scale``: the colour-scale maximum of each level across models.
 
 Every text of every figure is at least 8 points at 100 dpi (11 px when shown at its own
@@ -25,7 +26,7 @@ import numpy as np  # noqa: E402
 
 __all__ = ["MatrixStrips", "matrix_strip", "accuracy_curves", "importance_bars", "shared_scale",
            "quantity", "font_metadata", "min_font_pt", "LABEL_COLOURS", "CMAP", "LAYOUTS",
-           "THUMBNAIL_WIDTH", "STRIP_NOTE"]
+           "THUMBNAIL_WIDTH", "STRIP_NOTE", "rank_bars", "FAMILY_COLOURS"]
 
 CMAP = "magma"
 # the class colours of every figure and of the page: Okabe and Ito's colour-blind-safe blue
@@ -298,6 +299,44 @@ def importance_bars(file, names, importance, std, *, title: str = "", n_evaluati
     if title:
         ax.set_title(title, fontsize=FIGURE_FONT + 2)
     ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.canvas.draw()
+    fig.savefig(file, metadata=font_metadata(fig, dpi))
+    plt.close(fig)
+
+
+# the measure families of ``ml4ml measures rank``: Okabe and Ito's orange and bluish green,
+# apart from the class colours (blue, vermillion)
+FAMILY_COLOURS = {"matrix": "#E69F00", "response": "#009E73"}
+
+
+def rank_bars(file, names, auc, low, high, families, *, title: str = "",
+              dpi: int = 100) -> None:
+    """The ranked measures' hold-out ROC AUC (score,) as dots, best at the top, with
+    whiskers from ``low`` to ``high`` (the 95% bootstrap interval), coloured by family
+    (``FAMILY_COLOURS``), and a dashed line at 0.5 (chance)."""
+    n = len(names)
+    y = np.arange(n)[::-1]
+    auc, low, high = (np.asarray(v, dtype=np.float64) for v in (auc, low, high))
+    families = np.asarray(families).astype(str)
+    fig, ax = plt.subplots(figsize=(7.5, 0.3 * n + 1.9), dpi=dpi)
+    ax.axvline(0.5, color="#555555", linestyle="--", linewidth=1)
+    for family in dict.fromkeys(families.tolist()):  # in order of appearance
+        rows = families == family
+        ax.errorbar(auc[rows], y[rows], xerr=[auc[rows] - low[rows], high[rows] - auc[rows]],
+                    fmt="o", color=FAMILY_COLOURS.get(family, "#777777"), ecolor="#333333",
+                    elinewidth=1, capsize=3, markersize=6, label=f"{family} measure")
+    ax.set_yticks(y, list(names), fontsize=FIGURE_FONT)
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_xlim(min(0.0, float(np.nanmin(low, initial=0.0))) - 0.02, 1.02)
+    ax.tick_params(axis="x", labelsize=FIGURE_FONT)
+    ax.set_xlabel("dot: ROC AUC on the hold-out models (direction learned on the regular "
+                  "ones)\nwhisker: 95% bootstrap interval over the hold-out models; "
+                  "dashed: 0.5, chance", fontsize=FIGURE_FONT + 0.5)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=FIGURE_FONT, loc="lower left")
+    if title:
+        ax.set_title(title, fontsize=FIGURE_FONT + 2)
     fig.tight_layout()
     fig.canvas.draw()
     fig.savefig(file, metadata=font_metadata(fig, dpi))
