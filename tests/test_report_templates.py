@@ -33,7 +33,7 @@ def normalised(page: str, store: Path) -> str:
     return re.sub(r"\s+", " ", page).strip()
 
 
-RANK_SECTION = re.compile(r"<section id='rank'>.*?</section>", re.S)
+RANK_SECTION = re.compile(r"<section id='rank'>.*?</section>", re.DOTALL)
 RANK_LINK = "<a href='#rank'>measure rank</a>"
 
 

@@ -251,6 +251,17 @@ def matrix_strip(file, matrices: np.ndarray, titles, params, vmax, *, caption: s
 FIGURE_FONT = 9.0  # points, the smallest text of the charts (12.5 px at 100 dpi)
 
 
+def _save_chart(fig, ax, file, title: str, dpi: int) -> None:
+    """A chart's title (if any), laid out and saved as a PNG whose text chunks give its
+    smallest font (``font_metadata``); the figure closed."""
+    if title:
+        ax.set_title(title, fontsize=FIGURE_FONT + 2)
+    fig.tight_layout()
+    fig.canvas.draw()
+    fig.savefig(file, metadata=font_metadata(fig, dpi))
+    plt.close(fig)
+
+
 def accuracy_curves(file, params, accuracy: np.ndarray, labels, *, units: str = "",
                     title: str = "", dpi: int = 100) -> None:
     """Accuracy (mid, P) against the parameter, one line per model coloured by its label."""
@@ -269,12 +280,7 @@ def accuracy_curves(file, params, accuracy: np.ndarray, labels, *, units: str = 
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=FIGURE_FONT, loc="lower center")
-    if title:
-        ax.set_title(title, fontsize=FIGURE_FONT + 2)
-    fig.tight_layout()
-    fig.canvas.draw()
-    fig.savefig(file, metadata=font_metadata(fig, dpi))
-    plt.close(fig)
+    _save_chart(fig, ax, file, title, dpi)
 
 
 def importance_bars(file, names, importance, std, *, title: str = "", n_evaluations=None,
@@ -296,13 +302,8 @@ def importance_bars(file, names, importance, std, *, title: str = "", n_evaluati
     ax.set_xlabel(f"bar: mean over {folds} of the drop in test accuracy\nwhen the "
                   f"feature is shuffled{shuffles}\nwhisker: ± 1 standard deviation over "
                   f"{folds}", fontsize=FIGURE_FONT + 0.5)
-    if title:
-        ax.set_title(title, fontsize=FIGURE_FONT + 2)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.canvas.draw()
-    fig.savefig(file, metadata=font_metadata(fig, dpi))
-    plt.close(fig)
+    _save_chart(fig, ax, file, title, dpi)
 
 
 # the measure families of ``ml4ml measures rank``: Okabe and Ito's orange and bluish green,
@@ -328,16 +329,11 @@ def rank_bars(file, names, auc, low, high, families, *, title: str = "",
                     elinewidth=1, capsize=3, markersize=6, label=f"{family} measure")
     ax.set_yticks(y, list(names), fontsize=FIGURE_FONT)
     ax.set_ylim(-0.7, n - 0.3)
-    ax.set_xlim(min(0.0, float(np.nanmin(low, initial=0.0))) - 0.02, 1.02)
+    ax.set_xlim(-0.02, 1.02)  # an AUC lies in 0..1
     ax.tick_params(axis="x", labelsize=FIGURE_FONT)
     ax.set_xlabel("dot: ROC AUC on the hold-out models (direction learned on the regular "
                   "ones)\nwhisker: 95% bootstrap interval over the hold-out models; "
                   "dashed: 0.5, chance", fontsize=FIGURE_FONT + 0.5)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=FIGURE_FONT, loc="lower left")
-    if title:
-        ax.set_title(title, fontsize=FIGURE_FONT + 2)
-    fig.tight_layout()
-    fig.canvas.draw()
-    fig.savefig(file, metadata=font_metadata(fig, dpi))
-    plt.close(fig)
+    _save_chart(fig, ax, file, title, dpi)

@@ -25,7 +25,7 @@ from ml4ml import dims, store
 from ml4ml.errors import InputError, StoreError
 
 __all__ = ["report_store", "plot_model", "model_figures", "ReportResult", "strip_levels",
-           "rank_view", "RANK_TABLE_ROWS", "RANK_FIGURE_ROWS"]
+           "rank_view", "rank_stamp", "RANK_TABLE_ROWS", "RANK_FIGURE_ROWS"]
 
 RANK_TABLE_ROWS = 15  # the rank's table: its best scored measures
 RANK_FIGURE_ROWS = 20  # its figure
@@ -197,7 +197,8 @@ def report_store(path, folder, *, transform=None, suite=None, split="all", vmax=
     (work / "report.json").write_text(json.dumps({
         "store": str(path), "suite": suite, "transform": transform, "models": len(done),
         "assess_inputs": assessment["digest"] if assessment else "",
-        "label_source": label_source, "written": time.time()}, indent=1))
+        "label_source": label_source, "rank": rank_stamp(path, transform),
+        "written": time.time()}, indent=1))
     bar.advance("page")
     bar.close()
     if folder.exists():
@@ -205,6 +206,17 @@ def report_store(path, folder, *, transform=None, suite=None, split="all", vmax=
     work.rename(folder)  # whole, at once
     return ReportResult(folder=folder, index=folder / "index.html", n_models=len(done),
                         n_figures=figures, seconds=time.perf_counter() - started)
+
+
+def rank_stamp(path, transform) -> str:
+    """What identifies the stored rank of ``transform`` ("" where there is none): when it
+    was written and the digests of what it was made from."""
+    group = store.rank_group(transform)
+    if not store.group_exists(path, group):
+        return ""
+    attrs = store.open_group(path, group).attrs
+    return " ".join(str(attrs.get(key, "")) for key in ("written_at", "labels_digest",
+                                                          "features_digest"))
 
 
 def rank_view(path, transform, n_table: int = RANK_TABLE_ROWS,
