@@ -320,7 +320,7 @@ def rank_bars(file, names, auc, low, high, families, *, title: str = "",
     y = np.arange(n)[::-1]
     auc, low, high = (np.asarray(v, dtype=np.float64) for v in (auc, low, high))
     families = np.asarray(families).astype(str)
-    fig, ax = plt.subplots(figsize=(7.5, 0.3 * n + 1.9), dpi=dpi)
+    fig, ax = plt.subplots(figsize=(8.5, 0.3 * n + 2.1), dpi=dpi)
     ax.axvline(0.5, color="#555555", linestyle="--", linewidth=1)
     for family in dict.fromkeys(families.tolist()):  # in order of appearance
         rows = families == family
@@ -331,9 +331,9 @@ def rank_bars(file, names, auc, low, high, families, *, title: str = "",
     ax.set_ylim(-0.7, n - 0.3)
     ax.set_xlim(-0.02, 1.02)  # an AUC lies in 0..1
     ax.tick_params(axis="x", labelsize=FIGURE_FONT)
-    ax.set_xlabel("dot: ROC AUC on the hold-out models (direction learned on the regular "
-                  "ones)\nwhisker: 95% bootstrap interval over the hold-out models; "
-                  "dashed: 0.5, chance", fontsize=FIGURE_FONT + 0.5)
+    ax.set_xlabel("dot: ROC AUC on the hold-out models (direction from the regular ones)\n"
+                  "whisker: its 95% bootstrap interval over the hold-out models\n"
+                  "dashed line: 0.5, chance", fontsize=FIGURE_FONT + 0.5)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=FIGURE_FONT, loc="lower left")
     _save_chart(fig, ax, file, title, dpi)
