@@ -59,6 +59,8 @@ def test_the_reduced_demo_runs_end_to_end_and_names_every_output(demo):
     assert "train: 0 added, 62 trained, 0 already" in out and "probe: 62 probed" in out
     assert "measure: digits/rotation: measured 62 model(s)" in out
     assert re.search(r"label: \d+ invariant, \d+ variant \(recipe\)", out)
+    assert re.search(r"rank: \d+ of \d+ measure\(s\) scored on 62 labelled model\(s\), "
+                     r"best \w+", out)
     assert f"store:    {store} (62 models, 62 measured)" in out
     ds = xr.open_zarr(store, group="assess/rotation").load()
     assert f"verdict:  {ds.attrs['verdict']}" in out
@@ -109,6 +111,7 @@ def test_a_rerun_redoes_nothing(demo):
     assert "measured 0 model(s), 62 already measured" in out
     assert "label: recipe labels already current" in out
     assert "assess: results already current" in out and "report: already current" in out
+    assert "rank: already current (same labels and measures)" in out
 
 
 def test_the_report_parses_links_only_images_that_exist_and_shows_the_numbers(demo):
@@ -117,7 +120,7 @@ def test_the_report_parses_links_only_images_that_exist_and_shows_the_numbers(de
     page = Page()
     page.feed(index.read_text())
     assert page.cards == 62 and page.tables >= 2
-    assert len(page.images) == 62 + 2  # strips, accuracy, importance
+    assert len(page.images) == 62 + 3  # strips, accuracy, importance, the measures' rank
     for src in page.images:
         assert (index.parent / src).is_file(), src
     ds = xr.open_zarr(folder / "demo.zarr", group="assess/rotation").load()

@@ -172,7 +172,7 @@ def test_every_table_column_plot_and_score_is_defined(demo):
     html = index.read_text()
     parser = Tables()
     parser.feed(html)
-    assert len(parser.tables) == 3  # the answer, the assessors, the recipes
+    assert len(parser.tables) == 4  # the answer, the assessors, the rank, the recipes
     for table in parser.tables:
         terms = {t.strip() for dt in table["dt"] for t in re.split(r",", dt)}
         headers = [th.split(" (")[0] for th in table["th"]]
@@ -214,7 +214,7 @@ def test_the_report_in_chromium_loads_every_image_reads_at_10_px_and_enlarges(de
                                "&& i.naturalWidth > 0)", timeout=60000)
         shown = page.evaluate("Array.from(document.images).map(i => [i.getAttribute('src'), "
                               "i.naturalWidth, i.getBoundingClientRect().width])")
-        assert len(shown) == 62 + 2
+        assert len(shown) == 62 + 3  # strips, accuracy, importance, the measures' rank
         sizes = {src: _shown_px(folder / src, natural, width) for src, natural, width in shown}
         assert min(sizes.values()) >= MIN_TEXT_PX, min(sizes.items(), key=lambda kv: kv[1])
         links = page.evaluate("Array.from(document.querySelectorAll('a.enlarge'))"

@@ -24,7 +24,8 @@ from ml4ml.cli.common import (CONTEXT, answer_lines, beside_store, cluster_optio
 @quiet_option
 @user_errors
 def run(pipeline, store_path, report_dir, workers, scheduler, log, device, force, quiet):
-    """Train, probe, measure, label, assess and report: the whole pipeline.
+    """Train, probe, measure, label, assess, rank the measures and report: the whole
+    pipeline.
 
     \b
     ml4ml run pipelines/demo-digits.toml
@@ -140,6 +141,7 @@ def _after_measures(p, force, progress, say, report_dir=None) -> dict:
             say(f"assess: {report.n_models} labelled model(s), {report.seconds:.1f} s: "
                 f"{report.comparison['verdict']}")
     judged = None if skipped else write_judgements(p.store, transform, suite)
+    _rank(p, transform, suite, force, say)
     if not force and report is None and not skipped and \
             _report_current(report_dir, p.store, len(table)):
         say(f"report: already current ({report_dir / 'index.html'})")
@@ -154,11 +156,33 @@ def _after_measures(p, force, progress, say, report_dir=None) -> dict:
             "skipped": skipped, "judgements": judged}
 
 
+def _rank(p, transform, suite, force, say) -> None:
+    """``ml4ml measures rank`` of the labelled store, for the report; redone only where
+    the stored rank is stale (or ``force``); the report follows the rank it finds."""
+    from ml4ml.assess.rank_stage import check_rank, rank_store, read_rank
+    from ml4ml.errors import InputError, StoreError
+
+    stored = None if force else read_rank(p.store, transform)
+    if stored is not None and not check_rank(p.store, transform, stored):
+        say("rank: already current (same labels and measures)")
+        return
+    try:
+        made = rank_store(p.store, transform, suite=suite, repeats=p.assess.repeats)
+    except (InputError, StoreError) as exc:  # too few labelled models: the rest stands
+        say(f"rank: skipped: {getattr(exc, 'message', exc)}")
+        return
+    best = str(made.rank["score"].values[0]) if made.n_scored else "none scored"
+    say(f"rank: {made.n_scored} of {made.n_columns} measure(s) scored on {made.n_models} "
+        f"labelled model(s), best {best} ({made.seconds:.1f} s)")
+
+
 def _report_current(folder: Path, store_path, n_models: int) -> bool:
-    """Whether the report in ``folder`` was made from the store's present assessment."""
+    """Whether the report in ``folder`` was made from the store's present assessment and
+    rank."""
     import json
 
     from ml4ml import store
+    from ml4ml.report.stage import rank_stamp
 
     try:
         made = json.loads((folder / "report.json").read_text())
@@ -166,7 +190,8 @@ def _report_current(folder: Path, store_path, n_models: int) -> bool:
         return False
     ds = store.open_group(store_path, store.assess_group(made.get("transform", "")))
     return (made.get("models") == n_models and (folder / "index.html").is_file()
-            and made.get("assess_inputs") == ds.attrs.get("inputs_digest"))
+            and made.get("assess_inputs") == ds.attrs.get("inputs_digest")
+            and made.get("rank", "") == rank_stamp(store_path, made.get("transform", "")))
 
 
 def _summary(p, outputs, failed) -> None:

@@ -7,6 +7,7 @@
 - ``accuracy_curves``: accuracy against the transformation parameter for every model,
   coloured by label;
 - ``importance_bars``: the top features of an assessor, bars and whiskers defined;
+- ``rank_bars``: the best single measures' hold-out AUC with its interval, by family;
 - ``shared_scale``: the colour-scale maximum of each level across models.
 
 Every text of every figure is at least 8 points at 100 dpi (11 px when shown at its own
@@ -25,7 +26,7 @@ import numpy as np  # noqa: E402
 
 __all__ = ["MatrixStrips", "matrix_strip", "accuracy_curves", "importance_bars", "shared_scale",
            "quantity", "font_metadata", "min_font_pt", "LABEL_COLOURS", "CMAP", "LAYOUTS",
-           "THUMBNAIL_WIDTH", "STRIP_NOTE"]
+           "THUMBNAIL_WIDTH", "STRIP_NOTE", "rank_bars", "FAMILY_COLOURS"]
 
 CMAP = "magma"
 # the class colours of every figure and of the page: Okabe and Ito's colour-blind-safe blue
@@ -250,6 +251,17 @@ def matrix_strip(file, matrices: np.ndarray, titles, params, vmax, *, caption: s
 FIGURE_FONT = 9.0  # points, the smallest text of the charts (12.5 px at 100 dpi)
 
 
+def _save_chart(fig, ax, file, title: str, dpi: int) -> None:
+    """A chart's title (if any), laid out and saved as a PNG whose text chunks give its
+    smallest font (``font_metadata``); the figure closed."""
+    if title:
+        ax.set_title(title, fontsize=FIGURE_FONT + 2)
+    fig.tight_layout()
+    fig.canvas.draw()
+    fig.savefig(file, metadata=font_metadata(fig, dpi))
+    plt.close(fig)
+
+
 def accuracy_curves(file, params, accuracy: np.ndarray, labels, *, units: str = "",
                     title: str = "", dpi: int = 100) -> None:
     """Accuracy (mid, P) against the parameter, one line per model coloured by its label."""
@@ -268,12 +280,7 @@ def accuracy_curves(file, params, accuracy: np.ndarray, labels, *, units: str = 
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=FIGURE_FONT, loc="lower center")
-    if title:
-        ax.set_title(title, fontsize=FIGURE_FONT + 2)
-    fig.tight_layout()
-    fig.canvas.draw()
-    fig.savefig(file, metadata=font_metadata(fig, dpi))
-    plt.close(fig)
+    _save_chart(fig, ax, file, title, dpi)
 
 
 def importance_bars(file, names, importance, std, *, title: str = "", n_evaluations=None,
@@ -295,10 +302,38 @@ def importance_bars(file, names, importance, std, *, title: str = "", n_evaluati
     ax.set_xlabel(f"bar: mean over {folds} of the drop in test accuracy\nwhen the "
                   f"feature is shuffled{shuffles}\nwhisker: ± 1 standard deviation over "
                   f"{folds}", fontsize=FIGURE_FONT + 0.5)
-    if title:
-        ax.set_title(title, fontsize=FIGURE_FONT + 2)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.canvas.draw()
-    fig.savefig(file, metadata=font_metadata(fig, dpi))
-    plt.close(fig)
+    _save_chart(fig, ax, file, title, dpi)
+
+
+# the measure families of ``ml4ml measures rank``: Okabe and Ito's orange and bluish green,
+# apart from the class colours (blue, vermillion)
+FAMILY_COLOURS = {"matrix": "#E69F00", "response": "#009E73"}
+
+
+def rank_bars(file, names, auc, low, high, families, *, title: str = "",
+              dpi: int = 100) -> None:
+    """The ranked measures' hold-out ROC AUC (score,) as dots, best at the top, with
+    whiskers from ``low`` to ``high`` (the 95% bootstrap interval), coloured by family
+    (``FAMILY_COLOURS``), and a dashed line at 0.5 (chance)."""
+    n = len(names)
+    y = np.arange(n)[::-1]
+    auc, low, high = (np.asarray(v, dtype=np.float64) for v in (auc, low, high))
+    families = np.asarray(families).astype(str)
+    fig, ax = plt.subplots(figsize=(8.5, 0.3 * n + 2.1), dpi=dpi)
+    ax.axvline(0.5, color="#555555", linestyle="--", linewidth=1)
+    for family in dict.fromkeys(families.tolist()):  # in order of appearance
+        rows = families == family
+        ax.errorbar(auc[rows], y[rows], xerr=[auc[rows] - low[rows], high[rows] - auc[rows]],
+                    fmt="o", color=FAMILY_COLOURS.get(family, "#777777"), ecolor="#333333",
+                    elinewidth=1, capsize=3, markersize=6, label=f"{family} measure")
+    ax.set_yticks(y, list(names), fontsize=FIGURE_FONT)
+    ax.set_ylim(-0.7, n - 0.3)
+    ax.set_xlim(-0.02, 1.02)  # an AUC lies in 0..1
+    ax.tick_params(axis="x", labelsize=FIGURE_FONT)
+    ax.set_xlabel("dot: ROC AUC on the hold-out models (direction from the regular ones)\n"
+                  "whisker: its 95% bootstrap interval over the hold-out models\n"
+                  "dashed line: 0.5, chance", fontsize=FIGURE_FONT + 0.5)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=FIGURE_FONT, loc="lower left")
+    _save_chart(fig, ax, file, title, dpi)

@@ -9,6 +9,7 @@ the store is written unescaped), with its style (``report.css.j2``), its script
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 from collections import defaultdict
 
@@ -20,7 +21,8 @@ from ml4ml.report.answer import (CLASS_COLOURS, answer_view, card_classes, fmt a
 from ml4ml.report.templating import render as render_template
 from ml4ml.zoo.recipe import recipe_range
 
-__all__ = ["render", "recipe_range", "score_definition", "METHOD_COLUMNS", "recipe_columns"]
+__all__ = ["render", "recipe_range", "score_definition", "METHOD_COLUMNS", "recipe_columns",
+           "RANK_COLUMNS"]
 
 LABEL_TEXT = {1: "invariant", 0: "variant", -1: "unknown"}
 
@@ -44,7 +46,10 @@ def render(c: dict) -> str:
         a=_assessment(a) if a is not None else None,
         answer=answer_view(a["judgements"], a["counts"], transform=c["transform"])
         if a is not None else None,
-        sections=_sections(bool(a["top"])) if a is not None else [],
+        sections=_sections(bool(a["top"]), c.get("rank") is not None)
+        if a is not None else [],
+        rank=_rank(c["rank"], c["label_source"]) if c.get("rank") is not None else None,
+        rank_columns=RANK_COLUMNS,
         min_labelled=MIN_LABELLED, min_per_class=MIN_PER_CLASS, method_columns=METHOD_COLUMNS,
         recipes=_recipes(c), recipe_columns=recipe_columns(c),
         score_definition=score_definition(a), split=c["split"],
@@ -58,10 +63,11 @@ def _n_holdout(models) -> int:
         if "holdout" in models else 0
 
 
-def _sections(top: bool) -> list[tuple[str, str]]:
+def _sections(top: bool, rank: bool = False) -> list[tuple[str, str]]:
     """Links to the page's sections: (anchor, text)."""
     return [("answer", "the answer"), ("verdict", "verdict on the assessors")] + \
         ([("features", "top features")] if top else []) + \
+        ([("rank", "measure rank")] if rank else []) + \
         [("accuracy", "accuracy"), ("database", "recipes"), ("gallery", "gallery")]
 
 
@@ -89,6 +95,46 @@ METHOD_COLUMNS = (
     ("kappa", "mean Cohen's kappa of predictions and labels (−1 to 1; 0 = chance), over "
               "the evaluations where it is defined"),
 )
+
+
+RANK_COLUMNS = (
+    ("#", "the measure's place among every measure of the rank (1: the best hold-out AUC, "
+          "then accuracy, then name; unscored measures last)"),
+    ("measure", "the measure column: level, measure (and split, interval); (−): smaller "
+                "values mean invariant (direction learned on the regular models)"),
+    ("family", "matrix: a measure of a variance matrix; response: a measure of the "
+               "responses (docs/measures.md)"),
+    ("AUC", "ROC AUC of the measure on the hold-out models, its direction applied (0.5: "
+            "chance, 1: every invariant model above every variant one)"),
+    ("95% interval", "2.5th and 97.5th percentiles of the AUC over stratified bootstrap "
+                     "resamples of the hold-out models"),
+    ("accuracy", "hold-out accuracy of the measure's best threshold on the regular models "
+                 "(0 to 1)"),
+    ("chosen", "share of the protocol's training parts (repeats x 3 folds) in which the "
+               "best-single-feature baseline chose this measure (0 to 1)"),
+)
+
+
+def _rank(r: dict, label_source: str) -> dict:
+    """The rank's section (``report.stage.rank_view``): its table's rows and its notes, as
+    text."""
+    attrs = r["attrs"]
+    rows = [{"position": str(int(row["rank_position"])),
+             "measure": row["measure"] + ("" if row["rank_direction"] > 0 else " (−)"),
+             "family": str(row["rank_family"]),
+             "numbers": [_f(row["rank_auc"]), f"{_f(row['rank_auc_low'])} – "
+                         f"{_f(row['rank_auc_high'])}", _f(row["rank_accuracy"]),
+                         _f(row["rank_chosen"], 2)]} for row in r["rows"]]
+    source = str(attrs.get("label_source", ""))
+    return {"rows": rows, "stale": r["stale"], "figure": r["figure"] is not None,
+            "n_figure": len(r["figure"]["names"]) if r["figure"] else 0,
+            "label_source": source, "other_labels": bool(label_source) and source != label_source,
+            "n_models": int(attrs.get("n_models", 0)), "n_holdout": int(attrs.get("n_holdout", 0)),
+            "n_regular": int(attrs.get("n_regular", 0)), "repeats": int(attrs.get("repeats", 0)),
+            "n_boot": int(attrs.get("n_boot", 0)), "n_columns": r["n_columns"],
+            "n_scored": r["n_scored"], "written": str(attrs.get("written_at", "")),
+            "families": " and ".join(json.loads(str(attrs.get("families", "[]"))))
+            or "matrix"}
 
 
 def _assessment(a: dict) -> dict:

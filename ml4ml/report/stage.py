@@ -4,7 +4,8 @@
 assessment of one transform, draws the figures (``report.figures``: per model a gallery
 thumbnail ``models/<mid>.png`` and its full-size strip ``models/full/<mid>.png``) and
 writes the page
-(``report.page``, opening with ``report.answer``: the models judged not invariant) and
+(``report.page``, opening with ``report.answer``: the models judged not invariant; with
+the best single measures where ``ml4ml measures rank`` ranked them, ``rank.png``) and
 ``judgements.csv`` (every model's judgement, ``ml4ml.assess.judgements``) into a fresh
 folder that then replaces the old one, so a report is never half written.
 ``plot_model`` draws one model's strip of matrices.
@@ -23,7 +24,11 @@ import numpy as np
 from ml4ml import dims, store
 from ml4ml.errors import InputError, StoreError
 
-__all__ = ["report_store", "plot_model", "model_figures", "ReportResult", "strip_levels"]
+__all__ = ["report_store", "plot_model", "model_figures", "ReportResult", "strip_levels",
+           "rank_view", "rank_stamp", "RANK_TABLE_ROWS", "RANK_FIGURE_ROWS"]
+
+RANK_TABLE_ROWS = 15  # the rank's table: its best scored measures
+RANK_FIGURE_ROWS = 20  # its figure
 
 
 @dataclass
@@ -131,7 +136,7 @@ def report_store(path, folder, *, transform=None, suite=None, split="all", vmax=
     from ml4ml.progress import progress as stage_progress
     from ml4ml.report import page
     from ml4ml.report.figures import MatrixStrips, accuracy_curves, importance_bars, \
-        shared_scale
+        rank_bars, shared_scale
 
     started = time.perf_counter()
     store.store_attrs(path)
@@ -171,12 +176,18 @@ def report_store(path, folder, *, transform=None, suite=None, split="all", vmax=
                         n_permutations=assessment["n_permutations"])
         figures += 1
     bar.advance("importance")
+    rank = rank_view(path, transform)
+    if rank is not None and rank["figure"] is not None:
+        rank_bars(work / "rank.png", **rank["figure"],
+                  title=f"the {len(rank['figure']['names'])} best single measures of "
+                        f"{transform}")
+        figures += 1
     context = {
         "path": str(path), "suite": suite, "transform": transform, "split": split,
         "units": units, "params": [float(params[0]), float(params[-1]), len(params)],
         "scale": dict(zip(titles, [float(v) for v in scale])), "label_source": label_source,
         "mids": done, "labels": labels, "robust": robust, "assessment": assessment,
-        "models": models, "accuracy": accuracy, "titles": titles,
+        "models": models, "accuracy": accuracy, "titles": titles, "rank": rank,
         "strips": {"thumbnail": thumbnails.size, "full": full.size,
                    "full_font_px": float(full.metadata["font_px_min"])},
     }
@@ -186,7 +197,8 @@ def report_store(path, folder, *, transform=None, suite=None, split="all", vmax=
     (work / "report.json").write_text(json.dumps({
         "store": str(path), "suite": suite, "transform": transform, "models": len(done),
         "assess_inputs": assessment["digest"] if assessment else "",
-        "label_source": label_source, "written": time.time()}, indent=1))
+        "label_source": label_source, "rank": rank_stamp(path, transform),
+        "written": time.time()}, indent=1))
     bar.advance("page")
     bar.close()
     if folder.exists():
@@ -194,6 +206,48 @@ def report_store(path, folder, *, transform=None, suite=None, split="all", vmax=
     work.rename(folder)  # whole, at once
     return ReportResult(folder=folder, index=folder / "index.html", n_models=len(done),
                         n_figures=figures, seconds=time.perf_counter() - started)
+
+
+def rank_stamp(path, transform) -> str:
+    """What identifies the stored rank of ``transform`` ("" where there is none): when it
+    was written and the digests of what it was made from."""
+    group = store.rank_group(transform)
+    if not store.group_exists(path, group):
+        return ""
+    attrs = store.open_group(path, group).attrs
+    return " ".join(str(attrs.get(key, "")) for key in ("written_at", "labels_digest",
+                                                          "features_digest"))
+
+
+def rank_view(path, transform, n_table: int = RANK_TABLE_ROWS,
+              n_figure: int = RANK_FIGURE_ROWS) -> dict | None:
+    """The stored rank of ``transform`` for the report (None where there is none): its
+    best ``n_table`` scored measures (``rows``: the rank's own variables, in rank order),
+    the figure's best ``n_figure`` (``figure``: ``rank_bars``' arguments; None where no
+    measure was scored), why it is stale (``stale``: ``check_rank``, "" while current) and
+    its attributes."""
+    from ml4ml.assess.rank_stage import check_rank, read_rank
+
+    ds = read_rank(path, transform)
+    if ds is None:
+        return None
+    ds = ds.sortby("rank_position")
+    scored = ds.isel(score=np.flatnonzero(ds["rank_reason"].values == ""))
+    top = scored.isel(score=slice(0, n_figure))
+    names = [str(n) + ("" if d > 0 else " (−)") for n, d in
+             zip(top["score"].values, top["rank_direction"].values)]
+    figure = None if not names else {
+        "names": names, "auc": top["rank_auc"].values, "low": top["rank_auc_low"].values,
+        "high": top["rank_auc_high"].values, "families": top["rank_family"].values}
+    rows = scored.isel(score=slice(0, n_table))
+    return {"rows": [{key: rows[key].values[k].item() for key in (
+                "rank_position", "rank_auc", "rank_auc_low", "rank_auc_high",
+                "rank_accuracy", "rank_chosen", "rank_family", "rank_direction")}
+                     | {"measure": str(rows["score"].values[k])}
+                     for k in range(rows.sizes["score"])],
+            "figure": figure, "stale": check_rank(path, transform, ds),
+            "attrs": dict(ds.attrs), "n_columns": int(ds.sizes["score"]),
+            "n_scored": int(scored.sizes["score"])}
 
 
 def _labels(path, transform, mids) -> tuple[np.ndarray, str]:
