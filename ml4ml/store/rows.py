@@ -6,7 +6,8 @@ redone. ``RowWrites`` turns a lazy dataset into one dask task per model that wri
 model's large variables; as tasks complete, the driver writes their small values (lineage)
 and then their ``done`` flags. The tasks of a batch of models are computed together, so
 variance matrices shared by two groups are built once. ``append_measures`` adds new names
-along ``measure`` for every row in one committed change.
+along ``measure`` for every row in one committed change, ``append_responses`` new names
+along ``response_measure`` (and the array itself to a group of an earlier version).
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import xarray as xr
 
 from ml4ml import dims
 from ml4ml.errors import StoreError
-from ml4ml.store.arrays import (ROW_TABLE_VARIABLES, extend_dim, extend_rows, fit,
+from ml4ml.store.arrays import (ROW_TABLE_VARIABLES, add_arrays, extend_dim, extend_rows, fit,
                                 layout_group, set_flags, write_table_rows)
 from ml4ml.store.groups import group_exists, mid_positions, zarr_group
 from ml4ml.store.layout import begin, commit, quiet
 
-__all__ = ["prepare_rows", "RowWrites", "append_measures", "clear_done", "rewrite_coordinate",
+__all__ = ["prepare_rows", "RowWrites", "append_measures", "append_responses", "clear_done", "rewrite_coordinate",
            "PROBE_DIGEST"]
 
 PROBE_DIGEST = "probe_digest"
@@ -161,6 +162,40 @@ def append_measures(path, group: str, value: xr.DataArray) -> None:
         index = [slice(None)] * target.ndim
         index[order.index(dims.MEASURE)] = slice(start, start + len(names))
         target[tuple(index)] = data
+    commit(path, group)
+
+
+def append_responses(path, group: str, value: xr.DataArray) -> None:
+    """Add the names of ``value``'s ``response_measure`` dim to ``group`` for every row,
+    in one committed change; a group without ``response_value`` (written by an earlier
+    version) gains the array and its ``response_measure`` coordinate.
+
+    value : ``response_value`` (mid, level, response_measure) float64 for the group's
+        models in its row order (NaN for rows not computed).
+    """
+    with quiet():
+        zgroup = zarr_group(path, group)
+        have = [str(m) for m in zgroup[dims.MID][:].tolist()]
+        if [str(m) for m in value[dims.MID].values] != have:
+            raise StoreError("the models to append response measures for differ from the "
+                             "group's", file=path, field=f"{group}/{dims.MID}")
+        levels = [str(level) for level in zgroup[dims.LEVEL][:].tolist()]
+        if [str(level) for level in value[dims.LEVEL].values] != levels:
+            raise StoreError("the response measures' levels differ from the group's",
+                             file=path, field=f"{group}/{dims.LEVEL}")
+        names = [str(m) for m in value[dims.RESPONSE_MEASURE].values]
+        begin(path, group)
+        if dims.RESPONSE_VALUE not in zgroup:
+            value = value.assign_coords({dims.RESPONSE_MEASURE: np.array(names, dtype=object)})
+            add_arrays(zgroup, dims.describe(xr.Dataset({dims.RESPONSE_VALUE: value})))
+            zgroup, start = zarr_group(path, group), 0
+        else:
+            start = extend_dim(zgroup, dims.RESPONSE_MEASURE, names)
+        target = zgroup[dims.RESPONSE_VALUE]
+        order = list(target.metadata.dimension_names)
+        index = [slice(None)] * target.ndim
+        index[order.index(dims.RESPONSE_MEASURE)] = slice(start, start + len(names))
+        target[tuple(index)] = value.transpose(*order).values.astype(np.float64)
     commit(path, group)
 
 
