@@ -437,7 +437,7 @@ def main(workdir: str, signal_name: str, stage: str, workers: str = "2", every: 
     assert status == 0, result
     report = {"stage": stage, "writes": total, "signal": signal_name, "failures": [],
               "killed": 0, "finished_rows_checked": 0, "every": int(every),
-              "arrays": result}
+              "arrays": result["value"]}
     # every k (every: 1), or k = 1, 1 + every, ... and the last write
     pending = sorted(set(range(1, total + 1, int(every))) | {total})
     running = {}

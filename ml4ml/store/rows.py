@@ -148,21 +148,29 @@ def append_measures(path, group: str, value: xr.DataArray) -> None:
         in its row order.
     """
     with quiet():
-        zgroup = zarr_group(path, group)
-        have = [str(m) for m in zgroup[dims.MID][:].tolist()]
-        if [str(m) for m in value[dims.MID].values] != have:
-            raise StoreError("the models to append measures for differ from the group's",
-                             file=path, field=f"{group}/{dims.MID}")
-        names = [str(m) for m in value[dims.MEASURE].values]
+        zgroup = _same_rows(path, group, value, "measures")
         begin(path, group)
-        start = extend_dim(zgroup, dims.MEASURE, names)
-        target = zgroup[dims.VALUE]
-        order = list(target.metadata.dimension_names)
-        data = value.transpose(*order).values
-        index = [slice(None)] * target.ndim
-        index[order.index(dims.MEASURE)] = slice(start, start + len(names))
-        target[tuple(index)] = data
+        start = extend_dim(zgroup, dims.MEASURE, [str(m) for m in value[dims.MEASURE].values])
+        _write_along(zgroup[dims.VALUE], dims.MEASURE, start, value)
     commit(path, group)
+
+
+def _same_rows(path, group: str, value: xr.DataArray, what: str):
+    """The group (zarr), after checking that ``value`` covers its rows in its order."""
+    zgroup = zarr_group(path, group)
+    have = [str(m) for m in zgroup[dims.MID][:].tolist()]
+    if [str(m) for m in value[dims.MID].values] != have:
+        raise StoreError(f"the models to append {what} for differ from the group's",
+                         file=path, field=f"{group}/{dims.MID}")
+    return zgroup
+
+
+def _write_along(target, dim: str, start: int, value: xr.DataArray) -> None:
+    """Write ``value`` into ``target`` from position ``start`` of ``dim`` on."""
+    order = list(target.metadata.dimension_names)
+    index = [slice(None)] * target.ndim
+    index[order.index(dim)] = slice(start, start + value.sizes[dim])
+    target[tuple(index)] = value.transpose(*order).values
 
 
 def append_responses(path, group: str, value: xr.DataArray) -> None:
@@ -174,11 +182,7 @@ def append_responses(path, group: str, value: xr.DataArray) -> None:
         models in its row order (NaN for rows not computed).
     """
     with quiet():
-        zgroup = zarr_group(path, group)
-        have = [str(m) for m in zgroup[dims.MID][:].tolist()]
-        if [str(m) for m in value[dims.MID].values] != have:
-            raise StoreError("the models to append response measures for differ from the "
-                             "group's", file=path, field=f"{group}/{dims.MID}")
+        zgroup = _same_rows(path, group, value, "response measures")
         levels = [str(level) for level in zgroup[dims.LEVEL][:].tolist()]
         if [str(level) for level in value[dims.LEVEL].values] != levels:
             raise StoreError("the response measures' levels differ from the group's",
@@ -191,11 +195,8 @@ def append_responses(path, group: str, value: xr.DataArray) -> None:
             zgroup, start = zarr_group(path, group), 0
         else:
             start = extend_dim(zgroup, dims.RESPONSE_MEASURE, names)
-        target = zgroup[dims.RESPONSE_VALUE]
-        order = list(target.metadata.dimension_names)
-        index = [slice(None)] * target.ndim
-        index[order.index(dims.RESPONSE_MEASURE)] = slice(start, start + len(names))
-        target[tuple(index)] = value.transpose(*order).values.astype(np.float64)
+        _write_along(zgroup[dims.RESPONSE_VALUE], dims.RESPONSE_MEASURE, start,
+                     value.astype(np.float64))
     commit(path, group)
 
 
