@@ -25,6 +25,7 @@ import xarray as xr
 from ml4ml import dims, store
 from ml4ml.errors import InputError
 from ml4ml.measure.matrices import apply_to_blocks, matrix_levels
+from ml4ml.measure.response_kernels import TMEASURES_MEASURES
 from ml4ml.measure.responses import (central_spacing, registered_response_measures,
                                      response_plan, responses_block)
 
@@ -92,8 +93,11 @@ def response_dataset(probes: xr.Dataset, names=None) -> xr.Dataset:
         "confidence": response_plan(kernel, n_units=prob.sizes[dims.CLASS], predictions=True,
                                     probabilities=True, undefined=undefined, **shared)
         if kernel else None,
+        # every statistic a one-unit response, computed as the units of one block per
+        # unit (``per_unit``): anova's Bonferroni factor is that of one unit
         "layers": response_plan(kernel, n_units=1, predictions=False, probabilities=False,
-                                undefined=LAYER_UNDEFINED, **shared) if kernel else None,
+                                undefined=LAYER_UNDEFINED, per_unit=True, **shared)
+        if kernel else None,
     }
     act = probes[dims.ACT]
     if dims.STAT in act.coords:
@@ -132,10 +136,14 @@ def _levels_block(prob, prediction, act, lee=None, *, plans, names, kernel):
     if kernel:
         at = [names.index(name) for name in kernel]
         out[..., 0, at] = responses_block(prob, prediction, plan=plans["confidence"])
-        # every statistic a one-unit response: (lead..., L, T, P, S, 1)
-        stats = np.moveaxis(act, (-2, -1), (-4, -3))[..., None]
-        layers = responses_block(stats, None, plan=plans["layers"])
-        out[..., 1:, at] = layers.reshape(lead + (n_layers * n_stats, len(kernel)))
+        # the statistics as the units of one block, (lead..., P, S, L T), measured per unit
+        stats = act.reshape(act.shape[:-2] + (n_layers * n_stats,))
+        layers = responses_block(stats, None, plan=plans["layers"])  # (lead..., L T, names)
+        tmeasures = [k for k, name in enumerate(kernel) if name in TMEASURES_MEASURES]
+        # one unit's average over its finite units: NaN where the unit is not finite
+        layers[..., tmeasures] = np.where(np.isfinite(layers[..., tmeasures]),
+                                          layers[..., tmeasures], np.nan)
+        out[..., 1:, at] = layers
     if lee is not None:
         out[..., 0, names.index(LEE)] = np.asarray(lee, dtype=np.float64).mean(axis=-1)
     return out
