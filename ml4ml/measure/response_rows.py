@@ -163,9 +163,8 @@ def add_response_measures(path, group: str, probes: xr.Dataset, wanted, measured
     wanted = response_names(probes, wanted)
     if not store.group_exists(path, group):
         return wanted, []
-    stored = store.open_group(path, group)
-    have = ([str(n) for n in stored[dims.RESPONSE_MEASURE].values]
-            if dims.RESPONSE_VALUE in stored else [])
+    have = store.stored_labels(path, group, dims.RESPONSE_MEASURE)  # None: no response_value
+    present, have = have is not None, have or []
     lost = [name for name in have if name not in response_names(probes)]
     if lost and n_todo:
         raise InputError(f"response measure(s) {lost} are in the store but not registered "
@@ -173,8 +172,9 @@ def add_response_measures(path, group: str, probes: xr.Dataset, wanted, measured
                          f"stored values stay", file=path, field="--measure",
                          hint="load the measure's plugin again with --plugin FILE")
     new = [name for name in wanted if name not in have]
-    if not new and dims.RESPONSE_VALUE in stored:
+    if not new and present:
         return have, []
+    stored = store.open_group(path, group)
     rows = [str(m) for m in stored[dims.MID].values]
     levels = [str(level) for level in stored[dims.LEVEL].values]
     value = xr.DataArray(np.full((len(rows), len(levels), len(new)), np.nan),

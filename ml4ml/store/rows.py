@@ -23,7 +23,8 @@ from ml4ml.store.arrays import (ROW_TABLE_VARIABLES, add_arrays, extend_dim, ext
 from ml4ml.store.groups import group_exists, mid_positions, zarr_group
 from ml4ml.store.layout import begin, commit, quiet
 
-__all__ = ["prepare_rows", "RowWrites", "append_measures", "append_responses", "clear_done", "rewrite_coordinate",
+__all__ = ["prepare_rows", "RowWrites", "append_measures", "append_responses", "stored_labels",
+           "clear_done", "rewrite_coordinate",
            "PROBE_DIGEST"]
 
 PROBE_DIGEST = "probe_digest"
@@ -198,6 +199,18 @@ def append_responses(path, group: str, value: xr.DataArray) -> None:
         _write_along(zgroup[dims.RESPONSE_VALUE], dims.RESPONSE_MEASURE, start,
                      value.astype(np.float64))
     commit(path, group)
+
+
+def stored_labels(path, group: str, name: str) -> list[str] | None:
+    """The labels of the small coordinate ``name`` of ``group`` (e.g. the response measures
+    a measures group holds), read alone; None where the group or the array is absent."""
+    if not group_exists(path, group):
+        return None
+    with quiet():
+        zgroup = zarr_group(path, group, committed=True)
+        if name not in zgroup:
+            return None
+        return [str(v) for v in zgroup[name][:].tolist()]
 
 
 def clear_done(path, group: str, mids, *, flag: str = dims.DONE) -> list[str]:
