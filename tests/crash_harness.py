@@ -318,9 +318,12 @@ def _load(file: Path):
     return pickle.loads(file.read_bytes())
 
 
-def _reference_snapshot(store_path: Path, out: Path) -> int:
-    _save(snapshot(store_path), out)
-    return 0
+def _reference_snapshot(store_path: Path, out: Path) -> list[str]:
+    """Save the snapshot; the names of its arrays (the report lists them, so a test can
+    see which arrays every crash was compared on)."""
+    taken = snapshot(store_path)
+    _save(taken, out)
+    return sorted(taken["arrays"])
 
 
 STAGES = {"train": ("", "t"), "probe": ("t", "p"), "measure": ("tp", "m"),
@@ -333,6 +336,7 @@ PRELOAD = ("torch", "torch._dynamo", "torch.optim", "torchvision", "sklearn.data
            "ml4ml.config", "ml4ml.zoo.stage", "ml4ml.zoo.training", "ml4ml.zoo.architectures",
            "ml4ml.probe.stage", "ml4ml.probe.responses", "ml4ml.data.suites",
            "ml4ml.measure.stage", "ml4ml.measure.measures", "ml4ml.measure.matrices",
+           "ml4ml.measure.responses", "ml4ml.measure.response_rows",
            "ml4ml.store", "ml4ml.store.layout", "ml4ml.progress", "distributed",
            "ml4ml.assess.stage", "ml4ml.assess.protocol", "ml4ml.assess.estimators",
            "sklearn.ensemble", "sklearn.tree", "skops.io", "ml4ml.zoo.removing",
@@ -432,7 +436,8 @@ def main(workdir: str, signal_name: str, stage: str, workers: str = "2", every: 
     status, result = in_child(_reference_snapshot, reference_dir / "db.zarr", reference)
     assert status == 0, result
     report = {"stage": stage, "writes": total, "signal": signal_name, "failures": [],
-              "killed": 0, "finished_rows_checked": 0, "every": int(every)}
+              "killed": 0, "finished_rows_checked": 0, "every": int(every),
+              "arrays": result["value"]}
     # every k (every: 1), or k = 1, 1 + every, ... and the last write
     pending = sorted(set(range(1, total + 1, int(every))) | {total})
     running = {}

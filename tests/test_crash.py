@@ -6,7 +6,8 @@ that stage, then for every k = 1 .. W kills a fresh run of it right after write 
 with SIGKILL, runs the same command again with no fault (for "assess": labels from the
 recipe, then the assessment), and compares the store with the uninterrupted run's, array
 by array and bitwise. Every row finished at the crash must still be done, with the same
-values and chunk bytes.
+values and chunk bytes. For measure this covers the matrix measures' ``value`` and the
+response measures' ``response_value``, written in the same row task.
 
 "remove" is ``remove-models`` of a rated model from the assessed store, killed after
 every 3rd write (k = 1, 4, 7, ... and W: its writes are many): rerun after the crash, it
@@ -67,3 +68,6 @@ def crash_and_resume(tmp_path, stage: str, signal_name: str) -> None:
                                    | {report["writes"]})
     if stage != "train":
         assert report["finished_rows_checked"] > report["killed"]
+    if stage == "measure":  # the response measures were compared bit for bit too
+        assert "measures/digits/rotation/response_value" in report["arrays"]
+        assert "measures/digits/rotation/response_measure" in report["arrays"]

@@ -319,6 +319,44 @@ def test_the_readmes_store_example_runs_on_the_demo_store(demo):
     np.testing.assert_allclose(curves.sel(holdout=False).values, accuracy[~holdout].mean(0))
 
 
+def test_the_readmes_response_measure_example_runs_on_the_demo_store(demo, tmp_path):
+    """The README's own response measure, as written, on a copy of the reduced demo: it is
+    appended for every measured model from the stored probes (the probe chunks are not
+    written), equal to numpy's range on the stored responses, the built-in ones unchanged."""
+    import hashlib
+    import shutil
+
+    from ml4ml.measure.responses import unregister_response_measure
+
+    folder, _, _ = demo
+    path = tmp_path / "demo.zarr"
+    shutil.copytree(folder / "demo.zarr", path)
+    probe_files = sorted(f for f in (path / "probes").rglob("*") if f.is_file())
+    before = [hashlib.sha256(f.read_bytes()).hexdigest() for f in probe_files]
+    group = "measures/digits/rotation"
+    builtin = xr.open_zarr(path, group=group)["response_value"].load()
+    (block,) = docblocks.marked("test_demo_run.py::"
+                                "test_the_readmes_response_measure_example_runs_on_the_demo_store")
+    assert block.code.count('"stores/demo-digits.zarr"') == 1
+    try:
+        exec(block.code.replace("stores/demo-digits.zarr", str(path)), {})
+    finally:
+        unregister_response_measure("orbit_range")
+    assert [hashlib.sha256(f.read_bytes()).hexdigest() for f in probe_files] == before
+    value = xr.open_zarr(path, group=group)["response_value"].load()
+    names = list(builtin["response_measure"].values)
+    assert list(value["response_measure"].values) == names + ["orbit_range"]
+    np.testing.assert_array_equal(value.sel(response_measure=names).values, builtin.values)
+    probes = xr.open_zarr(path, group="probes/digits/rotation")
+    prob = probes["prob"].sel(mid=value["mid"].values).values.astype(np.float64)
+    np.testing.assert_allclose(value.sel(response_measure="orbit_range", level="confidence"),
+                               np.ptp(prob, axis=1).mean(axis=(1, 2)), rtol=1e-12)
+    act = probes["act"].sel(mid=value["mid"].values, layer=1, stat="max").values
+    np.testing.assert_allclose(value.sel(response_measure="orbit_range", level="layer-1_max"),
+                               np.ptp(act.astype(np.float64), axis=1).mean(axis=1),
+                               rtol=1e-12)
+
+
 def test_the_protocol_split_example_runs_on_the_demo_store(demo, tmp_path, monkeypatch):
     """docs/assess.md: the features command, then ProtocolSplit in cross_validate, as
     written, on the reduced demo. Every repeat's hold-out fold is the forest fit on the

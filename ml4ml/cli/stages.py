@@ -90,18 +90,22 @@ def probe(pipeline, workers, scheduler, log, device, force, quiet):
 @click.option("--suite", help="Only this suite's probe groups.")
 @click.option("--transform", help="Only this transform's probe groups.")
 @click.option("--measure", "measures", multiple=True, metavar="NAME",
-              help="Compute only these registered measures (repeatable; default: all).")
+              help="Compute only these registered measures, matrix or response (repeatable; "
+                   "default: all; a family none of whose names is given is computed whole).")
 @click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
-              help="Import a module or .py file first (it may call register_measure).")
+              help="Import a module or .py file first (it may call register_measure or "
+                   "register_response_measure).")
 @click.option("--force", is_flag=True, help="Measure again models that are already measured.")
 @cluster_options
 @quiet_option
 @user_errors
 def measure(store_path, suite, transform, measures, plugins, force, workers, scheduler, log,
             quiet):
-    """Variance matrices and measures of probed models.
+    """Variance matrices, matrix measures and response measures of probed models.
 
     Every done model of STORE not yet measured from its current probes, in one dask graph.
+    Measures registered since (and the response measures of a store an earlier version
+    measured) are added for the measured models from the stored matrices and probes.
     STORE is a path or fsspec URL, e.g. stores/demo-digits.zarr. Definitions:
     docs/measures.md. A model whose measures fail (probe data not finite, a registered
     measure that raises) is named once in the summary; the others are measured, the exit
@@ -130,7 +134,8 @@ def measure(store_path, suite, transform, measures, plugins, force, workers, sch
 @click.option("--transform", required=True, help="Transform whose measures to use, e.g. rotation.")
 @click.option("--suite", help="Suite (needed when the transform was probed on several).")
 @click.option("--set", "feature_set", default="paper80", show_default=True,
-              help="Feature set.")
+              help="Feature set: paper80, responses (every response measure) or all "
+                   "(paper80 then responses).")
 @click.option("--split", default="correct", show_default=True,
               type=click.Choice(["all", "correct", "incorrect"]), help="Sample split.")
 @click.option("--level", "levels", multiple=True, metavar="LEVEL",

@@ -1,4 +1,5 @@
-"""Assessor feature tables from the measures dataset (docs/measures.md, "paper80")."""
+"""Assessor feature tables from the measures dataset (docs/measures.md, "paper80",
+"Feature sets": ``responses`` and ``all``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import xarray as xr
 from ml4ml import dims
 from ml4ml.errors import InputError
 
-__all__ = ["PAPER80_MEASURES", "PAPER80_STATS", "paper80", "selection", "FEATURE_SETS",
-           "features"]
+__all__ = ["PAPER80_MEASURES", "PAPER80_STATS", "paper80", "responses",
+           "paper80_and_responses", "selection", "FEATURE_SETS", "features"]
 
 # per matrix, in the paper's order (docs/measures.md)
 PAPER80_MEASURES = (
@@ -172,7 +173,50 @@ def _by_module(value: xr.DataArray) -> dict:
     return {module: level for module, level in pairs if module}
 
 
-FEATURE_SETS = {"paper80": paper80}
+def responses(measures: xr.Dataset, split: str = "correct") -> pd.DataFrame:
+    """Every response measure at every level where it is defined, one row per model.
+
+    Parameters
+    ----------
+    measures : the measures dataset with ``response_value`` (mid, level, response_measure).
+    split : unused (the response measures have no split); accepted like every set's.
+
+    Returns
+    -------
+    pandas.DataFrame: column ``mid``, then ``<level>_<response measure>`` for each level
+    in the store's order and each response measure in the store's order (e.g.
+    ``confidence_nv``, ``layer-1_max_tv``), leaving out those NaN by definition
+    (``response_rows.LAYER_UNDEFINED`` on layer levels).
+    """
+    from ml4ml.measure.response_rows import defined_levels
+
+    if dims.RESPONSE_VALUE not in measures:
+        raise InputError("the measures have no response measures ('response_value'; measured "
+                         "by an earlier ml4ml)", field=dims.RESPONSE_VALUE,
+                         hint="run 'ml4ml measure STORE' to add them from the stored probes")
+    value = measures[dims.RESPONSE_VALUE]
+    if dims.MID not in value.dims:
+        value = value.expand_dims(dims.MID)
+    value = value.transpose(dims.MID, dims.LEVEL, dims.RESPONSE_MEASURE)
+    levels = [str(level) for level in value[dims.LEVEL].values]
+    names = [str(name) for name in value[dims.RESPONSE_MEASURE].values]
+    numbers = np.asarray(value.values, dtype=np.float64)
+    keep = [(k, j) for k, level in enumerate(levels) for j, name in enumerate(names)
+            if level in defined_levels(name, [level])]
+    frame = pd.DataFrame(numbers[:, [k for k, _ in keep], [j for _, j in keep]]
+                         if keep else np.zeros((numbers.shape[0], 0)),
+                         columns=[f"{levels[k]}_{names[j]}" for k, j in keep])
+    frame.insert(0, dims.MID, np.asarray(value[dims.MID].values, dtype=object))
+    return frame
+
+
+def paper80_and_responses(measures: xr.Dataset, split: str = "correct") -> pd.DataFrame:
+    """``paper80`` then ``responses``: column ``mid``, the 80 features, every response one."""
+    paper = paper80(measures, split=split)
+    return pd.concat([paper, responses(measures, split=split).drop(columns=dims.MID)], axis=1)
+
+
+FEATURE_SETS = {"paper80": paper80, "responses": responses, "all": paper80_and_responses}
 
 
 def features(measures: xr.Dataset, set: str = "paper80", split: str = "correct",

@@ -15,7 +15,6 @@ from functools import cached_property
 
 import numpy as np
 import scipy.special
-import scipy.stats
 
 __all__ = [
     "RESPONSE_MEASURES",
@@ -73,7 +72,9 @@ def anova_critical_value(n_params: int, n_samples: int, n_units: int,
     quantile = alpha / n_units if bonferroni else alpha
     if n_params < 2 or n_samples < 2:
         return math.nan
-    return float(scipy.stats.f.ppf(quantile, dfn=n_params - 1, dfd=(n_samples - 1) * n_params))
+    # scipy.stats.f.ppf is this function (its ``_ppf``); scipy.stats itself costs the
+    # measure command a third of a second to import
+    return float(scipy.special.fdtri(n_params - 1, (n_samples - 1) * n_params, quantile))
 
 
 def goodfellow_z(alpha: float = GOODFELLOW_ALPHA) -> float:
@@ -92,7 +93,9 @@ def _std_from_sum_of_squares(sum_sq: np.ndarray, n: int) -> np.ndarray:
 
 def _sum_units(a: np.ndarray) -> np.ndarray:
     """Sum over the last axis (..., U) -> (...) (a BLAS product: numpy's own sum over a short
-    last axis is several times slower)."""
+    last axis is several times slower); one unit (a layer statistic) is its own sum."""
+    if a.shape[-1] == 1:
+        return a[..., 0]
     return a @ np.ones(a.shape[-1])
 
 
@@ -140,12 +143,17 @@ class ResponseBlock:
         """Each sample's orbit centroid: the mean over the grid (B, S, U)."""
         return self.x.sum(axis=1) / self.n_params
 
+    # whether ``_orbit`` also takes the deviations' dot product with the centroid (for
+    # ``geed_cos`` of the whole response; ``builtin_measures`` sets it when asked for it)
+    needs_orbit_dot = True
+
     @cached_property
     def _orbit(self):
         """Squared deviations from the centroid (B, P, S, U) and their dot product with
-        it summed over units (B, P, S) (taken before squaring, for ``geed_cos``)."""
+        it summed over units (B, P, S) (taken before squaring, for ``geed_cos``; None
+        unless ``needs_orbit_dot``)."""
         deviation = self.x - self.centroid[:, None]
-        dot = _sum_units(deviation * self.centroid[:, None])
+        dot = _sum_units(deviation * self.centroid[:, None]) if self.needs_orbit_dot else None
         return np.multiply(deviation, deviation, out=deviation), dot
 
     @property
@@ -261,6 +269,7 @@ def builtin_measures(block: ResponseBlock, names, *, per_unit: bool) -> dict[str
     """Each built-in measure in ``names``: (B, U) per unit, else (B,) (tmeasures' measures
     averaged over their finite units)."""
     n_units = block.x.shape[-1]
+    block.needs_orbit_dot = "geed_cos" in names and not per_unit
     out = {}
     for name in names:
         if name in TMEASURES_MEASURES:

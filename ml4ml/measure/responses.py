@@ -37,6 +37,8 @@ __all__ = [
     "unregister_response_measure",
     "registered_response_measures",
     "user_response_measures",
+    "response_plan",
+    "responses_block",
 ]
 
 # keywords a registered function may declare to receive them
@@ -152,7 +154,7 @@ def _check_inputs(responses, predictions, identity_index) -> int:
     return n_params
 
 
-def _central_spacing(responses, identity_index: int, grid_step) -> float | None:
+def central_spacing(responses, identity_index: int, grid_step) -> float | None:
     """``p[c+1] - p[c-1]``, the central difference's denominator; None if there is none."""
     n_params = responses.sizes[dims.AUG_PARAM]
     if not 0 < identity_index < n_params - 1:
@@ -201,42 +203,21 @@ def response_measures(responses: xr.DataArray, names=None, *, identity_index: in
     n_params = _check_inputs(responses, predictions, identity_index)
     if probabilities is None:
         probabilities = responses.name == dims.PROB
-    spacing = _central_spacing(responses, identity_index, grid_step)
-    unavailable = {
-        "consistency": (predictions is None, "it needs predictions=(..., aug_param, sample)"),
-        "lee_fd": (spacing is None, "it needs a grid value on each side of the identity and "
-                   "grid_step= or an increasing aug_param coordinate"),
-        "geed_kl": (not probabilities, "it is defined for probabilities only "
-                    "(pass probabilities=True)"),
-    }
-    for name, (missing, why) in unavailable.items():
-        if missing and named and name in names:
-            raise InputError(f"response measure {name!r} cannot be computed here: {why}",
-                             field="names")
-    nan_names = tuple(name for name, (missing, _) in unavailable.items() if missing)
+    spacing = central_spacing(responses, identity_index, grid_step)
     n_samples, n_units = responses.sizes[dims.SAMPLE], responses.sizes[dims.UNIT]
+    grid = (np.asarray(responses[dims.AUG_PARAM].values, dtype=np.float64)
+            if dims.AUG_PARAM in responses.coords else None)
+    kwargs = response_plan(names, n_params=n_params, n_samples=n_samples, n_units=n_units,
+                           identity_index=identity_index, spacing=spacing, grid=grid,
+                           predictions=predictions is not None, probabilities=probabilities,
+                           per_unit=per_unit, named=named)
     core = [dims.AUG_PARAM, dims.SAMPLE, dims.UNIT]
     args, core_dims = [responses.transpose(..., *core)], [core]
     if predictions is not None:
         args.append(predictions.transpose(..., dims.AUG_PARAM, dims.SAMPLE))
         core_dims.append(core[:2])
     out_core = [dims.UNIT, dims.RESPONSE_MEASURE] if per_unit else [dims.RESPONSE_MEASURE]
-    out_sizes = (n_units, len(names)) if per_unit else (len(names),)
-    grid = (np.asarray(responses[dims.AUG_PARAM].values, dtype=np.float64)
-            if dims.AUG_PARAM in responses.coords else None)
-    kwargs = {
-        "core_ndims": tuple(len(c) for c in core_dims),
-        "out_core_sizes": out_sizes,
-        "names": tuple(names),
-        "user": {name: _REGISTRY[name] for name in names if name in _REGISTRY},
-        "nan_names": nan_names,
-        "identity_index": int(identity_index),
-        "spacing": spacing,
-        "grid": grid,
-        "anova_critical": anova_critical_value(n_params, n_samples, n_units),
-        "z": goodfellow_z(),
-        "per_unit": bool(per_unit),
-    }
+    kwargs = {"core_ndims": tuple(len(c) for c in core_dims), **kwargs}
     if predictions is not None:
         try:
             xr.align(responses, predictions, join="exact")
@@ -260,6 +241,51 @@ def response_measures(responses: xr.DataArray, names=None, *, identity_index: in
     value[dims.RESPONSE_MEASURE].attrs.update(
         zip(("long_name", "description"), dims.DESCRIPTIONS[dims.RESPONSE_MEASURE]))
     return value
+
+
+def response_plan(names, *, n_params: int, n_samples: int, n_units: int, identity_index: int,
+                  spacing, grid, predictions: bool, probabilities: bool, per_unit: bool = False,
+                  named: bool = False, undefined=()) -> dict:
+    """The settings of ``responses_block`` for blocks of these sizes (made once, on the
+    driver: they carry the registered functions, so a cluster's workers need no registry).
+
+    spacing : ``p[c+1] - p[c-1]`` or None (``lee_fd`` is NaN then); predictions : whether
+    the blocks come with predictions (``consistency`` is NaN otherwise); undefined : more
+    names that are NaN by definition here. named : the caller chose ``names`` (a measure
+    that cannot be computed is then an InputError, not NaN).
+    """
+    unavailable = {
+        "consistency": (not predictions, "it needs predictions=(..., aug_param, sample)"),
+        "lee_fd": (spacing is None, "it needs a grid value on each side of the identity and "
+                   "grid_step= or an increasing aug_param coordinate"),
+        "geed_kl": (not probabilities, "it is defined for probabilities only "
+                    "(pass probabilities=True)"),
+    }
+    for name, (missing, why) in unavailable.items():
+        if missing and named and name in names:
+            raise InputError(f"response measure {name!r} cannot be computed here: {why}",
+                             field="names")
+    nan_names = tuple(name for name, (missing, _) in unavailable.items() if missing)
+    nan_names += tuple(name for name in undefined if name in names and name not in nan_names)
+    return {
+        "out_core_sizes": (n_units, len(names)) if per_unit else (len(names),),
+        "names": tuple(names),
+        "user": {name: _REGISTRY[name] for name in names if name in _REGISTRY},
+        "nan_names": nan_names,
+        "identity_index": int(identity_index),
+        "spacing": spacing,
+        "grid": grid,
+        "anova_critical": anova_critical_value(n_params, n_samples, n_units),
+        "z": goodfellow_z(),
+        "per_unit": bool(per_unit),
+    }
+
+
+def responses_block(responses, predictions=None, *, plan: dict) -> np.ndarray:
+    """Every measure of ``plan`` (``response_plan``) of a numpy block (lead..., P, S, U)
+    and its predictions (lead..., P, S) or None: (lead..., [U,] len(names)) float64."""
+    kwargs = {key: value for key, value in plan.items() if key != "out_core_sizes"}
+    return _responses_block(responses, predictions, **kwargs)
 
 
 def _responses_block(responses, predictions=None, *, names, user, nan_names, identity_index,

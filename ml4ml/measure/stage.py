@@ -81,22 +81,31 @@ def measure_store(path, *, suite=None, transform=None, measures=None, force=Fals
                   progress=False) -> list[MeasureReport]:
     """Measure every done model of every selected probe group not measured from its probes.
 
-    measures : names of registered measures to compute (default: all registered).
+    measures : names of registered measures to compute, matrix (``register_measure``) and
+        response (``register_response_measure``) alike; a family none of whose names is
+        given is computed whole (default: every registered measure of both).
     Runs on the active dask scheduler (a ``distributed.Client`` if one is current).
     """
     from ml4ml.measure.measures import registered_measures
+    from ml4ml.measure.response_rows import LEE
+    from ml4ml.measure.responses import registered_response_measures
 
     store.store_attrs(path)
     known = list(registered_measures())
-    wanted = known if measures is None else list(measures)
-    unknown = [m for m in wanted if m not in known]
+    responses = list(registered_response_measures()) + [LEE]
+    named = [] if measures is None else list(measures)
+    unknown = [m for m in named if m not in known and m not in responses]
     if unknown:
-        raise InputError(f"unknown measure(s) {unknown}; registered: {', '.join(known)}",
-                         field="--measure", hint="register it with "
-                         "ml4ml.measure.register_measure (or --plugin MODULE)")
+        raise InputError(f"unknown measure(s) {unknown}; registered: {', '.join(known)}; "
+                         f"response measures: {', '.join(responses)}", field="--measure",
+                         hint="register it with ml4ml.measure.register_measure or "
+                              "register_response_measure (or --plugin MODULE)")
+    wanted = [m for m in named if m in known] or known
+    wanted_responses = [m for m in named if m in responses and m not in known] or None
     with store.writing(path, "ml4ml measure") as notes:
         groups = selected_groups(path, suite, transform)
-        reports = [_measure_group(path, s, t, wanted, force, progress) for s, t in groups]
+        reports = [_measure_group(path, s, t, (wanted, wanted_responses), force, progress)
+                   for s, t in groups]
     if reports:
         reports[0].notes = list(notes)
     return reports
@@ -186,7 +195,9 @@ def refresh_level_modules(path, groups) -> None:
 
 def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureReport:
     from ml4ml.measure.measures import measure_matrices, registered_measures
+    from ml4ml.measure.response_rows import add_response_measures
 
+    wanted, wanted_responses = wanted
     start = time.perf_counter()
     probes = symmetric_grid(store.open_probes(path, suite, transform))
     done = store.done_mids(probes)
@@ -241,6 +252,13 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
         added = new_names
         names = have_names + new_names
 
+    # response measures new to the group (all of them in a group of an earlier version):
+    # from the stored probes of its measured rows (no re-probing), in one committed change
+    responses, added_responses = add_response_measures(
+        path, m_group, probes, wanted_responses,
+        [m for m in measured if m in set(done) and m not in set(todo)], len(todo))
+    added += added_responses
+
     # 2. rows of models not measured from their current probes (every name of the group),
     #    BATCH models per graph: the graph and each worker's memory stay bounded
     tasks, failed = 0, {}
@@ -251,8 +269,8 @@ def _measure_group(path, suite, transform, wanted, force, progress) -> MeasureRe
                  "measures_documentation": "docs/measures.md"}
         bar = stage_progress(f"measure {suite}/{transform}", len(todo), progress)
         try:
-            tasks, failed = _measure_batches(path, (x_group, m_group), probes, todo, names,
-                                             digest, about, bar)
+            tasks, failed = _measure_batches(path, (x_group, m_group), probes, todo,
+                                             (names, responses), digest, about, bar)
         finally:
             bar.close()
     for mid, failure in failed.items():
@@ -293,9 +311,11 @@ def _measure_batches(path, groups, probes, todo, names, digest, about, bar):
     ``BATCH`` models per graph; ``(tasks that ran, {mid: Failure})``."""
     from ml4ml.measure.matrices import variance_matrices
     from ml4ml.measure.measures import measure_database
+    from ml4ml.measure.response_rows import response_dataset
 
     suite, transform = about["suite"], about["transform"]
     x_group, m_group = groups
+    names, responses = names
     tasks, failed = 0, {}
     for first in range(0, len(todo), BATCH):
         batch = todo[first:first + BATCH]
@@ -303,6 +323,7 @@ def _measure_batches(path, groups, probes, todo, names, digest, about, bar):
         lazy = measure_database(selected, measures=names).assign_attrs(
             title=f"measures of every model's variance matrices, suite '{suite}', "
                   f"'{transform}'", **about)
+        lazy[dims.RESPONSE_VALUE] = response_dataset(selected, responses)[dims.RESPONSE_VALUE]
         matrices = variance_matrices(selected).assign_attrs(
             title=f"variance matrices of every model, suite '{suite}', '{transform}'",
             **about)

@@ -22,6 +22,7 @@ from ml4ml.store.probes import (DIGEST, ERROR, SOURCE, check_compatible,  # noqa
                                 probe_layout,
                                 write_probe, write_probe_data, write_probe_failure)
 from ml4ml.store.rows import (PROBE_DIGEST, RowWrites, append_measures,  # noqa: F401
+                              append_responses, stored_labels,
                               clear_done, prepare_rows, rewrite_coordinate)
 from ml4ml.store.lineage import fresh_mids, fresh_rows, row_lineage  # noqa: F401
 from ml4ml.store.suites import record_suites, recorded_suites  # noqa: F401
@@ -31,6 +32,6 @@ __all__ = list(_groups_all) + [
     "read_models", "update_models", "DIGEST", "ERROR", "SOURCE", "check_compatible",
     "clear_done", "init_probes", "open_probes", "probe_digest", "write_probe",
     "write_probe_data", "finish_probes", "probe_layout", "write_probe_failure", "PROBE_DIGEST", "RowWrites",
-    "append_measures", "prepare_rows", "rewrite_coordinate", "fresh_mids", "fresh_rows",
+    "append_measures", "append_responses", "stored_labels", "prepare_rows", "rewrite_coordinate", "fresh_mids", "fresh_rows",
     "row_lineage", "record_suites", "recorded_suites",
 ]

@@ -38,7 +38,7 @@ from zarr.codecs import ZstdCodec
 
 from ml4ml import dims
 
-__all__ = ["fill_value", "missing", "zarr_dtype", "fit", "STRING_WIDTH", "STRING_WIDTHS", "layout_group", "extend_rows", "extend_dim",
+__all__ = ["fill_value", "missing", "zarr_dtype", "fit", "STRING_WIDTH", "STRING_WIDTHS", "layout_group", "add_arrays", "extend_rows", "extend_dim",
            "write_rows", "write_table_rows", "set_flags", "ROW_CHUNK", "RAW_VARIABLES",
            "ROW_TABLE_VARIABLES"]
 
@@ -170,6 +170,26 @@ def layout_group(parent: zarr.Group, name: str, ds: xr.Dataset, *, mid_chunk: in
     if group_coords:
         attrs["coordinates"] = " ".join(group_coords)
     group = parent.create_group(name, overwrite=True, attributes=_plain(attrs))
+    sync(_create_arrays(group._async_group, _array_specs(ds, per_var, mid_chunk, write)))
+    return group
+
+
+def add_arrays(group: zarr.Group, ds: xr.Dataset, *, mid_chunk: int = 1) -> list[str]:
+    """Create in the existing ``group`` an array for each variable of ``ds`` it lacks (a
+    variable added by a later version, e.g. ``response_value``), laid out as
+    ``layout_group`` lays them out: those along ``mid`` unwritten (their fill value), the
+    others with their values. Returns the names created. Uncommitted until
+    ``layout.commit``."""
+    per_var, _ = _coordinates_attr(ds)
+    new = ds[[name for name in ds.data_vars if name not in group]]
+    new = new.drop_vars([name for name in new.coords if name in group])
+    specs = _array_specs(new, per_var, mid_chunk, "fixed")
+    sync(_create_arrays(group._async_group, specs))
+    return [name for name, _, _ in specs]
+
+
+def _array_specs(ds: xr.Dataset, per_var: dict, mid_chunk: int, write: str) -> list:
+    """(name, zarr array spec, values to write or None) of every variable of ``ds``."""
     arrays = []
     for vname, var in ds.variables.items():
         var_attrs = dict(var.attrs)
@@ -183,8 +203,7 @@ def layout_group(parent: zarr.Group, name: str, ds: xr.Dataset, *, mid_chunk: in
                     compressors=_compressors(vname, var.dtype))
         values = _as_written(np.asarray(var.values)) if written and var.size else None
         arrays.append((vname, spec, values))
-    sync(_create_arrays(group._async_group, arrays))
-    return group
+    return arrays
 
 
 async def _create_arrays(group, arrays) -> None:

@@ -147,12 +147,20 @@ def _layout_problems(path) -> list[Problem]:
 
 def _old_layout(path, committed: dict) -> list[Problem]:
     """Groups in the layout of earlier ml4ml versions, each with the command that rewrites
-    it: an assess group whose dim is 'method' (now 'estimator')."""
+    it: an assess group whose dim is 'method' (now 'estimator'); a measures group without
+    ``response_value``."""
     out = []
     for node, metadata in sorted(committed.items()):
         parts = node.split("/")
         if metadata.get("node_type") != "array" or len(parts) < 2:
             continue
+        if parts[0] == "measures" and len(parts) == 4 and parts[3] == dims.VALUE and \
+                "/".join(parts[:3] + [dims.RESPONSE_VALUE]) not in committed:
+            out.append(Problem("/".join(parts[:3]), f"has no response measures "
+                               f"('{dims.RESPONSE_VALUE}'; measured by an earlier ml4ml)",
+                               f"run 'ml4ml measure {path} --force' to add them (a plain "
+                               f"'ml4ml measure {path}' adds them too, from the stored "
+                               f"probes)"))
         if parts[0] == "assess" and len(parts) == 3 and parts[2] == "method":
             out.append(Problem(f"assess/{parts[1]}", f"dim 'method' is the old name of "
                                f"'{dims.ESTIMATOR}'", f"run 'ml4ml assess {path} --transform "

@@ -6,7 +6,8 @@ redone. ``RowWrites`` turns a lazy dataset into one dask task per model that wri
 model's large variables; as tasks complete, the driver writes their small values (lineage)
 and then their ``done`` flags. The tasks of a batch of models are computed together, so
 variance matrices shared by two groups are built once. ``append_measures`` adds new names
-along ``measure`` for every row in one committed change.
+along ``measure`` for every row in one committed change, ``append_responses`` new names
+along ``response_measure`` (and the array itself to a group of an earlier version).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import xarray as xr
 
 from ml4ml import dims
 from ml4ml.errors import StoreError
-from ml4ml.store.arrays import (ROW_TABLE_VARIABLES, extend_dim, extend_rows, fit,
+from ml4ml.store.arrays import (ROW_TABLE_VARIABLES, add_arrays, extend_dim, extend_rows, fit,
                                 layout_group, set_flags, write_table_rows)
 from ml4ml.store.groups import group_exists, mid_positions, select_rows, zarr_group
 from ml4ml.store.layout import begin, commit, quiet
 
-__all__ = ["prepare_rows", "RowWrites", "append_measures", "clear_done", "rewrite_coordinate",
+__all__ = ["prepare_rows", "RowWrites", "append_measures", "append_responses", "stored_labels",
+           "clear_done", "rewrite_coordinate",
            "PROBE_DIGEST"]
 
 PROBE_DIGEST = "probe_digest"
@@ -147,21 +149,68 @@ def append_measures(path, group: str, value: xr.DataArray) -> None:
         in its row order.
     """
     with quiet():
-        zgroup = zarr_group(path, group)
-        have = [str(m) for m in zgroup[dims.MID][:].tolist()]
-        if [str(m) for m in value[dims.MID].values] != have:
-            raise StoreError("the models to append measures for differ from the group's",
-                             file=path, field=f"{group}/{dims.MID}")
-        names = [str(m) for m in value[dims.MEASURE].values]
+        zgroup = _same_rows(path, group, value, "measures")
         begin(path, group)
-        start = extend_dim(zgroup, dims.MEASURE, names)
-        target = zgroup[dims.VALUE]
-        order = list(target.metadata.dimension_names)
-        data = value.transpose(*order).values
-        index = [slice(None)] * target.ndim
-        index[order.index(dims.MEASURE)] = slice(start, start + len(names))
-        target[tuple(index)] = data
+        start = extend_dim(zgroup, dims.MEASURE, [str(m) for m in value[dims.MEASURE].values])
+        _write_along(zgroup[dims.VALUE], dims.MEASURE, start, value)
     commit(path, group)
+
+
+def _same_rows(path, group: str, value: xr.DataArray, what: str):
+    """The group (zarr), after checking that ``value`` covers its rows in its order."""
+    zgroup = zarr_group(path, group)
+    have = [str(m) for m in zgroup[dims.MID][:].tolist()]
+    if [str(m) for m in value[dims.MID].values] != have:
+        raise StoreError(f"the models to append {what} for differ from the group's",
+                         file=path, field=f"{group}/{dims.MID}")
+    return zgroup
+
+
+def _write_along(target, dim: str, start: int, value: xr.DataArray) -> None:
+    """Write ``value`` into ``target`` from position ``start`` of ``dim`` on."""
+    order = list(target.metadata.dimension_names)
+    index = [slice(None)] * target.ndim
+    index[order.index(dim)] = slice(start, start + value.sizes[dim])
+    target[tuple(index)] = value.transpose(*order).values
+
+
+def append_responses(path, group: str, value: xr.DataArray) -> None:
+    """Add the names of ``value``'s ``response_measure`` dim to ``group`` for every row,
+    in one committed change; a group without ``response_value`` (written by an earlier
+    version) gains the array and its ``response_measure`` coordinate.
+
+    value : ``response_value`` (mid, level, response_measure) float64 for the group's
+        models in its row order (NaN for rows not computed).
+    """
+    with quiet():
+        zgroup = _same_rows(path, group, value, "response measures")
+        levels = [str(level) for level in zgroup[dims.LEVEL][:].tolist()]
+        if [str(level) for level in value[dims.LEVEL].values] != levels:
+            raise StoreError("the response measures' levels differ from the group's",
+                             file=path, field=f"{group}/{dims.LEVEL}")
+        names = [str(m) for m in value[dims.RESPONSE_MEASURE].values]
+        begin(path, group)
+        if dims.RESPONSE_VALUE not in zgroup:
+            value = value.assign_coords({dims.RESPONSE_MEASURE: np.array(names, dtype=object)})
+            add_arrays(zgroup, dims.describe(xr.Dataset({dims.RESPONSE_VALUE: value})))
+            zgroup, start = zarr_group(path, group), 0
+        else:
+            start = extend_dim(zgroup, dims.RESPONSE_MEASURE, names)
+        _write_along(zgroup[dims.RESPONSE_VALUE], dims.RESPONSE_MEASURE, start,
+                     value.astype(np.float64))
+    commit(path, group)
+
+
+def stored_labels(path, group: str, name: str) -> list[str] | None:
+    """The labels of the small coordinate ``name`` of ``group`` (e.g. the response measures
+    a measures group holds), read alone; None where the group or the array is absent."""
+    if not group_exists(path, group):
+        return None
+    with quiet():
+        zgroup = zarr_group(path, group, committed=True)
+        if name not in zgroup:
+            return None
+        return [str(v) for v in zgroup[name][:].tolist()]
 
 
 def clear_done(path, group: str, mids, *, flag: str = dims.DONE) -> list[str]:
