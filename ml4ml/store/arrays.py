@@ -170,8 +170,25 @@ def layout_group(parent: zarr.Group, name: str, ds: xr.Dataset, *, mid_chunk: in
     if group_coords:
         attrs["coordinates"] = " ".join(group_coords)
     group = parent.create_group(name, overwrite=True, attributes=_plain(attrs))
+    sync(_create_arrays(group._async_group,
+                        _array_specs(ds, ds.variables, per_var, mid_chunk, write)))
+    return group
+
+
+def add_arrays(group: zarr.Group, ds: xr.Dataset, names, *, mid_chunk: int = 1) -> None:
+    """Add the variables ``names`` of ``ds`` (the group's dataset, as for
+    ``layout_group``) to an existing ``group`` as new arrays: those along ``mid`` unwritten
+    (they read as their fill value, NaN for floats). Uncommitted until ``layout.commit``."""
+    per_var, _ = _coordinates_attr(ds)
+    sync(_create_arrays(group._async_group,
+                        _array_specs(ds, list(names), per_var, mid_chunk, "fixed")))
+
+
+def _array_specs(ds: xr.Dataset, names, per_var: dict, mid_chunk: int, write: str) -> list:
+    """(name, create_array keywords, values or None) of each variable ``names`` of ``ds``."""
     arrays = []
-    for vname, var in ds.variables.items():
+    for vname in names:
+        var = ds.variables[vname]
         var_attrs = dict(var.attrs)
         if vname in per_var:
             var_attrs["coordinates"] = per_var[vname]
@@ -183,8 +200,7 @@ def layout_group(parent: zarr.Group, name: str, ds: xr.Dataset, *, mid_chunk: in
                     compressors=_compressors(vname, var.dtype))
         values = _as_written(np.asarray(var.values)) if written and var.size else None
         arrays.append((vname, spec, values))
-    sync(_create_arrays(group._async_group, arrays))
-    return group
+    return arrays
 
 
 async def _create_arrays(group, arrays) -> None:
