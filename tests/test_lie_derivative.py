@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from ml4ml import dims
 from ml4ml.errors import InputError
 from ml4ml.measure.responses import response_measures
-from ml4ml.probe.generators import grid_sample_bilinear
+from ml4ml.probe.generators import (derivative_by_jvp, geometric_derivative,
+                                    grid_sample_bilinear)
 from ml4ml.probe.responses import probe_model
 from ml4ml.probe.transforms import (Transform, get_transform, register_transform,
                                     torchvision_equivalent)
@@ -127,6 +128,19 @@ def test_tangent_is_the_central_difference_of_the_transform(name, identity, step
     scale = float(central.abs().max())
     assert scale > 0.01
     assert float((tangent - central).abs().max()) <= tolerance * scale
+
+
+@pytest.mark.parametrize("name,identity", [("rotation", 0.0), ("scaling", 1.0),
+                                           ("translation", 0.0)])
+def test_tangent_plan_is_forward_mode_autodiff_through_the_whole_warp(name, identity):
+    images = torch.rand(3, 2, 11, 13, dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(4))  # a lit rim: the mask
+    fast = geometric_derivative(name, identity, images)
+    reference = derivative_by_jvp(name, identity, images)
+    torch.testing.assert_close(fast, reference, rtol=0, atol=1e-12)
+    single = geometric_derivative(name, identity, images.float())
+    assert single.dtype == torch.float32
+    torch.testing.assert_close(single.double(), fast, rtol=0, atol=1e-6)
 
 
 def test_rotation_tangent_is_the_flow_dotted_with_the_central_image_gradient():
