@@ -10,9 +10,6 @@ reproduced here independently (their parametrisation: radians, ``align_corners=T
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,8 +24,8 @@ from ml4ml.probe.generators import (derivative_by_jvp, geometric_derivative,
 from ml4ml.probe.responses import probe_model
 from ml4ml.probe.transforms import (Transform, get_transform, register_transform,
                                     torchvision_equivalent)
+from processes import ml4ml
 
-ROOT = Path(__file__).resolve().parents[1]
 GEOMETRIC = ("rotation", "scaling", "translation")
 
 
@@ -289,11 +286,7 @@ mid = "a"
 
 
 def _ml4ml(*args, cwd):
-    import os
-
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "ml4ml", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return ml4ml(*args, cwd=cwd, timeout=600)
 
 
 def test_a_spec_with_a_family_without_derivative_is_refused_in_one_line(tmp_path):
@@ -364,3 +357,17 @@ def test_a_store_probed_without_it_has_no_lee(tmp_path):
     assert _ml4ml("probe", str(spec), "-q", cwd=tmp_path).returncode == 0
     ds = store.open_probes(tmp_path / "s.zarr", "digits", "rotation")
     assert dims.LEE not in ds and "interpolation" not in ds.attrs
+
+
+def test_torchscript_and_exported_graphs_give_the_eager_lee(cnn5, digits):
+    """Forward-mode autodiff runs through a ScriptModule and a ``torch.export`` graph (the
+    probe stage wraps such loaded files to hook and mode them)."""
+    from ml4ml.probe.lie import softmax_lie_derivative
+
+    images = digits[0][:16]
+    rotation = get_transform("rotation")
+    eager = softmax_lie_derivative(cnn5, images, rotation).numpy()
+    assert (eager > 0).all()
+    for other in (torch.jit.script(cnn5), torch.export.export(cnn5, (images,)).module()):
+        np.testing.assert_allclose(softmax_lie_derivative(other, images, rotation).numpy(),
+                                   eager, rtol=1e-5)

@@ -1,6 +1,8 @@
 """Probe stage: transformation families, one model's responses, and ``probe_pipeline``.
 
-Modules: ``transforms`` (rotation, scaling, brightness, ... and user families),
+Modules: ``transforms`` (rotation, scaling, brightness, ... and user families; nearest or
+bilinear), ``generators`` (each family's derivative at its identity), ``lie`` (the Lie
+derivative of the softmax, ``probe_model(..., lie_derivative=True)``),
 ``responses`` (``probe_model``: softmax and layer statistics over a grid; which layers:
 ``zoo.layers.select_layers``), ``stage``
 (every trained model of a pipeline into ``probes/<suite>/<transform>``). Exports load
@@ -11,7 +13,7 @@ from ml4ml._lazy import lazy_exports
 
 __all__ = ["probe_model", "layer_statistics", "select_layers", "forward_sizes",
            "Transform", "get_transform", "register_transform", "transform_names",
-           "validate_grid", "probe_pipeline"]
+           "validate_grid", "with_interpolation", "probe_pipeline"]
 
 __getattr__ = lazy_exports(__name__, {
     "probe_model": "ml4ml.probe.responses",
@@ -23,5 +25,6 @@ __getattr__ = lazy_exports(__name__, {
     "register_transform": "ml4ml.probe.transforms",
     "transform_names": "ml4ml.probe.transforms",
     "validate_grid": "ml4ml.probe.transforms",
+    "with_interpolation": "ml4ml.probe.transforms",
     "probe_pipeline": "ml4ml.probe.stage",
 })
