@@ -21,8 +21,9 @@ from ml4ml.spec.recipe import Recipe
 from ml4ml.spec.schema import (ASSESSORS, BUILTIN_ARCHS, GUIDELINE_MAX, RECIPE_FIELDS,
                                TOP_KEYS, DataTable, StoreTable, spec_json_schema)
 from ml4ml.spec.tables import (LABEL_SOURCES, AssessSpec, LabelsSpec, ProbeSpec, SuiteSpec,
-                               read_assess, read_cluster, read_labels, read_probe,
-                               read_suites, read_transforms, resolve)
+                               check_lie_derivative, read_assess, read_cluster,
+                               read_interpolations, read_labels, read_probe, read_suites,
+                               read_transforms, resolve)
 from ml4ml.spec.zoo import (DEFAULT_N_LAYERS, check_layer_counts, check_module_arch,
                             read_zoo)
 
@@ -55,6 +56,8 @@ class Pipeline:
     labels: LabelsSpec = field(default_factory=LabelsSpec)
     # mid -> the layers the spec chooses for it ([[zoo.models]], [zoo.checkpoints] layers)
     layers: dict = field(default_factory=dict)
+    # transform name -> "bilinear" where [transforms.<name>] interpolation says so
+    interpolation: dict = field(default_factory=dict)
 
     @property
     def mids(self) -> list[str]:
@@ -105,6 +108,8 @@ def load_pipeline(path) -> Pipeline:
     transforms = read_transforms(raw, problems)
     recipes, added, own_layers = read_zoo(raw, problems, base)
     probe = read_probe(raw, problems)
+    interpolation = read_interpolations(raw, transforms, problems)
+    check_lie_derivative(transforms, probe, problems)
     check_layer_counts(own_layers, len(probe.layers) or DEFAULT_N_LAYERS, problems)
     workers = read_cluster(raw, problems)
     assess = read_assess(raw, transforms, suites, problems, base)
@@ -114,7 +119,7 @@ def load_pipeline(path) -> Pipeline:
                     precision=store_spec.precision, checkpoints=checkpoints,
                     data_root=data_root, suites=tuple(suites), transforms=transforms,
                     recipes=tuple(recipes), probe=probe, assess=assess, workers=workers,
-                    added=tuple(added), labels=labels,
+                    added=tuple(added), labels=labels, interpolation=interpolation,
                     layers={mid: layers for mid, (_, layers) in own_layers.items()})
 
 

@@ -9,6 +9,8 @@ what ``store.open_probes`` returns with it)
     prob         (mid, aug_param, sample, class)        float   softmax (optional)
     act          (mid, aug_param, sample, layer, stat)  float   the 8 statistics
     layer_name   (mid, layer)                           str     recorded module names
+    lee          (mid, sample)                          float64 Lie derivative (optional,
+                 ``[probe] lie_derivative``): mean over classes of |d softmax / d param|
     done         (mid,)                                 bool    written last, per model
     coords: aug_param (float64, attrs units/transform), sample (int64),
             label (sample,) int64, stat (8 names, STATS order), class (int64)
@@ -67,6 +69,8 @@ MATRIX_SUBSET = "matrix_subset"
 VALUE = "value"
 HALF_WIDTH = "half_width"
 RESPONSE_VALUE = "response_value"
+# the Lie derivative of the softmax output per sample (``[probe] lie_derivative``)
+LEE = "lee"
 
 # the eight layer statistics of docs/measures.md, in the reference's column order
 STATS = ("mean", "std", "max", "min", "mean_max", "mean_std", "max_mean", "max_std")
@@ -239,6 +243,10 @@ DESCRIPTIONS = {
     CONFIDENCE: ("confidence", "largest softmax probability"),
     ACT: ("layer statistics", f"the eight statistics of each recorded layer's output "
           f"(raw conv output) per sample ({DOCS})"),
+    LEE: ("Lie derivative of the softmax", "per sample, the mean over classes of |d softmax "
+          "/ d parameter| at the identity along the transform's generator, by forward-mode "
+          f"autodiff through a bilinear warp, in probability per parameter unit ({DOCS}, "
+          "'lee'); NaN where the model was probed without it"),
     LAYER_NAME: ("layer module name", "name of the recorded module in model.named_modules()"),
     DONE: ("complete", "true once every value of the model's row is written"),
     MATRIX: ("variance matrix", f"l2: ||R_i - R_j|| / sqrt(n_split), not row-reversed; "

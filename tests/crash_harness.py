@@ -61,6 +61,7 @@ holdout = true
 seed = 1
 [probe]
 batch_size = 64
+lie_derivative = true   # the probes' lee (mid, sample) crashes and resumes with the rest
 """
 
 # values that may differ between runs without the data differing

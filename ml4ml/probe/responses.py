@@ -26,6 +26,7 @@ from ml4ml import dims
 from ml4ml.zoo.attacks import fgsm
 from ml4ml.cluster import keep_freed_memory
 from ml4ml.errors import InputError
+from ml4ml.probe.lie import check_lie_derivative, softmax_lie_derivative
 from ml4ml.probe.statistics import LayerRecorder, layer_statistics  # noqa: F401 (re-exported)
 from ml4ml.probe.transforms import Transform, get_transform, grid_attrs, validate_grid
 from ml4ml.zoo.layers import select_layers
@@ -51,7 +52,8 @@ MIN_FORWARD_ROWS = 16
 def probe_model(model: nn.Module, images, labels, transform: str | Transform, params, *,
                 normalize=None, layers: Sequence[str] | None = None, batch_size: int = 256,
                 device="cpu", fgsm_epsilon: float = 0.0, sample_ids=None,
-                progress=None, n_layers: int | None = None) -> xr.Dataset:
+                progress=None, n_layers: int | None = None,
+                lie_derivative: bool = False) -> xr.Dataset:
     """Run ``model`` on every image under every parameter of a transformation grid.
 
     Parameters
@@ -84,6 +86,11 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
         (default 0..n_samples-1).
     progress : optional callable ``progress(n_done, n_samples)`` or a tqdm-like object
         (``.update(n)``), called after each batch of images.
+    lie_derivative : also compute each sample's Lie derivative of the softmax output along
+        the transform's generator at the identity (``probe.lie``: forward-mode autodiff
+        through the family's ``derivative``, bilinear for the geometric families), the
+        variable ``lee``. A family without a derivative is refused (InputError) before
+        anything runs.
 
     On glibc the first call lets this process's malloc keep freed blocks
     (``cluster.keep_freed_memory``): the probe frees and re-allocates megabyte-sized
@@ -98,6 +105,8 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
         confidence  (aug_param, sample)                     float32  largest probability
         act         (aug_param, sample, layer, stat)        float32  the 8 statistics
         layer_name  (layer,)                                object   recorded module names
+        lee         (sample,)                               float64  with lie_derivative:
+                    mean over classes of |d softmax / d param| at the identity
     and coordinates ``aug_param`` (float64; attrs ``units``, ``transform``), ``sample``
     (int64), ``label`` (sample,) int64, ``stat`` (``dims.STATS``) and ``class`` (int64);
     ``layer`` (0 .. n_layers-1), each named by ``layer_name``; every variable has CF-style
@@ -109,6 +118,8 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
     _keep_freed_memory_once()
     transform = get_transform(transform)
     grid = validate_grid(transform, params)
+    if lie_derivative:
+        check_lie_derivative(transform)
     images_t = _check_images(images)
     n_samples, channels = images_t.shape[:2]
     labels_t = _check_labels(labels, n_samples)
@@ -146,6 +157,8 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
         act_rows = torch.empty((n_params * n_samples, n_layers, len(dims.STATS)),
                                dtype=torch.float32)
         logits_buf = torch.empty((block_rows, n_classes), dtype=torch.float32, device=device)
+        lee = torch.empty(n_samples, dtype=torch.float64) if lie_derivative else None
+        lee_width = max(images_per_batch, MIN_FORWARD_ROWS)
         pin = device.type == "cuda" and images_t.device.type == "cpu"
         images_per_block = images_per_batch * batches_per_block
         for block_start in range(0, n_samples, images_per_block):
@@ -161,6 +174,11 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
                     recorder.enabled = False
                     batch = fgsm(model, batch, labels_t[start:stop].to(device), fgsm_epsilon,
                                  normalize=norm)
+                    recorder.enabled = True
+                if lie_derivative:  # before the grid's forwards: the hooks off
+                    recorder.enabled = False
+                    lee[start:stop] = softmax_lie_derivative(
+                        model, _padded(batch, lee_width), transform, norm)[:stop - start]
                     recorder.enabled = True
                 rows = n_params * (stop - start)
                 with torch.inference_mode():
@@ -191,7 +209,7 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
     act = _by_aug_param(act_rows, n_params, images_per_batch)
     confidence, prediction = prob.max(dim=2)
     return _as_dataset(prob, prediction, confidence, act, layer_names, grid, transform,
-                       ids, labels_t, fgsm_epsilon, normalize)
+                       ids, labels_t, fgsm_epsilon, normalize, lee)
 
 
 @functools.cache
@@ -401,7 +419,7 @@ def _report(progress, n_done: int, n_total: int, n_new: int) -> None:
 
 
 def _as_dataset(prob, prediction, confidence, act, layer_names, grid, transform, ids, labels,
-                fgsm_epsilon, normalize) -> xr.Dataset:
+                fgsm_epsilon, normalize, lee=None) -> xr.Dataset:
     n_classes = prob.shape[2]
     coords = {
         dims.AUG_PARAM: (dims.AUG_PARAM, grid,
@@ -419,6 +437,10 @@ def _as_dataset(prob, prediction, confidence, act, layer_names, grid, transform,
         dims.ACT: ((dims.AUG_PARAM, dims.SAMPLE, dims.LAYER, dims.STAT), act.numpy()),
         dims.LAYER_NAME: ((dims.LAYER,), np.array(layer_names, dtype=object)),
     }
+    if lee is not None:
+        data_vars[dims.LEE] = ((dims.SAMPLE,), lee.numpy())
     attrs = {"transform": transform.name,
              "fgsm_epsilon": float(fgsm_epsilon)}
+    if transform.interpolation != "nearest":
+        attrs["interpolation"] = transform.interpolation
     return dims.describe(xr.Dataset(data_vars, coords=coords, attrs=attrs))

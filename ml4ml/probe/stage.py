@@ -56,11 +56,13 @@ class ProbeReport:
 
 
 def probe_template(params, transform: str, labels, n_classes: int, n_layers: int, *,
-                   fgsm_epsilon: float = 0.0) -> xr.Dataset:
+                   fgsm_epsilon: float = 0.0, lie_derivative: bool = False,
+                   interpolation: str = "nearest") -> xr.Dataset:
     """A lazy probe dataset with the variables, coordinates and attrs ``probe_model`` returns.
 
     params : (aug_param,) grid; labels : (sample,) int labels. Its arrays are dask zeros,
-    never computed: it describes a probe group's layout.
+    never computed: it describes a probe group's layout (with ``lee`` (sample,) float64
+    for ``lie_derivative``; attr ``interpolation`` where it is not nearest).
     """
     import dask.array as da
 
@@ -91,6 +93,10 @@ def probe_template(params, transform: str, labels, n_classes: int, n_layers: int
         attrs={"transform": family.name,
                "fgsm_epsilon": float(fgsm_epsilon)},
     )
+    if lie_derivative:
+        ds[dims.LEE] = ((dims.SAMPLE,), da.zeros(n, dtype=np.float64))
+    if interpolation != "nearest":
+        ds.attrs[store.INTERPOLATION] = interpolation
     return dims.describe(ds)
 
 
@@ -153,22 +159,32 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
             suite = load_probe_suite(pipeline, suite_spec)
             for transform, params in pipeline.transforms.items():
                 key = (suite_spec.name, transform)
+                interpolation = pipeline.interpolation.get(transform, "nearest")
                 templates[key] = probe_template(params, transform, suite.labels.numpy(),
                                                 suite.n_classes, n_layers,
-                                                fgsm_epsilon=pipeline.probe.fgsm_epsilon)
+                                                fgsm_epsilon=pipeline.probe.fgsm_epsilon,
+                                                lie_derivative=pipeline.probe.lie_derivative,
+                                                interpolation=interpolation)
                 done, source, recorded = _probe_state(path, *key)
+                lacking = _lacking_lee(path, *key) if pipeline.probe.lie_derivative else set()
+                resampled = _probed_interpolation(path, *key) not in (None, interpolation)
                 redo[key] = []
                 for m in mids:
                     changed = done.get(m, False) and source.get(m) != sha[m]
                     chosen = chosen_layers(m, own, pipeline.probe.layers)
                     moved = done.get(m, False) and chosen is not None and \
                         recorded.get(m) != chosen
-                    if force or not done.get(m, False) or changed or moved:
+                    unlied = done.get(m, False) and m in lacking
+                    redone = changed or moved or unlied or (resampled and done.get(m, False))
+                    if force or not done.get(m, False) or redone:
                         jobs[m].append(key)
                         if done.get(m, False):
                             redo[key].append(m)
-                            reprobed[m] = ("its checkpoint changed" if changed else
-                                           "its layers changed" if moved else "forced")
+                            reprobed[m] = (
+                                "its checkpoint changed" if changed else
+                                "its layers changed" if moved else
+                                f"{transform} is sampled {interpolation} now" if resampled else
+                                "its Lie derivative was not recorded" if unlied else "forced")
                     else:
                         skipped += 1
         jobs = {m: j for m, j in jobs.items() if j}
@@ -237,6 +253,29 @@ def _probe_state(path, suite: str, transform: str) -> tuple[dict, dict, dict]:
             dict(zip(mids, [[str(n) for n in row] for row in names])))
 
 
+def _lacking_lee(path, suite: str, transform: str) -> set:
+    """The models of a probe group whose Lie derivative is not recorded (the group has no
+    ``lee``, or their row of it is NaN: probed without it); empty if there is no group."""
+    group = store.probe_group(suite, transform)
+    if not store.group_exists(path, group):
+        return set()
+    ds = store.open_probes(path, suite, transform)
+    mids = [str(m) for m in ds[dims.MID].values]
+    if dims.LEE not in ds:
+        return set(mids)
+    missing = np.isnan(np.asarray(ds[dims.LEE].values)).any(axis=-1)
+    return {m for m, lack in zip(mids, missing.tolist()) if lack}
+
+
+def _probed_interpolation(path, suite: str, transform: str) -> str | None:
+    """How a probe group's images were sampled ("nearest" by default); None: no group."""
+    group = store.probe_group(suite, transform)
+    if not store.group_exists(path, group):
+        return None
+    return str(store.open_probes(path, suite, transform).attrs.get(store.INTERPOLATION,
+                                                                   "nearest"))
+
+
 def _check_model_takes(model, prep, suite) -> None:
     import torch
 
@@ -279,6 +318,7 @@ def probe_one(pipeline, mid: str, jobs, source, device: str = "cpu",
     from ml4ml.cluster import prepare_dask_worker, torch_threads
     from ml4ml.failures import failure_of
     from ml4ml.probe.responses import probe_model
+    from ml4ml.probe.transforms import with_interpolation
 
     prepare_dask_worker()
     model, prep = source.load(mid)
@@ -305,13 +345,16 @@ def probe_one(pipeline, mid: str, jobs, source, device: str = "cpu",
                     continue
                 loaded[suite_name] = suite
             suite = loaded[suite_name]
+            family = with_interpolation(transform,
+                                        pipeline.interpolation.get(transform, "nearest"))
             with torch_threads(threads):
                 result = probe_model(
-                    model, suite.images, suite.labels, transform,
+                    model, suite.images, suite.labels, family,
                     pipeline.transforms[transform], normalize=prep.normalize,
                     layers=layers,
                     batch_size=pipeline.probe.batch_size, device=device,
                     fgsm_epsilon=pipeline.probe.fgsm_epsilon,
+                    lie_derivative=pipeline.probe.lie_derivative,
                 )
             out.append((key, store.write_probe_data(pipeline.store, suite_name, transform,
                                                     mid, result)))

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -52,7 +52,9 @@ import torch.nn.functional as F
 
 from ml4ml.errors import InputError
 from ml4ml.probe.corruptions import CORRUPTIONS, corrupt
+from ml4ml.probe.generators import DERIVATIVES
 from ml4ml.spec.registry import (BLUR_KERNEL_SIZE, BUILTIN_TRANSFORMS, CORRUPTION_FAMILIES,
+                                 DERIVATIVE_MISSING,
                                  TRANSFORMS, check_grid, transform_names)
 
 __all__ = [
@@ -62,6 +64,9 @@ __all__ = [
     "transform_names",
     "validate_grid",
     "grid_attrs",
+    "with_interpolation",
+    "lie_derivative_refusal",
+    "INTERPOLATIONS",
     "BLUR_KERNEL_SIZE",
 ]
 
@@ -83,6 +88,11 @@ class Transform:
         ``"start"`` (one-sided: the identity is the grid's first value, e.g. severities 0..5).
     needs_sample_ids : whether ``apply`` takes ``sample_ids=`` ((B,) int64, the images'
         positions in their suite), which seed its random numbers.
+    derivative : ``derivative(images (B, C, H, W)) -> (B, C, H, W)``: d apply / d param at
+        the identity (the generator's tangent, per parameter unit; ``probe.generators``);
+        None: the family has none, and ``probe_model(..., lie_derivative=True)`` refuses it.
+    interpolation : how a geometric family samples (``"nearest"`` or ``"bilinear"``, see
+        ``with_interpolation``); ``"nearest"`` for the others.
     """
 
     name: str
@@ -96,6 +106,8 @@ class Transform:
     integer: bool = False
     identity_at: str = "centre"
     needs_sample_ids: bool = False
+    derivative: Callable[[torch.Tensor], torch.Tensor] | None = None
+    interpolation: str = "nearest"
 
     def __call__(self, images: torch.Tensor, params: torch.Tensor, *,
                  sample_ids=None) -> torch.Tensor:
@@ -103,6 +115,12 @@ class Transform:
         if self.needs_sample_ids:
             return self.apply(images, params, sample_ids=sample_ids)
         return self.apply(images, params)
+
+    def with_interpolation(self, interpolation: str) -> "Transform":
+        """This family sampling with ``interpolation`` (``"nearest"``, ``"bilinear"``);
+        only the built-in geometric families (rotation, scaling, translation) have a
+        choice: InputError for any other than ``"nearest"`` elsewhere."""
+        return with_interpolation(self, interpolation)
 
 
 # the registry lives below the stages (``spec.registry``, which lists the built-in names so
@@ -158,6 +176,38 @@ def grid_attrs(transform: str | Transform) -> dict:
                   "description": f"{transform.units} of the family (a one-sided grid): the "
                                  f"first value ({transform.identity:g}) is the identity"}
     return attrs
+
+
+def with_interpolation(transform: str | Transform, interpolation: str) -> Transform:
+    """The family ``transform`` sampling with ``interpolation`` (see ``Transform``)."""
+    transform = get_transform(transform)
+    if interpolation == transform.interpolation:
+        return transform
+    choices = INTERPOLATIONS.get(transform.name, {})
+    builtin = transform.apply in {f for c in INTERPOLATIONS.values() for f in c.values()}
+    if interpolation not in choices or not builtin:
+        known = sorted(choices) if builtin else ["nearest"]
+        raise InputError(f"transform {transform.name!r} cannot interpolate "
+                         f"{interpolation!r}; it can: {', '.join(known)}",
+                         field="interpolation")
+    return replace(transform, apply=choices[interpolation], interpolation=interpolation,
+                   description=transform.description.replace(
+                       _SAMPLING[transform.interpolation], _SAMPLING[interpolation]))
+
+
+_SAMPLING = {"nearest": "nearest neighbour", "bilinear": "bilinear"}
+
+
+def lie_derivative_refusal(transform: str | Transform) -> str | None:
+    """Why ``transform`` has no Lie derivative (one line naming it), or None."""
+    transform = get_transform(transform)
+    if transform.derivative is not None:
+        return None
+    builtin = transform.apply is getattr(BUILTIN_TRANSFORMS.get(transform.name), "apply", 0) \
+        or transform.name in DERIVATIVE_MISSING
+    why = (DERIVATIVE_MISSING.get(transform.name) if builtin else None) or \
+        "it was registered without derivative= (ml4ml.probe.Transform)"
+    return f"transform {transform.name!r} has no derivative for the Lie derivative: {why}"
 
 
 def validate_grid(transform: str | Transform, params) -> np.ndarray:
@@ -247,17 +297,26 @@ def _geometric_plan(family: str, params: torch.Tensor, height: int, width: int, 
     return plan
 
 
-def _apply_geometric(family: str, images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-    """Nearest-sample every image at every parameter's grid: (P, B, C, H, W).
+def _apply_geometric(family: str, images: torch.Tensor, params: torch.Tensor,
+                     mode: str = "nearest") -> torch.Tensor:
+    """Sample every image at every parameter's grid: (P, B, C, H, W).
 
     The batch is folded into channels so one grid per parameter serves the whole batch;
-    out-of-image samples are 0 (torchvision's fill=0).
+    out-of-image samples are 0 (torchvision's fill=0: nearest pads with zeros, bilinear
+    blends through a sampled mask of ones, as torchvision's ``_apply_grid_transform``).
     """
     batch, channels, height, width = images.shape
     grids, turns = _geometric_plan(family, params, height, width, images.dtype, images.device)
     n_params = grids.shape[0]
     stacked = images.reshape(1, batch * channels, height, width).expand(n_params, -1, -1, -1)
-    out = F.grid_sample(stacked, grids, mode="nearest", padding_mode="zeros", align_corners=False)
+    if mode == "bilinear":
+        ones = torch.ones((n_params, 1, height, width), dtype=images.dtype, device=images.device)
+        sampled = F.grid_sample(torch.cat([stacked, ones], dim=1), grids, mode="bilinear",
+                                padding_mode="zeros", align_corners=False)
+        out = sampled[:, :-1].mul(sampled[:, -1:])
+    else:
+        out = F.grid_sample(stacked, grids, mode="nearest", padding_mode="zeros",
+                            align_corners=False)
     out = out.view(n_params, batch, channels, height, width)
     for k, quarter_turns in turns.items():
         out[k] = torch.rot90(images, k=quarter_turns, dims=(-2, -1)) if quarter_turns else images
@@ -277,6 +336,22 @@ def _apply_scaling(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
 def _apply_translation(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """Shift right by ``params`` pixels (negative: left): (P, B, C, H, W)."""
     return _apply_geometric("translation", images, params)
+
+
+def _bilinear(family: str):
+    """The bilinear variant of a geometric family's ``apply``."""
+    def apply(images: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        return _apply_geometric(family, images, params, mode="bilinear")
+
+    apply.__name__ = apply.__qualname__ = f"_apply_{family}_bilinear"
+    return apply
+
+
+# family -> {interpolation: apply}: the geometric families' choice of interpolation
+INTERPOLATIONS = {family: {"nearest": nearest, "bilinear": _bilinear(family)}
+                  for family, nearest in (("rotation", _apply_rotation),
+                                          ("scaling", _apply_scaling),
+                                          ("translation", _apply_translation))}
 
 
 def _params_list(params: torch.Tensor) -> list[float]:
@@ -361,24 +436,26 @@ for _info in BUILTIN_TRANSFORMS.values():  # the names, units and ranges: spec.r
             _info.name, _info.units, _info.identity, _APPLY[_info.name],
             minimum=_info.minimum, minimum_inclusive=_info.minimum_inclusive,
             description=_info.description, maximum=_info.maximum, integer=_info.integer,
-            identity_at=_info.identity_at, needs_sample_ids=_info.identity_at == "start"),
+            identity_at=_info.identity_at, needs_sample_ids=_info.identity_at == "start",
+            derivative=DERIVATIVES.get(_info.name)),
             overwrite=True)
 del _info
 
 
-def torchvision_equivalent(family: str):
+def torchvision_equivalent(family: str, interpolation: str = "nearest"):
     """``f(image (C, H, W), p) -> image``: torchvision v2's transform of one image by one
-    parameter ``p`` that the built-in ``family`` matches (the reference the tests compare against)."""
+    parameter ``p`` that the built-in ``family`` matches (the reference the tests compare
+    against); ``interpolation`` "bilinear" for the geometric families' bilinear variant."""
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms.v2 import functional as TF
 
-    nearest = InterpolationMode.NEAREST
+    mode = InterpolationMode(interpolation)
     equivalents = {
-        "rotation": lambda x, p: TF.rotate(x, p, interpolation=nearest, fill=0),
+        "rotation": lambda x, p: TF.rotate(x, p, interpolation=mode, fill=0),
         "scaling": lambda x, p: TF.affine(x, angle=0.0, translate=[0, 0], scale=p,
-                                          shear=[0, 0], interpolation=nearest, fill=0),
+                                          shear=[0, 0], interpolation=mode, fill=0),
         "translation": lambda x, p: TF.affine(x, angle=0.0, translate=[p, 0], scale=1.0,
-                                              shear=[0, 0], interpolation=nearest, fill=0),
+                                              shear=[0, 0], interpolation=mode, fill=0),
         "brightness": lambda x, p: TF.adjust_brightness(x, p),
         "contrast": lambda x, p: TF.adjust_contrast(x, p),
         "blur": lambda x, p: x.clone() if p == 0 else TF.gaussian_blur(x, [7, 7], [abs(p)] * 2),

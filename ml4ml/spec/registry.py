@@ -22,7 +22,8 @@ from ml4ml.errors import InputError
 __all__ = ["BUILTIN_SUITES", "SUITE_LOADERS", "suite_names", "TransformInfo",
            "BUILTIN_TRANSFORMS", "TRANSFORMS", "transform_names", "transform_info",
            "check_grid", "identity_index", "import_path", "BLUR_KERNEL_SIZE", "MAX_SEVERITY",
-           "CORRUPTION_FAMILIES", "corruption_family_names"]
+           "CORRUPTION_FAMILIES", "corruption_family_names", "INTERPOLATIONS",
+           "DERIVATIVE_MISSING", "has_derivative"]
 
 # the suites ``data.suites`` defines (its ``SUITE_LOADERS`` is ``SUITE_LOADERS`` below)
 BUILTIN_SUITES = ("digits", "mnist5k", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn")
@@ -107,6 +108,25 @@ BUILTIN_TRANSFORMS = {t.name: t for t in (
                               f"0 unchanged")
     for family, what in CORRUPTION_FAMILIES.values()
 )}
+# the built-in families' interpolation choices (``[transforms.<name>] interpolation``) and
+# why those without a derivative (``[probe] lie_derivative``) have none
+INTERPOLATIONS = {"rotation": ("nearest", "bilinear"), "scaling": ("nearest", "bilinear"),
+                  "translation": ("nearest", "bilinear")}
+DERIVATIVE_MISSING = {"blur": "its derivative at sigma 0 is identically 0 (the gaussian "
+                              "kernel's tails vanish faster than any power of sigma)",
+                      **{family: "its parameter is a whole-number severity, which has no "
+                                 "derivative" for family, _ in CORRUPTION_FAMILIES.values()}}
+
+
+def has_derivative(transform) -> bool:
+    """Whether a family (a name or family) has a derivative at its identity: a built-in
+    one not in ``DERIVATIVE_MISSING``, or a registered one with ``derivative=``."""
+    transform = transform_info(transform)
+    if hasattr(transform, "derivative"):  # a probe.transforms.Transform
+        return transform.derivative is not None
+    return transform.name not in DERIVATIVE_MISSING
+
+
 # name -> family (a TransformInfo, or once ``probe.transforms`` is imported its Transform,
 # which has the same fields); ``register_transform`` adds a user's
 TRANSFORMS: dict = dict(BUILTIN_TRANSFORMS)

@@ -104,6 +104,10 @@ class TransformTable(_Table):
         "the grid's values: odd in number, ascending, identity at the centre; a "
         "corruption's severities: ascending whole numbers 0..5 starting at 0")),
         Says("a list of numbers", "a list of numbers")] = None
+    interpolation: Annotated[Literal["nearest", "bilinear"], Field(description=(
+        "how rotation, scaling and translation sample: nearest (default) or bilinear "
+        "(torchvision's BILINEAR)")),
+        Says("'nearest' or 'bilinear'", "'nearest' or 'bilinear'")] = "nearest"
 
 
 class ProbeTable(_Table):
@@ -117,6 +121,9 @@ class ProbeTable(_Table):
     device: Annotated[str, Field(pattern=r"^(cpu|cuda.*)$"),
                       Says("'cpu' or 'cuda[:N]'", "'cpu' or 'cuda[:N]'")] = "cpu"
     fgsm_epsilon: Annotated[float, Field(ge=0), Says("a number >= 0", "a number >= 0")] = 0.0
+    lie_derivative: Annotated[bool, Field(description=(
+        "also record each sample's Lie derivative of the softmax at the identity (lee), "
+        "by forward-mode autodiff through a bilinear warp")), Says("true or false")] = False
 
 
 class ClusterTable(_Table):

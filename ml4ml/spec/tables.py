@@ -41,6 +41,7 @@ class ProbeSpec:
     batch_size: int = 256
     device: str = "cpu"
     fgsm_epsilon: float = 0.0
+    lie_derivative: bool = False  # also the Lie derivative per sample (probe.lie)
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,49 @@ def read_probe(raw, problems) -> ProbeSpec:
     tab = table(raw, "probe", problems)
     probe = check_part(ProbeTable, tab, "probe.", problems)
     return ProbeSpec(layers=tuple(probe.layers), batch_size=probe.batch_size,
-                     device=probe.device, fgsm_epsilon=float(probe.fgsm_epsilon))
+                     device=probe.device, fgsm_epsilon=float(probe.fgsm_epsilon),
+                     lie_derivative=bool(probe.lie_derivative))
+
+
+def read_interpolations(raw, transforms: dict, problems) -> dict:
+    """{name: "bilinear"} of the transforms sampling otherwise than nearest (``[transforms.
+    <name>] interpolation``); a family without that choice is a problem."""
+    out = {}
+    for name in transforms:
+        spec = raw.get("transforms", {}).get(name, {})
+        chosen = spec.get("interpolation", "nearest")
+        if chosen == "nearest":
+            continue
+        choices = registry.INTERPOLATIONS.get(name, ("nearest",))
+        if chosen not in choices or registry.transform_info(name).name not in \
+                registry.BUILTIN_TRANSFORMS or _registered_apart(name):
+            problems.add(f"transforms.{name}.interpolation",
+                         f"transform {name!r} samples one way only; 'interpolation' is for "
+                         f"rotation, scaling and translation ('nearest' or 'bilinear')")
+            continue
+        out[name] = chosen
+    return out
+
+
+def _registered_apart(name: str) -> bool:
+    """Whether a user re-registered a built-in family's name with their own function."""
+    family = registry.TRANSFORMS.get(name)
+    apply = getattr(family, "apply", None)
+    return apply is not None and not getattr(apply, "__module__", "").startswith(
+        "ml4ml.probe.transforms")
+
+
+def check_lie_derivative(transforms: dict, probe: ProbeSpec, problems) -> None:
+    """With ``[probe] lie_derivative``, a problem for each transform without a derivative."""
+    if not probe.lie_derivative:
+        return
+    for name in transforms:
+        if not registry.has_derivative(name):
+            why = registry.DERIVATIVE_MISSING.get(name) if not _registered_apart(name) \
+                and name in registry.BUILTIN_TRANSFORMS else None
+            problems.add(f"transforms.{name}", f"transform {name!r} has no derivative for "
+                         f"[probe] lie_derivative: "
+                         f"{why or 'it was registered without derivative='}")
 
 
 def read_assess(raw, transforms, suites, problems, base=None) -> AssessSpec:

@@ -170,28 +170,33 @@ def layout_group(parent: zarr.Group, name: str, ds: xr.Dataset, *, mid_chunk: in
     if group_coords:
         attrs["coordinates"] = " ".join(group_coords)
     group = parent.create_group(name, overwrite=True, attributes=_plain(attrs))
-    sync(_create_arrays(group._async_group, _array_specs(ds, per_var, mid_chunk, write)))
+    sync(_create_arrays(group._async_group,
+                        _array_specs(ds, ds.variables, per_var, mid_chunk, write)))
     return group
 
 
-def add_arrays(group: zarr.Group, ds: xr.Dataset, *, mid_chunk: int = 1) -> list[str]:
-    """Create in the existing ``group`` an array for each variable of ``ds`` it lacks (a
-    variable added by a later version, e.g. ``response_value``), laid out as
-    ``layout_group`` lays them out: those along ``mid`` unwritten (their fill value), the
+def add_arrays(group: zarr.Group, ds: xr.Dataset, names=None, *,
+               mid_chunk: int = 1) -> list[str]:
+    """Create in the existing ``group`` an array for each variable ``names`` of ``ds`` (the
+    group's dataset, as for ``layout_group``; default: every variable the group lacks, e.g.
+    ``response_value`` added by a later version), laid out as ``layout_group`` lays them
+    out: those along ``mid`` unwritten (they read as their fill value, NaN for floats), the
     others with their values. Returns the names created. Uncommitted until
     ``layout.commit``."""
     per_var, _ = _coordinates_attr(ds)
-    new = ds[[name for name in ds.data_vars if name not in group]]
-    new = new.drop_vars([name for name in new.coords if name in group])
-    specs = _array_specs(new, per_var, mid_chunk, "fixed")
-    sync(_create_arrays(group._async_group, specs))
-    return [name for name, _, _ in specs]
+    if names is None:
+        names = [name for name in ds.variables if name not in group]
+    names = list(names)
+    sync(_create_arrays(group._async_group,
+                        _array_specs(ds, names, per_var, mid_chunk, "fixed")))
+    return names
 
 
-def _array_specs(ds: xr.Dataset, per_var: dict, mid_chunk: int, write: str) -> list:
-    """(name, zarr array spec, values to write or None) of every variable of ``ds``."""
+def _array_specs(ds: xr.Dataset, names, per_var: dict, mid_chunk: int, write: str) -> list:
+    """(name, create_array keywords, values or None) of each variable ``names`` of ``ds``."""
     arrays = []
-    for vname, var in ds.variables.items():
+    for vname in names:
+        var = ds.variables[vname]
         var_attrs = dict(var.attrs)
         if vname in per_var:
             var_attrs["coordinates"] = per_var[vname]

@@ -19,7 +19,7 @@ import xarray as xr
 
 from ml4ml import dims
 from ml4ml.errors import InputError, StoreError
-from ml4ml.store.arrays import extend_rows, layout_group, write_rows, write_table_rows
+from ml4ml.store.arrays import add_arrays, extend_rows, layout_group, write_rows, write_table_rows
 from ml4ml.store.groups import (check_unique, group_exists, mid_positions, open_group,
                                 probe_group, store_precision, zarr_group)
 from ml4ml.store.layout import begin, commit, quiet
@@ -27,13 +27,17 @@ from ml4ml.store.rows import clear_done
 
 __all__ = ["init_probes", "probe_layout", "write_probe", "write_probe_data", "finish_probes",
            "write_probe_failure", "open_probes", "check_compatible", "probe_digest",
-           "SOURCE", "DIGEST", "ERROR"]
+           "SOURCE", "DIGEST", "ERROR", "INTERPOLATION"]
 
 SOURCE = "source_sha256"
 DIGEST = "digest"
 ERROR = "error"
 # per-model variables a probe dataset provides, in the order they are written
-RESPONSES = (dims.PROB, dims.PREDICTION, dims.CONFIDENCE, dims.ACT, dims.LAYER_NAME)
+RESPONSES = (dims.PROB, dims.PREDICTION, dims.CONFIDENCE, dims.ACT, dims.LAYER_NAME, dims.LEE)
+# stored in float64 whatever the store's precision (a derivative, small: one per sample)
+FLOAT64_RESPONSES = frozenset({dims.LEE})
+# how the geometric families sampled (a group attr; absent: "nearest")
+INTERPOLATION = "interpolation"
 LINEAGE_ATTRS = {
     SOURCE: ("source sha256", "sha256 of the checkpoint (or reference files) the model's "
              "responses were probed from"),
@@ -48,7 +52,7 @@ def probe_layout(template: xr.Dataset, mids, precision, suite: str, transform: s
     n = len(mids)
     variables = {}
     for name, var in template.data_vars.items():
-        dtype = np.dtype(precision) if var.dtype.kind == "f" else var.dtype
+        dtype = np.dtype(_precision(name, precision)) if var.dtype.kind == "f" else var.dtype
         if dtype.kind in "OUST":
             data = np.full((n,) + var.shape, "", dtype=object)
         else:  # never computed: the layout only
@@ -64,7 +68,9 @@ def probe_layout(template: xr.Dataset, mids, precision, suite: str, transform: s
     if dims.LAYER in template.dims and dims.LAYER not in coords:
         coords[dims.LAYER] = np.arange(template.sizes[dims.LAYER], dtype=np.int64)
     attrs = dict(template.attrs)
-    attrs.pop("units", None)  # units live on aug_param, never on the group
+    attrs.pop("units", None)
+    if attrs.get(INTERPOLATION) == "nearest":
+        attrs.pop(INTERPOLATION)  # units live on aug_param, never on the group
     attrs.update({"suite": suite, "transform": transform,
                   "title": f"responses of every model on suite '{suite}' under "
                            f"'{transform}'"})
@@ -87,12 +93,24 @@ def init_probes(path, suite: str, transform: str, template: xr.Dataset, mids) ->
     if group_exists(path, group):
         existing = open_group(path, group)
         check_compatible(existing, template, path, group)
-        have = set(str(m) for m in existing[dims.MID].values)
-        new = [m for m in mids if m not in have]
-        if new:
+        old = [str(m) for m in existing[dims.MID].values]
+        new = [m for m in mids if m not in set(old)]
+        # variables the group lacks (e.g. ``lee``, first asked for now): added unwritten
+        missing = [name for name in template.data_vars if name in RESPONSES
+                   and name not in existing.variables]
+        interpolation = template.attrs.get(INTERPOLATION, "nearest")
+        moved = existing.attrs.get(INTERPOLATION, "nearest") != interpolation
+        if new or missing or moved:
             begin(path, group)
             with quiet():
-                extend_rows(zarr_group(path, group), new)
+                zgroup = zarr_group(path, group)
+                if new:
+                    extend_rows(zgroup, new)
+                if missing:
+                    add_arrays(zgroup, probe_layout(template, old + new, precision, suite,
+                                                    transform), missing)
+                if moved:
+                    zgroup.attrs.update({INTERPOLATION: interpolation})
             commit(path, group)
         return new
     layout = probe_layout(template, mids, precision, suite, transform)
@@ -126,6 +144,10 @@ def _stored_values(probe: xr.Dataset, zgroup, precision, path, group) -> dict:
     arrays = dict(zgroup.arrays())
     values = {}
     for name in RESPONSES:
+        if name in FLOAT64_RESPONSES and name in arrays and name not in probe.data_vars:
+            # probed without it: NaN, never a stale value of an earlier probe
+            values[name] = np.full(arrays[name].shape[1:], np.nan)
+            continue
         if name not in probe.data_vars or name not in arrays:
             continue
         var = probe[name]
@@ -134,7 +156,7 @@ def _stored_values(probe: xr.Dataset, zgroup, precision, path, group) -> dict:
         _check_sizes(dict(zip(var.dims, var.shape)), expected, path, f"{group}/{name}")
         data = np.asarray(var.values)
         if data.dtype.kind == "f":
-            data = data.astype(precision)
+            data = data.astype(_precision(name, precision))
             if not np.isfinite(data).all():
                 bad = int((~np.isfinite(data)).sum())
                 raise InputError(f"{bad} of the model's '{name}' values are NaN or "
@@ -247,6 +269,11 @@ def check_compatible(existing: xr.Dataset, probe: xr.Dataset, path, group) -> No
         if dim in probe.dims and dim in existing.dims:
             _check_sizes({dim: probe.sizes[dim]}, {dim: existing.sizes[dim]}, path,
                          f"{group}/{dim}")
+
+
+def _precision(name: str, precision) -> str:
+    """The float dtype a response variable is stored in."""
+    return "float64" if name in FLOAT64_RESPONSES else precision
 
 
 def _check_sizes(found: dict, expected: dict, path, field: str) -> None:
