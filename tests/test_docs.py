@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -14,7 +14,7 @@ import xarray as xr
 from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
-from ml4ml import dims, store
+from ml4ml import store
 from ml4ml.assess.estimators import FeatureThreshold
 from ml4ml.assess.protocol import fold_assignment
 from ml4ml.assess.rank import bootstrap_draws, rank_columns

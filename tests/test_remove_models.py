@@ -219,7 +219,7 @@ def test_a_killed_removal_is_finished_by_the_next_writer_and_readers_see_whole_g
         assert same(probes[name].values, old[name].values), name
     check = run("store", "check", path)
     assert check.exit_code == 1
-    assert (f"/: the removal of model(s) m001 was interrupted" in check.output
+    assert ("/: the removal of model(s) m001 was interrupted" in check.output
             and f"run 'ml4ml remove-models {path} m001' (or any command that writes the "
                 "store) to finish it" in check.output)
     # any writer finishes it: here the measure stage

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ml4ml import dims, store
+from ml4ml import store
 from ml4ml.assess.inputs import holdout_flags, stored_labels
 from ml4ml.assess.rank import rank_columns
 from ml4ml.errors import InputError, StoreError

@@ -21,7 +21,6 @@ import zlib
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 __all__ = ["Draws", "mix32", "to_uniform", "length_scale", "grey", "pad_index", "pad2d",
            "gaussian_kernel", "smoothing_matrix", "filter_separable", "line_kernel",
