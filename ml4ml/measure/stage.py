@@ -47,7 +47,10 @@ class MeasureReport:
 
         parts = [f"{self.suite}/{self.transform}: measured {len(self.measured)} model(s)"]
         if self.remeasured:
-            parts.append(f"re-measured {', '.join(sorted(self.remeasured))} "
+            mids = sorted(self.remeasured)
+            named = ", ".join(mids) if len(mids) <= 8 else \
+                f"{len(mids)} models ({', '.join(mids[:3])}, ..., {mids[-1]})"
+            parts.append(f"re-measured {named} "
                          f"({'; '.join(sorted(set(self.remeasured.values())))})")
         if self.added_measures:
             parts.append(f"added {', '.join(self.added_measures)} for measured models")
