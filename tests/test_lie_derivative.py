@@ -271,7 +271,7 @@ path = "s.zarr"
 [suites.digits]
 n_samples = 16
 [transforms.rotation]
-values = [-0.01, 0, 0.01]
+values = [-0.02, -0.01, 0, 0.01, 0.02]
 interpolation = "bilinear"
 [probe]
 lie_derivative = true
@@ -291,7 +291,7 @@ def _ml4ml(*args, cwd):
 
 def test_a_spec_with_a_family_without_derivative_is_refused_in_one_line(tmp_path):
     spec = tmp_path / "bad.toml"
-    spec.write_text(SPEC.replace('[transforms.rotation]\nvalues = [-0.01, 0, 0.01]\n'
+    spec.write_text(SPEC.replace('[transforms.rotation]\nvalues = [-0.02, -0.01, 0, 0.01, 0.02]\n'
                                  'interpolation = "bilinear"',
                                  "[transforms.blur]\nvalues = [-1, 0, 1]"))
     result = _ml4ml("train", str(spec), cwd=tmp_path)
@@ -324,10 +324,20 @@ def test_the_probe_stage_stores_lee_and_redoes_rows_probed_without_it(tmp_path):
     assert np.isfinite(stored).all() and (stored > 0).all()
     # lee_fd of the same probes agrees within 2% (the bilinear grid of step 0.01)
     fd = float(response_measures(ds[dims.PROB].isel(mid=0).rename({dims.CLASS: dims.UNIT}),
-                                 ["lee_fd"], identity_index=1).values[0])
+                                 ["lee_fd"], identity_index=2).values[0])
     assert float(stored.mean()) == pytest.approx(fd, rel=0.02)
     # plain xarray reads it
     assert xr.open_zarr(path, group="probes/digits/rotation")[dims.LEE].shape == (1, 16)
+    # the measure stage turns it into the response measure lee: its mean over samples, at
+    # confidence only, beside lee_fd of the same stored probes
+    measured = _ml4ml("measure", str(path), "-q", cwd=tmp_path)
+    assert measured.returncode == 0, measured.stderr
+    value = xr.open_zarr(path, group="measures/digits/rotation")[dims.RESPONSE_VALUE]
+    at = value.sel(level="confidence").isel(mid=0)
+    assert float(at.sel(response_measure="lee")) == pytest.approx(float(stored.mean()),
+                                                                  rel=1e-12)
+    assert float(at.sel(response_measure="lee_fd")) == pytest.approx(fd, rel=1e-10)
+    assert np.isnan(value.sel(response_measure="lee").drop_sel(level="confidence")).all()
 
     # probed again without it: NaN, never the stale value; lineage covers it
     digest = str(ds[store.DIGEST].values[0])
@@ -344,7 +354,8 @@ def test_the_probe_stage_stores_lee_and_redoes_rows_probed_without_it(tmp_path):
     redone = store.open_probes(path, "digits", "rotation")
     np.testing.assert_array_equal(redone[dims.LEE].values, stored)
     assert str(redone[store.DIGEST].values[0]) == digest
-    assert _ml4ml("store", "check", str(path), cwd=tmp_path).returncode == 0
+    checked = _ml4ml("store", "check", str(path), cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_a_store_probed_without_it_has_no_lee(tmp_path):

@@ -309,6 +309,8 @@ def write_table_rows(group: zarr.Group, rows, values: dict, *, flag: str | None 
     order = list(values) + ([flag] if flag is not None else [])
     for name in order:
         array = group[name]
+        if name == flag:  # a cleared flag keeps its chunk: a chunk gone means damage
+            array = array.with_config({"write_empty_chunks": True})
         names = list(array.metadata.dimension_names or ())
         axis = names.index(dims.MID)
         lo, hi = int(rows.min()), int(rows.max()) + 1
