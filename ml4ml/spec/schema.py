@@ -115,6 +115,10 @@ class ProbeTable(_Table):
     device: Annotated[str, Field(pattern=r"^(cpu|cuda.*)$"),
                       Says("'cpu' or 'cuda[:N]'", "'cpu' or 'cuda[:N]'")] = "cpu"
     fgsm_epsilon: Annotated[float, Field(ge=0), Says("a number >= 0", "a number >= 0")] = 0.0
+    units: Annotated[Literal["none", "channel"], Field(description=(
+        "\"channel\": also record the spatial mean of every channel of the recorded layers "
+        "(the probes' unit array, for per-channel response measures); default \"none\"")),
+        Says("\"none\" or \"channel\"", "\"none\" or \"channel\"")] = "none"
 
 
 class ClusterTable(_Table):

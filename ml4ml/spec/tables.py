@@ -41,6 +41,7 @@ class ProbeSpec:
     batch_size: int = 256
     device: str = "cpu"
     fgsm_epsilon: float = 0.0
+    units: str = "none"  # "channel": record every channel's spatial mean (probes' unit)
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,8 @@ def read_probe(raw, problems) -> ProbeSpec:
     tab = table(raw, "probe", problems)
     probe = check_part(ProbeTable, tab, "probe.", problems)
     return ProbeSpec(layers=tuple(probe.layers), batch_size=probe.batch_size,
-                     device=probe.device, fgsm_epsilon=float(probe.fgsm_epsilon))
+                     device=probe.device, fgsm_epsilon=float(probe.fgsm_epsilon),
+                     units=str(probe.units))
 
 
 def read_assess(raw, transforms, suites, problems, base=None) -> AssessSpec:

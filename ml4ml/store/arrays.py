@@ -38,7 +38,9 @@ from zarr.codecs import ZstdCodec
 
 from ml4ml import dims
 
-__all__ = ["fill_value", "missing", "zarr_dtype", "fit", "STRING_WIDTH", "STRING_WIDTHS", "layout_group", "extend_rows", "extend_dim",
+__all__ = ["fill_value", "missing", "zarr_dtype", "fit", "STRING_WIDTH", "STRING_WIDTHS",
+           "layout_group", "add_arrays", "extend_rows", "extend_dim", "resize_along",
+           "UNIT_CHUNK",
            "write_rows", "write_table_rows", "set_flags", "ROW_CHUNK", "RAW_VARIABLES",
            "ROW_TABLE_VARIABLES"]
 
@@ -46,11 +48,14 @@ __all__ = ["fill_value", "missing", "zarr_dtype", "fit", "STRING_WIDTH", "STRING
 RAW_VARIABLES = frozenset({dims.ACT, dims.CONFIDENCE, dims.MATRIX, dims.MATRIX_SUBSET})
 # small per-model values written by the driver alone, ROW_CHUNK models per chunk
 ROW_TABLE_VARIABLES = frozenset({dims.DONE, dims.LAYER_NAME, "source_sha256", "digest",
-                                 "probe_digest", "error"})
+                                 "probe_digest", "error", dims.UNIT_COUNT})
 # the codec of every other array
 COMPRESSOR = ZstdCodec(level=1)
 # rows per chunk along mid of tables written by the driver alone (models, labels)
 ROW_CHUNK = 1024
+# values per chunk along ``unit`` at least: the probes' unit dim grows as models with more
+# channels arrive (``store.probes``), so its chunks are sized for growth, not its first size
+UNIT_CHUNK = 256
 # characters of a string array (fixed-width unicode); long texts get more
 STRING_WIDTH = 256
 STRING_WIDTHS = {"error": 2048, "train_error": 2048, "checkpoint": 4096, "pretrained": 4096,
@@ -132,7 +137,7 @@ def _compressors(name: str, dtype):
 
 def _chunks(name: str, var: xr.Variable, mid_chunk: int) -> tuple:
     rows = ROW_CHUNK if name in ROW_TABLE_VARIABLES or name == dims.MID else mid_chunk
-    return tuple((rows if d == dims.MID else max(int(s), 1))
+    return tuple((rows if d == dims.MID else max(int(s), UNIT_CHUNK if d == dims.UNIT else 1))
                  for d, s in zip(var.dims, var.shape))
 
 
@@ -170,6 +175,16 @@ def layout_group(parent: zarr.Group, name: str, ds: xr.Dataset, *, mid_chunk: in
     if group_coords:
         attrs["coordinates"] = " ".join(group_coords)
     group = parent.create_group(name, overwrite=True, attributes=_plain(attrs))
+    add_arrays(group, ds, per_var, mid_chunk=mid_chunk, write=write)
+    return group
+
+
+def add_arrays(group: zarr.Group, ds: xr.Dataset, per_var: dict | None = None, *,
+               mid_chunk: int = 1, write: str = "fixed") -> None:
+    """An array in ``group`` per variable of ``ds`` (``layout_group``'s arrays; also to add
+    variables to an existing group). per_var : {variable: its ``coordinates`` attribute}.
+    Uncommitted until ``layout.commit``."""
+    per_var = _coordinates_attr(ds)[0] if per_var is None else per_var
     arrays = []
     for vname, var in ds.variables.items():
         var_attrs = dict(var.attrs)
@@ -184,7 +199,6 @@ def layout_group(parent: zarr.Group, name: str, ds: xr.Dataset, *, mid_chunk: in
         values = _as_written(np.asarray(var.values)) if written and var.size else None
         arrays.append((vname, spec, values))
     sync(_create_arrays(group._async_group, arrays))
-    return group
 
 
 async def _create_arrays(group, arrays) -> None:
@@ -220,6 +234,13 @@ def extend_dim(group: zarr.Group, dim: str, labels) -> int:
     _resize_along(group, dim, stop)
     group[dim][start:stop] = fit(group[dim], list(labels), dim)  # resized now
     return start
+
+
+def resize_along(group: zarr.Group, dim: str, stop: int) -> None:
+    """Every array of ``group`` along ``dim`` resized to ``stop`` there (for a dim without
+    a coordinate of its own name, whose labels the caller writes). Uncommitted until
+    ``layout.commit``."""
+    _resize_along(group, dim, stop)
 
 
 def _resize_along(group: zarr.Group, dim: str, stop: int) -> None:
