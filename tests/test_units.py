@@ -285,3 +285,51 @@ def test_nv_per_channel_equals_tmeasures_average_feature_maps():
     expected = np.concatenate([np.asarray(layer, dtype=np.float64) for layer in theirs.layers])
     assert expected.shape == (48,) and probe.sizes[dims.SAMPLE] == 26
     np.testing.assert_allclose(ours.values, expected, rtol=1e-5, atol=0)
+
+
+def test_stage_records_units_on_request_and_keeps_them_through_add_and_remove(tmp_path):
+    """``ml4ml probe`` with ``[probe] units = "channel"``: a store probed without units
+    is re-probed for them; a model added later grows nothing (CNN5 again) and gets its
+    row; ``measure``, ``remove-models`` and ``store check`` keep working."""
+    import crash_harness
+    from click.testing import CliRunner
+
+    from ml4ml.cli import cli
+    from ml4ml.zoo.training import load_checkpoint
+
+    def run(*args):
+        result = CliRunner().invoke(cli, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    folder = crash_harness.fresh(tmp_path / "f")
+    crash_harness.run_stages(folder, "tp")
+    path = folder / "db.zarr"
+    assert dims.UNIT_RESPONSE not in store.open_probes(path, "digits", "rotation").variables
+    spec = folder / "crash.toml"
+    spec.write_text(spec.read_text().replace("[probe]\n", "[probe]\nunits = \"channel\"\n"))
+    out = run("probe", spec)
+    assert "its channels were not recorded" in out and "2 probed" in out
+    model, _ = load_checkpoint(folder / "db.zarr.checkpoints" / "m001.pt")
+    (folder / "mine").mkdir()
+    torch.save(model.state_dict(), folder / "mine" / "a001.pt")
+    run("add-models", path, folder / "mine" / "a001.pt", "--arch", "cnn5")
+    run("probe", spec)
+    ds = store.open_probes(path, "digits", "rotation")
+    assert ds[dims.UNIT_COUNT].values.tolist() == [[16, 32]] * 3
+    assert [str(v) for v in ds[dims.UNIT_LABEL].values] == dims.unit_labels([16, 32])
+    assert [str(v) for v in ds[dims.UNIT_LAYER].values] == ["conv2"] * 16 + ["conv3"] * 32
+    # the same weights probed the same: a001's units are m001's
+    np.testing.assert_array_equal(ds[dims.UNIT_RESPONSE].sel(mid="a001").values,
+                                  ds[dims.UNIT_RESPONSE].sel(mid="m001").values)
+    kept = ds[dims.UNIT_RESPONSE].sel(mid="m001").values
+    run("measure", path, "-q")  # the matrix measures ignore the units
+    run("remove-models", path, "t001", "--force")
+    after = store.open_probes(path, "digits", "rotation")
+    assert [str(m) for m in after[dims.MID].values] == ["m001", "a001"]
+    np.testing.assert_array_equal(after[dims.UNIT_RESPONSE].sel(mid="m001").values, kept)
+    assert [str(v) for v in after[dims.UNIT_LAYER].values] == ["conv2"] * 16 + ["conv3"] * 32
+    run("store", "check", path)
+    levels = channel_levels(unit_values(after).compute())
+    assert levels[dims.LEVEL_MODULE].values.tolist() == ["conv2_channels", "conv3_channels"]
+    assert np.isfinite(levels.sel(response_measure="nv")).all()
