@@ -97,6 +97,15 @@ def test_probe_units_are_every_channels_spatial_mean(monkeypatch, held):
         probe_model(model, x, y, "rotation", GRID, units="pixel")
 
 
+def test_template_of_a_demo_sized_group_lays_out_no_unit_yet():
+    template = probe_template(np.linspace(-45, 45, 31), "rotation", np.zeros(599, int), 10, 2,
+                              units="channel")
+    assert template[dims.UNIT_RESPONSE].shape == (31, 599, 0)
+    assert template[dims.UNIT_TV].shape == (0,)
+    assert dims.UNIT_RESPONSE not in probe_template([-1, 0, 1], "rotation", np.zeros(3, int),
+                                                    10, 2).variables
+
+
 @pytest.fixture
 def mixed_store(tmp_path):
     """A probe group of three models: CNN5 (conv2 16, conv3 32 channels), a wider

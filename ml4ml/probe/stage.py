@@ -95,7 +95,7 @@ def probe_template(params, transform: str, labels, n_classes: int, n_layers: int
     if units == "channel":
         ds = ds.assign_coords({
             dims.UNIT_RESPONSE: ((dims.AUG_PARAM, dims.SAMPLE, dims.UNIT),
-                                 da.zeros((P, n, 0), dtype=np.float32),
+                                 da.zeros((P, n, 0), dtype=np.float32, chunks=(P, n, 1)),
                                  dict(dims.UNIT_RESPONSE_ATTRS)),
             dims.UNIT_LABEL: (dims.UNIT, np.array([], dtype=object)),
             dims.UNIT_LAYER: (dims.UNIT, np.array([], dtype=object)),
