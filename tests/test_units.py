@@ -241,8 +241,7 @@ def test_nv_per_channel_equals_tmeasures_average_feature_maps():
     array. Only the spatial mean's rounding (float32 sums) may differ: 1e-5 relative."""
     import tmeasures as tm
     from tmeasures.pytorch.measure_transformer import AverageFeatureMaps
-    from tmeasures.pytorch.transformations import (PyTorchTransformation,
-                                                   PyTorchTransformationSet)
+    from tmeasures_tokens import token_inputs
 
     torch.manual_seed(1)
     model = build_model("cnn5", in_channels=1, num_classes=10, image_size=28)
@@ -259,25 +258,7 @@ def test_nv_per_channel_equals_tmeasures_average_feature_maps():
     maps = feature_maps(model, names, x, GRID)
     n_params, n_samples = len(GRID), x.shape[0]
 
-    class Tokens(torch.utils.data.Dataset):  # (sample, grid position) tokens
-        def __len__(self):
-            return n_samples
-
-        def __getitem__(self, sample):
-            return torch.tensor([float(sample), float(n_params // 2)])
-
-    class ToGridValue(PyTorchTransformation):
-        def __init__(self, k):
-            super().__init__()
-            self.k = k
-
-        def __call__(self, token):
-            moved = token.clone()
-            moved[1] = self.k
-            return moved
-
-        def parameters(self):
-            return torch.tensor([float(self.k)])
+    tokens, grid = token_inputs(n_params, n_samples)  # (sample, grid position) tokens
 
     class FeatureMaps(tm.pytorch.ActivationsModule):  # the layers' full outputs
         def activation_names(self):
@@ -287,10 +268,9 @@ def test_nv_per_channel_equals_tmeasures_average_feature_maps():
             k, s = tokens[:, 1].long(), tokens[:, 0].long()
             return [maps[name][k, s] for name in names]
 
-    grid = PyTorchTransformationSet([ToGridValue(k) for k in range(n_params)])
     options = tm.pytorch.PyTorchMeasureOptions(batch_size=16, num_workers=0, verbose=False)
     measure = tm.pytorch.NormalizedVarianceInvariance(AverageFeatureMaps())
-    theirs = measure.eval(Tokens(), grid, FeatureMaps(), options).numpy()
+    theirs = measure.eval(tokens, grid, FeatureMaps(), options).numpy()
     expected = np.concatenate([np.asarray(layer, dtype=np.float64) for layer in theirs.layers])
     assert expected.shape == (48,) and probe.sizes[dims.SAMPLE] == 26
     np.testing.assert_allclose(ours.values, expected, rtol=1e-5, atol=0)
