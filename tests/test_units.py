@@ -322,3 +322,34 @@ def test_stage_records_units_on_request_and_keeps_them_through_add_and_remove(tm
     levels = channel_levels(unit_values(after).compute())
     assert levels[dims.LEVEL_MODULE].values.tolist() == ["conv2_channels", "conv3_channels"]
     assert np.isfinite(levels.sel(response_measure="nv")).all()
+
+
+def test_the_digest_covers_a_models_own_units_wherever_they_lie(mixed_store):
+    """The digest is the same whichever path placed a model's units (driver or worker),
+    ``store check`` recomputes it from the padded rows, and a changed unit value is caught."""
+    import zarr
+
+    from ml4ml.store.check import check_store
+
+    path, probes = mixed_store
+    ds = store.open_probes(path, "digits", "rotation")
+    with store.writing(path):  # m1 again, by the worker path: the same digest
+        again = store.write_probe_data(path, "digits", "rotation", "m1", probes["m1"])
+    assert again["digest"] == str(ds["digest"].sel(mid="m1").values)
+    without = probes["m1"].drop_vars([dims.UNIT_RESPONSE, dims.UNIT_LABEL, dims.UNIT_LAYER,
+                                      dims.UNIT_TV, dims.UNIT_SV])
+    assert store.probe_digest({name: without[name].values for name in
+                               ("prob", "prediction", "confidence", "act", "layer_name")}) \
+        != again["digest"]  # the units count
+    def checksum_problems():  # (the store has no models table: that problem aside)
+        return [p.line() for p in check_store(str(path)) if "checksum" in p.what
+                or "non-finite" in p.what]
+
+    assert checksum_problems() == []
+    unit = zarr.open_group(str(path), mode="r+")["probes/digits/rotation/unit"]
+    row = unit[1]
+    labels = [str(v) for v in ds[dims.UNIT_LABEL].values]
+    row[0, 0, labels.index("layer-2/17")] += 1.0  # m2's own channel, appended late
+    unit[1] = row
+    (problem,) = checksum_problems()
+    assert "1 done model(s) no longer match the checksum" in problem and "m2" in problem

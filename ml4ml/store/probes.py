@@ -28,7 +28,7 @@ from ml4ml.store.rows import clear_done
 
 __all__ = ["init_probes", "probe_layout", "write_probe", "write_probe_data", "finish_probes",
            "write_probe_failure", "open_probes", "check_compatible", "probe_digest",
-           "unit_layers", "SOURCE", "DIGEST", "ERROR"]
+           "unit_layers", "unit_digest_values", "UNIT_ARRAYS", "SOURCE", "DIGEST", "ERROR"]
 
 SOURCE = "source_sha256"
 DIGEST = "digest"
@@ -36,7 +36,7 @@ ERROR = "error"
 # per-model variables a probe dataset provides, in the order they are written
 RESPONSES = (dims.PROB, dims.PREDICTION, dims.CONFIDENCE, dims.ACT, dims.LAYER_NAME)
 # per-model arrays along the positional ``unit`` dim ([probe] units = "channel"), placed
-# by ``unit_label`` (their rows are not part of the digest: see ``write_probe_data``)
+# by ``unit_label``; the digest covers a model's own units (``unit_digest_values``)
 UNIT_ARRAYS = (dims.UNIT_RESPONSE, dims.UNIT_TV, dims.UNIT_SV)
 LINEAGE_ATTRS = {
     SOURCE: ("source sha256", "sha256 of the checkpoint (or reference files) the model's "
@@ -212,20 +212,23 @@ def write_probe_data(path, suite: str, transform: str, mid: str, probe: xr.Datas
     (row,) = mid_positions(coords, [mid], path, group)
     check_compatible(coords, probe, path, group)
     values = _stored_values(probe, zgroup, store_precision(path), path, group)
-    digest = probe_digest(values)
     large = {name: data[None] for name, data in values.items() if name != dims.LAYER_NAME}
-    result = {"mid": str(mid), "digest": digest,
+    result = {"mid": str(mid),
               "layer_name": values.get(dims.LAYER_NAME, np.array([], dtype=object))}
     if dims.UNIT_RESPONSE in zgroup:
-        placed, result["unit_count"], result["units"] = _unit_row(probe, zgroup, path, group)
+        placed, result["unit_count"], result["units"], own = _unit_row(probe, zgroup, path,
+                                                                       group)
         large.update({name: row[None] for name, row in placed.items()})
+        values.update(own)
+    result["digest"] = probe_digest(values)
     with quiet():
         write_rows(zgroup, [row], large)
     return result
 
 
 def _unit_row(probe: xr.Dataset, zgroup, path, group):
-    """({unit array: the model's row on the group's units}, its channels per layer, pending).
+    """({unit array: the model's row on the group's units}, its channels per layer, pending,
+    its units as the digest covers them (``unit_digest_values``)).
 
     The model's channel means (``unit``) and feature-map variances (``unit_tv``,
     ``unit_sv``) go to the positions of their ``unit_label`` in the group, NaN elsewhere;
@@ -236,7 +239,7 @@ def _unit_row(probe: xr.Dataset, zgroup, path, group):
     n_layers = zgroup[dims.UNIT_COUNT].shape[1]
     if dims.UNIT_RESPONSE not in probe.variables or probe[dims.UNIT_RESPONSE].ndim < 2:
         return {name: np.full(zgroup[name].shape[1:], np.nan, dtype=zgroup[name].dtype)
-                for name in names}, [-1] * n_layers, None
+                for name in names}, [-1] * n_layers, None, {}
     data = {}
     for name in names:
         if name not in probe.variables:
@@ -255,9 +258,26 @@ def _unit_row(probe: xr.Dataset, zgroup, path, group):
     prefixes = [dims.prefix_of_unit(label) for label in labels]
     counts = [prefixes.count(prefix) for prefix in dims.layer_labels(n_layers)]
     have = {str(v): k for k, v in enumerate(zgroup[dims.UNIT_LABEL][:].tolist())}
+    own = unit_digest_values(labels, data)
     if any(label not in have for label in labels):
-        return {}, counts, (labels, data)
-    return _placed(zgroup, have, labels, data), counts, None
+        return {}, counts, (labels, data), own
+    return _placed(zgroup, have, labels, data), counts, None, own
+
+
+def unit_digest_values(labels, data: dict) -> dict:
+    """A model's own units as its digest covers them, whatever their positions in the
+    group: ``unit_label`` and each unit array's values (..., own units), in layer order
+    (input to output) and channel order (a model probed without units adds nothing, so
+    its digest is the same as before units existed)."""
+    def key(label):
+        prefix, channel = str(label).split("/", 1)
+        return -int(prefix.split("-", 1)[1]), int(channel)
+
+    order = sorted(range(len(labels)), key=lambda k: key(labels[k]))
+    out = {dims.UNIT_LABEL: np.array([str(labels[k]) for k in order], dtype=object)}
+    out.update({name: np.ascontiguousarray(np.asarray(values)[..., order])
+                for name, values in data.items()})
+    return out
 
 
 def _placed(zgroup, have: dict, labels, data: dict) -> dict:
