@@ -101,7 +101,6 @@ UNIT_VALUE = "unit_value"
 UNIT_TV = "unit_tv"
 UNIT_SV = "unit_sv"
 CHANNELS = "channels"
-UNITS_CHOICES = ("none", "channel")
 # attrs of the ``unit`` array (its name is the dim's, whose DESCRIPTIONS entry it is not)
 UNIT_RESPONSE_ATTRS = {"long_name": "channel mean", "description": (
     "spatial mean of each recorded channel's output (raw module output) per grid value and "
@@ -246,11 +245,18 @@ def level_modules(modules) -> list[str]:
                                  for stat in STATS]
 
 
-def level_modules_of(layer_names, n_layers: int) -> list[str]:
+def level_modules_of(layer_names, n_layers: int, levels=None) -> list[str]:
     """The ``level_module`` coordinate a matrices or measures group holds: from the module
-    names of its rows that hold some (``named_rows``; ``layer_names`` (model, layer))."""
+    names of its rows that hold some (``named_rows``; ``layer_names`` (model, layer)).
+    levels : the group's ``level`` labels, if it has ``channel_level`` ones after the usual
+    levels: theirs follow (``conv3_channels``, "" where the models differ)."""
     named = named_rows(layer_names)
-    return level_modules(shared_modules(named) if len(named) else [""] * int(n_layers))
+    modules = shared_modules(named) if len(named) else [""] * int(n_layers)
+    by_prefix = dict(zip(layer_labels(len(modules)), modules))
+    channels = [level for level in (levels or []) if is_channel_level(level)]
+    return level_modules(modules) + [
+        channel_level(by_prefix[prefix]) if by_prefix.get(prefix) else ""
+        for prefix in (str(level).rpartition("_")[0] for level in channels)]
 
 
 def modules_of_levels(levels, level_modules) -> dict:

@@ -63,6 +63,9 @@ seed = 1
 batch_size = 64
 """
 
+# the same, probing every recorded channel too (the unit dim grown by the driver)
+UNITS_SPEC = SPEC.replace("[probe]\n", "[probe]\nunits = \"channel\"\n")
+
 # values that may differ between runs without the data differing
 VOLATILE = {"models/train_seconds", "models/checkpoint", "labels/rotation/written_at"}
 
@@ -323,7 +326,8 @@ def _reference_snapshot(store_path: Path, out: Path) -> int:
     return 0
 
 
-STAGES = {"train": ("", "t"), "probe": ("t", "p"), "measure": ("tp", "m"),
+STAGES = {"train": ("", "t"), "probe": ("t", "p"), "probe-units": ("t", "p"),
+          "measure": ("tp", "m"),
           "assess": ("tpm", "la"), "remove": ("tpmlae", "r"), "add-models": ("t", "A"),
           "add-models-force": ("tpA", "F")}
 # the model the remove stage takes out (a regular one between others, rated by an expert)
@@ -412,7 +416,7 @@ def main(workdir: str, signal_name: str, stage: str, workers: str = "2", every: 
     work = Path(workdir)
     started = time.monotonic()
     base = fresh(work / "base", SPEC + ASSESS_MODELS if stage in ("assess", "remove")
-                 else SPEC)
+                 else UNITS_SPEC if stage == "probe-units" else SPEC)
     if stage.startswith("add-models"):  # files trained elsewhere, written in a child
         status, result = in_child(write_added_models, base, 1)
         assert status == 0, result

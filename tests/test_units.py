@@ -231,6 +231,10 @@ def test_channel_levels_are_accepted_after_the_usual_levels():
     assert dims.n_layers_of_levels(usual + ["layer-1_channels"] * 2) is None
     assert dims.n_layers_of_levels(usual + ["layer-3_channels"]) is None
     assert not dims.is_channel_level("conv3_channels")
+    # level_module of a group with channel levels (store check's expectation)
+    names = [["conv2", "conv3"], ["conv2", "other"]]
+    assert dims.level_modules_of(names, 2, extended)[-3:] == ["", "conv2_channels", ""]
+    assert dims.level_modules_of(names, 2) == dims.level_modules(["conv2", ""])
 
 
 @pytest.mark.filterwarnings("ignore:'pin_memory' argument")
