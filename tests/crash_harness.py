@@ -516,6 +516,7 @@ def untouched(before: dict, after: dict, finished: dict, done_after: dict) -> li
 
 
 SMALL = {"done", "trained", "digest", "probe_digest", "source_sha256", "error", "layer_name",
+         "unit_count",
          "mid"}
 
 
