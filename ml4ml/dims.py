@@ -11,6 +11,9 @@ what ``store.open_probes`` returns with it)
     layer_name   (mid, layer)                           str     recorded module names
     lee          (mid, sample)                          float64 Lie derivative (optional,
                  ``[probe] lie_derivative``): mean over classes of |d softmax / d param|
+    unit         (mid, aug_param, sample, unit)         float32 channel spatial means
+                 (only with ``[probe] units = "channel"``); coords unit_label (unit,),
+                 unit_layer (unit,); unit_count (mid, layer) int64, -1 where none recorded
     done         (mid,)                                 bool    written last, per model
     coords: aug_param (float64, attrs units/transform), sample (int64),
             label (sample,) int64, stat (8 names, STATS order), class (int64)
@@ -87,6 +90,26 @@ CONFIDENCE_LEVEL = "confidence"
 LEVEL_MODULE = "level_module"
 DEFAULT_N_LAYERS = 2
 _LAYER_LABEL = re.compile(r"^layer-([1-9][0-9]*)$")
+# per-channel units (``[probe] units = "channel"``; docs/measures.md, "Units"): the probes'
+# ``unit`` array (mid, aug_param, sample, unit) holds every recorded channel's spatial mean;
+# its ``unit`` dim is positional, each unit named by ``unit_label`` ("layer-2/0": its layer
+# label and channel index) and ``unit_layer`` (the module name every model recorded at that
+# layer, else the layer label); ``unit_count`` (mid, layer) is how many channels a model
+# recorded per layer (-1: none). Their mean per layer is the level ``channel_level(prefix)``.
+UNIT_RESPONSE = UNIT  # the array of channel means is named like its positional dim
+UNIT_LABEL = "unit_label"
+UNIT_LAYER = "unit_layer"
+UNIT_COUNT = "unit_count"
+UNIT_VALUE = "unit_value"
+# tmeasures' per-feature-map transformational and sample variance of each unit (mid, unit)
+UNIT_TV = "unit_tv"
+UNIT_SV = "unit_sv"
+CHANNELS = "channels"
+# attrs of the ``unit`` array (its name is the dim's, whose DESCRIPTIONS entry it is not)
+UNIT_RESPONSE_ATTRS = {"long_name": "channel mean", "description": (
+    "spatial mean of each recorded channel's output (raw module output) per grid value and "
+    "sample; units named by unit_label and unit_layer, NaN where a model has no such "
+    "channel")}
 
 
 def layer_label(index: int, n_layers: int) -> str:
@@ -118,9 +141,27 @@ def level_names(n_layers: int) -> list[str]:
                                  for stat in STATS]
 
 
+def channel_level(prefix: str) -> str:
+    """Level label of the mean over a layer's channels of their response measures,
+    e.g. ``channel_level("layer-1") == "layer-1_channels"``."""
+    return layer_level(prefix, CHANNELS)
+
+
+def is_channel_level(level) -> bool:
+    """Whether ``level`` is a ``channel_level`` label."""
+    prefix, _, rest = str(level).rpartition("_")
+    return rest == CHANNELS and is_layer_label(prefix)
+
+
+def usual_levels(levels) -> list[str]:
+    """``levels`` without the ``channel_level`` labels appended after the usual ones."""
+    return [str(level) for level in levels if not is_channel_level(level)]
+
+
 def prefixes_of_levels(levels) -> list[str]:
-    """The layer labels of a ``level`` coordinate made by ``level_names``, input to output."""
-    levels = [str(level) for level in levels if str(level) != CONFIDENCE_LEVEL]
+    """The layer labels of a ``level`` coordinate made by ``level_names``, input to output
+    (``channel_level`` labels appended after them are left out)."""
+    levels = [level for level in usual_levels(levels) if level != CONFIDENCE_LEVEL]
     first = f"_{STATS[0]}"
     return [level[:-len(first)] for level in levels[::len(STATS)]]
 
@@ -134,10 +175,43 @@ def n_layers_of_levels(levels) -> int | None:
     (``level_names``), or None for any other (e.g. a store of an earlier version whose
     levels took module names, ``conv2_mean``, or ``layer0_mean``)."""
     levels = [str(level) for level in levels]
-    n_layers, rest = divmod(len(levels) - 1, len(STATS))
-    if rest or n_layers < 0 or levels != level_names(n_layers):
+    usual = usual_levels(levels)
+    n_layers, rest = divmod(len(usual) - 1, len(STATS))
+    if rest or n_layers < 0 or usual != level_names(n_layers):
+        return None
+    channels = levels[len(usual):]  # channel levels only after the usual ones, each once
+    labels = layer_labels(n_layers)
+    if levels[:len(usual)] != usual or len(set(channels)) != len(channels) or \
+            any(level.rpartition("_")[0] not in labels for level in channels):
         return None
     return n_layers
+
+
+def unit_labels(channels) -> list[str]:
+    """``unit_label`` of every channel of layers of ``channels`` (channel counts, input to
+    output): ``unit_labels([2, 1]) == ["layer-2/0", "layer-2/1", "layer-1/0"]``."""
+    n_layers = len(channels)
+    return [f"{layer_label(index, n_layers)}/{c}" for index, count in enumerate(channels)
+            for c in range(int(count))]
+
+
+def prefix_of_unit(label) -> str:
+    """The layer label of a ``unit_label``: ``prefix_of_unit("layer-2/5") == "layer-2"``."""
+    return str(label).split("/", 1)[0]
+
+
+def unit_layers_of(layer_names, labels) -> list[str]:
+    """The ``unit_layer`` coordinate of units ``labels`` (``unit_label`` values): the module
+    name every model that holds units recorded at the unit's layer (``shared_modules`` of
+    ``named_rows(layer_names)``, (model, layer)), else the unit's layer label."""
+    import numpy as np
+
+    names = np.asarray(layer_names, dtype=object)
+    named = named_rows(names)
+    n_layers = names.shape[-1] if names.ndim else 0
+    modules = shared_modules(named) if len(named) else [""] * n_layers
+    by_prefix = {layer_label(k, n_layers): m for k, m in enumerate(modules)}
+    return [by_prefix.get(prefix_of_unit(label)) or prefix_of_unit(label) for label in labels]
 
 
 def shared_modules(layer_names) -> list[str]:
@@ -175,11 +249,18 @@ def level_modules(modules) -> list[str]:
                                  for stat in STATS]
 
 
-def level_modules_of(layer_names, n_layers: int) -> list[str]:
+def level_modules_of(layer_names, n_layers: int, levels=None) -> list[str]:
     """The ``level_module`` coordinate a matrices or measures group holds: from the module
-    names of its rows that hold some (``named_rows``; ``layer_names`` (model, layer))."""
+    names of its rows that hold some (``named_rows``; ``layer_names`` (model, layer)).
+    levels : the group's ``level`` labels, if it has ``channel_level`` ones after the usual
+    levels: theirs follow (``conv3_channels``, "" where the models differ)."""
     named = named_rows(layer_names)
-    return level_modules(shared_modules(named) if len(named) else [""] * int(n_layers))
+    modules = shared_modules(named) if len(named) else [""] * int(n_layers)
+    by_prefix = dict(zip(layer_labels(len(modules)), modules))
+    channels = [level for level in (levels or []) if is_channel_level(level)]
+    return level_modules(modules) + [
+        channel_level(by_prefix[prefix]) if by_prefix.get(prefix) else ""
+        for prefix in (str(level).rpartition("_")[0] for level in channels)]
 
 
 def modules_of_levels(levels, level_modules) -> dict:
@@ -238,6 +319,20 @@ DESCRIPTIONS = {
                        f"(tv, sv, nv, anova, goodfellow, geed_*, consistency, lee_fd; {DOCS})"),
     RESPONSE_VALUE: ("response measure value", f"response measures per level, averaged over "
                      f"units where they are per unit ({DOCS}, 'Response measures')"),
+    UNIT_LABEL: ("unit label", "the unit's recorded layer, by position from the output, and "
+                 "its channel: layer-2/5 is channel 5 of the layer before the last"),
+    UNIT_LAYER: ("unit's module", "name of the module every model recorded at the unit's "
+                 "layer; the layer label (layer-2) where the models differ"),
+    UNIT_COUNT: ("recorded units", "number of channels the model recorded in unit per layer (its "
+                 "positions follow unit_label); -1 where it recorded none"),
+    UNIT_TV: ("feature-map transformational variance", "tmeasures' tv of the channel's "
+              "feature map (AverageFeatureMaps): the mean over samples and positions of the "
+              f"unbiased std over the grid ({DOCS}, 'Units')"),
+    UNIT_SV: ("feature-map sample variance", "tmeasures' sv of the channel's feature map "
+              "(AverageFeatureMaps): the mean over grid values and positions of the unbiased "
+              f"std over the samples ({DOCS}, 'Units')"),
+    UNIT_VALUE: ("response measure per unit", f"response measures of every recorded channel "
+                 f"({DOCS}, 'Units')"),
     PROB: ("softmax probability", "the model's softmax output for each class"),
     PREDICTION: ("predicted class", "argmax of the model's output; -1 where not probed"),
     CONFIDENCE: ("confidence", "largest softmax probability"),

@@ -64,6 +64,9 @@ batch_size = 64
 lie_derivative = true   # the probes' lee (mid, sample) crashes and resumes with the rest
 """
 
+# the same, probing every recorded channel too (the unit dim grown by the driver)
+UNITS_SPEC = SPEC.replace("[probe]\n", "[probe]\nunits = \"channel\"\n")
+
 # values that may differ between runs without the data differing
 VOLATILE = {"models/train_seconds", "models/checkpoint", "labels/rotation/written_at"}
 
@@ -327,7 +330,8 @@ def _reference_snapshot(store_path: Path, out: Path) -> list[str]:
     return sorted(taken["arrays"])
 
 
-STAGES = {"train": ("", "t"), "probe": ("t", "p"), "measure": ("tp", "m"),
+STAGES = {"train": ("", "t"), "probe": ("t", "p"), "probe-units": ("t", "p"),
+          "measure": ("tp", "m"),
           "assess": ("tpm", "la"), "remove": ("tpmlae", "r"), "add-models": ("t", "A"),
           "add-models-force": ("tpA", "F")}
 # the model the remove stage takes out (a regular one between others, rated by an expert)
@@ -417,7 +421,7 @@ def main(workdir: str, signal_name: str, stage: str, workers: str = "2", every: 
     work = Path(workdir)
     started = time.monotonic()
     base = fresh(work / "base", SPEC + ASSESS_MODELS if stage in ("assess", "remove")
-                 else SPEC)
+                 else UNITS_SPEC if stage == "probe-units" else SPEC)
     if stage.startswith("add-models"):  # files trained elsewhere, written in a child
         status, result = in_child(write_added_models, base, 1)
         assert status == 0, result
@@ -518,6 +522,7 @@ def untouched(before: dict, after: dict, finished: dict, done_after: dict) -> li
 
 
 SMALL = {"done", "trained", "digest", "probe_digest", "source_sha256", "error", "layer_name",
+         "unit_count",
          "mid"}
 
 

@@ -40,7 +40,7 @@ HARNESS = Path(__file__).with_name("crash_harness.py")
 # remove-models rewrites every array of every group (200+ writes, each k a copy of the
 # assessed store, a crash and a resume): SIGKILL after every 3rd write keeps it to minutes
 KILL_EVERY = {"remove": 3}
-INT_EVERY = {"train": 4, "probe": 4, "measure": 8, "assess": 8, "remove": 8,
+INT_EVERY = {"train": 4, "probe": 4, "probe-units": 4, "measure": 8, "assess": 8, "remove": 8,
              "add-models": 4, "add-models-force": 4}
 
 
@@ -49,6 +49,12 @@ INT_EVERY = {"train": 4, "probe": 4, "measure": 8, "assess": 8, "remove": 8,
 def test_a_crash_after_any_write_resumes_to_the_uninterrupted_store(tmp_path, stage,
                                                                     signal_name):
     crash_and_resume(tmp_path, stage, signal_name)
+
+
+def test_a_crash_while_probing_units_resumes_to_the_uninterrupted_store(tmp_path):
+    """``[probe] units = "channel"``: the unit arrays, the driver's growth of the unit dim
+    and the rows written after it, killed after every write."""
+    crash_and_resume(tmp_path, "probe-units", "KILL")
 
 
 def crash_and_resume(tmp_path, stage: str, signal_name: str) -> None:
@@ -61,7 +67,8 @@ def crash_and_resume(tmp_path, stage: str, signal_name: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["failures"] == []
-    assert report["writes"] >= {"train": 60, "probe": 30, "measure": 50, "assess": 40,
+    assert report["writes"] >= {"train": 60, "probe": 30, "probe-units": 30, "measure": 50,
+                                "assess": 40,
                                 "remove": 200, "add-models": 60, "add-models-force": 30}[stage]
     # every k (every 4th or 8th for Ctrl-C, and the last) crashed the run, and it resumed
     assert report["killed"] == len(set(range(1, report["writes"] + 1, every))

@@ -78,31 +78,12 @@ def tmeasures_pytorch(tm, x):
     token to grid position k, and the model's one activation is x at the token, so
     tmeasures' own iterators, running statistics and divisions see exactly x."""
     import torch
-    from tmeasures.pytorch.transformations import PyTorchTransformation, PyTorchTransformationSet
+
+    from tmeasures_tokens import token_inputs
 
     n_params, n_samples, _ = x.shape
-    identity = n_params // 2
     table = torch.from_numpy(x)
-
-    class Tokens(torch.utils.data.Dataset):
-        def __len__(self):
-            return n_samples
-
-        def __getitem__(self, sample):
-            return torch.tensor([float(sample), float(identity)])
-
-    class ToGridValue(PyTorchTransformation):
-        def __init__(self, k):
-            super().__init__()
-            self.k = k
-
-        def __call__(self, token):
-            moved = token.clone()
-            moved[1] = self.k
-            return moved
-
-        def parameters(self):
-            return torch.tensor([float(self.k)])
+    tokens, grid = token_inputs(n_params, n_samples)
 
     class Lookup(tm.pytorch.ActivationsModule):
         def activation_names(self):
@@ -111,11 +92,10 @@ def tmeasures_pytorch(tm, x):
         def forward_activations(self, tokens):
             return [table[tokens[:, 1].long(), tokens[:, 0].long()]]
 
-    grid = PyTorchTransformationSet([ToGridValue(k) for k in range(n_params)])
     options = tm.pytorch.PyTorchMeasureOptions(batch_size=16, num_workers=0, verbose=False)
-    nv = tm.pytorch.NormalizedVarianceInvariance().eval(Tokens(), grid, Lookup(), options)
+    nv = tm.pytorch.NormalizedVarianceInvariance().eval(tokens, grid, Lookup(), options)
     nv = nv.numpy()  # and its tv (x_result) and sv (y_result)
-    goodfellow = tm.pytorch.GoodfellowInvariance().eval(Tokens(), grid, Lookup(), options)
+    goodfellow = tm.pytorch.GoodfellowInvariance().eval(tokens, grid, Lookup(), options)
     return {"nv": nv, "tv": nv.x_result, "sv": nv.y_result, "goodfellow": goodfellow.numpy()}
 
 

@@ -27,6 +27,7 @@ from ml4ml.zoo.attacks import fgsm
 from ml4ml.cluster import keep_freed_memory
 from ml4ml.errors import InputError
 from ml4ml.probe.lie import check_lie_derivative, softmax_lie_derivative
+from ml4ml.probe.feature_maps import FeatureMapMoments
 from ml4ml.probe.statistics import LayerRecorder, layer_statistics  # noqa: F401 (re-exported)
 from ml4ml.probe.transforms import Transform, get_transform, grid_attrs, validate_grid
 from ml4ml.zoo.layers import select_layers
@@ -53,7 +54,7 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
                 normalize=None, layers: Sequence[str] | None = None, batch_size: int = 256,
                 device="cpu", fgsm_epsilon: float = 0.0, sample_ids=None,
                 progress=None, n_layers: int | None = None,
-                lie_derivative: bool = False) -> xr.Dataset:
+                lie_derivative: bool = False, units: str | None = None) -> xr.Dataset:
     """Run ``model`` on every image under every parameter of a transformation grid.
 
     Parameters
@@ -91,6 +92,9 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
         through the family's ``derivative``, bilinear for the geometric families), the
         variable ``lee``. A family without a derivative is refused (InputError) before
         anything runs.
+    units : ``"channel"``: also return ``unit`` (aug_param, sample, unit), the spatial
+        mean of every channel of the recorded layers (the per-channel sums the statistics
+        reduce anyway, divided by the spatial size: no extra pass); None or ``"none"``: not.
 
     On glibc the first call lets this process's malloc keep freed blocks
     (``cluster.keep_freed_memory``): the probe frees and re-allocates megabyte-sized
@@ -107,6 +111,10 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
         layer_name  (layer,)                                object   recorded module names
         lee         (sample,)                               float64  with lie_derivative:
                     mean over classes of |d softmax / d param| at the identity
+        unit        (aug_param, sample, unit)               float32  with units="channel":
+                    channel means, layers input to output (a coordinate: it is named like
+                    its dim), with coordinates unit_label ("layer-2/0", ...) and
+                    unit_layer (unit,) (the module names)
     and coordinates ``aug_param`` (float64; attrs ``units``, ``transform``), ``sample``
     (int64), ``label`` (sample,) int64, ``stat`` (``dims.STATS``) and ``class`` (int64);
     ``layer`` (0 .. n_layers-1), each named by ``layer_name``; every variable has CF-style
@@ -128,6 +136,7 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
     fgsm_epsilon = _check_epsilon(fgsm_epsilon)
     batch_size = max(batch_size, MIN_FORWARD_ROWS)
     device = _check_device(device)
+    record_units = _check_units(units)
     layer_names = select_layers(model, layers, n_layers)
     modules = dict(model.named_modules())
 
@@ -147,6 +156,8 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
     model.eval()
     recorder = LayerRecorder([(name, modules[name]) for name in layer_names], block_rows,
                              device, held_bytes=HELD_LAYER_BYTES)
+    if record_units:
+        recorder.moments = FeatureMapMoments(n_layers, n_params, device)
     try:
         n_classes = _count_classes(model, images_t[:1].to(device, dtype), norm, recorder)
         if int(labels_t.max()) >= n_classes:
@@ -159,6 +170,7 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
         logits_buf = torch.empty((block_rows, n_classes), dtype=torch.float32, device=device)
         lee = torch.empty(n_samples, dtype=torch.float64) if lie_derivative else None
         lee_width = max(images_per_batch, MIN_FORWARD_ROWS)
+        unit_rows = None  # (rows, unit) channel means, sized at the first block
         pin = device.type == "cuda" and images_t.device.type == "cpu"
         images_per_block = images_per_batch * batches_per_block
         for block_start in range(0, n_samples, images_per_block):
@@ -182,6 +194,8 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
                     recorder.enabled = True
                 rows = n_params * (stop - start)
                 with torch.inference_mode():
+                    if recorder.moments is not None:
+                        recorder.moments.start_batch(stop - start)
                     stack = transform(batch, grid_t, sample_ids=ids[start:stop])
                     _check_transformed(stack, transform, n_params, batch.shape)
                     stack = stack.reshape((rows,) + tuple(batch.shape[1:]))
@@ -190,9 +204,13 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
                     for first in range(0, rows, width):
                         last = min(first + width, rows)
                         recorder.start(row + first, row + last, width)
+                        if recorder.moments is not None:
+                            recorder.moments.at = first
                         logits = model(_padded(stack[first:last], width))
                         logits_buf[row + first:row + last] = logits[:last - first]
                         recorder.finish()
+                    if recorder.moments is not None:
+                        recorder.moments.finish_batch()
                 row += rows
                 _report(progress, stop, n_samples, stop - start)
             with torch.inference_mode():
@@ -200,6 +218,12 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
                 first_row = n_params * block_start
                 logits_rows[first_row:first_row + row] = logits_buf[:row]
                 act_rows[first_row:first_row + row] = act_block.transpose(0, 1)
+                if record_units:
+                    means = torch.cat(recorder.channel_means(row), dim=1)
+                    if unit_rows is None:
+                        unit_rows = torch.empty((n_params * n_samples, means.shape[1]),
+                                                dtype=torch.float32)
+                    unit_rows[first_row:first_row + row] = means
     finally:
         recorder.remove()
         model.train(was_training)
@@ -208,8 +232,13 @@ def probe_model(model: nn.Module, images, labels, transform: str | Transform, pa
     del logits_rows
     act = _by_aug_param(act_rows, n_params, images_per_batch)
     confidence, prediction = prob.max(dim=2)
-    return _as_dataset(prob, prediction, confidence, act, layer_names, grid, transform,
-                       ids, labels_t, fgsm_epsilon, normalize, lee)
+    ds = _as_dataset(prob, prediction, confidence, act, layer_names, grid, transform,
+                     ids, labels_t, fgsm_epsilon, normalize, lee)
+    if record_units:
+        channels = [recorder.row_shape[index][0] for index in range(n_layers)]
+        ds = _with_units(ds, _by_aug_param(unit_rows, n_params, images_per_batch), channels,
+                         layer_names, recorder.moments.result())
+    return ds
 
 
 @functools.cache
@@ -378,6 +407,33 @@ def _check_epsilon(epsilon) -> float:
         raise InputError(f"fgsm_epsilon must be a finite number >= 0; found {epsilon!r}",
                          field="fgsm_epsilon")
     return value
+
+
+def _check_units(units) -> bool:
+    """Whether ``units`` asks for per-channel units (None, "none" or "channel")."""
+    if units is None or units == "none":
+        return False
+    if units == "channel":
+        return True
+    raise InputError(f"units must be 'channel' or 'none'; found {units!r}", field="units")
+
+
+def _with_units(ds: xr.Dataset, unit: torch.Tensor, channels, layer_names,
+                moments) -> xr.Dataset:
+    """``ds`` with the channel means ``unit`` (aug_param, sample, unit), their labels and
+    tmeasures' per-feature-map ``unit_tv`` and ``unit_sv`` (unit,) (``moments``: per layer
+    (tv, sv))."""
+    labels = dims.unit_labels(channels)
+    modules = [name for name, count in zip(layer_names, channels) for _ in range(count)]
+    attrs = dict(dims.UNIT_RESPONSE_ATTRS)
+    ds = ds.assign({
+        name: (dims.UNIT, torch.cat([m[k] for m in moments]).numpy())
+        for k, name in enumerate((dims.UNIT_TV, dims.UNIT_SV))})
+    return dims.describe(ds.assign_coords({
+        dims.UNIT_RESPONSE: ((dims.AUG_PARAM, dims.SAMPLE, dims.UNIT), unit.numpy(), attrs),
+        dims.UNIT_LABEL: (dims.UNIT, np.array(labels, dtype=object)),
+        dims.UNIT_LAYER: (dims.UNIT, np.array(modules, dtype=object)),
+    }))
 
 
 def _check_device(device) -> torch.device:

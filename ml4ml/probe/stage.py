@@ -57,12 +57,14 @@ class ProbeReport:
 
 def probe_template(params, transform: str, labels, n_classes: int, n_layers: int, *,
                    fgsm_epsilon: float = 0.0, lie_derivative: bool = False,
-                   interpolation: str = "nearest") -> xr.Dataset:
+                   interpolation: str = "nearest", units: str = "none") -> xr.Dataset:
     """A lazy probe dataset with the variables, coordinates and attrs ``probe_model`` returns.
 
     params : (aug_param,) grid; labels : (sample,) int labels. Its arrays are dask zeros,
     never computed: it describes a probe group's layout (with ``lee`` (sample,) float64
-    for ``lie_derivative``; attr ``interpolation`` where it is not nearest).
+    for ``lie_derivative``; attr ``interpolation`` where it is not nearest). units :
+    "channel" adds the ``unit`` array with no unit yet (the models' channels extend it as
+    they are written).
     """
     import dask.array as da
 
@@ -97,7 +99,16 @@ def probe_template(params, transform: str, labels, n_classes: int, n_layers: int
         ds[dims.LEE] = ((dims.SAMPLE,), da.zeros(n, dtype=np.float64))
     if interpolation != "nearest":
         ds.attrs[store.INTERPOLATION] = interpolation
+    if units == "channel":
+        ds = ds.assign_coords({
+            dims.UNIT_RESPONSE: ((dims.AUG_PARAM, dims.SAMPLE, dims.UNIT),
+                                 da.zeros((P, n, 0), dtype=np.float32, chunks=(P, n, 1)),
+                                 dict(dims.UNIT_RESPONSE_ATTRS)),
+            dims.UNIT_LABEL: (dims.UNIT, np.array([], dtype=object)),
+            dims.UNIT_LAYER: (dims.UNIT, np.array([], dtype=object)),
+        }).assign({name: (dims.UNIT, np.zeros(0)) for name in (dims.UNIT_TV, dims.UNIT_SV)})
     return dims.describe(ds)
+
 
 
 def load_probe_suite(pipeline, suite_spec):
@@ -164,8 +175,9 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
                                                 suite.n_classes, n_layers,
                                                 fgsm_epsilon=pipeline.probe.fgsm_epsilon,
                                                 lie_derivative=pipeline.probe.lie_derivative,
-                                                interpolation=interpolation)
-                done, source, recorded = _probe_state(path, *key)
+                                                interpolation=interpolation,
+                                                units=pipeline.probe.units)
+                done, source, recorded, counts = _probe_state(path, *key)
                 lacking = _lacking_lee(path, *key) if pipeline.probe.lie_derivative else set()
                 resampled = _probed_interpolation(path, *key) not in (None, interpolation)
                 redo[key] = []
@@ -175,7 +187,10 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
                     moved = done.get(m, False) and chosen is not None and \
                         recorded.get(m) != chosen
                     unlied = done.get(m, False) and m in lacking
-                    redone = changed or moved or unlied or (resampled and done.get(m, False))
+                    no_units = done.get(m, False) and pipeline.probe.units == "channel" and \
+                        counts.get(m, -1) < 0
+                    redone = changed or moved or unlied or no_units or \
+                        (resampled and done.get(m, False))
                     if force or not done.get(m, False) or redone:
                         jobs[m].append(key)
                         if done.get(m, False):
@@ -184,7 +199,8 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
                                 "its checkpoint changed" if changed else
                                 "its layers changed" if moved else
                                 f"{transform} is sampled {interpolation} now" if resampled else
-                                "its Lie derivative was not recorded" if unlied else "forced")
+                                "its Lie derivative was not recorded" if unlied else
+                                "its channels were not recorded" if no_units else "forced")
                     else:
                         skipped += 1
         jobs = {m: j for m, j in jobs.items() if j}
@@ -238,19 +254,21 @@ def _suite_records(pipeline) -> dict:
     return out
 
 
-def _probe_state(path, suite: str, transform: str) -> tuple[dict, dict, dict]:
-    """{mid: done}, {mid: source sha256} and {mid: recorded layer names} of a probe
-    group; empty if there is none yet."""
+def _probe_state(path, suite: str, transform: str) -> tuple[dict, dict, dict, dict]:
+    """{mid: done}, {mid: source sha256}, {mid: recorded layer names} and {mid: recorded
+    units (-1: none)} of a probe group; empty if there is none yet."""
     group = store.probe_group(suite, transform)
     if not store.group_exists(path, group):
-        return {}, {}, {}
+        return {}, {}, {}, {}
     ds = store.open_probes(path, suite, transform)
     mids = [str(m) for m in ds[dims.MID].values]
     names = np.asarray(ds[dims.LAYER_NAME].transpose(dims.MID, dims.LAYER).values,
                        dtype=object) if dims.LAYER_NAME in ds else np.empty((len(mids), 0))
     return (dict(zip(mids, np.asarray(ds[dims.DONE].values, dtype=bool).tolist())),
             dict(zip(mids, [str(s) for s in ds[store.SOURCE].values])),
-            dict(zip(mids, [[str(n) for n in row] for row in names])))
+            dict(zip(mids, [[str(n) for n in row] for row in names])),
+            dict(zip(mids, np.asarray(ds[dims.UNIT_COUNT].values).min(axis=-1).tolist()))
+            if dims.UNIT_COUNT in ds else {})
 
 
 def _lacking_lee(path, suite: str, transform: str) -> set:
@@ -354,7 +372,7 @@ def probe_one(pipeline, mid: str, jobs, source, device: str = "cpu",
                     layers=layers,
                     batch_size=pipeline.probe.batch_size, device=device,
                     fgsm_epsilon=pipeline.probe.fgsm_epsilon,
-                    lie_derivative=pipeline.probe.lie_derivative,
+                    lie_derivative=pipeline.probe.lie_derivative, units=pipeline.probe.units,
                 )
             out.append((key, store.write_probe_data(pipeline.store, suite_name, transform,
                                                     mid, result)))

@@ -137,6 +137,8 @@ class LayerRecorder:
         self.held_bytes = held_bytes
         self.names = [name for name, _ in named_modules]
         self.enabled = True
+        # optional per-feature-map variances (``feature_maps.FeatureMapMoments``)
+        self.moments = None
         self.block_rows = block_rows
         self.device = device
         self.first = self.last = self.width = 0
@@ -184,6 +186,8 @@ class LayerRecorder:
                 raise InputError(f"layer {self.names[index]!r} changed its output shape per "
                                  f"input from {self.row_shape[index]} to "
                                  f"{tuple(output.shape[1:])}", field="layers")
+            if self.moments is not None:
+                self.moments.update(index, output)
             rows = slice(self.first, self.last)
             if self.held[index] is not None:  # small layer: reduced once per block
                 self.held[index][rows].copy_(output)
@@ -229,6 +233,13 @@ class LayerRecorder:
             _finish_statistics(per_channel, per_sample, self.spatial[index],
                                out=self.out[index, :n_rows])
         return self.out[:, :n_rows]
+
+    def channel_means(self, n_rows: int) -> list[torch.Tensor]:
+        """Per layer, the (n_rows, channel) spatial mean of every channel of the block's
+        first ``n_rows`` rows: the spatial sums ``statistics`` reduced, divided by the
+        spatial size (no further pass over the outputs). Call after ``statistics``."""
+        return [per_channel[0, :n_rows] / self.spatial[index]
+                for index, per_channel in enumerate(self.per_channel)]
 
     def remove(self) -> None:
         for handle in self.handles:

@@ -124,6 +124,10 @@ class ProbeTable(_Table):
     lie_derivative: Annotated[bool, Field(description=(
         "also record each sample's Lie derivative of the softmax at the identity (lee), "
         "by forward-mode autodiff through a bilinear warp")), Says("true or false")] = False
+    units: Annotated[Literal["none", "channel"], Field(description=(
+        "\"channel\": also record the spatial mean of every channel of the recorded layers "
+        "(the probes' unit array, for per-channel response measures); default \"none\"")),
+        Says("\"none\" or \"channel\"", "\"none\" or \"channel\"")] = "none"
 
 
 class ClusterTable(_Table):

@@ -42,6 +42,7 @@ class ProbeSpec:
     device: str = "cpu"
     fgsm_epsilon: float = 0.0
     lie_derivative: bool = False  # also the Lie derivative per sample (probe.lie)
+    units: str = "none"  # "channel": record every channel's spatial mean (probes' unit)
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ def read_probe(raw, problems) -> ProbeSpec:
     probe = check_part(ProbeTable, tab, "probe.", problems)
     return ProbeSpec(layers=tuple(probe.layers), batch_size=probe.batch_size,
                      device=probe.device, fgsm_epsilon=float(probe.fgsm_epsilon),
-                     lie_derivative=bool(probe.lie_derivative))
+                     lie_derivative=bool(probe.lie_derivative), units=str(probe.units))
 
 
 def read_interpolations(raw, transforms: dict, problems) -> dict:

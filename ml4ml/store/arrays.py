@@ -38,7 +38,9 @@ from zarr.codecs import ZstdCodec
 
 from ml4ml import dims
 
-__all__ = ["fill_value", "missing", "zarr_dtype", "fit", "STRING_WIDTH", "STRING_WIDTHS", "layout_group", "add_arrays", "extend_rows", "extend_dim",
+__all__ = ["fill_value", "missing", "zarr_dtype", "fit", "STRING_WIDTH", "STRING_WIDTHS",
+           "layout_group", "add_arrays", "extend_rows", "extend_dim", "resize_along",
+           "UNIT_CHUNK",
            "write_rows", "write_table_rows", "set_flags", "ROW_CHUNK", "RAW_VARIABLES",
            "ROW_TABLE_VARIABLES"]
 
@@ -46,11 +48,14 @@ __all__ = ["fill_value", "missing", "zarr_dtype", "fit", "STRING_WIDTH", "STRING
 RAW_VARIABLES = frozenset({dims.ACT, dims.CONFIDENCE, dims.MATRIX, dims.MATRIX_SUBSET})
 # small per-model values written by the driver alone, ROW_CHUNK models per chunk
 ROW_TABLE_VARIABLES = frozenset({dims.DONE, dims.LAYER_NAME, "source_sha256", "digest",
-                                 "probe_digest", "error"})
+                                 "probe_digest", "error", dims.UNIT_COUNT})
 # the codec of every other array
 COMPRESSOR = ZstdCodec(level=1)
 # rows per chunk along mid of tables written by the driver alone (models, labels)
 ROW_CHUNK = 1024
+# values per chunk along ``unit`` at least: the probes' unit dim grows as models with more
+# channels arrive (``store.probes``), so its chunks are sized for growth, not its first size
+UNIT_CHUNK = 256
 # characters of a string array (fixed-width unicode); long texts get more
 STRING_WIDTH = 256
 STRING_WIDTHS = {"error": 2048, "train_error": 2048, "checkpoint": 4096, "pretrained": 4096,
@@ -132,7 +137,7 @@ def _compressors(name: str, dtype):
 
 def _chunks(name: str, var: xr.Variable, mid_chunk: int) -> tuple:
     rows = ROW_CHUNK if name in ROW_TABLE_VARIABLES or name == dims.MID else mid_chunk
-    return tuple((rows if d == dims.MID else max(int(s), 1))
+    return tuple((rows if d == dims.MID else max(int(s), UNIT_CHUNK if d == dims.UNIT else 1))
                  for d, s in zip(var.dims, var.shape))
 
 
@@ -175,15 +180,16 @@ def layout_group(parent: zarr.Group, name: str, ds: xr.Dataset, *, mid_chunk: in
     return group
 
 
-def add_arrays(group: zarr.Group, ds: xr.Dataset, names=None, *,
-               mid_chunk: int = 1) -> list[str]:
+def add_arrays(group: zarr.Group, ds: xr.Dataset, names=None, *, mid_chunk: int = 1,
+               per_var: dict | None = None) -> list[str]:
     """Create in the existing ``group`` an array for each variable ``names`` of ``ds`` (the
     group's dataset, as for ``layout_group``; default: every variable the group lacks, e.g.
     ``response_value`` added by a later version), laid out as ``layout_group`` lays them
     out: those along ``mid`` unwritten (they read as their fill value, NaN for floats), the
     others with their values. Returns the names created. Uncommitted until
-    ``layout.commit``."""
-    per_var, _ = _coordinates_attr(ds)
+    ``layout.commit``. per_var : {variable: its ``coordinates`` attribute} (default: from
+    ``ds``)."""
+    per_var = _coordinates_attr(ds)[0] if per_var is None else per_var
     if names is None:
         names = [name for name in ds.variables if name not in group]
     names = list(names)
@@ -244,6 +250,13 @@ def extend_dim(group: zarr.Group, dim: str, labels) -> int:
     _resize_along(group, dim, stop)
     group[dim][start:stop] = fit(group[dim], list(labels), dim)  # resized now
     return start
+
+
+def resize_along(group: zarr.Group, dim: str, stop: int) -> None:
+    """Every array of ``group`` along ``dim`` resized to ``stop`` there (for a dim without
+    a coordinate of its own name, whose labels the caller writes). Uncommitted until
+    ``layout.commit``."""
+    _resize_along(group, dim, stop)
 
 
 def _resize_along(group: zarr.Group, dim: str, stop: int) -> None:

@@ -37,7 +37,8 @@ from ml4ml.store.chunks import read_rows, scan_group
 from ml4ml.store.groups import (MODELS_GROUP, list_groups, matrices_group, measures_group,
                                 probe_group, store_attrs, zarr_group)
 from ml4ml.store.lineage import fresh_rows, probe_state
-from ml4ml.store.probes import DIGEST, RESPONSES, SOURCE, probe_digest
+from ml4ml.store.probes import (DIGEST, RESPONSES, SOURCE, UNIT_ARRAYS, probe_digest,
+                                unit_digest_values)
 from ml4ml.store.rows import PROBE_DIGEST, clear_done
 
 __all__ = ["Problem", "check_store", "repair_store"]
@@ -215,11 +216,19 @@ def _probe_rows(path, group, scans, hurt, models) -> list[Problem]:
     source = [str(s) for s in scans[SOURCE].values.tolist()]
     damaged, altered = [], []
     zgroup = zarr_group(path, group, mode="r", committed=True)
-    arrays = {name: zgroup[name] for name in RESPONSES if name in zgroup}
+    arrays = {name: zgroup[name] for name in RESPONSES + UNIT_ARRAYS if name in zgroup}
+    labels = zgroup[dims.UNIT_LABEL][:].tolist() if dims.UNIT_LABEL in zgroup else []
     for row, values in read_rows(arrays, np.flatnonzero(done)):
+        units = {name: values.pop(name) for name in UNIT_ARRAYS if name in values}
         bad = [name for name, v in values.items()
                if (v.dtype.kind == "f" and not np.isfinite(v).all())
                or (name == dims.PREDICTION and (v < 0).any())]
+        if units and labels:  # NaN padding aside (a unit NaN throughout), finite
+            own = ~np.isnan(units[dims.UNIT_RESPONSE].reshape(-1, len(labels))).all(axis=0)
+            bad += [name for name, v in units.items() if not np.isfinite(v[..., own]).all()]
+            if own.any():
+                values.update(unit_digest_values([labels[k] for k in np.flatnonzero(own)],
+                                                 {n: v[..., own] for n, v in units.items()}))
         if bad:
             damaged.append((mids[row], bad[0]))
         elif probe_digest({k: v.astype(object) if v.dtype.kind == "T" else v

@@ -49,7 +49,7 @@ def level_problems(path, committed: dict) -> list[tuple[str, str, str]]:
             continue
         stored = [str(v) for v in zgroup[dims.LEVEL_MODULE][:].tolist()]
         names = np.asarray(zgroup[dims.LAYER_NAME][:], dtype=object)
-        expected = dims.level_modules_of(names, found)
+        expected = dims.level_modules_of(names, found, levels)
         if stored != expected:
             k = next(k for k, (a, b) in enumerate(zip(stored, expected)) if a != b)
             out.append((group, f"'{dims.LEVEL_MODULE}' is out of date with the module names "

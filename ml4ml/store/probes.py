@@ -19,7 +19,8 @@ import xarray as xr
 
 from ml4ml import dims
 from ml4ml.errors import InputError, StoreError
-from ml4ml.store.arrays import add_arrays, extend_rows, layout_group, write_rows, write_table_rows
+from ml4ml.store.arrays import (add_arrays, extend_rows, fit, layout_group, resize_along,
+                                write_rows, write_table_rows)
 from ml4ml.store.groups import (check_unique, group_exists, mid_positions, open_group,
                                 probe_group, store_precision, zarr_group)
 from ml4ml.store.layout import begin, commit, quiet
@@ -27,7 +28,8 @@ from ml4ml.store.rows import clear_done
 
 __all__ = ["init_probes", "probe_layout", "write_probe", "write_probe_data", "finish_probes",
            "write_probe_failure", "open_probes", "check_compatible", "probe_digest",
-           "SOURCE", "DIGEST", "ERROR", "INTERPOLATION"]
+           "unit_layers", "unit_digest_values", "UNIT_ARRAYS", "SOURCE", "DIGEST", "ERROR",
+           "INTERPOLATION"]
 
 SOURCE = "source_sha256"
 DIGEST = "digest"
@@ -38,6 +40,9 @@ RESPONSES = (dims.PROB, dims.PREDICTION, dims.CONFIDENCE, dims.ACT, dims.LAYER_N
 FLOAT64_RESPONSES = frozenset({dims.LEE})
 # how the geometric families sampled (a group attr; absent: "nearest")
 INTERPOLATION = "interpolation"
+# per-model arrays along the positional ``unit`` dim ([probe] units = "channel"), placed
+# by ``unit_label``; the digest covers a model's own units (``unit_digest_values``)
+UNIT_ARRAYS = (dims.UNIT_RESPONSE, dims.UNIT_TV, dims.UNIT_SV)
 LINEAGE_ATTRS = {
     SOURCE: ("source sha256", "sha256 of the checkpoint (or reference files) the model's "
              "responses were probed from"),
@@ -47,11 +52,22 @@ LINEAGE_ATTRS = {
 }
 
 
+def _per_model(template: xr.Dataset) -> dict:
+    """{name: variable} of a probe dataset's per-model variables (``unit`` included: it
+    is a coordinate, named like its dim)."""
+    out = dict(template.data_vars.items())
+    if dims.UNIT_RESPONSE in template.variables and \
+            template[dims.UNIT_RESPONSE].ndim > 1:
+        out[dims.UNIT_RESPONSE] = template[dims.UNIT_RESPONSE]
+    return out
+
+
 def probe_layout(template: xr.Dataset, mids, precision, suite: str, transform: str) -> xr.Dataset:
     """The group's dataset for ``mids``: lazy (never computed) per-model variables."""
     n = len(mids)
     variables = {}
-    for name, var in template.data_vars.items():
+    per_model = _per_model(template)
+    for name, var in per_model.items():
         dtype = np.dtype(_precision(name, precision)) if var.dtype.kind == "f" else var.dtype
         if dtype.kind in "OUST":
             data = np.full((n,) + var.shape, "", dtype=object)
@@ -59,12 +75,16 @@ def probe_layout(template: xr.Dataset, mids, precision, suite: str, transform: s
             data = da.zeros((n,) + var.shape, dtype=dtype, chunks=(1,) + var.shape)
         variables[name] = ((dims.MID,) + var.dims, data, dict(var.attrs))
     variables[dims.DONE] = ((dims.MID,), np.zeros(n, dtype=bool))
+    if dims.UNIT_RESPONSE in per_model:
+        variables[dims.UNIT_COUNT] = ((dims.MID, dims.LAYER),
+                                      np.full((n, template.sizes[dims.LAYER]), -1, np.int64))
     for name, (long_name, description) in LINEAGE_ATTRS.items():
         variables[name] = ((dims.MID,), np.full(n, "", dtype=object),
                            {"long_name": long_name, "description": description})
     coords = {dims.MID: np.asarray(list(mids), dtype=object)}
     for name, coord in template.coords.items():
-        coords[name] = coord.variable
+        if name not in per_model:
+            coords[name] = coord.variable
     if dims.LAYER in template.dims and dims.LAYER not in coords:
         coords[dims.LAYER] = np.arange(template.sizes[dims.LAYER], dtype=np.int64)
     attrs = dict(template.attrs)
@@ -100,10 +120,14 @@ def init_probes(path, suite: str, transform: str, template: xr.Dataset, mids) ->
                    and name not in existing.variables]
         interpolation = template.attrs.get(INTERPOLATION, "nearest")
         moved = existing.attrs.get(INTERPOLATION, "nearest") != interpolation
-        if new or missing or moved:
+        units = dims.UNIT_RESPONSE in _per_model(template) and \
+            dims.UNIT_LABEL not in existing.variables
+        if new or missing or moved or units:
             begin(path, group)
             with quiet():
                 zgroup = zarr_group(path, group)
+                if units:  # units asked of a group laid out without them
+                    _add_units(zgroup, template, old, precision)
                 if new:
                     extend_rows(zgroup, new)
                 if missing:
@@ -119,6 +143,30 @@ def init_probes(path, suite: str, transform: str, template: xr.Dataset, mids) ->
         layout_group(zarr_group(path), group, layout)
     commit(path, group)
     return mids
+
+
+def _add_units(zgroup, template: xr.Dataset, mids, precision) -> None:
+    """The unit arrays (``unit``, ``unit_label``, ``unit_layer``, ``unit_count``) added to
+    an existing group of ``mids``, no unit laid out yet (they grow as models write)."""
+    P, S = template.sizes[dims.AUG_PARAM], template.sizes[dims.SAMPLE]
+    n = len(mids)
+    unit = template[dims.UNIT_RESPONSE]
+    ds = xr.Dataset(coords={
+        dims.UNIT_RESPONSE: ((dims.MID, dims.AUG_PARAM, dims.SAMPLE, dims.UNIT),
+                             da.zeros((n, P, S, 0), dtype=np.dtype(precision),
+                                      chunks=(1, P, S, 1)), dict(unit.attrs)),
+        dims.UNIT_LABEL: (dims.UNIT, np.array([], dtype=object)),
+        dims.UNIT_LAYER: (dims.UNIT, np.array([], dtype=object)),
+        dims.UNIT_COUNT: ((dims.MID, dims.LAYER),
+                          np.full((n, template.sizes[dims.LAYER]), -1, dtype=np.int64)),
+    })
+    for name in (dims.UNIT_TV, dims.UNIT_SV):
+        ds[name] = ((dims.MID, dims.UNIT), da.zeros((n, 0), dtype=np.dtype(precision),
+                                                   chunks=(1, 1)))
+    add_arrays(zgroup, dims.describe(ds), per_var={})
+    listed = str(zgroup.attrs.get("coordinates", "")).split()
+    zgroup.attrs["coordinates"] = " ".join(
+        listed + [c for c in (dims.UNIT_LABEL, dims.UNIT_LAYER) if c not in listed])
 
 
 def probe_digest(values: dict) -> str:
@@ -186,12 +234,84 @@ def write_probe_data(path, suite: str, transform: str, mid: str, probe: xr.Datas
     (row,) = mid_positions(coords, [mid], path, group)
     check_compatible(coords, probe, path, group)
     values = _stored_values(probe, zgroup, store_precision(path), path, group)
-    digest = probe_digest(values)
     large = {name: data[None] for name, data in values.items() if name != dims.LAYER_NAME}
+    result = {"mid": str(mid),
+              "layer_name": values.get(dims.LAYER_NAME, np.array([], dtype=object))}
+    if dims.UNIT_RESPONSE in zgroup:
+        placed, result["unit_count"], result["units"], own = _unit_row(probe, zgroup, path,
+                                                                       group)
+        large.update({name: row[None] for name, row in placed.items()})
+        values.update(own)
+    result["digest"] = probe_digest(values)
     with quiet():
         write_rows(zgroup, [row], large)
-    return {"mid": str(mid), "digest": digest,
-            "layer_name": values.get(dims.LAYER_NAME, np.array([], dtype=object))}
+    return result
+
+
+def _unit_row(probe: xr.Dataset, zgroup, path, group):
+    """({unit array: the model's row on the group's units}, its channels per layer, pending,
+    its units as the digest covers them (``unit_digest_values``)).
+
+    The model's channel means (``unit``) and feature-map variances (``unit_tv``,
+    ``unit_sv``) go to the positions of their ``unit_label`` in the group, NaN elsewhere;
+    a model without units gets NaN rows (counts -1). A model with a label the group lacks
+    is left for the driver (no rows; pending: (labels, {name: values})), which grows the
+    ``unit`` dim (``finish_probes``)."""
+    names = [name for name in UNIT_ARRAYS if name in zgroup]
+    n_layers = zgroup[dims.UNIT_COUNT].shape[1]
+    if dims.UNIT_RESPONSE not in probe.variables or probe[dims.UNIT_RESPONSE].ndim < 2:
+        return {name: np.full(zgroup[name].shape[1:], np.nan, dtype=zgroup[name].dtype)
+                for name in names}, [-1] * n_layers, None, {}
+    data = {}
+    for name in names:
+        if name not in probe.variables:
+            raise InputError(f"the model's units lack '{name}'", field=name)
+        var = probe[name].transpose(..., dims.UNIT)
+        expected = dict(zip(zgroup[name].metadata.dimension_names[1:-1],
+                            zgroup[name].shape[1:-1]))
+        _check_sizes(dict(zip(var.dims[:-1], var.shape[:-1])), expected, path,
+                     f"{group}/{name}")
+        values = np.asarray(var.values).astype(zgroup[name].dtype)
+        if not np.isfinite(values).all():
+            raise InputError(f"{int((~np.isfinite(values)).sum())} of the model's '{name}' "
+                             f"values are NaN or infinite", field=name)
+        data[name] = values
+    labels = [str(v) for v in probe[dims.UNIT_LABEL].values]
+    prefixes = [dims.prefix_of_unit(label) for label in labels]
+    counts = [prefixes.count(prefix) for prefix in dims.layer_labels(n_layers)]
+    have = {str(v): k for k, v in enumerate(zgroup[dims.UNIT_LABEL][:].tolist())}
+    own = unit_digest_values(labels, data)
+    if any(label not in have for label in labels):
+        return {}, counts, (labels, data), own
+    return _placed(zgroup, have, labels, data), counts, None, own
+
+
+def unit_digest_values(labels, data: dict) -> dict:
+    """A model's own units as its digest covers them, whatever their positions in the
+    group: ``unit_label`` and each unit array's values (..., own units), in layer order
+    (input to output) and channel order (a model probed without units adds nothing, so
+    its digest is the same as before units existed)."""
+    def key(label):
+        prefix, channel = str(label).split("/", 1)
+        return -int(prefix.split("-", 1)[1]), int(channel)
+
+    order = sorted(range(len(labels)), key=lambda k: key(labels[k]))
+    out = {dims.UNIT_LABEL: np.array([str(labels[k]) for k in order], dtype=object)}
+    out.update({name: np.ascontiguousarray(np.asarray(values)[..., order])
+                for name, values in data.items()})
+    return out
+
+
+def _placed(zgroup, have: dict, labels, data: dict) -> dict:
+    """{name: the group's row of unit array ``name``}: ``data[name]`` (..., own units) at
+    the positions ``have`` gives its ``labels``, NaN elsewhere."""
+    positions = [have[label] for label in labels]
+    out = {}
+    for name, values in data.items():
+        row = np.full(zgroup[name].shape[1:], np.nan, dtype=zgroup[name].dtype)
+        row[..., positions] = values
+        out[name] = row
+    return out
 
 
 def finish_probes(path, suite: str, transform: str, results, source_sha256: dict) -> None:
@@ -204,10 +324,19 @@ def finish_probes(path, suite: str, transform: str, results, source_sha256: dict
     if not results:
         return
     group = probe_group(suite, transform)
+    if any(r.get("units") is not None for r in results):
+        _grow_units(path, group, [r["units"][0] for r in results if r.get("units") is not None])
     with quiet():
         zgroup = zarr_group(path, group, committed=True)
         mids = [r["mid"] for r in results]
         rows = mid_positions(zgroup, mids, path, group)
+        pending = [(row, r["units"]) for row, r in zip(rows, results)
+                   if r.get("units") is not None]
+        if pending:
+            have = {str(v): k for k, v in enumerate(zgroup[dims.UNIT_LABEL][:].tolist())}
+            for row, (labels, data) in pending:
+                placed = _placed(zgroup, have, labels, data)
+                write_rows(zgroup, [row], {name: v[None] for name, v in placed.items()})
         values = {
             dims.LAYER_NAME: np.stack([np.asarray(r["layer_name"], dtype=object)
                                        for r in results]),
@@ -215,7 +344,46 @@ def finish_probes(path, suite: str, transform: str, results, source_sha256: dict
             DIGEST: np.array([r["digest"] for r in results], dtype=object),
             ERROR: np.full(len(results), "", dtype=object),
         }
+        if dims.UNIT_COUNT in zgroup:
+            n_layers = zgroup[dims.UNIT_COUNT].shape[1]
+            values[dims.UNIT_COUNT] = np.array([r.get("unit_count", [-1] * n_layers)
+                                                for r in results], dtype=np.int64)
+            names = np.asarray(zgroup[dims.LAYER_NAME][:], dtype=object)
+            counts = np.asarray(zgroup[dims.UNIT_COUNT][:])
+            names[np.asarray(rows)] = values[dims.LAYER_NAME]
+            counts[np.asarray(rows)] = values[dims.UNIT_COUNT]
+            layers = zgroup[dims.UNIT_LAYER]
+            layers[...] = fit(layers, np.asarray(
+                unit_layers(names, counts, zgroup[dims.UNIT_LABEL][:].tolist()), dtype=object),
+                dims.UNIT_LAYER)
         write_table_rows(zgroup, rows, values, flag=dims.DONE)
+
+
+def unit_layers(layer_names, unit_count, labels) -> list[str]:
+    """The ``unit_layer`` coordinate of a probe group's units ``labels`` from its rows'
+    ``layer_names`` (model, layer) and ``unit_count`` (model, layer): ``dims.unit_layers_of``
+    of the rows that recorded units."""
+    names = np.asarray(layer_names, dtype=object)
+    return dims.unit_layers_of(names[np.asarray(unit_count).min(axis=-1) >= 0], labels)
+
+
+def _grow_units(path, group: str, label_lists) -> None:
+    """Append the labels of ``label_lists`` the group's ``unit`` dim lacks (one committed
+    layout change; existing rows read NaN there). Driver only, holding the store's lock."""
+    with quiet():
+        zgroup = zarr_group(path, group, committed=True)
+        have = [str(v) for v in zgroup[dims.UNIT_LABEL][:].tolist()]
+    new = list(dict.fromkeys(label for labels in label_lists for label in labels
+                             if label not in set(have)))
+    if not new:
+        return
+    begin(path, group)
+    with quiet():
+        zgroup = zarr_group(path, group)
+        resize_along(zgroup, dims.UNIT, len(have) + len(new))
+        zgroup[dims.UNIT_LABEL][len(have):] = fit(zgroup[dims.UNIT_LABEL],
+                                                 np.array(new, dtype=object), dims.UNIT_LABEL)
+    commit(path, group)
 
 
 def write_probe(path, suite: str, transform: str, mid: str, probe: xr.Dataset, *,
@@ -245,11 +413,13 @@ def write_probe_failure(path, suite: str, transform: str, mid: str, message: str
 def open_probes(path, suite: str, transform: str, *, committed: bool = True) -> xr.Dataset:
     """Every model's probe responses for one suite and transform, lazily (dask).
 
-    The small per-sample ``label`` coordinate is loaded into memory.
+    The small coordinates ``label`` (sample,), ``unit_label`` and ``unit_layer`` (unit,)
+    are loaded into memory.
     """
     ds = open_group(path, probe_group(suite, transform), committed=committed)
-    if dims.LABEL in ds.coords:
-        ds = ds.assign_coords({dims.LABEL: ds[dims.LABEL].load()})
+    small = [name for name in (dims.LABEL, dims.UNIT_LABEL, dims.UNIT_LAYER) if name in ds.coords]
+    if small:
+        ds = ds.assign_coords({name: ds[name].load() for name in small})
     return ds
 
 

@@ -240,8 +240,8 @@ def _delete_chunks(store, array: str, encoding: dict) -> None:
 
 
 def _rewrite_derived(path, group: str, attrs: dict) -> None:
-    """The values of ``group`` that depend on its rows: ``level_module`` (from the kept
-    rows' ``layer_name``), and the planned attributes."""
+    """The values of ``group`` that depend on its rows: ``level_module`` and ``unit_layer``
+    (from the kept rows' ``layer_name``), and the planned attributes."""
     from ml4ml.store.arrays import fit
     from ml4ml.store.groups import zarr_group
 
@@ -252,5 +252,12 @@ def _rewrite_derived(path, group: str, attrs: dict) -> None:
             modules = dims.level_modules_of(names, names.shape[-1])
             array = zgroup[dims.LEVEL_MODULE]
             array[...] = fit(array, np.asarray(modules, dtype=object), dims.LEVEL_MODULE)
+        if dims.UNIT_LAYER in zgroup and dims.UNIT_COUNT in zgroup:
+            from ml4ml.store.probes import unit_layers
+
+            array = zgroup[dims.UNIT_LAYER]
+            array[...] = fit(array, np.asarray(unit_layers(
+                zgroup[dims.LAYER_NAME][:], zgroup[dims.UNIT_COUNT][:],
+                zgroup[dims.UNIT_LABEL][:].tolist()), dtype=object), dims.UNIT_LAYER)
         if attrs:
             zgroup.attrs.update(json.loads(json.dumps(attrs)))
