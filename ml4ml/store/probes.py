@@ -27,7 +27,7 @@ from ml4ml.store.rows import clear_done
 
 __all__ = ["init_probes", "probe_layout", "write_probe", "write_probe_data", "finish_probes",
            "write_probe_failure", "open_probes", "check_compatible", "probe_digest",
-           "SOURCE", "DIGEST", "ERROR", "INTERPOLATION"]
+           "SOURCE", "DIGEST", "ERROR", "INTERPOLATION", "SUITE_DIGEST"]
 
 SOURCE = "source_sha256"
 DIGEST = "digest"
@@ -38,6 +38,9 @@ RESPONSES = (dims.PROB, dims.PREDICTION, dims.CONFIDENCE, dims.ACT, dims.LAYER_N
 FLOAT64_RESPONSES = frozenset({dims.LEE})
 # how the geometric families sampled (a group attr; absent: "nearest")
 INTERPOLATION = "interpolation"
+# the content digest of the user's own images a group was probed on (a group attr; absent:
+# a built-in or registered suite); ``data.own.suite_digest``
+SUITE_DIGEST = "suite_digest"
 LINEAGE_ATTRS = {
     SOURCE: ("source sha256", "sha256 of the checkpoint (or reference files) the model's "
              "responses were probed from"),
@@ -100,7 +103,9 @@ def init_probes(path, suite: str, transform: str, template: xr.Dataset, mids) ->
                    and name not in existing.variables]
         interpolation = template.attrs.get(INTERPOLATION, "nearest")
         moved = existing.attrs.get(INTERPOLATION, "nearest") != interpolation
-        if new or missing or moved:
+        digest = template.attrs.get(SUITE_DIGEST)
+        changed = digest is not None and existing.attrs.get(SUITE_DIGEST) != digest
+        if new or missing or moved or changed:
             begin(path, group)
             with quiet():
                 zgroup = zarr_group(path, group)
@@ -111,6 +116,8 @@ def init_probes(path, suite: str, transform: str, template: xr.Dataset, mids) ->
                                                     transform), missing)
                 if moved:
                     zgroup.attrs.update({INTERPOLATION: interpolation})
+                if changed:
+                    zgroup.attrs.update({SUITE_DIGEST: digest})
             commit(path, group)
         return new
     layout = probe_layout(template, mids, precision, suite, transform)
