@@ -10,35 +10,19 @@ import os
 import shutil
 from pathlib import Path
 
+import docblocks
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from test_added_models import NET  # the same small CNN
 
-import docblocks
 from ml4ml import dims, store
 from ml4ml.cli import cli
 from ml4ml.data.own import OwnSuiteSpec, suite_digest
 from ml4ml.data.suites import load_suite
 
-NET = '''
-import torch
-from torch import nn
-
-
-class Net(nn.Module):
-    def __init__(self, num_classes=10, in_channels=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 4, 5)
-        self.conv2 = nn.Conv2d(4, 8, 5)
-        self.fc = nn.Linear(8, num_classes)
-
-    def forward(self, x):
-        x = torch.relu(self.conv1(x))
-        x = torch.relu(self.conv2(x))
-        return self.fc(x.mean((2, 3)))
-'''
 MEAN, STD = 0.5, 0.25
 SIDE = 20           # the files' own size; the spec resizes to 28 x 28
 PER_CLASS = 2
@@ -172,7 +156,7 @@ def files_of(path: Path) -> dict:
 
 
 def test_own_suites_probe_as_a_plain_torch_loop(world, tmp_path):
-    folder, namespace, net = world
+    folder, _, net = world
     spec = write_spec(folder, SUITES, "probe.toml", "probe.zarr")
     result = run("validate", spec)
     assert result.exit_code == 0, result.output
@@ -208,16 +192,22 @@ def test_own_suites_probe_as_a_plain_torch_loop(world, tmp_path):
     assert again.exit_code == 0 and "0 probed, 1 already" in again.output, again.output
 
 
-def test_a_changed_folder_is_reprobed(world, tmp_path):
-    folder, namespace, net = world
-    root = tmp_path / "pngs"
-    shutil.copytree(folder / "pngs", root)
-    (tmp_path / "net.pt").write_bytes((folder / "net.pt").read_bytes())
-    (tmp_path / "mynets.py").write_text(NET)
-    spec = write_spec(tmp_path, SUITES.split("[suites.hwc]")[0])
+def probed_png_store(folder: Path, base: Path) -> tuple[Path, Path]:
+    """A copy of the PNG folder, the model and its module in ``base``, with a spec of the
+    PNG suite alone, added and probed: (spec, store)."""
+    shutil.copytree(folder / "pngs", base / "pngs")
+    (base / "net.pt").write_bytes((folder / "net.pt").read_bytes())
+    (base / "mynets.py").write_text(NET)
+    spec = write_spec(base, SUITES.split("[suites.hwc]")[0])
     assert run("train", spec).exit_code == 0
     assert run("probe", spec).exit_code == 0
-    path = tmp_path / "own.zarr"
+    return spec, base / "own.zarr"
+
+
+def test_a_changed_folder_is_reprobed(world, tmp_path):
+    folder, _, net = world
+    root = tmp_path / "pngs"
+    spec, path = probed_png_store(folder, tmp_path)
     before, _ = stored_identity(path, "pngs")
     digest = store.open_probes(path, "pngs", "rotation").attrs[store.SUITE_DIGEST]
     # one image changes its pixels (same name, same count)
@@ -272,13 +262,7 @@ def _bad_cases(base: Path) -> dict:
 def test_bad_own_suites_are_one_line_and_leave_the_store_untouched(world, tmp_path):
     folder, _, _ = world
     base = tmp_path
-    shutil.copytree(folder / "pngs", base / "pngs")
-    (base / "net.pt").write_bytes((folder / "net.pt").read_bytes())
-    (base / "mynets.py").write_text(NET)
-    good = write_spec(base, SUITES.split("[suites.hwc]")[0])
-    assert run("train", good).exit_code == 0
-    assert run("probe", good).exit_code == 0
-    path = base / "own.zarr"
+    _, path = probed_png_store(folder, base)
     untouched = files_of(path)
     for name, (table, file, field) in _bad_cases(base).items():
         spec = base / "bad.toml"

@@ -330,14 +330,14 @@ def _check_own_classes(pipeline, jobs, sources) -> None:
             continue
         try:
             model, prep = sources[mid].load(mid)
-        except Exception:  # noqa: BLE001 - its task records why
+        except Exception:  # noqa: BLE001, S112 - its task records why
             continue
         for name in names:
             suite = load_probe_suite(pipeline, own[name])
             try:
                 with torch.inference_mode():
                     logits = model(_normalized(suite.images[:1], prep))
-            except Exception:  # noqa: BLE001 - its task records why
+            except Exception:  # noqa: BLE001, S112 - its task records why
                 continue
             if logits.dim() == 2 and logits.shape[1] != suite.n_classes:
                 raise InputError(
