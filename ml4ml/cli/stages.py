@@ -20,13 +20,23 @@ def validate(pipeline):
     from ml4ml.config import load_pipeline
 
     p = load_pipeline(pipeline)
+    own = _check_own_suites(p)
     n_hold = sum(r.holdout for r in p.recipes) + sum(a.holdout for a in p.added)
     n = len(p.mids)
     added = f", {len(p.added)} trained elsewhere" if p.added else ""
     grids = ", ".join(f"{t} ({len(g)} values {g[0]:g}..{g[-1]:g})" for t, g in p.transforms.items())
     click.echo(f"{pipeline}: ok: {n} models ({n - n_hold} regular, "
-               f"{n_hold} hold-out{added}); suites {', '.join(s.name for s in p.suites)}; {grids}; "
-               f"store {p.store}")
+               f"{n_hold} hold-out{added}); suites {', '.join(own.get(s.name, s.name) for s in p.suites)}; "
+               f"{grids}; store {p.store}")
+
+
+def _check_own_suites(p) -> dict:
+    """{name: "name (k classes)"} of the spec's own suites, their folders listed and npz
+    labels read (no image decoded); InputError naming the file and field otherwise."""
+    from ml4ml.data.own import check_spec_suite
+
+    return {s.name: f"{s.name} ({len(check_spec_suite(s, spec_file=p.file))} classes)"
+            for s in p.suites if s.own}
 
 
 @click.command(context_settings=CONTEXT)

@@ -77,7 +77,7 @@ from ml4ml.errors import InputError
 
 __all__ = ["OwnSuiteSpec", "OWN_FIELDS", "KINDS", "LAYOUTS", "IMG_EXTENSIONS", "own_spec_problems",
            "check_own_spec", "load_own_suite", "own_suite_classes", "suite_digest",
-           "resize_images"]
+           "resize_images", "own_spec_of", "load_spec_suite", "check_spec_suite"]
 
 KINDS = ("imagefolder", "npz")
 LAYOUTS = ("nhwc", "nchw")
@@ -257,6 +257,34 @@ def suite_digest(spec: OwnSuiteSpec, base_dir=None, *, spec_file=None) -> str:
             for (rel, _), digest in zip(entries, digests):
                 outer.update(json.dumps([rel, digest]).encode() + b"\n")
     return outer.hexdigest()
+
+
+def own_spec_of(suite_spec) -> OwnSuiteSpec:
+    """The ``OwnSuiteSpec`` of a pipeline's ``[suites.<name>] kind = ...`` table
+    (``spec.tables.SuiteSpec``, its paths already resolved against the spec's folder)."""
+    return OwnSuiteSpec(name=suite_spec.name, kind=suite_spec.kind, root=suite_spec.root,
+                        path=suite_spec.path, size=suite_spec.size,
+                        channels=suite_spec.channels, classes=suite_spec.classes,
+                        layout=suite_spec.layout, n_samples=suite_spec.n_samples,
+                        seed=suite_spec.seed)
+
+
+def load_spec_suite(suite_spec, *, root=None, spec_file=None) -> Suite:
+    """A pipeline's suite: your own images (``load_own_suite``) or a built-in or registered
+    one (``load_suite(name, split, root=, n_samples=, seed=)``)."""
+    if getattr(suite_spec, "kind", None) is not None:
+        return load_own_suite(own_spec_of(suite_spec), spec_file=spec_file)
+    from ml4ml.data.suites import load_suite
+
+    return load_suite(suite_spec.name, suite_spec.split, root=root,
+                      n_samples=suite_spec.n_samples, seed=suite_spec.seed)
+
+
+def check_spec_suite(suite_spec, *, spec_file=None) -> tuple:
+    """The class names of a pipeline's own suite, checking its folder listing or its npz's
+    arrays without decoding an image (what ``ml4ml validate`` does); InputError naming the
+    file and the field otherwise."""
+    return own_suite_classes(own_spec_of(suite_spec), spec_file=spec_file)
 
 
 def _int_or_none(value):

@@ -391,10 +391,31 @@ def label_classes(spec, arrays: dict, path: Path):
 
 
 def npz_classes(spec, path: Path) -> tuple:
-    """The class names of an npz suite, reading only its labels and classes arrays."""
+    """The class names of an npz suite, reading only its labels and classes arrays and the
+    header of its images array (its shape and the label count checked, no pixel read)."""
     arrays = read_npz(path, ("labels", "classes"))
-    _check_labels(arrays["labels"], len(arrays["labels"]), path)
+    shape, dtype = npz_images_header(path)
+    if shape is not None:
+        fake = np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape, (0,) * len(shape))
+        n = len(nhwc_images(fake, spec.layout, path))
+    else:
+        n = len(arrays["labels"])
+    _check_labels(arrays["labels"], n, path)
     return label_classes(spec, arrays, path)[0]
+
+
+def npz_images_header(path: Path) -> tuple:
+    """(shape, dtype) of the ``images`` array of an npz from its .npy header (nothing else
+    read); (None, None) where the header cannot be read so (loading then says why)."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("images.npy") as member:
+            version = np.lib.format.read_magic(member)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(member)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None, None
+    return tuple(int(v) for v in shape), (dtype if dtype.kind in "uifb" else np.dtype(np.uint8))
 
 
 def load_npz(spec, path: Path):

@@ -112,17 +112,27 @@ def probe_template(params, transform: str, labels, n_classes: int, n_layers: int
 
 
 def load_probe_suite(pipeline, suite_spec):
-    """The suite a pipeline probes on; loaded once per process and reused by every model."""
+    """The suite a pipeline probes on; loaded once per process and reused by every model
+    (your own images: once per content digest, so a changed folder is read anew)."""
     root = None if pipeline.data_root is None else str(pipeline.data_root)
-    return _cached_suite(suite_spec.name, suite_spec.split, root, suite_spec.n_samples,
-                         suite_spec.seed)
+    digest = suite_spec.digest or own_suite_digest(pipeline, suite_spec)
+    return _cached_suite(suite_spec, root, digest, str(pipeline.file))
+
+
+def own_suite_digest(pipeline, suite_spec) -> str:
+    """The content digest of an own suite (``data.own.suite_digest``); "" for another."""
+    from ml4ml.data.own import own_spec_of, suite_digest
+
+    if not suite_spec.own:
+        return ""
+    return suite_digest(own_spec_of(suite_spec), spec_file=pipeline.file)
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_suite(name, split, root, n_samples, seed):
-    from ml4ml.data.suites import load_suite
+def _cached_suite(suite_spec, root, digest, spec_file):
+    from ml4ml.data.own import load_spec_suite
 
-    return load_suite(name, split, root=root, n_samples=n_samples, seed=seed)
+    return load_spec_suite(suite_spec, root=root, spec_file=spec_file)
 
 
 def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: bool = False,
@@ -161,6 +171,7 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
             raise StoreError("no model of this pipeline is trained yet", file=path,
                              hint=f"run 'ml4ml train {pipeline.file}' first")
         n_layers = len(pipeline.probe.layers) or DEFAULT_N_LAYERS
+        pipeline = _with_suite_digests(pipeline)
         own = models.layers  # every model's own: the spec's, else those add-models recorded
         # 1. plan without writing: which (model, suite, transform) to probe, and why
         jobs = {m: [] for m in mids}  # mid -> [(suite, transform)]
@@ -177,7 +188,11 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
                                                 lie_derivative=pipeline.probe.lie_derivative,
                                                 interpolation=interpolation,
                                                 units=pipeline.probe.units)
+                if suite_spec.own:
+                    templates[key].attrs[store.SUITE_DIGEST] = suite_spec.digest
                 done, source, recorded, counts = _probe_state(path, *key)
+                altered = suite_spec.own and _probed_attr(path, *key, store.SUITE_DIGEST) \
+                    not in (None, suite_spec.digest)
                 lacking = _lacking_lee(path, *key) if pipeline.probe.lie_derivative else set()
                 resampled = _probed_interpolation(path, *key) not in (None, interpolation)
                 redo[key] = []
@@ -189,13 +204,15 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
                     unlied = done.get(m, False) and m in lacking
                     no_units = done.get(m, False) and pipeline.probe.units == "channel" and \
                         counts.get(m, -1) < 0
-                    redone = changed or moved or unlied or no_units or \
-                        (resampled and done.get(m, False))
+                    redone = changed or moved or unlied or no_units or (
+                        (resampled or altered) and done.get(m, False))
                     if force or not done.get(m, False) or redone:
                         jobs[m].append(key)
                         if done.get(m, False):
                             redo[key].append(m)
                             reprobed[m] = (
+                                f"the images of suite {suite_spec.name!r} changed"
+                                if altered else
                                 "its checkpoint changed" if changed else
                                 "its layers changed" if moved else
                                 f"{transform} is sampled {interpolation} now" if resampled else
@@ -205,15 +222,17 @@ def probe_pipeline(pipeline, *, client=None, device: str | None = None, force: b
                         skipped += 1
         jobs = {m: j for m, j in jobs.items() if j}
         sources = {m: models.source(m) for m in jobs}
-        # 2. layout, then flags cleared (here and in the groups computed from these probes)
+        _check_own_classes(pipeline, jobs, sources)  # refused before anything is written
+        # 2. flags cleared (here and in the groups computed from these probes), then the
+        # layout (its attrs say what the group is probed with now)
         store.record_suites(path, _suite_records(pipeline))
         for (suite_name, transform), template in templates.items():
-            store.init_probes(path, suite_name, transform, template, all_mids)
             if redo[(suite_name, transform)]:
                 for group in (store.probe_group(suite_name, transform),
                               store.matrices_group(suite_name, transform),
                               store.measures_group(suite_name, transform)):
                     store.clear_done(path, group, redo[(suite_name, transform)])
+            store.init_probes(path, suite_name, transform, template, all_mids)
         device = device or pipeline.probe.device
         bar = stage_progress("probe", len(jobs), progress)
         for note in notes:
@@ -294,16 +313,74 @@ def _probed_interpolation(path, suite: str, transform: str) -> str | None:
                                                                    "nearest"))
 
 
-def _check_model_takes(model, prep, suite) -> None:
+def _probed_attr(path, suite: str, transform: str, name: str) -> str | None:
+    """A probe group's attr ``name``; None: no group, or the group lacks it."""
+    group = store.probe_group(suite, transform)
+    if not store.group_exists(path, group):
+        return None
+    value = store.open_probes(path, suite, transform).attrs.get(name)
+    return None if value is None else str(value)
+
+
+def _with_suite_digests(pipeline):
+    """``pipeline`` with each own suite's content digest found now (``SuiteSpec.digest``):
+    the models' tasks load the images it names without hashing them again."""
+    from dataclasses import replace
+
+    return replace(pipeline, suites=tuple(
+        replace(s, digest=own_suite_digest(pipeline, s)) if s.own else s
+        for s in pipeline.suites))
+
+
+def _check_own_classes(pipeline, jobs, sources) -> None:
+    """InputError (one line naming the model and the suite) for a model to be probed on
+    the user's own images whose output count is not the suite's class count. A model that
+    cannot be loaded or run is left to its task (recorded as failed there)."""
     import torch
 
     from ml4ml.errors import InputError
 
-    x = suite.images[:1]
-    if prep.normalize is not None:
-        mean, std = (torch.as_tensor(v, dtype=x.dtype).reshape(1, -1, 1, 1)
-                     for v in prep.normalize)
-        x = (x - mean) / std
+    own = {s.name: s for s in pipeline.suites if s.own}
+    for mid, todo in jobs.items():
+        names = sorted({suite for suite, _ in todo if suite in own})
+        if not names:
+            continue
+        try:
+            model, prep = sources[mid].load(mid)
+        except Exception:  # noqa: BLE001, S112 - its task records why
+            continue
+        for name in names:
+            suite = load_probe_suite(pipeline, own[name])
+            try:
+                with torch.inference_mode():
+                    logits = model(_normalized(suite.images[:1], prep))
+            except Exception:  # noqa: BLE001, S112 - its task records why
+                continue
+            if logits.dim() == 2 and logits.shape[1] != suite.n_classes:
+                raise InputError(
+                    f"model {mid!r} has {logits.shape[1]} outputs but suite {name!r} has "
+                    f"{suite.n_classes} classes; nothing was probed", file=pipeline.file,
+                    field=f"suites.{name}.classes",
+                    hint="list the model's classes in its output order, or probe it on a "
+                         "suite of its classes")
+
+
+def _normalized(x, prep):
+    import torch
+
+    if prep.normalize is None:
+        return x
+    mean, std = (torch.as_tensor(v, dtype=x.dtype).reshape(1, -1, 1, 1)
+                 for v in prep.normalize)
+    return (x - mean) / std
+
+
+def _check_model_takes(model, prep, suite, exact: bool = False) -> None:
+    import torch
+
+    from ml4ml.errors import InputError
+
+    x = _normalized(suite.images[:1], prep)
     with torch.inference_mode():
         try:
             logits = model(x)
@@ -314,7 +391,8 @@ def _check_model_takes(model, prep, suite) -> None:
                              f"height, width): {first}", file=prep.file, field="suites",
                              hint="probe a model on a suite of the shape it was trained on") \
                 from None
-    if logits.dim() != 2 or logits.shape[1] < suite.n_classes:
+    if logits.dim() != 2 or logits.shape[1] < suite.n_classes or (
+            exact and logits.shape[1] != suite.n_classes):
         raise InputError(f"model {prep.mid!r} has {tuple(logits.shape)} outputs for one image; "
                          f"suite {suite.name!r} has {suite.n_classes} classes", file=prep.file,
                          field="suites")
@@ -356,7 +434,7 @@ def probe_one(pipeline, mid: str, jobs, source, device: str = "cpu",
             if suite_name not in loaded:
                 suite = load_probe_suite(pipeline, suites[suite_name])
                 try:
-                    _check_model_takes(model, prep, suite)
+                    _check_model_takes(model, prep, suite, suites[suite_name].own)
                 except Exception as exc:  # noqa: BLE001 - the same for each transform
                     refused[suite_name] = failure_of(exc)
                     out.append((key, refused[suite_name]))

@@ -81,10 +81,37 @@ class DataTable(_Table):
 
 
 class SuiteTable(_Table):
-    """``[suites.<name>]``: a test suite to probe on."""
+    """``[suites.<name>]``: a test suite to probe on: a built-in or registered one, or your
+    own images (``kind = "imagefolder"`` with ``root``, or ``kind = "npz"`` with ``path``)."""
 
     split: Annotated[Literal["train", "test"], Says("'train' or 'test'", "'train' or 'test'")
                      ] = "test"
+    kind: Annotated[Literal["imagefolder", "npz"], Field(description=(
+        "your own images: 'imagefolder' (root: one folder per class) or 'npz' (path: "
+        "arrays images and labels); absent: a built-in or registered suite")),
+        Says("'imagefolder' or 'npz'", "'imagefolder' or 'npz'")] = None
+    root: Annotated[str, Field(min_length=1, description=(
+        "imagefolder: the folder holding one folder per class (relative to the spec)")),
+        Says("a folder path (a string)", "a folder path (a string)")] = None
+    path: Annotated[str, Field(min_length=1, description=(
+        "npz: the .npz file with arrays images and labels (relative to the spec)")),
+        Says("a file path (a string)", "a file path (a string)")] = None
+    size: Annotated[list[Annotated[int, Field(ge=1)]], Field(
+        min_length=2, max_length=2, description=(
+            "[H, W]: every image is resized to it (bilinear, antialiased); default: the "
+            "images' own size, the same for all")),
+        Says("two positive integers [H, W]", "two positive integers [H, W]")] = None
+    channels: Annotated[Literal[1, 3], Field(description=(
+        "1 or 3; default: 3 for imagefolder, the array's own for npz")),
+        Says("1 or 3", "1 or 3")] = None
+    classes: Annotated[list[Annotated[str, Field(min_length=1)]], Field(
+        min_length=1, description=(
+            "the class names in the model's output order; default: the sorted class folder "
+            "names (imagefolder), the file's classes array or 0..max label (npz)")),
+        Says("a list of class names", "a non-empty list of non-empty class names")] = None
+    layout: Annotated[Literal["nhwc", "nchw"], Field(description=(
+        "npz: the channel axis of a 4-D images array where it is ambiguous; default: "
+        "detected")), Says("'nhwc' or 'nchw'", "'nhwc' or 'nchw'")] = None
     n_samples: Annotated[int, Field(ge=2, description="a seeded random subset of this size"),
                          Says("an integer >= 2", "an integer >= 2")] = None
     seed: Annotated[int, Says("an integer")] = 0

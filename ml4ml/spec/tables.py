@@ -25,14 +25,34 @@ from ml4ml.spec.schema import (ASSESSORS, AssessTable, ClusterTable, LabelsTable
 LABEL_SOURCES = ("recipe", "store")
 
 
+# the fields of an own suite (``[suites.<name>] kind = ...``); ``data.own.OWN_FIELDS``
+OWN_KEYS = ("kind", "root", "path", "size", "channels", "classes", "layout")
+
+
 @dataclass(frozen=True)
 class SuiteSpec:
-    """A test suite to probe on: ``suites.load_suite(name, split, n_samples=, seed=)``."""
+    """A test suite to probe on: ``suites.load_suite(name, split, n_samples=, seed=)``, or,
+    with ``kind``, your own images (``data.own.load_own_suite``; ``root``/``path`` resolved
+    against the spec's folder, ``size`` and ``classes`` tuples)."""
 
     name: str
     split: str = "test"
     n_samples: int | None = None
     seed: int = 0
+    kind: str | None = None  # None: built-in or registered; "imagefolder" or "npz": own
+    root: str | None = None
+    path: str | None = None
+    size: tuple | None = None
+    channels: int | None = None
+    classes: tuple | None = None
+    layout: str | None = None
+    # the probe stage's: the content digest it found (``data.own.suite_digest``), "" unknown
+    digest: str = ""
+
+    @property
+    def own(self) -> bool:
+        """Whether this is a suite of the user's own images."""
+        return self.kind is not None
 
 
 @dataclass(frozen=True)
@@ -93,12 +113,59 @@ def read_suites(raw, problems) -> list[SuiteSpec]:
             "at least one test suite is required, e.g. [suites.digits]",
             "expected a table like {split = \"test\", n_samples = 500}"):
         suite = check_part(SuiteTable, spec, where + ".", problems)
-        if name not in known:
+        if "kind" in spec:
+            out.append(_own_suite(name, where, spec, suite, known, problems))
+            continue
+        given = [k for k in OWN_KEYS if k in spec]
+        if given and name not in known:
+            problems.add(f"{where}.kind", f"your own images need kind = \"imagefolder\" "
+                         f"(with root) or kind = \"npz\" (with path); {given[0]!r} given")
+        elif given:
+            problems.add(f"{where}.{given[0]}", f"{given[0]!r} is for your own images "
+                         f"(kind = \"imagefolder\" or \"npz\"), not built-in suite {name!r}")
+        elif name not in known:
             problems.add(where, f"unknown suite {name!r}; known: {', '.join(known)}"
-                         + did_you_mean(name, known))
+                         + did_you_mean(name, known) + "; or your own images: kind = "
+                         "\"imagefolder\" with root, or kind = \"npz\" with path")
         out.append(SuiteSpec(name=name, split=suite.split, n_samples=suite.n_samples,
                              seed=suite.seed))
     return out
+
+
+def _own_suite(name, where, spec, suite, known, problems) -> SuiteSpec:
+    """The SuiteSpec of ``[suites.<name>] kind = ...`` (the table already checked by its
+    model: here what fields need of each other); its paths resolved against the spec."""
+    kind = suite.kind or str(spec.get("kind"))  # a bad kind is already a problem
+    if name in known:
+        problems.add(where, f"{name!r} is a built-in or registered suite; name your own "
+                     f"images otherwise, e.g. [suites.my-{name}]")
+    if suite.split != "test":
+        problems.add(f"{where}.split", "your own images are a test suite: split = \"test\" "
+                     "(or leave it out)")
+    need, other = ("root", "path") if kind == "imagefolder" else ("path", "root")
+    if kind in ("imagefolder", "npz"):
+        if need not in spec:
+            problems.add(f"{where}.{need}", f"kind {kind!r} needs {need}: " + (
+                "the folder holding one folder per class" if need == "root" else
+                "the .npz file with arrays images and labels") + " (relative to this spec)")
+        if other in spec:
+            problems.add(f"{where}.{other}", f"kind {kind!r} takes {need}, not {other}")
+        if kind == "imagefolder" and "layout" in spec:
+            problems.add(f"{where}.layout", "layout applies to kind 'npz' only")
+    classes = spec.get("classes")
+    if isinstance(classes, list):
+        twice = sorted({c for c in classes if isinstance(c, str) and classes.count(c) > 1})
+        if twice:
+            problems.add(f"{where}.classes", f"names appear twice: {twice}")
+    base = problems.base or Path(".")
+    located = {k: resolve(getattr(suite, k), Path(base)) for k in ("root", "path")
+               if getattr(suite, k)}
+    return SuiteSpec(name=name, split="test", n_samples=suite.n_samples, seed=suite.seed,
+                     kind=kind, root=located.get("root"), path=located.get("path"),
+                     size=None if suite.size is None else tuple(suite.size),
+                     channels=suite.channels,
+                     classes=None if suite.classes is None else tuple(suite.classes),
+                     layout=suite.layout)
 
 
 def read_transforms(raw, problems) -> dict:

@@ -17,7 +17,7 @@ from ml4ml.store.layout import commit, recover  # noqa: F401
 from ml4ml.store.lock import holder, writing  # noqa: F401
 from ml4ml.store.require import require_store  # noqa: F401
 from ml4ml.store.models import add_models, model_ids, read_models, update_models  # noqa: F401
-from ml4ml.store.probes import (DIGEST, ERROR, INTERPOLATION, SOURCE,  # noqa: F401
+from ml4ml.store.probes import (DIGEST, ERROR, INTERPOLATION, SOURCE, SUITE_DIGEST,  # noqa: F401
                                 check_compatible,
                                 finish_probes, init_probes, open_probes, probe_digest,
                                 probe_layout,
@@ -30,7 +30,8 @@ from ml4ml.store.suites import record_suites, recorded_suites  # noqa: F401
 
 __all__ = list(_groups_all) + [
     "is_url", "require_store", "commit", "recover", "holder", "writing", "add_models", "model_ids",
-    "read_models", "update_models", "DIGEST", "ERROR", "INTERPOLATION", "SOURCE", "check_compatible",
+    "read_models", "update_models", "DIGEST", "ERROR", "INTERPOLATION", "SOURCE", "SUITE_DIGEST",
+    "check_compatible",
     "clear_done", "init_probes", "open_probes", "probe_digest", "write_probe",
     "write_probe_data", "finish_probes", "probe_layout", "write_probe_failure", "PROBE_DIGEST", "RowWrites",
     "append_measures", "append_responses", "stored_labels", "prepare_rows", "rewrite_coordinate", "fresh_mids", "fresh_rows",

@@ -29,7 +29,7 @@ from ml4ml.store.rows import clear_done
 __all__ = ["init_probes", "probe_layout", "write_probe", "write_probe_data", "finish_probes",
            "write_probe_failure", "open_probes", "check_compatible", "probe_digest",
            "unit_layers", "unit_digest_values", "UNIT_ARRAYS", "SOURCE", "DIGEST", "ERROR",
-           "INTERPOLATION"]
+           "INTERPOLATION", "SUITE_DIGEST"]
 
 SOURCE = "source_sha256"
 DIGEST = "digest"
@@ -43,6 +43,9 @@ INTERPOLATION = "interpolation"
 # per-model arrays along the positional ``unit`` dim ([probe] units = "channel"), placed
 # by ``unit_label``; the digest covers a model's own units (``unit_digest_values``)
 UNIT_ARRAYS = (dims.UNIT_RESPONSE, dims.UNIT_TV, dims.UNIT_SV)
+# the content digest of the user's own images a group was probed on (a group attr; absent:
+# a built-in or registered suite); ``data.own.suite_digest``
+SUITE_DIGEST = "suite_digest"
 LINEAGE_ATTRS = {
     SOURCE: ("source sha256", "sha256 of the checkpoint (or reference files) the model's "
              "responses were probed from"),
@@ -122,7 +125,9 @@ def init_probes(path, suite: str, transform: str, template: xr.Dataset, mids) ->
         moved = existing.attrs.get(INTERPOLATION, "nearest") != interpolation
         units = dims.UNIT_RESPONSE in _per_model(template) and \
             dims.UNIT_LABEL not in existing.variables
-        if new or missing or moved or units:
+        digest = template.attrs.get(SUITE_DIGEST)
+        changed = digest is not None and existing.attrs.get(SUITE_DIGEST) != digest
+        if new or missing or moved or units or changed:
             begin(path, group)
             with quiet():
                 zgroup = zarr_group(path, group)
@@ -135,6 +140,8 @@ def init_probes(path, suite: str, transform: str, template: xr.Dataset, mids) ->
                                                     transform), missing)
                 if moved:
                     zgroup.attrs.update({INTERPOLATION: interpolation})
+                if changed:
+                    zgroup.attrs.update({SUITE_DIGEST: digest})
             commit(path, group)
         return new
     layout = probe_layout(template, mids, precision, suite, transform)

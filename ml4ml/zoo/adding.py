@@ -395,13 +395,12 @@ def spec_modules(pipeline) -> dict:
 
 def pipeline_suites(pipeline) -> list[SuiteCheck]:
     """The suites of a spec, loaded (a few images each) to check new models on."""
-    from ml4ml.data.suites import load_suite
+    from ml4ml.data.own import load_spec_suite
 
     root = None if pipeline.data_root is None else str(pipeline.data_root)
     out = []
-    for spec in pipeline.suites:
-        suite = load_suite(spec.name, spec.split, root=root, n_samples=spec.n_samples,
-                           seed=spec.seed)
+    for spec in pipeline.suites:  # built-in, registered, or your own images
+        suite = load_spec_suite(spec, root=root, spec_file=pipeline.file)
         out.append(SuiteCheck(spec.name, tuple(suite.images.shape[1:]), int(suite.n_classes),
                               suite.images[:2]))
     return out
