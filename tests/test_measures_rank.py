@@ -152,11 +152,15 @@ def test_rank_command_writes_every_column_readable_by_plain_xarray(path):
     value = measures["value"]
     n_matrix = value.sizes["level"] * value.sizes["split"] * value.sizes["interval"] * \
         value.sizes["measure"]
-    assert rank.sizes["score"] == n_matrix  # every level x split x interval x measure
-    assert set(rank["rank_family"].values.tolist()) == {"matrix"}
+    response = measures["response_value"]
+    n_response = response.sizes["level"] * response.sizes["response_measure"]
+    # every level x split x interval x measure, and every level x response measure
+    assert rank.sizes["score"] == n_matrix + n_response
+    family = rank["rank_family"].values.astype(str)
+    assert (family == "matrix").sum() == n_matrix and (family == "response").sum() == n_response
     assert rank.attrs["label_source"] == "file" and rank.attrs["n_boot"] == 300
-    # one column against scikit-learn, from the measures group itself
-    best = str(rank["score"].values[0])
+    # the best matrix column against scikit-learn, from the measures group itself
+    best = str(rank["score"].values[family == "matrix"][0])
     row = rank.sel(score=best)
     column = value.sel(level=str(row["rank_level"].values), split="correct" if
                        not str(row["rank_split"].values) else str(row["rank_split"].values),
@@ -166,7 +170,7 @@ def test_rank_command_writes_every_column_readable_by_plain_xarray(path):
     y = np.asarray([int(m in INVARIANT) for m in measures["mid"].values])
     x = column.values * int(row["rank_direction"])
     assert float(row["rank_auc"]) == pytest.approx(roc_auc_score(y[holdout], x[holdout]))
-    assert f"{best}" in result.output.splitlines()[3]
+    assert str(rank["score"].values[0]) in result.output.splitlines()[3]
     # the printed top rows are the stored order
     assert rank["rank_position"].values[:3].tolist() == [1, 2, 3]
     assert run("store", "check", path).exit_code == 0
